@@ -1,0 +1,31 @@
+"""The one error family of the core. Only ``cli.py`` turns these into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class SpeakerIDError(Exception):
+    """Base class: every failure the user can cause or fix. The message is one line."""
+
+
+class AudioError(SpeakerIDError):
+    """A file that cannot be read as audio, or audio with no usable speech."""
+
+
+class CheckpointError(SpeakerIDError):
+    """A model file that is missing, damaged, tampered with or of the wrong kind."""
+
+
+class StoreError(SpeakerIDError):
+    """A damaged, foreign or incompatible enrollment store."""
+
+
+class UnknownSpeakerError(SpeakerIDError):
+    """A speaker name that is not enrolled."""
+
+
+class InvalidNameError(SpeakerIDError):
+    """A speaker name that breaks the naming rules."""
+
+
+class DataError(SpeakerIDError):
+    """A training or evaluation corpus that cannot be used as asked."""

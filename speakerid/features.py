@@ -1,0 +1,111 @@
+"""Front-ends: batched torch modules from 16 kHz fragments to the encoder's input.
+
+Each takes ``(batch, samples)`` float waveforms at ``SAMPLE_RATE`` and returns
+``(batch, features, frames)``. They hold no trainable weights (the pretrained front-ends
+hold frozen ones), run on CPU or GPU, and report their output shape for a fragment length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchaudio.functional as AF
+import torchaudio.transforms as T
+from torch import nn
+
+from speakerid.audio import SAMPLE_RATE
+
+RAW_RATE = 4_000  # Hz, the case study's subsampled raw waveform (12000 samples per 3 s)
+
+MFCC_N = 32  # the case study's coefficient count
+MFCC_N_FFT = 2048  # librosa's default STFT, so that 3 s gives 94 frames
+MFCC_HOP = 512
+MFCC_N_MELS = 128
+MFCC_TOP_DB = 80.0  # librosa.power_to_db's default dynamic range
+
+FBANK_N_FFT = 512
+FBANK_WIN = 400  # 25 ms
+FBANK_HOP = 160  # 10 ms
+FBANK_F_MIN = 20.0
+FBANK_F_MAX = 7_600.0
+
+
+class RawFrontend(nn.Module):
+    """Waveform subsampled to 4 kHz, as the case study fed its 1-D CNN: (B, 1, 12000)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n_features = 1
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        x = AF.resample(wav, SAMPLE_RATE, RAW_RATE)
+        # Per-fragment standardisation: loudness carries no identity.
+        x = (x - x.mean(dim=-1, keepdim=True)) / (x.std(dim=-1, keepdim=True) + 1e-5)
+        return x.unsqueeze(1)
+
+    def frames(self, samples: int) -> int:
+        return math.ceil(samples * RAW_RATE / SAMPLE_RATE)
+
+
+class MFCCFrontend(nn.Module):
+    """32 MFCCs computed exactly as ``librosa.feature.mfcc(y, sr=16000, n_mfcc=32)``: (B, 32, 94).
+
+    Slaney mel scale and normalisation, power spectrogram, ``power_to_db`` with a per-fragment
+    80 dB floor, orthonormal DCT-II. torchaudio's ``MFCC`` applies its top_db clamp across the
+    whole batch, so the dB step is done here per fragment.
+    """
+
+    def __init__(self, n_mfcc: int = MFCC_N) -> None:
+        super().__init__()
+        self.n_features = n_mfcc
+        self.mel = T.MelSpectrogram(
+            sample_rate=SAMPLE_RATE,
+            n_fft=MFCC_N_FFT,
+            hop_length=MFCC_HOP,
+            n_mels=MFCC_N_MELS,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        dct = AF.create_dct(n_mfcc, MFCC_N_MELS, norm="ortho")  # (n_mels, n_mfcc)
+        self.register_buffer("dct", dct, persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        power = self.mel(wav.float())  # (B, n_mels, frames)
+        db = 10.0 * torch.log10(power.clamp_min(1e-10))
+        peak = db.amax(dim=(-2, -1), keepdim=True)
+        db = torch.maximum(db, peak - MFCC_TOP_DB)
+        return torch.einsum("bmt,mc->bct", db, self.dct)
+
+    def frames(self, samples: int) -> int:
+        return 1 + samples // MFCC_HOP
+
+
+class FbankFrontend(nn.Module):
+    """Log-mel filterbank (25 ms / 10 ms, 20-7600 Hz) with per-fragment mean normalisation."""
+
+    def __init__(self, n_mels: int = 80) -> None:
+        super().__init__()
+        self.n_features = n_mels
+        self.mel = T.MelSpectrogram(
+            sample_rate=SAMPLE_RATE,
+            n_fft=FBANK_N_FFT,
+            win_length=FBANK_WIN,
+            hop_length=FBANK_HOP,
+            f_min=FBANK_F_MIN,
+            f_max=FBANK_F_MAX,
+            n_mels=n_mels,
+            power=2.0,
+            center=True,
+            window_fn=torch.hamming_window,
+        )
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        x = torch.log(self.mel(wav.float()) + 1e-6)
+        return x - x.mean(dim=-1, keepdim=True)
+
+    def frames(self, samples: int) -> int:
+        return 1 + samples // FBANK_HOP

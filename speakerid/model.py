@@ -1,0 +1,315 @@
+"""The twin encoder: one network applied to both sides of a pair, input -> embedding.
+
+Three bodies: the case study's 1-D CNN (raw 4 kHz audio) and 2-D CNN (MFCC or any
+feature map), each with global max pooling and a dense embedding, and ``ecapa_lite``, a
+compact ECAPA-style TDNN with squeeze-excitation, multi-layer aggregation and attentive
+statistics pooling, the default. Heads and losses live in ``train.py``; a checkpoint holds
+the encoder alone, in safetensors with its ``ModelConfig`` in the metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from speakerid.audio import FRAGMENT_SAMPLES
+from speakerid.errors import CheckpointError
+from speakerid.features import FbankFrontend, MFCCFrontend, RawFrontend
+
+CHECKPOINT_FORMAT = "speakerid-encoder/1"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild an encoder; saved inside every checkpoint."""
+
+    frontend: str = "fbank"  # input representation: raw | mfcc | fbank | ge2e | vggish
+    arch: str = "ecapa_lite"  # encoder body: cnn1d | cnn2d | ecapa_lite
+    embedding_dim: int = 192  # size of the embedding the encoder outputs
+    channels: int = 192  # width of the body (ecapa_lite) or of its last conv block (cnn*)
+    n_mels: int = 80  # fbank mel bands
+    n_mfcc: int = 32  # MFCC coefficients
+    fragment_samples: int = FRAGMENT_SAMPLES  # input length the encoder is built for
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise CheckpointError(f"checkpoint config has unknown fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _lazy(module: str, name: str) -> Callable[[ModelConfig], nn.Module]:
+    """Front-ends with optional dependencies are imported only when asked for."""
+
+    def build(cfg: ModelConfig) -> nn.Module:
+        return getattr(importlib.import_module(module), name)(cfg)
+
+    return build
+
+
+FRONTENDS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "raw": lambda cfg: RawFrontend(),
+    "mfcc": lambda cfg: MFCCFrontend(cfg.n_mfcc),
+    "fbank": lambda cfg: FbankFrontend(cfg.n_mels),
+    "ge2e": _lazy("speakerid.pretrained", "GE2EFrontend"),
+    "vggish": _lazy("speakerid.pretrained", "VGGishFrontend"),
+}
+
+
+class CNN1d(nn.Module):
+    """Case study, raw audio: 4 x (Conv1d, BatchNorm, ReLU, MaxPool 4), global max, dense."""
+
+    def __init__(self, n_features: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        widths = [n_features, 32, 64, 128, cfg.channels]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            layers += [
+                nn.Conv1d(cin, cout, kernel_size=9, padding=4),
+                nn.BatchNorm1d(cout),
+                nn.ReLU(),
+                nn.MaxPool1d(4, ceil_mode=True),
+            ]
+        self.blocks = nn.Sequential(*layers)
+        self.embed = nn.Linear(cfg.channels, cfg.embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.blocks(x).amax(dim=-1))
+
+
+class CNN2d(nn.Module):
+    """Case study, MFCC / pretrained maps: 4 x (Conv2d 3x3, BN, ReLU, MaxPool 2), global max."""
+
+    def __init__(self, n_features: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        widths = [1, 32, 64, 128, cfg.channels]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            layers += [
+                nn.Conv2d(cin, cout, kernel_size=3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
+        self.blocks = nn.Sequential(*layers)
+        self.embed = nn.Linear(cfg.channels, cfg.embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.blocks(x.unsqueeze(1)).amax(dim=(-2, -1)))
+
+
+class SEBlock(nn.Module):
+    """Squeeze-excitation over time: rescale channels by a gate from their mean."""
+
+    def __init__(self, channels: int, bottleneck: int = 64) -> None:
+        super().__init__()
+        self.gate = nn.Sequential(
+            nn.Conv1d(channels, bottleneck, 1), nn.ReLU(), nn.Conv1d(bottleneck, channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.gate(x.mean(dim=-1, keepdim=True)))
+
+
+class TDNNBlock(nn.Module):
+    """Residual dilated conv -> ReLU -> BN -> SE."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation, padding=dilation)
+        self.bn = nn.BatchNorm1d(channels)
+        self.se = SEBlock(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.se(self.bn(F.relu(self.conv(x))))
+
+
+class AttentiveStatsPool(nn.Module):
+    """Attention-weighted mean and standard deviation over time: (B, C, T) -> (B, 2C)."""
+
+    def __init__(self, channels: int, bottleneck: int = 128) -> None:
+        super().__init__()
+        self.attn = nn.Sequential(
+            nn.Conv1d(channels, bottleneck, 1), nn.Tanh(), nn.Conv1d(bottleneck, channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.attn(x), dim=-1)
+        mean = (w * x).sum(dim=-1)
+        var = (w * x * x).sum(dim=-1) - mean * mean
+        return torch.cat([mean, var.clamp_min(1e-6).sqrt()], dim=-1)
+
+
+class EcapaLite(nn.Module):
+    """Compact ECAPA-style encoder: strided stem, 3 dilated SE blocks, aggregation, ASP."""
+
+    def __init__(self, n_features: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        c = cfg.channels
+        self.stem = nn.Sequential(
+            nn.Conv1d(n_features, c, 5, stride=2, padding=2), nn.ReLU(), nn.BatchNorm1d(c)
+        )
+        self.blocks = nn.ModuleList(TDNNBlock(c, d) for d in (2, 3, 4))
+        self.aggregate = nn.Sequential(nn.Conv1d(3 * c, 2 * c, 1), nn.ReLU())
+        self.pool = AttentiveStatsPool(2 * c)
+        self.bn_pool = nn.BatchNorm1d(4 * c)
+        self.embed = nn.Linear(4 * c, cfg.embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        outs = []
+        for block in self.blocks:
+            x = block(x)
+            outs.append(x)
+        x = self.aggregate(torch.cat(outs, dim=1))
+        return self.embed(self.bn_pool(self.pool(x)))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "cnn1d": CNN1d,
+    "cnn2d": CNN2d,
+    "ecapa_lite": EcapaLite,
+}
+
+
+class Encoder(nn.Module):
+    """Front-end + body: ``(batch, fragment_samples)`` 16 kHz audio -> ``(batch, embedding_dim)``.
+
+    The output is not normalised; ``embed.py`` L2-normalises for scoring.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.frontend not in FRONTENDS:
+            raise CheckpointError(f"unknown front-end {cfg.frontend!r}; one of {list(FRONTENDS)}")
+        if cfg.arch not in ARCHITECTURES:
+            raise CheckpointError(f"unknown architecture {cfg.arch!r}; one of {list(ARCHITECTURES)}")
+        self.config = cfg
+        self.frontend = FRONTENDS[cfg.frontend](cfg)
+        self.body = ARCHITECTURES[cfg.arch](self.frontend.n_features, cfg)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.body(self.frontend(wav))
+
+
+# ---------------------------------------------------------------- distances
+
+def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise L2 distance, (N, D) x (N, D) -> (N,)."""
+    return (a - b).pow(2).sum(dim=-1).clamp_min(1e-12).sqrt()
+
+
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise 1 - cosine similarity, in [0, 2]."""
+    return 1.0 - F.cosine_similarity(a, b, dim=-1)
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise L1 distance."""
+    return (a - b).abs().sum(dim=-1)
+
+
+DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "euclidean": euclidean,
+    "cosine": cosine_distance,
+    "l1": l1,
+}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_encoder(
+    encoder: Encoder,
+    path: str | Path,
+    threshold: float | None = None,
+    info: dict[str, Any] | None = None,
+    half: bool = False,
+) -> None:
+    """Write the encoder's weights and config as safetensors (fp16 with ``half``)."""
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in encoder.state_dict().items()
+    }
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "config": json.dumps(asdict(encoder.config)),
+        "info": json.dumps(info or {}),
+    }
+    if threshold is not None:
+        metadata["threshold"] = repr(float(threshold))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=metadata)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An encoder in eval mode with what its checkpoint says about it."""
+
+    encoder: Encoder
+    threshold: float | None  # calibrated cosine threshold, None if never calibrated
+    fingerprint: str  # sha256 of the checkpoint file: the store's model identity
+    path: Path
+    info: dict[str, Any]
+
+
+def load_encoder(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:
+    """Rebuild an encoder from a safetensors checkpoint, strictly.
+
+    Raises ``CheckpointError`` for a missing, damaged, foreign or tampered file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    fingerprint = file_sha256(path)
+    if expected_sha256 is not None and fingerprint != expected_sha256:
+        raise CheckpointError(
+            f"{path}: sha256 {fingerprint[:12]}... does not match the shipped model; "
+            "the file is damaged or was replaced (reinstall speakerid)"
+        )
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable speakerid model ({exc})") from None
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a speakerid encoder checkpoint")
+    try:
+        cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
+        info = json.loads(metadata.get("info", "{}"))
+        threshold = float(metadata["threshold"]) if "threshold" in metadata else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint metadata ({exc})") from None
+    encoder = Encoder(cfg)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match the config ({first})") from None
+    encoder.eval()
+    return LoadedModel(encoder, threshold, fingerprint, path, info)
