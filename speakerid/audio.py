@@ -127,7 +127,7 @@ def fragment(
     if n < FRAGMENT_SAMPLES:
         reps = -(-FRAGMENT_SAMPLES // n)
         return np.tile(wav, reps)[None, :FRAGMENT_SAMPLES].astype(np.float32)
-    hop = max(1, int(round(hop_seconds * SAMPLE_RATE)))
+    hop = max(1, round(hop_seconds * SAMPLE_RATE))
     starts = list(range(0, n - FRAGMENT_SAMPLES + 1, hop))
     tail = n - (starts[-1] + FRAGMENT_SAMPLES)
     if tail >= TAIL_KEEP_RATIO * FRAGMENT_SAMPLES:

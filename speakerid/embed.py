@@ -63,7 +63,8 @@ class Embedder:
         """``(n, FRAGMENT_SAMPLES)`` float32 -> ``(n, D)`` unit-length embeddings."""
         out = []
         for start in range(0, len(fragments), self.batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(fragments[start : start + self.batch_size]))
+            chunk = np.ascontiguousarray(fragments[start : start + self.batch_size])
+            batch = torch.from_numpy(chunk)
             out.append(self.encoder(batch.to(self.device)).float().cpu().numpy())
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)

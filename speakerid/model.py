@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -76,7 +77,7 @@ class CNN1d(nn.Module):
         super().__init__()
         widths = [n_features, 32, 64, 128, cfg.channels]
         layers: list[nn.Module] = []
-        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+        for cin, cout in itertools.pairwise(widths):
             layers += [
                 nn.Conv1d(cin, cout, kernel_size=9, padding=4),
                 nn.BatchNorm1d(cout),
@@ -97,7 +98,7 @@ class CNN2d(nn.Module):
         super().__init__()
         widths = [1, 32, 64, 128, cfg.channels]
         layers: list[nn.Module] = []
-        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+        for cin, cout in itertools.pairwise(widths):
             layers += [
                 nn.Conv2d(cin, cout, kernel_size=3, padding=1),
                 nn.BatchNorm2d(cout),
@@ -196,7 +197,9 @@ class Encoder(nn.Module):
         if cfg.frontend not in FRONTENDS:
             raise CheckpointError(f"unknown front-end {cfg.frontend!r}; one of {list(FRONTENDS)}")
         if cfg.arch not in ARCHITECTURES:
-            raise CheckpointError(f"unknown architecture {cfg.arch!r}; one of {list(ARCHITECTURES)}")
+            raise CheckpointError(
+                f"unknown architecture {cfg.arch!r}; one of {list(ARCHITECTURES)}"
+            )
         self.config = cfg
         self.frontend = FRONTENDS[cfg.frontend](cfg)
         self.body = ARCHITECTURES[cfg.arch](self.frontend.n_features, cfg)
@@ -206,6 +209,7 @@ class Encoder(nn.Module):
 
 
 # ---------------------------------------------------------------- distances
+
 
 def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise L2 distance, (N, D) x (N, D) -> (N,)."""
@@ -230,6 +234,7 @@ DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 # ---------------------------------------------------------------- checkpoints
+
 
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file, read in chunks."""

@@ -1,0 +1,203 @@
+"""1:N search latency and load time of the enrollment store for 10^3 ... 10^6 speakers.
+
+Random unit vectors (no audio) are inserted through ``SpeakerStore.add_vectors`` into a
+fresh SQLite store per size; the store is then reopened and timed:
+
+- load: the first ``matrix()`` call of a new ``SpeakerStore`` (SQLite -> (N, D) float32);
+- search: ``store.search(query, top_k)`` for one query (median over ``--repeats``), which is
+  what ``speakerid identify`` does after embedding; and per query in a batch of
+  ``--batch`` queries (one matrix product, as ``identify`` does for many files);
+- matmul: the bare ``matrix @ query`` + top-k, for comparison.
+
+Sizes above ``--sqlite-max`` skip SQLite and time the in-memory search only (said so in
+the table). Usage::
+
+    python bench/bench_store.py                       # 1e3 1e4 1e5 1e6, writes docs/
+    python bench/bench_store.py --sizes 1000 10000 --out -   # print the table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from speakerid.store import SpeakerStore, _top_k
+
+FINGERPRINT = "bench" + "0" * 59  # a stand-in model identity
+
+
+def machine() -> str:
+    """CPU model name and core count, as lscpu reports them."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in pairs}
+        cpu = f"{fields.get('Model name', 'unknown CPU')}, {fields.get('CPU(s)', '?')} CPU(s)"
+    except (OSError, subprocess.CalledProcessError):
+        cpu = f"{platform.processor() or 'unknown CPU'}"
+    return f"{cpu}; {platform.system()} {platform.release()}; Python {platform.python_version()}"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int, chunk: int = 100_000) -> np.ndarray:
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, chunk):
+        block = rng.standard_normal((min(chunk, n - s), dim), dtype=np.float32)
+        out[s : s + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def bench_size(
+    n: int, args: argparse.Namespace, workdir: Path, rng: np.random.Generator
+) -> dict[str, float | str | None]:
+    vectors = unit_vectors(rng, n, args.dim)
+    queries = unit_vectors(rng, args.batch, args.dim)
+    row: dict[str, float | str | None] = {"n": n, "insert": None, "db_mb": None, "load": None}
+    if n <= args.sqlite_max:
+        path = workdir / f"store-{n}.sqlite"
+        names = [f"spk{i:07d}" for i in range(n)]
+        start = time.perf_counter()
+        with SpeakerStore(path) as store:
+            store.add_vectors(names, vectors, fingerprint=FINGERPRINT, validate=False)
+        row["insert"] = time.perf_counter() - start
+        row["db_mb"] = path.stat().st_size / 1e6
+        del names
+        store = SpeakerStore(path, use_faiss=False if args.numpy_only else None)
+        start = time.perf_counter()
+        store.matrix()
+        row["load"] = time.perf_counter() - start
+        search = store.search
+    else:
+        store = None
+        matrix = np.ascontiguousarray(vectors)
+        names = [f"spk{i:07d}" for i in range(n)]
+
+        def search(q: np.ndarray, k: int) -> list:  # the same ranking code, no SQLite
+            scores, idx = _top_k(np.atleast_2d(q) @ matrix.T, k)
+            return [[(names[j], s) for s, j in zip(sr, ir, strict=True)] for sr, ir in
+                    zip(scores, idx, strict=True)]
+
+    row["search_ms"] = 1e3 * median_seconds(lambda: search(queries[0], args.top), args.repeats)
+    batch_repeats = max(3, args.repeats // 5)
+    row["batch_ms"] = 1e3 * median_seconds(
+        lambda: search(queries, args.top), batch_repeats
+    ) / len(queries)
+    mat = vectors
+    row["matmul_ms"] = 1e3 * median_seconds(lambda: _top_k((mat @ queries[0])[None], args.top),
+                                            args.repeats)
+    row["path"] = "SQLite store" if store is not None else "in-memory matrix only"
+    if store is not None:
+        store.close()
+        for f in workdir.glob(f"store-{n}.sqlite*"):
+            f.unlink()
+    return row
+
+
+def fmt(value: float | str | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| speakers | path | insert (s) | store size (MB) | load (s) | search, 1 query (ms) "
+        "| search, per query in a batch (ms) | bare matmul + top-k (ms) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']:,} | {r['path']} | {fmt(r['insert'], '.2f')} | {fmt(r['db_mb'], '.0f')} "
+            f"| {fmt(r['load'], '.3f')} | {fmt(r['search_ms'], '.3f')} "
+            f"| {fmt(r['batch_ms'], '.4f')} | {fmt(r['matmul_ms'], '.3f')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**4, 10**5, 10**6])
+    parser.add_argument("--dim", type=int, default=192, help="embedding size")
+    parser.add_argument("--top", type=int, default=5, help="candidates per query")
+    parser.add_argument("--repeats", type=int, default=30, help="timed single searches")
+    parser.add_argument("--batch", type=int, default=100, help="queries in the batch search")
+    parser.add_argument("--sqlite-max", type=int, default=10**6,
+                        help="larger sizes skip SQLite and time the in-memory search only")
+    parser.add_argument("--numpy-only", action="store_true", help="do not use faiss")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the stores go")
+    parser.add_argument("--out", default="docs/store-benchmark.md", help="markdown file or -")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    has_faiss = importlib.util.find_spec("faiss") is not None
+    backend = "faiss" if has_faiss and not args.numpy_only else "numpy (faiss not installed)"
+    if has_faiss and args.numpy_only:
+        backend = "numpy (--numpy-only)"
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for n in args.sizes:
+            row = bench_size(n, args, Path(tmp), rng)
+            rows.append(row)
+            print(
+                f"{n:>9,}: insert {fmt(row['insert'], '.2f')} s, load {fmt(row['load'], '.3f')} s,"
+                f" search {row['search_ms']:.3f} ms, batch {row['batch_ms']:.4f} ms/query",
+                file=sys.stderr,
+                flush=True,
+            )
+    command = "python bench/bench_store.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    report = "\n".join(
+        [
+            "# Enrollment store benchmark",
+            "",
+            f"Machine: {machine()}; numpy {np.__version__}.",
+            f"Command: `{command}` (D = {args.dim}, top {args.top}, median of {args.repeats} "
+            f"single searches; batch of {args.batch} queries).",
+            "",
+            table(rows),
+            "",
+            "Notes:",
+            "",
+            "- *insert*: `SpeakerStore.add_vectors` in one transaction (each speaker also gets "
+            "one `(imported)` recording row, so the file holds every vector twice); *load*: the "
+            "first `matrix()` of a freshly opened store, SQLite rows -> one contiguous float32 "
+            f"matrix ({args.dim * 4} bytes per speaker, "
+            f"{max(args.sizes) * args.dim * 4 / 1e6:.0f} MB for {max(args.sizes):,}).",
+            "- *search, 1 query*: `SpeakerStore.search(q, top_k)` on the loaded store, the cost "
+            "`speakerid identify` adds after embedding the file: one data-version check, one "
+            "matrix-vector product, `argpartition` top-k. *per query in a batch*: the same with "
+            f"{args.batch} queries at once (one matrix product), divided by {args.batch}.",
+            f"- search backend: {backend}. With faiss installed, `SpeakerStore` uses "
+            "`IndexFlatIP` (exact) automatically; `--numpy-only` forces numpy.",
+            "- The machine's cores are shared with other jobs, so the numbers are indicative "
+            "(a few tens of percent run to run).",
+            "",
+        ]
+    )
+    if args.out == "-":
+        print(report)
+    else:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report)
+        print(report)
+
+
+if __name__ == "__main__":
+    main()

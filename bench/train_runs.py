@@ -1,0 +1,122 @@
+"""The training runs behind models/ and docs/benchmarks.md, run side by side.
+
+Each run is a ``speakerid train`` configuration (flags = TrainConfig fields); this script
+starts several at once (one process each, e.g. on one GPU) and writes each run's folder
+under ``--out``. ``--only NAME`` runs one. ``--smoke`` runs 3 steps of each first.
+
+    python bench/train_runs.py --data-root ../shared/data --out runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+from speakerid.train import TrainConfig, train
+
+LIBRI = "LibriSpeech/train-clean-100"
+EXTRA = ("extra/vctk", "extra/cmu_arctic", "extra/aishell1", "extra/ami")
+
+
+def runs(root: Path) -> dict[str, TrainConfig]:
+    """Named configurations. All hold out the same 40 LibriSpeech test speakers (seed 0)."""
+    libri = (str(root / LIBRI),)
+    everything = libri + tuple(str(root / e) for e in EXTRA)
+    case_study = dict(  # 80 training / 40 unseen speakers, BCE on pairs, RAdam, validate on test
+        data=libri,
+        objective="bce",
+        train_speakers=80,
+        test_speakers=40,
+        steps=20000,
+        val_every=250,
+        batch_size=64,
+        distance="euclidean",
+        lr=1e-3,
+        embedding_dim=128,
+        channels=128,
+    )
+    shipped = dict(
+        data=everything,
+        test_speakers=40,
+        val_speakers=20,
+        holdout_prefix="train-clean-100:",
+        steps=20000,
+        batch_size=128,
+        lr=2e-3,
+        optimizer="adamw",
+        val_every=250,
+    )
+    return {
+        "case_raw_bce": TrainConfig(frontend="raw", arch="cnn1d", **case_study),
+        "case_mfcc_bce": TrainConfig(frontend="mfcc", arch="cnn2d", **case_study),
+        "fbank_bce": TrainConfig(
+            frontend="fbank",
+            arch="ecapa_lite",
+            **{**case_study, "embedding_dim": 192, "channels": 192},
+        ),
+        "fbank_aam": TrainConfig(objective="aam", **shipped),
+        "fbank_distill": TrainConfig(objective="distill", **shipped),
+        "fbank_distill_aam": TrainConfig(objective="distill", aam_weight=0.2, **shipped),
+    }
+
+
+def _run(name: str, cfg: TrainConfig, log_dir: Path) -> None:
+    sys.stdout = sys.stderr = open(log_dir / f"{name}.log", "w", buffering=1)  # noqa: SIM115
+    import torch
+
+    torch.set_num_threads(2)
+    try:
+        train(cfg)
+    except Exception:
+        traceback.print_exc()
+        raise
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--out", type=Path, default=Path("runs"))
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--smoke", action="store_true", help="3 steps of each run first")
+    ap.add_argument("--max-minutes", type=float, default=0.0)
+    args = ap.parse_args()
+    todo = runs(args.data_root)
+    if args.only:
+        todo = {k: v for k, v in todo.items() if k in args.only}
+    args.out.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("spawn")
+    if args.smoke:
+        for name, cfg in todo.items():
+            smoke = replace(
+                cfg, steps=3, val_every=3, val_trials=50, out=str(args.out / "smoke" / name)
+            )
+            p = ctx.Process(target=_run, args=(f"smoke_{name}", smoke, args.out))
+            p.start()
+            p.join()
+            if p.exitcode:
+                print(f"smoke run {name} failed; see {args.out}/smoke_{name}.log")
+                print((args.out / f"smoke_{name}.log").read_text()[-3000:])
+                sys.exit(1)
+        print("smoke runs passed")
+    procs = {}
+    for name, cfg in todo.items():
+        cfg = replace(cfg, out=str(args.out / name), max_minutes=args.max_minutes)
+        procs[name] = ctx.Process(target=_run, args=(name, cfg, args.out))
+        procs[name].start()
+    status = {}
+    for name, p in procs.items():
+        p.join()
+        status[name] = p.exitcode
+        summary = args.out / name / "summary.json"
+        last = json.loads(summary.read_text())["history"] if summary.is_file() else None
+        print(name, "exit", p.exitcode, last)
+    sys.exit(1 if any(status.values()) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+"""The ``speakerid`` command line: parse options, call one core function, render the result.
+
+No logic lives here. Every command is registered with ``@command()``, which turns any
+``SpeakerIDError`` into one red line on stderr and exit status 2, and Ctrl-C into exit 130.
+Results go to stdout as Rich text, or as JSON with ``--json``; messages go to stderr.
+
+Exit status (like grep): 0 success / accepted, 1 rejected (``verify``), 2 error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from speakerid.embed import Embedder, load_model
+from speakerid.errors import SpeakerIDError
+from speakerid.store import (
+    DEFAULT_THRESHOLD,
+    STORE_ENV,
+    SpeakerStore,
+    describe,
+    embed_files,
+    enroll_directory,
+    identify,
+    save_embeddings,
+    verify,
+)
+from speakerid.store import enroll as enroll_speaker
+
+EXIT_OK = 0
+EXIT_REJECTED = 1  # verify: the voice did not match
+EXIT_ERROR = 2  # any SpeakerIDError (and usage errors, as Click does)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+app = typer.Typer(
+    name="speakerid",
+    help="Recognise people by their voice: enroll, verify (1:1) and identify (1:N).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+# ---------------------------------------------------------------- shared options
+
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model checkpoint (.safetensors). Default: the shipped model.",
+        show_default=False,
+    ),
+]
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        "-s",
+        envvar=STORE_ENV,
+        help="Enrollment store file. Default: the user data dir's speakerid/store.sqlite.",
+        show_default=False,
+    ),
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        "-t",
+        help="Cosine score needed to accept. Default: the model's calibrated threshold "
+        f"({DEFAULT_THRESHOLD} if it has none).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+AudioFiles = Annotated[
+    list[str],
+    typer.Argument(help="Audio files (wav, flac, ...).", metavar="FILE...", show_default=False),
+]
+AudioFile = Annotated[
+    str, typer.Argument(help="An audio file (wav, flac, ...).", metavar="FILE", show_default=False)
+]
+SpeakerName = Annotated[
+    str,
+    typer.Argument(
+        help="Speaker name: letters, digits, spaces, . _ - (64 at most).",
+        metavar="NAME",
+        show_default=False,
+    ),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Register a command on ``app`` with the one error handler around it."""
+
+    def decorator(fn: F) -> F:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kw: Any) -> Any:
+            try:
+                return fn(*args, **kw)
+            except SpeakerIDError as exc:
+                fail(str(exc))
+            except KeyboardInterrupt:
+                err.print("interrupted", style="red", markup=False, soft_wrap=True)
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+
+        app.command(name, **kwargs)(guarded)
+        return fn
+
+    return decorator
+
+
+def fail(message: str) -> NoReturn:
+    """One red line on stderr (the message's first line), then exit status 2."""
+    first = message.splitlines()[0] if message else "error"
+    err.print(f"error: {first}", style="red", markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def print_json(data: Any) -> None:
+    """JSON on stdout, unwrapped and uncoloured."""
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _embedder(model: Path | None) -> Embedder:
+    return Embedder(load_model(model))
+
+
+# ---------------------------------------------------------------- commands
+
+
+@command()
+def enroll(
+    name: SpeakerName,
+    files: AudioFiles,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Drop the speaker's earlier recordings first.")
+    ] = False,
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Enroll a speaker from one or more recordings (added to an existing speaker)."""
+    with SpeakerStore(store) as db:
+        result = enroll_speaker(db, _embedder(model), name, files, replace=replace)
+    if json_:
+        print_json({**asdict(result), "store": str(db.path)})
+        return
+    action = "enrolled" if result.created else ("re-enrolled" if result.replaced else "updated")
+    out.print(
+        f"[green]{action}[/green] [bold]{result.speaker}[/bold]: {result.added} new, "
+        f"{result.updated} re-embedded, {result.recordings} recording(s) in total",
+        soft_wrap=True,
+    )
+
+
+@command("enroll-dir")
+def enroll_dir(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of speaker folders: DIR/<speaker>/*.wav|flac or "
+            "DIR/<speaker>/<chapter>/*.flac (LibriSpeech).",
+            metavar="DIR",
+            show_default=False,
+        ),
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Drop each speaker's earlier recordings first.")
+    ] = False,
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Enroll every speaker folder under DIR; unreadable files are skipped and listed."""
+    embedder = _embedder(model)
+    with (
+        SpeakerStore(store) as db,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as progress,
+    ):
+        task = progress.add_task("embedding", total=None)
+
+        def on_file(speaker: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=speaker)
+
+        result = enroll_directory(db, embedder, directory, replace=replace, on_file=on_file)
+    if json_:
+        print_json({**asdict(result), "store": str(db.path)})
+        return
+    for item in result.skipped:
+        err.print(f"skipped: {item.reason}", style="yellow", markup=False, soft_wrap=True)
+    recordings = sum(r.added + r.updated for r in result.enrolled)
+    out.print(
+        f"[green]enrolled[/green] {len(result.enrolled)} speaker(s) from {recordings} "
+        f"recording(s); {len(result.skipped)} skipped",
+        soft_wrap=True,
+    )
+
+
+@command("verify")
+def verify_cmd(
+    name: SpeakerName,
+    file: AudioFile,
+    threshold: ThresholdOpt = None,
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """1:1 check that FILE is NAME. Exit status 0 accepted, 1 rejected, 2 error."""
+    with SpeakerStore(store) as db:
+        result = verify(db, _embedder(model), name, file, threshold)
+    if json_:
+        print_json(asdict(result))
+    else:
+        verdict = "[green]accepted[/green]" if result.accepted else "[red]rejected[/red]"
+        out.print(
+            f"{verdict} {result.speaker}: score {result.score:.4f}, "
+            f"threshold {result.threshold:.4f}",
+            soft_wrap=True,
+        )
+    raise typer.Exit(EXIT_OK if result.accepted else EXIT_REJECTED)
+
+
+@command("identify")
+def identify_cmd(
+    files: AudioFiles,
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Candidates to show.")] = 5,
+    threshold: ThresholdOpt = None,
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """1:N: who is speaking in each FILE? 'unknown' when no one scores above threshold."""
+    with SpeakerStore(store) as db:
+        results = identify(db, _embedder(model), files, threshold, top)
+    if json_:
+        data = [asdict(r) for r in results]
+        print_json(data[0] if len(data) == 1 else data)
+        return
+    for result in results:
+        best = f"[green]{result.best}[/green]" if result.best else "[yellow]unknown[/yellow]"
+        out.print(f"{escape(result.file)}: {best}", soft_wrap=True)
+        table = Table()
+        table.add_column("#", justify="right")
+        table.add_column("speaker")
+        table.add_column("score", justify="right")
+        for rank, cand in enumerate(result.candidates, 1):
+            mark = "" if cand.score >= result.threshold else " (below)"
+            table.add_row(str(rank), cand.speaker, f"{cand.score:.4f}{mark}")
+        out.print(table)
+    out.print(f"threshold {results[0].threshold:.4f}")
+
+
+@command("embed")
+def embed_cmd(
+    files: AudioFiles,
+    out_path: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output .npz, one array per file keyed by its path."),
+    ],
+    model: ModelOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Write one L2-normalised embedding per FILE to an .npz file."""
+    vectors = embed_files(_embedder(model), files)
+    save_embeddings(out_path, vectors)
+    dim = len(next(iter(vectors.values())))
+    if json_:
+        print_json({"out": str(out_path), "files": list(vectors), "dim": dim})
+        return
+    out.print(
+        f"wrote {len(vectors)} embedding(s) of size {dim} to {escape(str(out_path))}",
+        soft_wrap=True,
+    )
+
+
+@command("list")
+def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
+    """List enrolled speakers."""
+    with SpeakerStore(store) as db:
+        speakers = db.speakers()
+    if json_:
+        print_json({"store": str(db.path), "speakers": [asdict(s) for s in speakers]})
+        return
+    if not speakers:
+        out.print(f"no speakers enrolled in {escape(str(db.path))}", soft_wrap=True)
+        return
+    table = Table(title=escape(str(db.path)), title_justify="left")
+    table.add_column("speaker")
+    table.add_column("recordings", justify="right")
+    table.add_column("updated (UTC)")
+    for s in speakers:
+        table.add_row(s.name, str(s.recordings), s.updated)
+    out.print(table)
+
+
+@command("remove")
+def remove_cmd(name: SpeakerName, store: StoreOpt = None, json_: JsonOpt = False) -> None:
+    """Remove an enrolled speaker and their recordings."""
+    with SpeakerStore(store) as db:
+        count = db.remove(name)
+    if json_:
+        print_json({"removed": name, "recordings": count, "store": str(db.path)})
+        return
+    out.print(f"removed {name} ({count} recording(s))", soft_wrap=True)
+
+
+@command("info")
+def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = False) -> None:
+    """Show the model (path, fingerprint, threshold) and the store (path, counts)."""
+    with SpeakerStore(store) as db:
+        info = describe(db, model)
+    if json_:
+        print_json(asdict(info))
+        return
+    m, s = info.model, info.store
+    note = {
+        "model": "calibrated, from the model",
+        "default": "built-in default: the model has no calibrated threshold",
+    }.get(m.threshold_source, m.threshold_source)
+    rows = [("model", escape(m.path))]
+    if m.error:
+        rows.append(("model error", f"[red]{escape(m.error)}[/red]"))
+    else:
+        rows += [("fingerprint", m.fingerprint or ""), ("embedding size", str(m.embedding_dim))]
+    rows += [
+        ("threshold", f"{m.threshold:.4f} ({note})"),
+        ("store", escape(s.path) + ("" if s.exists else " (not created yet)")),
+        ("speakers", str(s.speakers)),
+        ("recordings", str(s.recordings)),
+        ("store model", s.model_fingerprint or "(none yet)"),
+    ]
+    if info.compatible is False:
+        rows.append(("", "[red]the store was made by another model[/red]"))
+    for label, value in rows:
+        out.print(f"[bold]{label:<15}[/bold] {value}", soft_wrap=True)
+
+
+def main() -> None:
+    """Entry point of the ``speakerid`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1079 @@
+"""The enrollment store: enrolled speakers, their recordings' embeddings, and 1:N search.
+
+One SQLite file (stdlib ``sqlite3``, WAL mode) holds three tables:
+
+- ``meta``: format name, schema version, the fingerprint (sha256) and embedding size of the
+  model that made every vector in the store, and where that model was loaded from;
+- ``speakers``: name, pooled vector (float32 little-endian blob of ``embedding_dim``),
+  number of recordings, created/updated times (UTC, ISO 8601);
+- ``recordings``: speaker, the path exactly as the user gave it, its embedding.
+
+A speaker's vector is always the pool (normalised mean) of their recordings' embeddings and
+is rewritten in the same transaction as the recordings, so a crash never leaves the two out
+of step. Embeddings are computed *before* a write transaction opens (``BEGIN IMMEDIATE``),
+which keeps the write lock short and lets several processes enroll at once.
+
+Search keeps all pooled vectors in one contiguous ``(N, D)`` float32 matrix, loaded once and
+reloaded only when the database changes; many queries are scored with one matrix product
+(or with faiss when it is importable). The functions at the bottom (``enroll``, ``verify``,
+``identify``, ...) are what the CLI calls: each takes arrays or paths and returns a result
+dataclass, raising only ``SpeakerIDError`` subclasses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sqlite3
+import tempfile
+import unicodedata
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from platformdirs import user_data_path
+
+from speakerid.embed import Embedder, l2_normalize, load_model, pool
+from speakerid.errors import (
+    AudioError,
+    CheckpointError,
+    DataError,
+    InvalidNameError,
+    SpeakerIDError,
+    StoreError,
+    UnknownSpeakerError,
+)
+
+STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
+SCHEMA_VERSION = 1  # meta 'schema_version': bump on any change to the tables below
+STORE_ENV = "SPEAKERID_STORE"  # environment variable naming the store file
+STORE_FILENAME = "store.sqlite"  # inside the platform's user data directory
+DEFAULT_THRESHOLD = 0.5  # cosine; used only when the model carries no calibrated threshold
+BUSY_TIMEOUT_SECONDS = 30.0  # how long a writer waits for another process's write lock
+NAME_MAX_CHARS = 64
+IMPORTED_SOURCE = "(imported)"  # recording path for vectors added through ``add_vectors``
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
+SEARCH_CHUNK = 256  # queries per matrix product: bounds the (queries, speakers) score block
+INSERT_BATCH = 10_000  # rows per executemany in bulk inserts
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_VECTOR_DTYPE = np.dtype("<f4")
+_NAME_CHARS = re.compile(r"[\w .\-]+")  # \w: Unicode letters, digits and underscore
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE speakers (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    vector       BLOB NOT NULL,
+    n_recordings INTEGER NOT NULL,
+    created      TEXT NOT NULL,
+    updated      TEXT NOT NULL
+);
+CREATE TABLE recordings (
+    id         INTEGER PRIMARY KEY,
+    speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    path       TEXT NOT NULL,
+    embedding  BLOB NOT NULL,
+    added      TEXT NOT NULL,
+    UNIQUE (speaker_id, path)
+);
+"""
+_TABLES = frozenset({"meta", "speakers", "recordings"})
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One enrolled speaker and the cosine score of a query against their vector."""
+
+    speaker: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SpeakerSummary:
+    """An enrolled speaker as ``list`` shows them."""
+
+    name: str
+    recordings: int
+    created: str  # UTC, ISO 8601
+    updated: str  # UTC, ISO 8601
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    """What one enrollment changed."""
+
+    speaker: str
+    added: int  # recordings new to this speaker
+    updated: int  # recordings whose path was already enrolled: their embedding was replaced
+    recordings: int  # the speaker's recordings after the change
+    created: bool  # the speaker did not exist before
+    replaced: bool  # the speaker's earlier recordings were dropped (``replace=True``)
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """A file or speaker folder that bulk enrollment could not use, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BulkEnrollResult:
+    """What ``enroll_directory`` did."""
+
+    root: str
+    enrolled: list[EnrollResult]
+    skipped: list[SkippedItem]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A 1:1 decision: ``accepted`` is ``score >= threshold``."""
+
+    speaker: str
+    file: str
+    score: float  # raw cosine in [-1, 1]
+    threshold: float
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class Identification:
+    """A 1:N answer for one file: ranked candidates, ``best`` None when below threshold."""
+
+    file: str
+    candidates: list[Candidate]
+    best: str | None
+    threshold: float
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What a store holds and which model made it."""
+
+    path: str
+    exists: bool
+    schema_version: int
+    model_fingerprint: str | None  # None while no model is bound (empty, new store)
+    model_source: str | None  # where that model was loaded from, as recorded
+    embedding_dim: int | None
+    speakers: int
+    recordings: int
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """The model a command would use, or why it cannot be loaded."""
+
+    path: str
+    fingerprint: str | None
+    threshold: float | None  # the threshold commands use (``threshold_source`` says why)
+    threshold_source: str
+    embedding_dim: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Info:
+    """``speakerid info``: the model, the store, and whether they fit together."""
+
+    model: ModelSummary
+    store: StoreSummary
+    compatible: bool | None  # None when either side is unknown (no model, unbound store)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def validate_name(name: str) -> str:
+    """Check a speaker name and return it NFC-normalised.
+
+    Rules: 1-64 characters; letters, digits, space, ``.``, ``_`` and ``-``; no leading or
+    trailing space; not only dots. Names are keys in the database, never file paths.
+    Raises ``InvalidNameError``.
+    """
+    name = unicodedata.normalize("NFC", name)
+    shown = repr(name) if len(name) <= 80 else repr(name[:77] + "...")
+    if not 1 <= len(name) <= NAME_MAX_CHARS:
+        raise InvalidNameError(f"speaker name {shown}: must be 1 to {NAME_MAX_CHARS} characters")
+    if not _NAME_CHARS.fullmatch(name):
+        raise InvalidNameError(
+            f"speaker name {shown}: use only letters, digits, spaces and . _ -"
+        )
+    if name != name.strip(" "):
+        raise InvalidNameError(f"speaker name {shown}: must not start or end with a space")
+    if set(name) == {"."}:
+        raise InvalidNameError(f"speaker name {shown}: must not be only dots")
+    return name
+
+
+def default_store_path() -> Path:
+    """``$SPEAKERID_STORE`` if set, else ``<user data dir>/speakerid/store.sqlite``."""
+    env = os.environ.get(STORE_ENV)
+    if env:
+        return Path(env)
+    return user_data_path("speakerid", appauthor=False) / STORE_FILENAME
+
+
+def resolve_threshold(model_threshold: float | None, override: float | None) -> tuple[float, str]:
+    """The decision threshold and where it came from.
+
+    Returns ``(threshold, source)``, source one of ``"--threshold"``, ``"model"`` (the
+    checkpoint's calibrated value) or ``"default"`` (``DEFAULT_THRESHOLD``, uncalibrated).
+    """
+    if override is not None:
+        if not np.isfinite(override):
+            raise SpeakerIDError(f"threshold must be a finite number, not {override}")
+        return float(override), "--threshold"
+    if model_threshold is not None:
+        return float(model_threshold), "model"
+    return DEFAULT_THRESHOLD, "default"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _unit_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
+    """Check ``(n, dim)`` finite vectors and return them L2-normalised, float32 contiguous."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise StoreError(f"{what}: expected vectors of size {dim}, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise StoreError(f"{what}: the model produced NaN or infinite values")
+    return np.ascontiguousarray(l2_normalize(arr), dtype=np.float32)
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=_VECTOR_DTYPE).tobytes()
+
+
+def _import_faiss() -> Any | None:
+    try:
+        return importlib.import_module("faiss")
+    except ImportError:
+        return None
+
+
+# ---------------------------------------------------------------- the store
+
+
+class SpeakerStore:
+    """Enrolled speakers in one SQLite file.
+
+    Opening never writes: a missing file reads as an empty store and is created (atomically)
+    by the first write; an existing file must be a speakerid store of this schema, else
+    ``StoreError`` and the file is left untouched. Usable as a context manager.
+
+    Parameters
+    ----------
+    path: the store file (``default_store_path()`` when None).
+    use_faiss: search with faiss (``IndexFlatIP``) when True, numpy when False, faiss if
+        importable when None.
+    """
+
+    def __init__(self, path: str | Path | None = None, use_faiss: bool | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self._conn: sqlite3.Connection | None = None
+        self._empty: sqlite3.Connection | None = None
+        self._faiss = _import_faiss() if use_faiss is not False else None
+        if use_faiss and self._faiss is None:
+            raise StoreError("faiss was asked for but is not installed (pip install faiss-cpu)")
+        self._cache: tuple[int, list[str], np.ndarray, Any] | None = None
+        if self.path.exists():
+            self._open()
+
+    # -- connections
+
+    def __enter__(self) -> SpeakerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connection (the store can be reopened by a new instance)."""
+        for conn in (self._conn, self._empty):
+            if conn is not None:
+                conn.close()
+        self._conn = self._empty = None
+        self._cache = None
+
+    @property
+    def exists(self) -> bool:
+        """Whether the store file exists (a new store is created by its first write)."""
+        return self._conn is not None or self.path.exists()
+
+    def _open(self) -> None:
+        """Connect to an existing file after checking, read-only, that it is a store."""
+        path = self.path
+        if path.is_dir():
+            raise StoreError(f"{path}: is a directory, not a speakerid store")
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        if head != _SQLITE_MAGIC:
+            what = "is empty" if not head else "is not an SQLite database"
+            raise StoreError(
+                f"{path}: {what}, so not a speakerid store; it was left as it is "
+                "(pass --store to use another file)"
+            )
+        mode = "rw" if os.access(path, os.W_OK) else "ro"
+        try:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode={mode}",
+                uri=True,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot be opened as a store ({exc})") from None
+        try:
+            with self._db_errors():
+                tables = {
+                    row[0]
+                    for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                }
+                if not tables >= _TABLES:
+                    raise StoreError(
+                        f"{path}: an SQLite database but not a speakerid store (no "
+                        f"{', '.join(sorted(_TABLES - tables))} table); it was left as it is"
+                    )
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            self._check_meta(meta)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._cache = None
+
+    def _check_meta(self, meta: dict[str, str]) -> None:
+        if meta.get("format") != STORE_FORMAT:
+            raise StoreError(f"{self.path}: not a speakerid store (format {meta.get('format')!r})")
+        try:
+            version = int(meta.get("schema_version", ""))
+            int(meta.get("embedding_dim", ""))
+        except ValueError:
+            raise StoreError(f"{self.path}: damaged store (bad meta table)") from None
+        if version != SCHEMA_VERSION:
+            newer = " by a newer speakerid" if version > SCHEMA_VERSION else ""
+            raise StoreError(
+                f"{self.path}: store schema version {version} was written{newer}; this "
+                f"speakerid reads version {SCHEMA_VERSION}"
+            )
+
+    @contextmanager
+    def _db_errors(self) -> Iterator[None]:
+        """Turn sqlite3 failures into one-line ``StoreError``s."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise StoreError(
+                    f"{self.path}: the store is busy (another process held it for more "
+                    f"than {BUSY_TIMEOUT_SECONDS:.0f} s); try again"
+                ) from None
+            if "readonly" in text or "read-only" in text:
+                raise StoreError(f"{self.path}: the store is read-only") from None
+            raise StoreError(f"{self.path}: store error ({text})") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: damaged store ({exc})") from None
+
+    def _reader(self) -> sqlite3.Connection:
+        """A connection to read from: the file, or an empty in-memory store if none yet."""
+        if self._conn is None and self.path.exists():
+            self._open()
+        if self._conn is not None:
+            return self._conn
+        if self._empty is None:
+            self._empty = sqlite3.connect(":memory:", isolation_level=None)
+            self._empty.executescript(_SCHEMA)
+            self._empty.executemany("INSERT INTO meta VALUES (?, ?)", self._initial_meta())
+        return self._empty
+
+    def _writer(self) -> sqlite3.Connection:
+        """The file's connection, creating the store file first if needed."""
+        if self._conn is None and not self.path.exists():
+            self._create()
+        if self._conn is None:
+            self._open()
+        assert self._conn is not None
+        return self._conn
+
+    @staticmethod
+    def _initial_meta() -> list[tuple[str, str]]:
+        return [
+            ("format", STORE_FORMAT),
+            ("schema_version", str(SCHEMA_VERSION)),
+            ("model_fingerprint", ""),
+            ("model_source", ""),
+            ("embedding_dim", "0"),
+            ("created", _now()),
+        ]
+
+    def _create(self) -> None:
+        """Build the store in a temporary file and hard-link it into place.
+
+        The link fails if another process created the store meanwhile; theirs is then used.
+        Either way no process ever sees a half-initialised store.
+        """
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".new", dir=parent)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise StoreError(f"{self.path}: cannot create the store ({reason})") from None
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            conn = sqlite3.connect(str(tmp), isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
+                conn.executescript(_SCHEMA)
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", self._initial_meta())
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this file system
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot create the store ({exc})") from None
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the database's write lock (``BEGIN IMMEDIATE``)."""
+        conn = self._writer()
+        with self._db_errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        self._cache = None
+
+    # -- model identity
+
+    def meta(self) -> dict[str, str]:
+        """The meta table as a dict (format, schema version, model fingerprint, ...)."""
+        with self._db_errors():
+            return dict(self._reader().execute("SELECT key, value FROM meta").fetchall())
+
+    def _model_error(self, meta: Mapping[str, str], fingerprint: str, source: str) -> StoreError:
+        bound = meta.get("model_fingerprint", "")
+        made_by = f"model {bound[:12]}"
+        if meta.get("model_source"):
+            made_by += f" ({meta['model_source']})"
+        using = f"model {fingerprint[:12]}" + (f" ({source})" if source else "")
+        return StoreError(
+            f"{self.path} holds embeddings made by {made_by}, but the model in use is {using}; "
+            "embeddings of different models cannot be compared: pass --store for a separate "
+            "store, or remove the enrolled speakers and enroll them again with this model"
+        )
+
+    def _model_ok(self, conn: sqlite3.Connection, fingerprint: str, dim: int, source: str) -> bool:
+        """Raise if a *non-empty* store was made by another model; True if already bound."""
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        bound = meta.get("model_fingerprint", "")
+        if bound == fingerprint and int(meta.get("embedding_dim", "0")) == dim:
+            return True
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM speakers)").fetchone()[0]:
+            raise self._model_error(meta, fingerprint, source)
+        return False
+
+    def check_model(self, fingerprint: str, dim: int, source: str = "") -> None:
+        """Refuse (``StoreError``) a model other than the one that made the stored vectors.
+
+        An empty store accepts any model; its first write binds it.
+        """
+        with self._db_errors():
+            self._model_ok(self._reader(), fingerprint, dim, source)
+
+    def _bind(self, conn: sqlite3.Connection, fingerprint: str, dim: int, source: str) -> None:
+        """Inside a write transaction: check the model again and record it if unbound."""
+        if not self._model_ok(conn, fingerprint, dim, source):
+            conn.executemany(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                [
+                    (fingerprint, "model_fingerprint"),
+                    (source, "model_source"),
+                    (str(dim), "embedding_dim"),
+                ],
+            )
+
+    # -- writes
+
+    def add_recordings(
+        self,
+        name: str,
+        paths: Sequence[str],
+        embeddings: np.ndarray,
+        *,
+        fingerprint: str,
+        source: str = "",
+        replace: bool = False,
+    ) -> EnrollResult:
+        """Add (or with ``replace`` swap in) a speaker's recordings, in ONE transaction.
+
+        Parameters
+        ----------
+        name: the speaker (validated, see ``validate_name``).
+        paths: the recordings' paths as given by the user, one per embedding row.
+        embeddings: ``(len(paths), D)`` float32 embeddings, computed beforehand.
+        fingerprint, source: identity and location of the model that made them.
+        replace: drop the speaker's earlier recordings first.
+
+        A path already enrolled for this speaker has its embedding replaced, not duplicated.
+        The speaker's pooled vector is recomputed from all their recordings.
+        """
+        name = validate_name(name)
+        if len(paths) == 0:
+            raise StoreError(f"speaker {name!r}: no recordings to enroll")
+        emb = np.asarray(embeddings)
+        dim = emb.shape[-1] if emb.ndim else 0
+        emb = _unit_rows(emb, dim, f"speaker {name!r}")
+        if len(emb) != len(paths):
+            raise ValueError(f"{len(paths)} paths but {len(emb)} embeddings")
+        now = _now()
+        with self._transaction() as conn:
+            self._bind(conn, fingerprint, dim, source)
+            row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+            created = row is None
+            if created:
+                cur = conn.execute(
+                    "INSERT INTO speakers (name, vector, n_recordings, created, updated) "
+                    "VALUES (?, ?, 0, ?, ?)",
+                    (name, _blob(pool(emb)), now, now),
+                )
+                speaker_id = cur.lastrowid
+            else:
+                speaker_id = row[0]
+                if replace:
+                    conn.execute("DELETE FROM recordings WHERE speaker_id = ?", (speaker_id,))
+            known = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT path FROM recordings WHERE speaker_id = ?", (speaker_id,)
+                )
+            }
+            rows = {str(p): _blob(e) for p, e in zip(paths, emb, strict=True)}  # last one wins
+            updated = len(known & rows.keys())
+            conn.executemany(
+                "INSERT INTO recordings (speaker_id, path, embedding, added) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (speaker_id, path) DO UPDATE SET embedding = excluded.embedding, "
+                "added = excluded.added",
+                [(speaker_id, p, b, now) for p, b in rows.items()],
+            )
+            vector, count = self._pool_speaker(conn, speaker_id, dim)
+            conn.execute(
+                "UPDATE speakers SET vector = ?, n_recordings = ?, updated = ? WHERE id = ?",
+                (_blob(vector), count, now, speaker_id),
+            )
+        return EnrollResult(
+            speaker=name,
+            added=len(rows) - updated,
+            updated=updated,
+            recordings=count,
+            created=created,
+            replaced=replace and not created,
+        )
+
+    def _pool_speaker(
+        self, conn: sqlite3.Connection, speaker_id: int, dim: int
+    ) -> tuple[np.ndarray, int]:
+        """Pooled vector and count of a speaker's recordings, read inside the transaction."""
+        blobs = [r[0] for r in conn.execute(
+            "SELECT embedding FROM recordings WHERE speaker_id = ?", (speaker_id,)
+        )]
+        return pool(self._decode(blobs, dim)), len(blobs)
+
+    def add_vectors(
+        self,
+        names: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        fingerprint: str,
+        source: str = "",
+        validate: bool = True,
+    ) -> int:
+        """Bulk-add new speakers from precomputed vectors, in one transaction.
+
+        Each speaker gets one recording whose path is ``IMPORTED_SOURCE``, so that the
+        pooled vector stays the pool of the recordings. Meant for imports and benchmarks.
+
+        Parameters
+        ----------
+        names: new, distinct speaker names (an existing name raises ``StoreError``).
+        vectors: ``(len(names), D)`` float32; normalised here.
+        validate: check every name (turn off only for generated names).
+
+        Returns
+        -------
+        int: the number of speakers added.
+        """
+        vecs = np.asarray(vectors, dtype=np.float32)
+        dim = vecs.shape[-1] if vecs.ndim == 2 else 0
+        vecs = _unit_rows(vecs, dim, "add_vectors")
+        if len(vecs) != len(names):
+            raise ValueError(f"{len(names)} names but {len(vecs)} vectors")
+        checked = [validate_name(n) for n in names] if validate else [str(n) for n in names]
+        now = _now()
+        with self._transaction() as conn:
+            self._bind(conn, fingerprint, dim, source)
+            first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM speakers").fetchone()[0]
+            for start in range(0, len(checked), INSERT_BATCH):
+                part = range(start, min(start + INSERT_BATCH, len(checked)))
+                blobs = [vecs[i].tobytes() for i in part]
+                try:
+                    conn.executemany(
+                        "INSERT INTO speakers (id, name, vector, n_recordings, created, updated) "
+                        "VALUES (?, ?, ?, 1, ?, ?)",
+                        [(first + i, checked[i], blobs[i - start], now, now) for i in part],
+                    )
+                except sqlite3.IntegrityError:
+                    raise StoreError(
+                        f"{self.path}: add_vectors: a name in rows {start}-{part[-1]} is "
+                        "already enrolled or repeated; nothing was added"
+                    ) from None
+                conn.executemany(
+                    "INSERT INTO recordings (speaker_id, path, embedding, added) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(first + i, IMPORTED_SOURCE, blobs[i - start], now) for i in part],
+                )
+        return len(checked)
+
+    def remove(self, name: str) -> int:
+        """Delete a speaker and their recordings; returns how many recordings went.
+
+        Raises ``UnknownSpeakerError`` if the speaker is not enrolled.
+        """
+        name = validate_name(name)
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT id, n_recordings FROM speakers WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise self._unknown(name)
+            conn.execute("DELETE FROM recordings WHERE speaker_id = ?", (row[0],))
+            conn.execute("DELETE FROM speakers WHERE id = ?", (row[0],))
+        return int(row[1])
+
+    # -- reads
+
+    def _unknown(self, name: str) -> UnknownSpeakerError:
+        return UnknownSpeakerError(
+            f"speaker {name!r} is not enrolled in {self.path} (see `speakerid list`)"
+        )
+
+    def _decode(self, blobs: Sequence[bytes], dim: int) -> np.ndarray:
+        """Concatenate float32 blobs into ``(len(blobs), dim)``; a wrong size is damage."""
+        buf = b"".join(blobs)
+        if dim <= 0 or len(buf) != len(blobs) * dim * _VECTOR_DTYPE.itemsize:
+            raise StoreError(f"{self.path}: damaged store (a vector has the wrong size)")
+        return np.frombuffer(buf, dtype=_VECTOR_DTYPE).reshape(len(blobs), dim).astype(
+            np.float32, copy=False
+        )
+
+    def __len__(self) -> int:
+        with self._db_errors():
+            return int(self._reader().execute("SELECT COUNT(*) FROM speakers").fetchone()[0])
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        with self._db_errors():
+            return (
+                self._reader().execute("SELECT 1 FROM speakers WHERE name = ?", (name,)).fetchone()
+                is not None
+            )
+
+    def speakers(self) -> list[SpeakerSummary]:
+        """All enrolled speakers, sorted by name."""
+        with self._db_errors():
+            rows = self._reader().execute(
+                "SELECT name, n_recordings, created, updated FROM speakers ORDER BY name"
+            ).fetchall()
+        return [SpeakerSummary(*row) for row in rows]
+
+    def recordings(self, name: str) -> list[str]:
+        """The paths enrolled for one speaker, as given when enrolling."""
+        with self._db_errors():
+            conn = self._reader()
+            row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise self._unknown(name)
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT path FROM recordings WHERE speaker_id = ? ORDER BY id", (row[0],)
+                )
+            ]
+
+    def vector(self, name: str) -> np.ndarray:
+        """A speaker's pooled ``(D,)`` unit vector; ``UnknownSpeakerError`` if absent."""
+        with self._db_errors():
+            row = self._reader().execute(
+                "SELECT vector FROM speakers WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None:
+            raise self._unknown(name)
+        return self._decode([row[0]], self.embedding_dim)[0]
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the stored vectors (0 while no model is bound)."""
+        return int(self.meta().get("embedding_dim", "0"))
+
+    def summary(self) -> StoreSummary:
+        """Counts and model identity, for ``info``."""
+        meta = self.meta()
+        with self._db_errors():
+            conn = self._reader()
+            n_speakers = conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0]
+            n_recordings = conn.execute("SELECT COUNT(*) FROM recordings").fetchone()[0]
+        dim = int(meta.get("embedding_dim", "0"))
+        return StoreSummary(
+            path=str(self.path),
+            exists=self.exists,
+            schema_version=int(meta["schema_version"]),
+            model_fingerprint=meta.get("model_fingerprint") or None,
+            model_source=meta.get("model_source") or None,
+            embedding_dim=dim or None,
+            speakers=int(n_speakers),
+            recordings=int(n_recordings),
+        )
+
+    def matrix(self) -> tuple[list[str], np.ndarray]:
+        """All pooled vectors as ``(names, (N, D) float32 C-contiguous matrix)``.
+
+        Loaded once and cached; reloaded only after this or another process changed the
+        database (SQLite's ``data_version``).
+        """
+        names, mat, _ = self._search_state()
+        return names, mat
+
+    def _search_state(self) -> tuple[list[str], np.ndarray, Any]:
+        with self._db_errors():
+            conn = self._reader()
+            version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            if self._cache is not None and self._cache[0] == version:
+                return self._cache[1], self._cache[2], self._cache[3]
+            dim = int(
+                conn.execute("SELECT value FROM meta WHERE key = 'embedding_dim'").fetchone()[0]
+            )
+            rows = conn.execute("SELECT name, vector FROM speakers ORDER BY id").fetchall()
+        names = [r[0] for r in rows]
+        if rows:
+            mat = self._decode([r[1] for r in rows], dim)
+        else:
+            mat = np.zeros((0, max(dim, 1)), np.float32)
+        del rows
+        index = None
+        if self._faiss is not None and len(names):
+            index = self._faiss.IndexFlatIP(mat.shape[1])
+            index.add(mat)
+        self._cache = (version, names, mat, index)
+        return names, mat, index
+
+    def search(self, queries: np.ndarray, top_k: int = 5) -> list[list[Candidate]]:
+        """Rank enrolled speakers by cosine score for each query.
+
+        Parameters
+        ----------
+        queries: ``(Q, D)`` or ``(D,)`` unit vectors.
+        top_k: candidates per query (fewer when fewer speakers are enrolled).
+
+        Returns
+        -------
+        list of Q lists of ``Candidate``, best first.
+        """
+        if top_k < 1:
+            raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
+        names, mat, index = self._search_state()
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if len(names) == 0:
+            return [[] for _ in range(len(q))]
+        if q.ndim != 2 or q.shape[1] != mat.shape[1]:
+            raise StoreError(
+                f"{self.path}: query vectors have size {q.shape[-1]}, the store holds "
+                f"size {mat.shape[1]}"
+            )
+        k = min(top_k, len(names))
+        results: list[list[Candidate]] = []
+        for start in range(0, len(q), SEARCH_CHUNK):
+            chunk = np.ascontiguousarray(q[start : start + SEARCH_CHUNK])
+            if index is not None:
+                scores, idx = index.search(chunk, k)
+            else:
+                scores, idx = _top_k(chunk @ mat.T, k)
+            results.extend(
+                [Candidate(names[j], float(s)) for s, j in zip(srow, irow, strict=True) if j >= 0]
+                for srow, irow in zip(scores, idx, strict=True)
+            )
+        return results
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns of each row of ``(Q, N)`` scores, sorted: ``(Q, k)`` scores, indices."""
+    if k < scores.shape[1]:
+        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        idx = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    part = np.take_along_axis(scores, idx, axis=1)
+    order = np.argsort(-part, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+# ---------------------------------------------------------------- operations
+
+
+def _model_id(embedder: Embedder) -> tuple[str, int, str]:
+    """(fingerprint, embedding size, absolute path) of the embedder's model."""
+    model = embedder.model
+    return model.fingerprint, embedder.dim, str(Path(model.path).resolve())
+
+
+def _embed(embedder: Embedder, path: str | Path) -> np.ndarray:
+    """``embedder.embed_file`` that refuses non-finite output (a damaged model's mark)."""
+    vector = embedder.embed_file(path)
+    if not np.isfinite(vector).all():
+        raise CheckpointError(
+            f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
+            "the checkpoint is damaged"
+        )
+    return vector
+
+
+def enroll(
+    store: SpeakerStore,
+    embedder: Embedder,
+    name: str,
+    paths: Sequence[str],
+    *,
+    replace: bool = False,
+) -> EnrollResult:
+    """Embed recordings and add them to a speaker (all embeddings first, then one write).
+
+    Any unusable file raises ``AudioError`` before the store is touched.
+    """
+    name = validate_name(name)
+    fingerprint, dim, source = _model_id(embedder)
+    store.check_model(fingerprint, dim, source)  # fail before the slow part
+    embeddings = np.stack([_embed(embedder, p) for p in paths]) if paths else np.zeros((0, dim))
+    return store.add_recordings(
+        name, [str(p) for p in paths], embeddings, fingerprint=fingerprint, source=source,
+        replace=replace,
+    )
+
+
+def speaker_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
+    """Speaker folders under ``root`` and their audio files, sorted.
+
+    Layouts: ``root/<speaker>/*.wav|flac`` or LibriSpeech's
+    ``root/<speaker>/<chapter>/*.flac`` (any depth below the speaker folder). Hidden
+    files and folders are ignored. Raises ``DataError`` when none hold audio.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        problem = "not a directory" if root.exists() else "no such directory"
+        raise DataError(f"{root}: {problem}")
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            f
+            for f in folder.rglob("*")
+            if f.suffix.lower() in AUDIO_EXTENSIONS
+            and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+            and f.is_file()
+        )
+        if files:
+            found.append((folder.name, files))
+    if not found:
+        raise DataError(
+            f"{root}: no speaker folders with audio (expected {root}/<speaker>/*.wav|flac "
+            f"or {root}/<speaker>/<chapter>/*.flac)"
+        )
+    return found
+
+
+def enroll_directory(
+    store: SpeakerStore,
+    embedder: Embedder,
+    root: str | Path,
+    *,
+    replace: bool = False,
+    on_file: Callable[[str, int, int], None] | None = None,
+) -> BulkEnrollResult:
+    """Enroll every speaker folder under ``root`` (see ``speaker_folders``).
+
+    Each speaker is one transaction, so an interrupted run keeps the speakers it finished.
+    Unreadable files and folders with unusable names are skipped and reported; a speaker
+    with no usable file is skipped. Raises ``DataError`` when nothing could be enrolled.
+
+    Parameters
+    ----------
+    on_file: called as ``on_file(speaker, files_done, files_total)`` after each file.
+    """
+    folders = speaker_folders(root)
+    fingerprint, dim, source = _model_id(embedder)
+    store.check_model(fingerprint, dim, source)
+    total = sum(len(files) for _, files in folders)
+    done = 0
+    enrolled: list[EnrollResult] = []
+    skipped: list[SkippedItem] = []
+    for folder_name, files in folders:
+        try:
+            name = validate_name(folder_name)
+        except InvalidNameError as exc:
+            skipped.append(SkippedItem(str(Path(root) / folder_name), str(exc)))
+            done += len(files)
+            if on_file:
+                on_file(folder_name, done, total)
+            continue
+        good: list[str] = []
+        vectors: list[np.ndarray] = []
+        for path in files:
+            try:
+                vectors.append(_embed(embedder, path))
+                good.append(str(path))
+            except AudioError as exc:
+                skipped.append(SkippedItem(str(path), str(exc)))
+            done += 1
+            if on_file:
+                on_file(name, done, total)
+        if good:
+            enrolled.append(
+                store.add_recordings(
+                    name, good, np.stack(vectors), fingerprint=fingerprint, source=source,
+                    replace=replace,
+                )
+            )
+    if not enrolled:
+        first = f"; first problem: {skipped[0].reason}" if skipped else ""
+        raise DataError(f"{root}: nothing could be enrolled ({len(skipped)} skipped){first}")
+    return BulkEnrollResult(str(root), enrolled, skipped)
+
+
+def verify(
+    store: SpeakerStore,
+    embedder: Embedder,
+    name: str,
+    path: str,
+    threshold: float | None = None,
+) -> Verification:
+    """1:1: does ``path`` sound like the enrolled speaker ``name``?
+
+    ``threshold`` None means the model's calibrated one (see ``resolve_threshold``).
+    """
+    threshold, _ = resolve_threshold(embedder.model.threshold, threshold)
+    fingerprint, dim, source = _model_id(embedder)
+    store.check_model(fingerprint, dim, source)
+    reference = store.vector(name)
+    score = float(reference @ _embed(embedder, path))
+    return Verification(name, str(path), score, float(threshold), score >= threshold)
+
+
+def identify(
+    store: SpeakerStore,
+    embedder: Embedder,
+    paths: Sequence[str],
+    threshold: float | None = None,
+    top_k: int = 5,
+) -> list[Identification]:
+    """1:N, open set: rank enrolled speakers for each file; ``best`` is None below threshold.
+
+    All files are embedded first, then scored together with one matrix product.
+    ``threshold`` None means the model's calibrated one (see ``resolve_threshold``).
+    """
+    threshold, _ = resolve_threshold(embedder.model.threshold, threshold)
+    fingerprint, dim, source = _model_id(embedder)
+    store.check_model(fingerprint, dim, source)
+    if len(store) == 0:
+        raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
+    if top_k < 1:
+        raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
+    queries = np.stack([_embed(embedder, p) for p in paths])
+    ranked = store.search(queries, top_k)
+    results = []
+    for path, candidates in zip(paths, ranked, strict=True):
+        best = candidates[0].speaker if candidates and candidates[0].score >= threshold else None
+        results.append(Identification(str(path), candidates, best, float(threshold)))
+    return results
+
+
+def embed_files(embedder: Embedder, paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """One ``(D,)`` unit embedding per file, keyed by the path exactly as given."""
+    return {str(p): _embed(embedder, p) for p in paths}
+
+
+def save_embeddings(path: str | Path, embeddings: Mapping[str, np.ndarray]) -> None:
+    """Write embeddings as ``.npz`` (``np.load(path)[key]``), atomically.
+
+    Written member by member rather than with ``np.savez(**embeddings)``, so that any key
+    (even ``"file"``, or one with slashes) survives unchanged.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise SpeakerIDError(f"{path}: is a directory; give a file name for --out")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, vector in embeddings.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(
+                        fh, np.asarray(vector, dtype=np.float32), allow_pickle=False
+                    )
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SpeakerIDError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:
+    """``speakerid info``: the model (or why it does not load) and the store's contents."""
+    shown = str(model_path) if model_path is not None else "(shipped default)"
+    try:
+        model = load_model(model_path)
+    except SpeakerIDError as exc:
+        threshold, source = resolve_threshold(None, None)
+        model_summary = ModelSummary(shown, None, threshold, source, None, error=str(exc))
+    else:
+        threshold, source = resolve_threshold(model.threshold, None)
+        dim = model.encoder.config.embedding_dim
+        model_summary = ModelSummary(str(model.path), model.fingerprint, threshold, source, dim)
+    summary = store.summary()
+    compatible = None
+    if model_summary.fingerprint and summary.model_fingerprint and summary.speakers:
+        compatible = model_summary.fingerprint == summary.model_fingerprint
+    return Info(model_summary, summary, compatible)

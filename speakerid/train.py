@@ -1,0 +1,424 @@
+"""Training the twin encoder: objectives, validation on held-out speakers, checkpoints.
+
+Objectives (heads and losses live here, never in the shipped encoder):
+
+- ``bce``: the case study's. Balanced same/different pairs go through the twin encoder;
+  a distance (euclidean, cosine or l1) between the two embeddings is mapped to a
+  same-speaker logit by a learned affine head and trained with binary cross-entropy.
+- ``aam``: additive angular margin softmax (ArcFace/AAM) over the training speakers.
+- ``distill``: cosine distance to a frozen teacher's embedding of the clean fragment
+  (Resemblyzer's GE2E, ``speakerid[ge2e]``), the student seeing the augmented fragment,
+  plus ``aam_weight`` times the AAM loss when ``aam_weight > 0``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from speakerid.data import (
+    AudioBank,
+    FragmentSet,
+    Sampler,
+    Split,
+    augment,
+    fragment_set,
+    scan_corpora,
+    split_speakers,
+)
+from speakerid.embed import l2_normalize
+from speakerid.errors import CheckpointError, DataError
+from speakerid.evaluate import eer, kway_accuracy, verification_trials
+from speakerid.model import DISTANCES, Encoder, ModelConfig, save_encoder
+
+OBJECTIVES = ("bce", "aam", "distill")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. CLI flags of ``speakerid train`` carry these field names."""
+
+    data: tuple[str, ...]  # corpus roots: LibriSpeech subset folders or <root>/<speaker>/ trees
+    out: str = "runs/train"  # run folder: best.safetensors, last.pt, history.json, plots
+    objective: str = "aam"  # bce | aam | distill
+    frontend: str = "fbank"  # see ModelConfig
+    arch: str = "ecapa_lite"
+    embedding_dim: int = 192
+    channels: int = 192
+    distance: str = "euclidean"  # pair distance of the bce head: euclidean | cosine | l1
+    steps: int = 2000  # optimiser steps
+    batch_size: int = 64  # fragments (aam/distill) or pairs (bce) per step
+    lr: float = 1e-3
+    optimizer: str = "radam"  # radam (the case study's) | adamw
+    weight_decay: float = 1e-4
+    aam_margin: float = 0.2
+    aam_scale: float = 30.0
+    aam_weight: float = 0.0  # distill only: weight of an extra AAM term
+    test_speakers: int = 40  # held out, never seen in training (the case study: 40)
+    val_speakers: int = 0  # held out for model selection; 0 = validate on the test speakers
+    train_speakers: int = 0  # 0 = every speaker not held out (the case study: 80)
+    holdout_prefix: str = ""  # hold out only speakers whose id starts with this ("" = any)
+    val_every: int = 200  # steps between validations
+    val_ways: tuple[int, ...] = (4, 10, 40)  # 1-shot k-way tasks reported at validation
+    val_trials: int = 1000
+    augment: bool = True  # gain, reverb, noise on the fly, and speed perturbation
+    seed: int = 0
+    device: str = ""  # "" = cuda when available, else cpu
+    amp: bool = True  # bf16 autocast on CUDA
+    resume: bool = False  # continue from out/last.pt
+    max_minutes: float = 0.0  # stop early (validating and saving) after this long; 0 = never
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            frontend=self.frontend,
+            arch=self.arch,
+            embedding_dim=self.embedding_dim,
+            channels=self.channels,
+        )
+
+
+# ---------------------------------------------------------------- heads (training only)
+
+
+class PairBCEHead(nn.Module):
+    """Distance -> same-speaker logit: ``bias - exp(log_scale) * d`` (monotone in d)."""
+
+    def __init__(self, distance: str) -> None:
+        super().__init__()
+        self.distance = DISTANCES[distance]
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.bias = nn.Parameter(torch.ones(()))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.bias - self.log_scale.exp() * self.distance(a, b)
+
+
+class AAMHead(nn.Module):
+    """Additive angular margin softmax over ``n_classes`` speakers."""
+
+    def __init__(self, dim: int, n_classes: int, margin: float, scale: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, dim) * 0.01)
+        self.margin, self.scale = margin, scale
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cos = F.linear(F.normalize(emb.float()), F.normalize(self.weight)).clamp(
+            -1 + 1e-6, 1 - 1e-6
+        )
+        theta = torch.acos(cos)
+        target = torch.cos(theta + self.margin)
+        onehot = F.one_hot(labels, cos.shape[1]).bool()
+        logits = self.scale * torch.where(onehot, target, cos)
+        return F.cross_entropy(logits, labels)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device:
+        return torch.device(cfg.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.inference_mode()
+def embed_set(encoder: Encoder, frags: FragmentSet, device: torch.device, batch: int = 128):
+    """Unit embeddings ``(N, D)`` of a FragmentSet, in eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    out = [
+        encoder(torch.from_numpy(frags.waves[i : i + batch]).to(device)).float().cpu().numpy()
+        for i in range(0, len(frags), batch)
+    ]
+    encoder.train(was_training)
+    return l2_normalize(np.concatenate(out))
+
+
+def validate(
+    encoder: Encoder, frags: FragmentSet, device: torch.device, ways: tuple[int, ...], trials: int
+) -> dict[str, float]:
+    """1-shot k-way accuracies and fragment-level EER on held-out speakers."""
+    emb = embed_set(encoder, frags, device)
+    rng = np.random.default_rng(1234)  # the same tasks at every validation
+    n_spk = len(set(frags.speakers.tolist()))
+    out: dict[str, float] = {}
+    for k in ways:
+        if k <= n_spk:
+            res = kway_accuracy(emb, frags.speakers, frags.recordings, k=k, trials=trials, rng=rng)
+            out[f"acc{k}"] = float(res.accuracy)
+    scores, labels = verification_trials(
+        emb, frags.speakers, frags.recordings, max_pairs=200_000, rng=rng
+    )
+    out["eer"], out["threshold"] = (float(x) for x in eer(scores, labels))
+    return out
+
+
+def _selection_key(metrics: dict[str, float]) -> float:
+    """Higher is better: the hardest k-way accuracy measured, minus EER to break ties."""
+    accs = [v for k, v in metrics.items() if k.startswith("acc")]
+    hardest = max((int(k[3:]) for k in metrics if k.startswith("acc")), default=None)
+    primary = metrics[f"acc{hardest}"] if hardest else (sum(accs) / len(accs) if accs else 0.0)
+    return primary - 0.01 * metrics.get("eer", 0.0)
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run training; returns the summary written to ``out/summary.json``.
+
+    Writes ``best.safetensors`` (the encoder alone, threshold calibrated at the validation
+    EER point), ``last.pt`` (resume state, loaded with ``weights_only=True``),
+    ``history.json`` and ``training_curves.png``.
+    """
+    console = console or Console(stderr=True)
+    if cfg.objective not in OBJECTIVES:
+        raise DataError(f"unknown objective {cfg.objective!r}; one of {list(OBJECTIVES)}")
+    if cfg.distance not in DISTANCES:
+        raise DataError(f"unknown distance {cfg.distance!r}; one of {list(DISTANCES)}")
+    torch.manual_seed(cfg.seed)
+    device = _device(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    recordings = scan_corpora(cfg.data)
+    split = split_speakers(
+        recordings,
+        n_test=cfg.test_speakers,
+        n_val=cfg.val_speakers,
+        n_train=cfg.train_speakers,
+        seed=cfg.seed,
+        holdout_prefix=cfg.holdout_prefix or None,
+    )
+    val_names = split.val or split.test
+    train_bank = AudioBank.load(recordings, list(split.train))
+    val_frags = fragment_set(AudioBank.load(recordings, list(val_names)), max_per_speaker=40)
+    console.print(
+        f"[bold]train[/] {len(train_bank)} speakers, {train_bank.seconds / 60:.1f} min | "
+        f"[bold]{'val' if split.val else 'test (used for validation)'}[/] "
+        f"{len(val_names)} speakers, {len(val_frags)} fragments | device {device}"
+    )
+
+    encoder = Encoder(cfg.model_config()).to(device)
+    heads = _build_heads(cfg, len(train_bank), device)
+    params = list(encoder.parameters()) + [p for h in heads.values() for p in h.parameters()]
+    opt_cls = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.AdamW
+    optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = Sampler(train_bank, seed=cfg.seed, speed=cfg.augment)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    history: list[dict[str, float]] = []
+    best = -math.inf
+    start = 0
+    if cfg.resume and (out / "last.pt").is_file():
+        start, best, history = _load_resume(out / "last.pt", encoder, heads, optimizer)
+        sampler.rng = np.random.default_rng(cfg.seed + start)
+        console.print(f"resumed at step {start}")
+
+    step_fn = _STEPS[cfg.objective]
+    autocast = device.type == "cuda" and cfg.amp
+    encoder.train()
+    columns = (
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    t0 = time.time()
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("training", total=cfg.steps, completed=start, status="")
+        running: list[float] = []
+        for step in range(start, cfg.steps):
+            _set_lr(optimizer, cfg, step, time.time() - t0)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss, metrics = step_fn(cfg, encoder, heads, sampler, gen, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            running.append(loss.item())
+            done = step + 1
+            out_of_time = cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes
+            if done % cfg.val_every == 0 or done == cfg.steps or out_of_time:
+                val = validate(encoder, val_frags, device, cfg.val_ways, cfg.val_trials)
+                record = {"step": done, "loss": float(np.mean(running)), **metrics, **val}
+                record["seconds"] = round(time.time() - t0, 1)
+                history.append(record)
+                running = []
+                key = _selection_key(val)
+                if key > best:
+                    best = key
+                    save_encoder(
+                        encoder,
+                        out / "best.safetensors",
+                        threshold=val["threshold"],
+                        info=_info(cfg, split, done, val),
+                    )
+                _save_resume(out / "last.pt", done, best, history, encoder, heads, optimizer)
+                shown = " ".join(f"{k} {v:.3f}" for k, v in val.items() if k != "threshold")
+                progress.update(task, status=f"loss {record['loss']:.3f} | {shown}")
+            progress.update(task, completed=done)
+            if out_of_time:
+                console.print(f"[yellow]stopped at step {done}: max_minutes reached[/]")
+                break
+
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    _plot_history(history, out / "training_curves.png")
+    summary = {
+        "best": str(out / "best.safetensors"),
+        "history": history[-1] if history else {},
+        "split": split.as_dict(),
+        "seconds": round(time.time() - t0, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, elapsed: float) -> None:
+    """Linear warm-up over 5% then cosine decay to zero.
+
+    Progress is the fraction of steps done, or of ``max_minutes`` spent when that is further
+    along, so that a time-budgeted run still ends with a fully decayed learning rate.
+    """
+    progress = step / cfg.steps
+    if cfg.max_minutes > 0:
+        progress = max(progress, elapsed / (60 * cfg.max_minutes))
+    warm = min(1.0, (progress + 1e-9) / 0.05)
+    lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _info(cfg: TrainConfig, split: Split, step: int, val: dict[str, float]) -> dict[str, Any]:
+    conf = asdict(cfg)
+    conf["data"] = [str(d) for d in cfg.data]
+    return {"train_config": conf, "split": split.as_dict(), "step": step, "validation": val}
+
+
+def _plot_history(history: list[dict[str, float]], path: Path) -> None:
+    if not history:
+        return
+    from speakerid.evaluate import plot_training_curves
+
+    plot_training_curves(history, path)
+
+
+# ---------------------------------------------------------------- objectives
+
+
+def _build_heads(cfg: TrainConfig, n_speakers: int, device: torch.device) -> dict[str, nn.Module]:
+    dim = cfg.embedding_dim
+    heads: dict[str, nn.Module] = {}
+    if cfg.objective == "bce":
+        heads["pair"] = PairBCEHead(cfg.distance)
+    if cfg.objective == "aam" or (cfg.objective == "distill" and cfg.aam_weight > 0):
+        heads["aam"] = AAMHead(dim, n_speakers, cfg.aam_margin, cfg.aam_scale)
+    if cfg.objective == "distill":
+        from speakerid.pretrained import GE2E, GE2E_DIM
+
+        heads["teacher"] = GE2E()
+        heads["project"] = nn.Linear(dim, GE2E_DIM)
+    return {k: v.to(device) for k, v in heads.items()}
+
+
+def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(x).to(device, non_blocking=True)
+
+
+def _bce_step(cfg, encoder, heads, sampler, gen, device):
+    a, b, same = sampler.pairs(cfg.batch_size)
+    wav = _to(np.concatenate([a, b]), device)
+    if cfg.augment:
+        wav = augment(wav, gen)
+    emb = encoder(wav).float()
+    logits = heads["pair"](emb[: len(a)], emb[len(a) :])
+    target = _to(same, device)
+    loss = F.binary_cross_entropy_with_logits(logits, target)
+    acc = ((logits > 0).float() == target).float().mean()
+    return loss, {"pair_acc": acc.item()}
+
+
+def _aam_step(cfg, encoder, heads, sampler, gen, device):
+    waves, labels = sampler.classes(cfg.batch_size)
+    wav = _to(waves, device)
+    if cfg.augment:
+        wav = augment(wav, gen)
+    loss = heads["aam"](encoder(wav), _to(labels, device))
+    return loss, {}
+
+
+def _distill_step(cfg, encoder, heads, sampler, gen, device):
+    waves, labels = sampler.classes(cfg.batch_size)
+    clean = _to(waves, device)
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        target = heads["teacher"].embed(clean.float())
+    wav = augment(clean, gen) if cfg.augment else clean
+    emb = encoder(wav)
+    pred = F.normalize(heads["project"](emb.float()), dim=-1)
+    distill = (1.0 - (pred * target).sum(dim=-1)).mean()
+    metrics = {"distill": distill.item()}
+    loss = distill
+    if "aam" in heads:
+        aam = heads["aam"](emb, _to(labels, device))
+        loss = loss + cfg.aam_weight * aam
+        metrics["aam"] = aam.item()
+    return loss, metrics
+
+
+_STEPS: dict[str, Callable[..., tuple[torch.Tensor, dict[str, float]]]] = {
+    "bce": _bce_step,
+    "aam": _aam_step,
+    "distill": _distill_step,
+}
+
+
+# ---------------------------------------------------------------- resume state
+
+
+def _trainable(heads: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    return {k: h for k, h in heads.items() if k != "teacher"}
+
+
+def _save_resume(path, step, best, history, encoder, heads, optimizer) -> None:
+    state = {
+        "step": step,
+        "best": best,
+        "history": json.dumps(history),
+        "encoder": encoder.state_dict(),
+        "heads": {k: h.state_dict() for k, h in _trainable(heads).items()},
+        "optimizer": optimizer.state_dict(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_resume(path, encoder, heads, optimizer):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        encoder.load_state_dict(state["encoder"], strict=True)
+        for k, h in _trainable(heads).items():
+            h.load_state_dict(state["heads"][k], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, KeyError, OSError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot resume from it ({str(exc).splitlines()[0]})"
+        ) from None
+    return int(state["step"]), float(state["best"]), json.loads(state["history"])
+
+
+def config_from_overrides(data: tuple[str, ...], **overrides: Any) -> TrainConfig:
+    """TrainConfig from CLI values, ignoring ``None`` (an option the user did not give)."""
+    known = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in overrides.items() if v is not None and k in known}
+    return replace(TrainConfig(data=data), **given)

@@ -1,0 +1,165 @@
+"""Shared fixtures: synthetic speech-like voices, tiny checkpoints, a CLI runner.
+
+The voices are source-filter models of speech: a glottal pulse train at a speaker-specific
+pitch (with jitter and shimmer) through a few formant resonators, amplitude-modulated at a
+syllable rate with short pauses. Different pitch/formant sets give different "speakers";
+the same set with another seed gives another recording of the same speaker.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy.signal import lfilter
+from typer.testing import CliRunner
+
+from speakerid.model import Encoder, ModelConfig, save_encoder
+
+SR = 16_000  # Hz
+RECORDING_SECONDS = 2.5  # short: one (repeated) fragment per file keeps the tests fast
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A synthetic speaker: pitch in Hz and formants as (centre Hz, bandwidth Hz)."""
+
+    pitch: float
+    formants: tuple[tuple[float, float], ...]
+
+
+VOICES = {
+    "alice": Voice(215.0, ((800, 90), (1750, 110), (2900, 160))),
+    "bob": Voice(110.0, ((550, 70), (1150, 100), (2450, 140))),
+    "carol": Voice(175.0, ((650, 80), (2100, 120), (3100, 170))),
+}
+
+
+def synth_voice(voice: Voice, seconds: float = RECORDING_SECONDS, seed: int = 0) -> np.ndarray:
+    """Speech-like float32 audio at 16 kHz, shape ``(seconds * SR,)``, peak 0.5."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    source = np.zeros(n)
+    t = 0.0
+    while t < n:  # pulses with 2 % jitter and 10 % shimmer
+        source[int(t)] = 1.0 + 0.1 * rng.standard_normal()
+        t += SR / voice.pitch * (1.0 + 0.02 * rng.standard_normal())
+    source = lfilter([1.0], [1.0, -0.95], source)  # glottal roll-off
+    source += 0.02 * rng.standard_normal(n)  # breath noise
+    out = source
+    for centre, bandwidth in voice.formants:
+        r = np.exp(-np.pi * bandwidth / SR)
+        theta = 2 * np.pi * centre * (1.0 + 0.03 * rng.standard_normal()) / SR
+        out = lfilter([1.0 - r], [1.0, -2 * r * np.cos(theta), r * r], out)
+    time = np.arange(n) / SR
+    syllables = 0.5 * (1 - np.cos(2 * np.pi * 4.0 * time + rng.uniform(0, 2 * np.pi)))
+    pauses = (np.sin(2 * np.pi * 0.7 * time + rng.uniform(0, 2 * np.pi)) > -0.8).astype(float)
+    out = out * syllables * pauses
+    return (0.5 * out / np.max(np.abs(out))).astype(np.float32)
+
+
+def write_wav(path: Path, wav: np.ndarray, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wav, SR, subtype=subtype)
+    return path
+
+
+def make_checkpoint(path: Path, seed: int, threshold: float | None = 0.5) -> Path:
+    """A tiny, deterministic, untrained encoder (channels 32, embeddings of 16)."""
+    torch.manual_seed(seed)
+    encoder = Encoder(ModelConfig(channels=32, embedding_dim=16))
+    save_encoder(encoder, path, threshold=threshold)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Model A: the checkpoint the tests enroll with."""
+    return make_checkpoint(tmp_path_factory.mktemp("models") / "m.safetensors", seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Model B: same shape as A, other weights (so another fingerprint)."""
+    return make_checkpoint(tmp_path_factory.mktemp("models_b") / "b.safetensors", seed=1)
+
+
+@pytest.fixture(scope="session")
+def voices_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Read-only audio: ``<name>_<k>.wav`` for alice, bob, carol, k = 1, 2, 3."""
+    root = tmp_path_factory.mktemp("voices")
+    for i, (name, voice) in enumerate(VOICES.items()):
+        for k in (1, 2, 3):
+            write_wav(root / f"{name}_{k}.wav", synth_voice(voice, seed=100 * i + k))
+    return root
+
+
+@pytest.fixture(scope="session")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.sqlite"
+
+
+@pytest.fixture(scope="session")
+def _enrolled_template(
+    tmp_path_factory: pytest.TempPathFactory, model_path: Path, voices_dir: Path
+) -> Path:
+    """A store with alice (recordings 1, 2) and bob (1, 2), built once."""
+    from speakerid.embed import Embedder, load_model
+    from speakerid.store import SpeakerStore, enroll
+
+    path = tmp_path_factory.mktemp("template") / "store.sqlite"
+    embedder = Embedder(load_model(model_path), device="cpu")
+    with SpeakerStore(path) as store:
+        for name in ("alice", "bob"):
+            files = [str(voices_dir / f"{name}_{k}.wav") for k in (1, 2)]
+            enroll(store, embedder, name, files)
+    return path
+
+
+@pytest.fixture
+def enrolled_store(_enrolled_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the alice + bob store for one test to change."""
+    path = tmp_path / "enrolled.sqlite"
+    shutil.copyfile(_enrolled_template, path)
+    return path
+
+
+@pytest.fixture
+def cli(runner: CliRunner, model_path: Path) -> Callable[..., object]:
+    """``cli("verify", "alice", f, store=p)``: invoke the app with ``--model`` added."""
+    from speakerid.cli import app
+
+    def invoke(
+        *args: str | Path,
+        store: Path | None = None,
+        model: Path | bool | None = True,
+        env: dict[str, str] | None = None,
+    ):
+        argv: Sequence[str] = [str(a) for a in args]
+        if model is True:
+            argv = [*argv, "--model", str(model_path)]
+        elif model:
+            argv = [*argv, "--model", str(model)]
+        if store is not None:
+            argv = [*argv, "--store", str(store)]
+        return runner.invoke(app, argv, env=env)
+
+    return invoke
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test may touch the real user data dir or inherit ``$SPEAKERID_STORE``."""
+    monkeypatch.delenv("SPEAKERID_STORE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))

@@ -1,0 +1,393 @@
+"""The command line through Typer's CliRunner: exit codes, JSON, and what must not appear."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import SR, VOICES, synth_voice, write_wav
+
+# ---------------------------------------------------------------- helpers
+
+
+def ok(result, code: int = 0):
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    return result
+
+
+def error(result, *needles: str):
+    """Exit 2, one red line on stderr starting 'error:', no traceback, nothing on stdout."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert result.stdout == ""
+    return lines[0]
+
+
+def as_json(result):
+    return json.loads(result.stdout)
+
+
+def voice(voices_dir: Path, name: str, k: int) -> str:
+    return str(voices_dir / f"{name}_{k}.wav")
+
+
+def snapshot(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
+
+
+# ---------------------------------------------------------------- happy paths
+
+
+def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_dir: Path) -> None:
+    r = as_json(ok(cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json",
+                       store=store_path)))
+    assert r["speaker"] == "alice" and r["created"] and r["recordings"] == 1
+    r = as_json(ok(cli("enroll", "alice", voice(voices_dir, "alice", 2), "--json",
+                       store=store_path)))
+    assert not r["created"] and r["added"] == 1 and r["recordings"] == 2
+    out = ok(cli("enroll", "bob", voice(voices_dir, "bob", 1), voice(voices_dir, "bob", 2),
+                 store=store_path)).stdout
+    assert "enrolled" in out and "bob" in out
+
+    # verify: JSON shape, ranges, and an exit status that follows "accepted"
+    for name, f in (("alice", "alice"), ("alice", "bob")):
+        res = cli("verify", name, voice(voices_dir, f, 3), "--json", store=store_path)
+        v = as_json(ok(res, res.exit_code))
+        assert set(v) >= {"speaker", "score", "threshold", "accepted"}
+        assert -1.0 <= v["score"] <= 1.0 and v["threshold"] == 0.5
+        assert v["accepted"] == (v["score"] >= v["threshold"])
+        assert res.exit_code == (0 if v["accepted"] else 1)
+    res = ok(cli("verify", "alice", voice(voices_dir, "alice", 3), "-t", "-1", store=store_path))
+    assert "accepted" in res.stdout
+    res = ok(cli("verify", "alice", voice(voices_dir, "alice", 3), "--threshold", "1.01",
+                 "--json", store=store_path), 1)
+    assert as_json(res)["accepted"] is False and as_json(res)["threshold"] == 1.01
+
+    # identify: ranked, --top, open set
+    one = as_json(ok(cli("identify", voice(voices_dir, "bob", 3), "--top", "1", "--json",
+                         "-t", "-1", store=store_path)))
+    assert one["file"] == voice(voices_dir, "bob", 3)
+    assert len(one["candidates"]) == 1 and one["best"] == one["candidates"][0]["speaker"]
+    files = [voice(voices_dir, "alice", 3), voice(voices_dir, "carol", 1)]
+    many = as_json(ok(cli("identify", *files, "--json", "--threshold", "1.01",
+                          store=store_path)))
+    assert [m["file"] for m in many] == files
+    for m in many:
+        assert m["best"] is None
+        assert {c["speaker"] for c in m["candidates"]} == {"alice", "bob"}
+        scores = [c["score"] for c in m["candidates"]]
+        assert scores == sorted(scores, reverse=True)
+        assert all(-1.0 <= s <= 1.0 for s in scores)
+    text = ok(cli("identify", *files, "-t", "1.01", store=store_path)).stdout
+    assert text.count("unknown") == 2
+    assert ok(cli("identify", files[0], "--top", "0", store=store_path), 2)
+
+    listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
+    assert [(s["name"], s["recordings"]) for s in listed["speakers"]] == [("alice", 2), ("bob", 2)]
+    assert "alice" in ok(cli("list", store=store_path, model=False)).stdout
+
+    info = as_json(ok(cli("info", "--json", store=store_path)))
+    assert info["store"]["speakers"] == 2 and info["store"]["recordings"] == 4
+    assert info["model"]["fingerprint"] == info["store"]["model_fingerprint"]
+    assert info["model"]["threshold"] == 0.5 and info["model"]["threshold_source"] == "model"
+    assert info["compatible"] is True
+    text = ok(cli("info", store=store_path)).stdout
+    assert "fingerprint" in text and "threshold" in text
+
+    r = as_json(ok(cli("remove", "bob", "--json", store=store_path, model=False)))
+    assert r == {"removed": "bob", "recordings": 2, "store": str(store_path)}
+    listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
+    assert [s["name"] for s in listed["speakers"]] == ["alice"]
+
+    r = as_json(ok(cli("enroll", "alice", voice(voices_dir, "alice", 3), "--replace",
+                       "--json", store=store_path)))
+    assert r["replaced"] and r["recordings"] == 1
+
+
+def test_info_without_calibrated_threshold_says_so(cli, tmp_path: Path) -> None:
+    from conftest import make_checkpoint
+
+    model = make_checkpoint(tmp_path / "nothr.safetensors", seed=0, threshold=None)
+    info = as_json(ok(cli("info", "--json", store=tmp_path / "s.sqlite", model=model)))
+    assert info["model"]["threshold_source"] == "default"
+    text = ok(cli("info", store=tmp_path / "s.sqlite", model=model)).stdout
+    assert "no calibrated threshold" in text
+    assert not (tmp_path / "s.sqlite").exists()  # info never creates a store
+
+
+def test_info_reports_missing_default_model(cli, tmp_path: Path) -> None:
+    info = as_json(ok(cli("info", "--json", store=tmp_path / "s.sqlite", model=False)))
+    assert info["model"]["error"] and info["model"]["fingerprint"] is None
+
+
+def test_embed_npz_keys_exactly_as_given(cli, voices_dir: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(voices_dir)
+    keys = ["./alice_1.wav", "bob_1.wav", str(voices_dir / "carol_1.wav"),
+            f"../{voices_dir.name}/alice_2.wav"]
+    out = tmp_path / "embeddings.npz"
+    r = as_json(ok(cli("embed", *keys, "--out", out, "--json")))
+    assert r["files"] == keys and r["dim"] == 16
+    with np.load(out) as z:
+        assert sorted(z.files) == sorted(keys)
+        for k in keys:
+            assert z[k].shape == (16,) and z[k].dtype == np.float32
+            assert abs(float(np.linalg.norm(z[k])) - 1.0) < 1e-5
+
+
+def test_store_from_environment(cli, runner, tmp_path: Path, voices_dir: Path) -> None:
+    env_store = tmp_path / "env" / "store.sqlite"
+    env = {"SPEAKERID_STORE": str(env_store)}
+    ok(cli("enroll", "carol", voice(voices_dir, "carol", 1), env=env))
+    assert env_store.exists()
+    listed = as_json(ok(cli("list", "--json", model=False, env=env)))
+    assert listed["store"] == str(env_store)
+    assert [s["name"] for s in listed["speakers"]] == ["carol"]
+    # --store wins over the environment
+    other = tmp_path / "other.sqlite"
+    listed = as_json(ok(cli("list", "--json", store=other, model=False, env=env)))
+    assert listed["speakers"] == [] and not other.exists()
+    # without either: the user data dir (XDG_DATA_HOME is a tmp dir in the tests)
+    ok(cli("enroll", "carol", voice(voices_dir, "carol", 2)))
+    assert (tmp_path / "xdg-data" / "speakerid" / "store.sqlite").exists()
+
+
+def test_enroll_dir(cli, tmp_path: Path, store_path: Path) -> None:
+    root = tmp_path / "corpus"
+    for i, (name, v) in enumerate(VOICES.items()):
+        for k in (1, 2):
+            if name == "bob":  # LibriSpeech layout: <speaker>/<chapter>/<utt>.flac
+                path = root / "bob" / "42" / f"bob-42-{k}.flac"
+            else:
+                path = root / name / f"{name}_{k}.wav"
+            write_wav(path, synth_voice(v, seed=10 * i + k))
+    (root / "carol" / "broken.wav").write_text("not audio")
+    (root / "bad name!").mkdir()
+    write_wav(root / "bad name!" / "x.wav", synth_voice(VOICES["alice"], seed=99))
+    (root / "empty").mkdir()
+
+    r = as_json(ok(cli("enroll-dir", root, "--json", store=store_path)))
+    assert sorted(e["speaker"] for e in r["enrolled"]) == ["alice", "bob", "carol"]
+    assert {e["speaker"]: e["recordings"] for e in r["enrolled"]}["carol"] == 2
+    skipped = {Path(s["path"]).name for s in r["skipped"]}
+    assert skipped == {"broken.wav", "bad name!"}
+
+    # a second run adds nothing new: the same paths are re-embedded
+    r = as_json(ok(cli("enroll-dir", root, "--json", store=store_path)))
+    assert all(e["added"] == 0 and e["updated"] == 2 for e in r["enrolled"])
+    text = ok(cli("enroll-dir", root, "--replace", store=store_path))
+    assert "3 speaker(s)" in text.stdout and "skipped" in text.stderr
+
+    error(cli("enroll-dir", tmp_path / "nowhere", store=store_path), "no such directory")
+    error(cli("enroll-dir", root / "empty", store=store_path), "no speaker folders")
+
+
+def test_keyboard_interrupt_is_clean(cli, store_path: Path, voices_dir: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import speakerid.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(speakerid.cli, "enroll_speaker", interrupted)
+    res = cli("enroll", "alice", voice(voices_dir, "alice", 1), store=store_path)
+    assert res.exit_code == 130 and "interrupted" in res.stderr
+    assert "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------- bad audio
+
+
+def _flac_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "good.flac"
+    sf.write(str(path), synth_voice(VOICES["carol"], seconds=2.5, seed=5), SR, format="FLAC")
+    return path.read_bytes()
+
+
+def _put(path: Path, data: bytes | str) -> Path:
+    if isinstance(data, str):
+        path.write_text(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+BAD_AUDIO = {
+    "missing": lambda d: d / "missing.wav",
+    "directory": lambda d: _mkdir(d / "adir.wav"),
+    "empty": lambda d: _put(d / "empty.wav", b""),
+    "zero-samples": lambda d: write_wav(d / "zero.wav", np.zeros(0, np.float32)),
+    "silent": lambda d: write_wav(d / "silent.wav", np.zeros(2 * SR, np.float32)),
+    "too-short": lambda d: write_wav(d / "short.wav", synth_voice(VOICES["bob"], 0.5)),
+    "corrupt-flac": lambda d: _put(
+        d / "corrupt.flac", _flac_bytes(d)[:64] + np.random.default_rng(0).bytes(40_000)
+    ),
+    "truncated-flac": lambda d: _put(d / "trunc.flac", _flac_bytes(d)[:3000]),
+    "text-as-wav": lambda d: _put(d / "text.wav", "hello\n" * 100),
+}
+
+
+BAD_AUDIO_REASON = {
+    "missing": "no such file",
+    "directory": "is a directory",
+    "empty": "cannot be read as audio",
+    "zero-samples": "no audio samples",
+    "silent": "silent",
+    "too-short": "of speech",
+    "corrupt-flac": "cannot be read as audio",
+    "truncated-flac": "cannot be read as audio",
+    "text-as-wav": "cannot be read as audio",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_AUDIO))
+def test_bad_audio_every_command(cli, kind: str, tmp_path: Path, enrolled_store: Path) -> None:
+    bad = str(BAD_AUDIO[kind](tmp_path))
+    reason = BAD_AUDIO_REASON[kind]
+    before = contents_and_bytes(enrolled_store)
+    for args in (
+        ("enroll", "carol", bad),
+        ("enroll", "alice", bad),
+        ("verify", "alice", bad),
+        ("identify", bad),
+    ):
+        error(cli(*args, store=enrolled_store), bad, reason)
+    out = tmp_path / "e.npz"
+    error(cli("embed", bad, "--out", out), bad, reason)
+    assert not out.exists()
+    assert contents_and_bytes(enrolled_store) == before
+
+
+def test_one_bad_file_enrolls_nothing(cli, tmp_path: Path, enrolled_store: Path,
+                                      voices_dir: Path) -> None:
+    bad = BAD_AUDIO["silent"](tmp_path)
+    before = contents_and_bytes(enrolled_store)
+    error(cli("enroll", "carol", voice(voices_dir, "carol", 1), bad, store=enrolled_store),
+          "silent")
+    assert contents_and_bytes(enrolled_store) == before
+
+
+@pytest.mark.skipif(os.name != "posix", reason="chmod")
+def test_unreadable_file(cli, tmp_path: Path, enrolled_store: Path, voices_dir: Path) -> None:
+    path = tmp_path / "secret.wav"
+    path.write_bytes(Path(voice(voices_dir, "alice", 1)).read_bytes())
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running as a user that reads mode-000 files (root)")
+        error(cli("verify", "alice", path, store=enrolled_store), "secret.wav")
+    finally:
+        path.chmod(0o644)
+
+
+# ---------------------------------------------------------------- stores, names, models
+
+
+def contents_and_bytes(path: Path) -> tuple:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = tuple(
+            tuple(conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall())
+            for t in ("meta", "speakers", "recordings")
+        )
+    finally:
+        conn.close()
+    return rows, path.read_bytes()
+
+
+def test_unknown_speaker(cli, enrolled_store: Path, voices_dir: Path) -> None:
+    before = contents_and_bytes(enrolled_store)
+    error(cli("verify", "zed", voice(voices_dir, "alice", 3), store=enrolled_store), "'zed'")
+    error(cli("remove", "zed", store=enrolled_store, model=False), "not enrolled")
+    assert contents_and_bytes(enrolled_store) == before
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", " alice", "x" * 65, "..", ""])
+def test_invalid_names(cli, name: str, store_path: Path, voices_dir: Path) -> None:
+    error(cli("enroll", name, voice(voices_dir, "alice", 1), store=store_path), "speaker name")
+    assert not store_path.exists()
+    assert not (store_path.parent / "evil").exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"",
+        b"not a database at all\n",
+        bytes(range(256)) * 64,
+        b"SQLite format 3\x00" + b"\xff" * 4000,
+    ],
+)
+def test_damaged_store(cli, damage: bytes, store_path: Path, voices_dir: Path) -> None:
+    store_path.write_bytes(damage)
+    for args, model in (
+        (("enroll", "alice", voice(voices_dir, "alice", 1)), True),
+        (("verify", "alice", voice(voices_dir, "alice", 1)), True),
+        (("identify", voice(voices_dir, "alice", 1)), True),
+        (("list",), False),
+        (("remove", "alice"), False),
+        (("info",), True),
+    ):
+        error(cli(*args, store=store_path, model=model), str(store_path))
+    assert store_path.read_bytes() == damage
+
+
+def _flip_weight_byte(src: Path, dst: Path) -> Path:
+    data = bytearray(src.read_bytes())
+    data[-101] ^= 0x10  # deep in the weights, past the JSON header
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_bad_checkpoints(cli, tmp_path: Path, enrolled_store: Path, model_path: Path,
+                         other_model_path: Path, voices_dir: Path) -> None:
+    before = contents_and_bytes(enrolled_store)
+    sample = voice(voices_dir, "alice", 3)
+    random_model = tmp_path / "random.safetensors"
+    random_model.write_bytes(np.random.default_rng(0).bytes(4096))
+    truncated = tmp_path / "trunc.safetensors"
+    truncated.write_bytes(model_path.read_bytes()[:5000])
+    tampered = _flip_weight_byte(model_path, tmp_path / "tampered.safetensors")
+    for model, needle in (
+        (random_model, "random.safetensors"),
+        (truncated, "trunc.safetensors"),
+        (tmp_path / "none.safetensors", "no such model"),
+        (tmp_path, "no such model"),
+        (tampered, "another"),  # loads, but its fingerprint is not the store's
+        (other_model_path, "--store"),
+    ):
+        for args in (("enroll", "alice", sample), ("verify", "alice", sample),
+                     ("identify", sample)):
+            line = error(cli(*args, store=enrolled_store, model=model))
+            if needle in ("another", "--store"):
+                assert "--store" in line and "remove" in line
+            else:
+                assert needle in line
+        if needle not in ("another", "--store"):  # embed needs no store
+            error(cli("embed", sample, "--out", tmp_path / "e.npz", model=model))
+    assert contents_and_bytes(enrolled_store) == before
+    assert not (tmp_path / "e.npz").exists()
+
+
+def test_model_mismatch_names_both_models(cli, enrolled_store: Path, model_path: Path,
+                                          other_model_path: Path, voices_dir: Path) -> None:
+    line = error(cli("verify", "alice", voice(voices_dir, "alice", 3), store=enrolled_store,
+                     model=other_model_path))
+    assert model_path.name in line and other_model_path.name in line
+    info = as_json(ok(cli("info", "--json", store=enrolled_store, model=other_model_path)))
+    assert info["compatible"] is False

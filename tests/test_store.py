@@ -1,0 +1,450 @@
+"""The enrollment store: names, model binding, transactions, damage, concurrency, search."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speakerid.embed import Embedder, load_model, pool
+from speakerid.errors import (
+    DataError,
+    InvalidNameError,
+    SpeakerIDError,
+    StoreError,
+    UnknownSpeakerError,
+)
+from speakerid.store import (
+    DEFAULT_THRESHOLD,
+    IMPORTED_SOURCE,
+    SCHEMA_VERSION,
+    SpeakerStore,
+    default_store_path,
+    enroll,
+    identify,
+    resolve_threshold,
+    save_embeddings,
+    speaker_folders,
+    validate_name,
+    verify,
+)
+
+FP_A = "a" * 64  # fake model fingerprints for tests that bypass audio
+FP_B = "b" * 64
+DIM = 16
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def add(store: SpeakerStore, name: str, n: int = 2, seed: int = 0, fp: str = FP_A, **kw):
+    vecs = unit(np.random.default_rng(seed), n)
+    paths = [f"{name}/{seed}-{i}.wav" for i in range(n)]
+    return store.add_recordings(name, paths, vecs, fingerprint=fp, **kw)
+
+
+def contents(path: Path) -> tuple:
+    """Everything a store holds, for before/after comparisons."""
+    conn = sqlite3.connect(path)
+    try:
+        return tuple(
+            tuple(conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall())
+            for table in ("meta", "speakers", "recordings")
+        )
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(
+    "name", ["alice", "Bob Smith", "o.neil", "x_y-z", "19", "José", "a" * 64, "..a"]
+)
+def test_valid_names(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "a" * 65, " alice", "alice ", ".", "..", "a/b", "../etc", "a\\b", "a\nb", "a\tb",
+     "nul\x00", "semi;colon", "star*"],
+)
+def test_invalid_names(name: str) -> None:
+    with pytest.raises(InvalidNameError):
+        validate_name(name)
+
+
+# ---------------------------------------------------------------- basic operations
+
+
+def test_missing_store_reads_empty_and_is_not_created(store_path: Path) -> None:
+    with SpeakerStore(store_path) as store:
+        assert len(store) == 0
+        assert store.speakers() == []
+        assert not store.exists
+        with pytest.raises(UnknownSpeakerError):
+            store.vector("alice")
+        assert store.search(unit(np.random.default_rng(0), 1)) == [[]]
+    assert not store_path.exists()
+
+
+def test_add_pool_replace_upsert_remove(store_path: Path) -> None:
+    with SpeakerStore(store_path) as store:
+        r = add(store, "alice", n=2, seed=1)
+        assert (r.created, r.added, r.updated, r.recordings) == (True, 2, 0, 2)
+        assert store_path.exists()
+        meta = store.meta()
+        assert meta["schema_version"] == str(SCHEMA_VERSION)
+        assert meta["model_fingerprint"] == FP_A
+        assert meta["embedding_dim"] == str(DIM)
+        assert sqlite3.connect(store_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+        first = unit(np.random.default_rng(1), 2)
+        np.testing.assert_allclose(store.vector("alice"), pool(first), atol=1e-6)
+
+        r = add(store, "alice", n=1, seed=2)  # more recordings for the same speaker
+        assert (r.created, r.added, r.recordings) == (False, 1, 3)
+        both = np.concatenate([first, unit(np.random.default_rng(2), 1)])
+        np.testing.assert_allclose(store.vector("alice"), pool(both), atol=1e-6)
+
+        r = add(store, "alice", n=1, seed=2)  # the same path again is re-embedded, not doubled
+        assert (r.added, r.updated, r.recordings) == (0, 1, 3)
+
+        r = add(store, "alice", n=1, seed=3, replace=True)
+        assert (r.replaced, r.recordings) == (True, 1)
+        assert store.recordings("alice") == ["alice/3-0.wav"]
+
+        add(store, "bob", seed=4)
+        assert [s.name for s in store.speakers()] == ["alice", "bob"]
+        assert "bob" in store and "carol" not in store
+        assert store.remove("bob") == 2
+        assert "bob" not in store
+        with pytest.raises(UnknownSpeakerError):
+            store.remove("bob")
+        with pytest.raises(InvalidNameError):
+            add(store, "../bob")
+        assert store.summary().speakers == 1
+
+
+def test_nonfinite_embeddings_refused(store_path: Path) -> None:
+    with SpeakerStore(store_path) as store, pytest.raises(StoreError, match="NaN"):
+        store.add_recordings("a", ["x"], np.full((1, DIM), np.nan), fingerprint=FP_A)
+
+
+def test_default_store_path_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert default_store_path() == tmp_path / "xdg-data" / "speakerid" / "store.sqlite"
+    monkeypatch.setenv("SPEAKERID_STORE", str(tmp_path / "elsewhere.sqlite"))
+    assert default_store_path() == tmp_path / "elsewhere.sqlite"
+
+
+def test_resolve_threshold() -> None:
+    assert resolve_threshold(0.7, None) == (0.7, "model")
+    assert resolve_threshold(None, None) == (DEFAULT_THRESHOLD, "default")
+    assert resolve_threshold(0.7, -1.0) == (-1.0, "--threshold")
+    with pytest.raises(SpeakerIDError):
+        resolve_threshold(0.7, float("nan"))
+
+
+# ---------------------------------------------------------------- model binding
+
+
+def test_other_model_refused_until_empty(store_path: Path) -> None:
+    with SpeakerStore(store_path) as store:
+        add(store, "alice", fp=FP_A, source="/models/a.safetensors")
+        before = contents(store_path)
+        with pytest.raises(StoreError) as info:
+            add(store, "bob", fp=FP_B, source="/models/b.safetensors")
+        message = str(info.value)
+        assert FP_A[:12] in message and FP_B[:12] in message
+        assert "a.safetensors" in message and "b.safetensors" in message
+        assert "--store" in message and "\n" not in message
+        with pytest.raises(StoreError):
+            store.check_model(FP_B, DIM)
+        assert contents(store_path) == before
+        store.remove("alice")
+        add(store, "bob", fp=FP_B)  # an empty store takes the new model
+        assert store.meta()["model_fingerprint"] == FP_B
+
+
+# ---------------------------------------------------------------- transactions
+
+
+def test_failure_between_writes_rolls_back(store_path: Path, monkeypatch) -> None:
+    with SpeakerStore(store_path) as store:
+        add(store, "alice", seed=1)
+        before = contents(store_path)
+
+        def boom(*args, **kwargs):
+            raise RuntimeError("injected between the recordings and the speaker vector")
+
+        monkeypatch.setattr(SpeakerStore, "_pool_speaker", boom)
+        with pytest.raises(RuntimeError):
+            add(store, "alice", seed=2)  # recordings inserted, then the failure
+        with pytest.raises(RuntimeError):
+            add(store, "bob", seed=3)  # speaker row and recordings inserted, then the failure
+        assert contents(store_path) == before
+        monkeypatch.undo()
+        add(store, "bob", seed=3)  # the write lock was released
+        assert "bob" in store
+
+
+def _killed_mid_enroll(path: str) -> None:
+    """Child: die by SIGKILL inside the write transaction, after the recordings INSERT."""
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    SpeakerStore._pool_speaker = die  # type: ignore[method-assign]
+    with SpeakerStore(path) as store:
+        add(store, "alice", n=3, seed=7)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_process_killed_mid_enroll_leaves_store_consistent(store_path: Path) -> None:
+    with SpeakerStore(store_path) as store:
+        add(store, "alice", seed=1)
+    before = contents(store_path)
+    child = multiprocessing.get_context("fork").Process(
+        target=_killed_mid_enroll, args=(str(store_path),)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    assert contents(store_path) == before
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    with SpeakerStore(store_path) as store:
+        assert store.recordings("alice") == ["alice/1-0.wav", "alice/1-1.wav"]
+        add(store, "alice", n=1, seed=8)  # no lock was left behind
+        assert len(store.recordings("alice")) == 3
+
+
+def _enroll_many(path: str, worker: int, rounds: int) -> None:
+    with SpeakerStore(path) as store:
+        for k in range(rounds):
+            add(store, f"w{worker}-{k}", n=1, seed=1000 * worker + k)
+            add(store, "shared", n=1, seed=1000 * worker + k)  # same speaker, both workers
+
+
+def test_concurrent_enrollment_loses_nothing(store_path: Path) -> None:
+    rounds = 15
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_enroll_many, args=(str(store_path), w, rounds)) for w in (1, 2)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(120)
+    assert [p.exitcode for p in workers] == [0, 0]
+    with SpeakerStore(store_path) as store:
+        names = {s.name for s in store.speakers()}
+        assert names == {"shared"} | {f"w{w}-{k}" for w in (1, 2) for k in range(rounds)}
+        shared = store.recordings("shared")
+        assert len(shared) == 2 * rounds
+        conn = sqlite3.connect(store_path)
+        blobs = conn.execute(
+            "SELECT r.embedding FROM recordings r JOIN speakers s ON s.id = r.speaker_id "
+            "WHERE s.name = 'shared'"
+        ).fetchall()
+        conn.close()
+        expected = pool(np.stack([np.frombuffer(b[0], np.float32) for b in blobs]))
+        np.testing.assert_allclose(store.vector("shared"), expected, atol=1e-6)
+
+
+def test_concurrent_creation(store_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_enroll_many, args=(str(store_path), w, 1)) for w in range(4)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+    assert [p.exitcode for p in workers] == [0] * 4
+    with SpeakerStore(store_path) as store:
+        assert len(store) == 5
+    assert not list(store_path.parent.glob(".store.sqlite.*"))  # no temporary files left
+
+
+# ---------------------------------------------------------------- damaged stores
+
+
+def _foreign_sqlite(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    conn.execute("INSERT INTO notes (text) VALUES ('hello')")
+    conn.commit()
+    conn.close()
+
+
+def _meta_edit(key: str, value: str):
+    def damage(path: Path) -> None:
+        with SpeakerStore(path) as store:
+            add(store, "alice")
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+        conn.commit()
+        conn.close()
+
+    return damage
+
+
+def _garbage_after_header(path: Path) -> None:
+    with SpeakerStore(path) as store:
+        add(store, "alice")
+    data = bytearray(path.read_bytes())
+    data[100:] = np.random.default_rng(0).integers(0, 256, len(data) - 100, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def _truncated(path: Path) -> None:
+    with SpeakerStore(path) as store:
+        for i in range(20):
+            add(store, f"s{i}", n=20, seed=i)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+DAMAGE = {
+    "empty": lambda p: p.write_bytes(b""),
+    "text": lambda p: p.write_text("this is not a database\n"),
+    "random": lambda p: p.write_bytes(np.random.default_rng(1).bytes(8192)),
+    "foreign-sqlite": _foreign_sqlite,
+    "garbage-after-header": _garbage_after_header,
+    "truncated": _truncated,
+    "newer-schema": _meta_edit("schema_version", "99"),
+    "other-format": _meta_edit("format", "something-else"),
+}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_damaged_store_refused_and_untouched(store_path: Path, kind: str) -> None:
+    DAMAGE[kind](store_path)
+    before = store_path.read_bytes()
+    with pytest.raises(StoreError) as info, SpeakerStore(store_path) as store:
+        store.speakers()
+        add(store, "bob")
+    assert "\n" not in str(info.value)
+    assert store_path.read_bytes() == before
+
+
+def test_store_path_is_directory(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="directory"):
+        SpeakerStore(tmp_path)
+
+
+# ---------------------------------------------------------------- search
+
+
+def test_search_matches_brute_force_and_cache(store_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    vecs = unit(rng, 300)
+    with SpeakerStore(store_path) as store:
+        assert store.add_vectors([f"s{i}" for i in range(300)], vecs, fingerprint=FP_A) == 300
+        assert store.recordings("s7") == [IMPORTED_SOURCE]
+        _, mat = store.matrix()
+        assert mat.dtype == np.float32 and mat.flags["C_CONTIGUOUS"] and mat.shape == (300, DIM)
+        assert store.matrix()[1] is mat  # cached
+        queries = unit(rng, 40)
+        ranked = store.search(queries, top_k=7)
+        brute = np.argsort(-(queries @ vecs.T), axis=1)[:, :7]
+        for cands, expect in zip(ranked, brute, strict=True):
+            assert [c.speaker for c in cands] == [f"s{j}" for j in expect]
+            scores = [c.score for c in cands]
+            assert scores == sorted(scores, reverse=True)
+        assert len(store.search(queries[0], top_k=1000)[0]) == 300
+        with pytest.raises(StoreError, match="already enrolled"):
+            store.add_vectors(["new", "s3"], unit(rng, 2), fingerprint=FP_A)
+        assert "new" not in store  # the whole bulk insert was rolled back
+
+        # another process's write is seen: the cache follows the database
+        with SpeakerStore(store_path) as other:
+            add(other, "late", seed=9)
+        names2, mat2 = store.matrix()
+        assert mat2 is not mat and names2[-1] == "late" and len(names2) == 301
+
+
+def test_faiss_backend_used_when_available(store_path: Path, monkeypatch) -> None:
+    """A stand-in faiss module checks the optional code path without the dependency."""
+
+    class IndexFlatIP:
+        def __init__(self, dim: int) -> None:
+            self.mat = np.zeros((0, dim), np.float32)
+
+        def add(self, mat: np.ndarray) -> None:
+            self.mat = np.concatenate([self.mat, mat])
+
+        def search(self, q: np.ndarray, k: int):
+            scores = q @ self.mat.T
+            idx = np.argsort(-scores, axis=1)[:, :k]
+            return np.take_along_axis(scores, idx, axis=1), idx
+
+    monkeypatch.setitem(sys.modules, "faiss", types.SimpleNamespace(IndexFlatIP=IndexFlatIP))
+    vecs = unit(np.random.default_rng(6), 50)
+    with SpeakerStore(store_path) as store:
+        store.add_vectors([f"s{i}" for i in range(50)], vecs, fingerprint=FP_A)
+        got = store.search(vecs[:3], top_k=2)
+    with SpeakerStore(store_path, use_faiss=False) as store:
+        assert store.search(vecs[:3], top_k=2) == got
+    assert [c[0].speaker for c in got] == ["s0", "s1", "s2"]
+
+
+# ---------------------------------------------------------------- files, folders, audio
+
+
+def test_speaker_folders_layouts(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    for rel in ["19/198/19-198-0001.flac", "19/198/19-198-0002.flac", "26/26-1.wav",
+                "26/notes.txt", ".cache/x.wav", "27/.hidden/y.wav"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    found = speaker_folders(root)
+    assert [name for name, _ in found] == ["19", "26"]
+    assert [p.name for p in found[0][1]] == ["19-198-0001.flac", "19-198-0002.flac"]
+    with pytest.raises(DataError):
+        speaker_folders(tmp_path / "nothing")
+    with pytest.raises(DataError):
+        speaker_folders(root / "27")
+
+
+def test_save_embeddings_keys_exactly_as_given(tmp_path: Path) -> None:
+    keys = ["./a.wav", "/abs/b.flac", "../c.wav", "file", "d e [1].wav"]
+    vecs = {k: np.full(DIM, i, np.float32) for i, k in enumerate(keys)}
+    out = tmp_path / "e.npz"
+    save_embeddings(out, vecs)
+    with np.load(out) as z:
+        assert sorted(z.files) == sorted(keys)
+        for i, k in enumerate(keys):
+            assert z[k][0] == i
+    with pytest.raises(SpeakerIDError):
+        save_embeddings(tmp_path / "no" / "such" / "dir" / "e.npz", vecs)
+
+
+def test_audio_operations(store_path: Path, model_path: Path, voices_dir: Path) -> None:
+    embedder = Embedder(load_model(model_path), device="cpu")
+    a = [str(voices_dir / f"alice_{k}.wav") for k in (1, 2)]
+    with SpeakerStore(store_path) as store:
+        with pytest.raises(SpeakerIDError):
+            identify(store, embedder, a)  # nobody enrolled yet
+        enroll(store, embedder, "alice", a)
+        enroll(store, embedder, "bob", [str(voices_dir / "bob_1.wav")])
+        assert store.meta()["model_fingerprint"] == embedder.model.fingerprint
+        v = verify(store, embedder, "alice", str(voices_dir / "alice_3.wav"))
+        assert -1.0 <= v.score <= 1.0 and v.threshold == 0.5 and v.accepted == (v.score >= 0.5)
+        one = identify(store, embedder, [str(voices_dir / "alice_3.wav")], top_k=1)[0]
+        many = identify(
+            store, embedder, [str(voices_dir / f) for f in ("alice_3.wav", "bob_3.wav")], 2.0
+        )
+        assert len(one.candidates) == 1
+        assert many[0].candidates[0] == one.candidates[0]
+        assert [r.best for r in many] == [None, None]
+        with pytest.raises(UnknownSpeakerError):
+            verify(store, embedder, "zed", str(voices_dir / "alice_3.wav"))
