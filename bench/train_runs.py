@@ -51,6 +51,13 @@ def runs(root: Path) -> dict[str, TrainConfig]:
         optimizer="adamw",
         val_every=250,
     )
+    distill256 = dict(
+        objective="distill",
+        embedding_dim=256,
+        relation_weight=5.0,
+        speed_min=0.8,
+        speed_max=1.25,
+    )
     return {
         "case_raw_bce": TrainConfig(frontend="raw", arch="cnn1d", **case_study),
         "case_mfcc_bce": TrainConfig(frontend="mfcc", arch="cnn2d", **case_study),
@@ -62,6 +69,16 @@ def runs(root: Path) -> dict[str, TrainConfig]:
         "fbank_aam": TrainConfig(objective="aam", **shipped),
         "fbank_distill": TrainConfig(objective="distill", **shipped),
         "fbank_distill_aam": TrainConfig(objective="distill", aam_weight=0.2, **shipped),
+        # Second round: distil straight into a 256-d embedding (the teacher's size), match the
+        # batch's cosine matrix too, and widen speed perturbation to make new teacher-labelled
+        # voices. Variants: 30-ms stem (faster), wider body, and no relational term.
+        "distill256": TrainConfig(**distill256, **shipped),
+        "distill256_s3": TrainConfig(**{**distill256, "stem_stride": 3}, **shipped),
+        "distill256_c256": TrainConfig(**{**distill256, "channels": 256}, **shipped),
+        "distill256_norel": TrainConfig(**{**distill256, "relation_weight": 0.0}, **shipped),
+        # Front-end comparison on the case study's 2-D CNN and objective (issue 5).
+        "case_fbank_bce": TrainConfig(frontend="fbank", arch="cnn2d", **case_study),
+        "case_ge2e_bce": TrainConfig(frontend="ge2e", arch="cnn2d", **case_study),
     }
 
 

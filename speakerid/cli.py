@@ -356,6 +356,130 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
         out.print(f"[bold]{label:<15}[/bold] {value}", soft_wrap=True)
 
 
+# ---------------------------------------------------------------- training and evaluation
+
+DataDirs = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Corpus folders: a LibriSpeech subset (<speaker>/<chapter>/*.flac) or "
+        "<root>/<speaker>/*.{wav,flac,ogg}. Several are mixed.",
+        metavar="DATA...",
+        show_default=False,
+    ),
+]
+
+
+def _opt(help_: str, *names: str) -> Any:
+    return typer.Option(*names, help=help_, show_default=False)
+
+
+@command("train")
+def train_cmd(
+    data: DataDirs,
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/train"),
+    objective: Annotated[
+        str | None, _opt("bce (case study) | aam | distill.", "--objective")
+    ] = None,
+    frontend: Annotated[
+        str | None, _opt("raw | mfcc | fbank | ge2e | vggish.", "--frontend")
+    ] = None,
+    arch: Annotated[str | None, _opt("cnn1d | cnn2d | ecapa_lite.", "--arch")] = None,
+    embedding_dim: Annotated[int | None, _opt("Embedding size.", "--embedding-dim")] = None,
+    channels: Annotated[int | None, _opt("Width of the encoder body.", "--channels")] = None,
+    stem_stride: Annotated[int | None, _opt("ecapa_lite stem stride.", "--stem-stride")] = None,
+    distance: Annotated[str | None, _opt("bce: euclidean | cosine | l1.", "--distance")] = None,
+    steps: Annotated[int | None, _opt("Optimiser steps.", "--steps")] = None,
+    batch_size: Annotated[int | None, _opt("Fragments or pairs per step.", "--batch-size")] = None,
+    lr: Annotated[float | None, _opt("Peak learning rate.", "--lr")] = None,
+    optimizer: Annotated[str | None, _opt("radam | adamw.", "--optimizer")] = None,
+    test_speakers: Annotated[int | None, _opt("Speakers held out.", "--test-speakers")] = None,
+    val_speakers: Annotated[
+        int | None, _opt("Held out for model selection (0: the test ones).", "--val-speakers")
+    ] = None,
+    train_speakers: Annotated[
+        int | None, _opt("Training speakers (0: all the rest).", "--train-speakers")
+    ] = None,
+    holdout_prefix: Annotated[
+        str | None, _opt("Hold out only ids starting with this.", "--holdout-prefix")
+    ] = None,
+    val_every: Annotated[int | None, _opt("Steps between validations.", "--val-every")] = None,
+    aam_weight: Annotated[float | None, _opt("distill: extra AAM term.", "--aam-weight")] = None,
+    relation_weight: Annotated[
+        float | None, _opt("distill: batch cosine-matrix term.", "--relation-weight")
+    ] = None,
+    speed_min: Annotated[float | None, _opt("Slowest speed perturbation.", "--speed-min")] = None,
+    speed_max: Annotated[float | None, _opt("Fastest speed perturbation.", "--speed-max")] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Augment on the fly.")
+    ] = None,
+    seed: Annotated[int | None, _opt("Random seed (splits, sampling, init).", "--seed")] = None,
+    device: Annotated[
+        str | None, _opt("cpu | cuda (default: cuda if present).", "--device")
+    ] = None,
+    max_minutes: Annotated[
+        float | None, _opt("Time budget; the schedule decays within it.", "--max-minutes")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Train a twin encoder on speaker-labelled audio and keep the best checkpoint."""
+    from speakerid.train import config_from_overrides, train
+
+    values = {k: v for k, v in locals().items() if k not in {"data", "out_dir", "json_"}}
+    cfg = config_from_overrides(tuple(str(d) for d in data), out=str(out_dir), **values)
+    summary = train(cfg, console=err)
+    if json_:
+        print_json(summary)
+        return
+    last = summary["history"]
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith(("acc", "eer")))
+    out.print(f"[green]best checkpoint[/green] {summary['best']}  (last validation: {shown})")
+
+
+@command("evaluate")
+def evaluate_cmd(
+    data: DataDirs,
+    model: ModelOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("eval"),
+    speakers: Annotated[
+        str, typer.Option(help="test | val (the model's held-out speakers) | all.")
+    ] = "test",
+    max_way: Annotated[int, typer.Option(help="Largest k of the k-way tasks.")] = 40,
+    shots: Annotated[list[int], typer.Option("--shots", help="n of n-shot tasks.")] = [1, 5],  # noqa: B006
+    trials: Annotated[int, typer.Option(help="Tasks per k.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed of the tasks.")] = 0,
+    json_: JsonOpt = False,
+) -> None:
+    """Evaluate a model on unseen speakers: k-way accuracy, baselines, EER, plots."""
+    from speakerid.evaluate import evaluate_model
+
+    report = evaluate_model(
+        load_model(model), data, out_dir, speakers, max_way, shots, trials, seed
+    )
+    if json_:
+        print_json(report)
+        return
+    curve = report["kway"]["model, 1-shot"]
+    knn = report["kway"]["MFCC-stats k-NN, 1-shot"]
+    table = Table(title=f"{report['n_speakers']} speakers, {report['n_fragments']} fragments")
+    for col in ("k", "model 1-shot", "MFCC k-NN", "random"):
+        table.add_column(col, justify="right")
+    for k in sorted(curve, key=int):
+        if int(k) in (2, 4, 10, 20, 40) or k == max(curve, key=int):
+            table.add_row(
+                str(k),
+                f"{curve[k]['accuracy']:.3f}",
+                f"{knn[k]['accuracy']:.3f}",
+                f"{report['random_baseline'][k]:.3f}",
+            )
+    out.print(table)
+    ver = report["verification_fragments"]
+    out.print(
+        f"fragment EER {ver['eer']:.4f} at score {ver['eer_threshold']:.4f}, "
+        f"minDCF(0.01) {ver['min_dcf']:.4f}; report and plots in {out_dir}"
+    )
+
+
 def main() -> None:
     """Entry point of the ``speakerid`` console script."""
     app()

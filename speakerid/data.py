@@ -21,7 +21,7 @@ from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE, fragment, load_audio,
 from speakerid.errors import AudioError, DataError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-SPEED_FACTORS = (0.9, 1.0, 1.1)  # speed perturbation (tempo and pitch, like sox speed)
+SPEED_RANGE = (0.9, 1.1)  # default speed perturbation range (tempo and pitch, like sox speed)
 NOISE_SNR_DB = (5.0, 25.0)  # additive noise SNR range
 GAIN_DB = 6.0  # random gain range, +-
 REVERB_RT60 = (0.2, 0.7)  # seconds, synthetic exponential-decay room responses
@@ -174,17 +174,21 @@ class Sampler:
     """On-the-fly batches from an AudioBank; no list of pairs is ever materialised."""
 
     def __init__(
-        self, bank: AudioBank, length: int = FRAGMENT_SAMPLES, seed: int = 0, speed: bool = True
+        self,
+        bank: AudioBank,
+        length: int = FRAGMENT_SAMPLES,
+        seed: int = 0,
+        speed: tuple[float, float] | None = SPEED_RANGE,
     ) -> None:
         self.bank = bank
         self.length = length
         self.rng = np.random.default_rng(seed)
-        self.speed = speed
+        self.speed = speed  # (low, high) uniform speed factors, or None for no perturbation
 
     def _crop(self, speaker: int, recording: int | None = None) -> tuple[np.ndarray, int]:
         recs = self.bank.waves[speaker]
         rec = int(self.rng.integers(len(recs))) if recording is None else recording
-        factor = float(self.rng.choice(SPEED_FACTORS)) if self.speed else 1.0
+        factor = float(self.rng.uniform(*self.speed)) if self.speed else 1.0
         return crop(recs[rec], self.length, self.rng, factor), rec
 
     def classes(self, batch: int) -> tuple[np.ndarray, np.ndarray]:

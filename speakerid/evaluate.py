@@ -2,9 +2,8 @@
 
 Everything here takes arrays: ``embeddings`` of shape ``(N, D)`` (one row per 3-second
 fragment), and per-fragment ``speakers`` and ``recordings`` labels of shape ``(N,)``.
-Recording labels only need to be unique within a speaker. No model or file is loaded here
-(plots are the one thing written, to the path given); wiring to models and corpora lives
-with the callers.
+Recording labels only need to be unique within a speaker. Only ``evaluate_model`` at the
+end touches models and corpora: it is what ``speakerid evaluate`` runs.
 
 The k-way task follows the case study: pick k distinct speakers, one query fragment of the
 first ("target") speaker and ``n_shot`` support fragments of each, and predict the speaker
@@ -15,6 +14,7 @@ model cannot win by recognising the room or the microphone.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
@@ -821,3 +821,111 @@ def report_json(results: Mapping[str, Any]) -> dict[str, Any]:
     rounded to 4 digits and non-finite floats become ``None``.
     """
     return _jsonable(dict(results))
+
+
+# ----------------------------------------------------------------------------- a model on a corpus
+
+SPEAKER_SETS = ("test", "val", "all")
+
+
+def _match_speakers(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Map a checkpoint's speaker ids onto a corpus's, ignoring ``corpus:`` qualifiers."""
+    tail = {a.rsplit(":", 1)[-1]: a for a in available}
+    have = set(available)
+    out = []
+    for w in wanted:
+        if w in have:
+            out.append(w)
+        elif w.rsplit(":", 1)[-1] in tail:
+            out.append(tail[w.rsplit(":", 1)[-1]])
+    return out
+
+
+def evaluate_model(
+    model: Any,
+    data: Sequence[str | Path],
+    out_dir: str | Path,
+    speakers: str = "test",
+    max_way: int = 40,
+    shots: Sequence[int] = (1, 5),
+    trials: int = 2000,
+    seed: int = 0,
+    device: str | None = None,
+    tsne: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a loaded model (``model.LoadedModel``) on speakers of ``data``.
+
+    ``speakers`` picks the checkpoint's held-out ``test`` (or ``val``) speakers, found in
+    the corpora by id, or ``all`` speakers of the corpora (for corpora never trained on).
+    Writes ``report.json``, ``kway.png``, ``det.png`` and ``tsne.png`` into ``out_dir``.
+
+    Reports n-shot k-way accuracy (k = 2 .. ``max_way``; prototype and nearest-neighbour for
+    n > 1), the random and MFCC-statistics k-NN baselines, and fragment-level EER / minDCF.
+    """
+    from speakerid.data import AudioBank, fragment_set, scan_corpora
+    from speakerid.embed import Embedder
+
+    if speakers not in SPEAKER_SETS:
+        raise DataError(f"unknown speaker set {speakers!r}; one of {list(SPEAKER_SETS)}")
+    recordings = scan_corpora(list(data))
+    available = sorted({r.speaker for r in recordings})
+    if speakers == "all":
+        chosen = available
+    else:
+        listed = model.info.get("split", {}).get(speakers, [])
+        if not listed:
+            raise DataError(
+                f"the model records no {speakers!r} speakers; use --speakers all on a corpus "
+                "it was not trained on"
+            )
+        chosen = _match_speakers(listed, available)
+        if len(chosen) < 2:
+            raise DataError(
+                f"only {len(chosen)} of the model's {len(listed)} {speakers} speakers are in "
+                "the given corpora"
+            )
+    frags = fragment_set(AudioBank.load(recordings, chosen))
+    emb = Embedder(model, device=device).embed_fragments(frags.waves)
+    rng = np.random.default_rng(seed)
+    n_spk = eligible_speakers(frags.speakers, 1)
+    ks = range(2, min(max_way, n_spk) + 1)
+    curves: dict[str, dict[int, KWayResult]] = {
+        "model, 1-shot": kway_curve(emb, frags.speakers, frags.recordings, ks, 1, trials, rng=rng)
+    }
+    for n in shots:
+        if n <= 1:
+            continue
+        n_ok = eligible_speakers(frags.speakers, n)
+        if n_ok < 2:
+            continue
+        ks_n = range(2, min(max_way, n_ok) + 1)
+        for method in METHODS:
+            curves[f"model, {n}-shot {method}"] = kway_curve(
+                emb, frags.speakers, frags.recordings, ks_n, n, trials, method=method, rng=rng
+            )
+    mfcc = mfcc_stats(frags.waves)
+    curves["MFCC-stats k-NN, 1-shot"] = kway_curve(
+        mfcc, frags.speakers, frags.recordings, ks, 1, trials, "nearest", "euclidean", rng=rng
+    )
+    scores, labels = verification_trials(emb, frags.speakers, frags.recordings, rng=rng)
+    verification = verification_summary(scores, labels)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_kway_curve(curves, out / "kway.png", reference=CASE_STUDY_KWAY)
+    plot_det({"model": (scores, labels)}, out / "det.png")
+    if tsne:
+        plot_tsne(emb, frags.speakers, out / "tsne.png")
+    report = report_json(
+        {
+            "model": str(model.path),
+            "fingerprint": model.fingerprint,
+            "speakers": speakers,
+            "n_speakers": len(set(frags.speakers.tolist())),
+            "n_fragments": len(frags),
+            "random_baseline": {k: random_baseline(k) for k in ks},
+            "kway": curves,
+            "verification_fragments": verification,
+        }
+    )
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report

@@ -41,6 +41,7 @@ class ModelConfig:
     channels: int = 192  # width of the body (ecapa_lite) or of its last conv block (cnn*)
     n_mels: int = 80  # fbank mel bands
     n_mfcc: int = 32  # MFCC coefficients
+    stem_stride: int = 2  # ecapa_lite: frames the stem skips (2: 20 ms, 3: 30 ms resolution)
     fragment_samples: int = FRAGMENT_SAMPLES  # input length the encoder is built for
 
     @classmethod
@@ -161,7 +162,9 @@ class EcapaLite(nn.Module):
         super().__init__()
         c = cfg.channels
         self.stem = nn.Sequential(
-            nn.Conv1d(n_features, c, 5, stride=2, padding=2), nn.ReLU(), nn.BatchNorm1d(c)
+            nn.Conv1d(n_features, c, 5, stride=cfg.stem_stride, padding=2),
+            nn.ReLU(),
+            nn.BatchNorm1d(c),
         )
         self.blocks = nn.ModuleList(TDNNBlock(c, d) for d in (2, 3, 4))
         self.aggregate = nn.Sequential(nn.Conv1d(3 * c, 2 * c, 1), nn.ReLU())

@@ -66,6 +66,10 @@ class TrainConfig:
     aam_margin: float = 0.2
     aam_scale: float = 30.0
     aam_weight: float = 0.0  # distill only: weight of an extra AAM term
+    relation_weight: float = 0.0  # distill only: weight of matching the batch's cosine matrix
+    speed_min: float = 0.9  # speed perturbation range (with augment); for distillation a wide
+    speed_max: float = 1.1  # range makes new voices the teacher labels, so it may be wider
+    stem_stride: int = 2  # see ModelConfig
     test_speakers: int = 40  # held out, never seen in training (the case study: 40)
     val_speakers: int = 0  # held out for model selection; 0 = validate on the test speakers
     train_speakers: int = 0  # 0 = every speaker not held out (the case study: 80)
@@ -86,6 +90,7 @@ class TrainConfig:
             arch=self.arch,
             embedding_dim=self.embedding_dim,
             channels=self.channels,
+            stem_stride=self.stem_stride,
         )
 
 
@@ -183,6 +188,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
     if cfg.objective not in OBJECTIVES:
         raise DataError(f"unknown objective {cfg.objective!r}; one of {list(OBJECTIVES)}")
+    if cfg.optimizer not in ("radam", "adamw"):
+        raise DataError(f"unknown optimizer {cfg.optimizer!r}; radam or adamw")
     if cfg.distance not in DISTANCES:
         raise DataError(f"unknown distance {cfg.distance!r}; one of {list(DISTANCES)}")
     torch.manual_seed(cfg.seed)
@@ -213,7 +220,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     params = list(encoder.parameters()) + [p for h in heads.values() for p in h.parameters()]
     opt_cls = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.AdamW
     optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = Sampler(train_bank, seed=cfg.seed, speed=cfg.augment)
+    speed = (cfg.speed_min, cfg.speed_max) if cfg.augment else None
+    sampler = Sampler(train_bank, seed=cfg.seed, speed=speed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     best = -math.inf
@@ -327,7 +335,9 @@ def _build_heads(cfg: TrainConfig, n_speakers: int, device: torch.device) -> dic
         from speakerid.pretrained import GE2E, GE2E_DIM
 
         heads["teacher"] = GE2E()
-        heads["project"] = nn.Linear(dim, GE2E_DIM)
+        # Same size as the teacher: distil straight into the embedding, so that the shipped
+        # encoder's own cosine geometry is the one trained; otherwise through a projection.
+        heads["project"] = nn.Identity() if dim == GE2E_DIM else nn.Linear(dim, GE2E_DIM)
     return {k: v.to(device) for k, v in heads.items()}
 
 
@@ -368,6 +378,11 @@ def _distill_step(cfg, encoder, heads, sampler, gen, device):
     distill = (1.0 - (pred * target).sum(dim=-1)).mean()
     metrics = {"distill": distill.item()}
     loss = distill
+    if cfg.relation_weight > 0:
+        off = ~torch.eye(len(pred), dtype=torch.bool, device=pred.device)
+        relation = ((pred @ pred.T - target @ target.T)[off] ** 2).mean()
+        loss = loss + cfg.relation_weight * relation
+        metrics["relation"] = relation.item()
     if "aam" in heads:
         aam = heads["aam"](emb, _to(labels, device))
         loss = loss + cfg.aam_weight * aam
