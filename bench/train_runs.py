@@ -76,6 +76,19 @@ def runs(root: Path) -> dict[str, TrainConfig]:
         "distill256_s3": TrainConfig(**{**distill256, "stem_stride": 3}, **shipped),
         "distill256_c256": TrainConfig(**{**distill256, "channels": 256}, **shipped),
         "distill256_norel": TrainConfig(**{**distill256, "relation_weight": 0.0}, **shipped),
+        # Third round: regularise the student (SpecAugment; overlaid voices for the teacher).
+        "distill_spec": TrainConfig(
+            **{**distill256, "relation_weight": 0.0}, spec_augment=True, **shipped
+        ),
+        "distill_spec_mix": TrainConfig(
+            **{**distill256, "relation_weight": 0.0}, spec_augment=True, mix_prob=0.3, **shipped
+        ),
+        "distill_spec_wd": TrainConfig(
+            **{**distill256, "relation_weight": 0.0},
+            spec_augment=True,
+            **{**shipped, "weight_decay": 0.05},
+        ),
+        "aam_spec": TrainConfig(objective="aam", spec_augment=True, **shipped),
         # Front-end comparison on the case study's 2-D CNN and objective (issue 5).
         "case_fbank_bce": TrainConfig(frontend="fbank", arch="cnn2d", **case_study),
         "case_ge2e_bce": TrainConfig(frontend="ge2e", arch="cnn2d", **case_study),

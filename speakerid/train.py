@@ -70,6 +70,8 @@ class TrainConfig:
     speed_min: float = 0.9  # speed perturbation range (with augment); for distillation a wide
     speed_max: float = 1.1  # range makes new voices the teacher labels, so it may be wider
     stem_stride: int = 2  # see ModelConfig
+    spec_augment: bool = False  # mask random bands and frame spans of the features (training)
+    mix_prob: float = 0.0  # distill: share of fragments overlaid with another at 0-10 dB
     test_speakers: int = 40  # held out, never seen in training (the case study: 40)
     val_speakers: int = 0  # held out for model selection; 0 = validate on the test speakers
     train_speakers: int = 0  # 0 = every speaker not held out (the case study: 80)
@@ -350,7 +352,7 @@ def _bce_step(cfg, encoder, heads, sampler, gen, device):
     wav = _to(np.concatenate([a, b]), device)
     if cfg.augment:
         wav = augment(wav, gen)
-    emb = encoder(wav).float()
+    emb = _encode(cfg, encoder, wav, gen).float()
     logits = heads["pair"](emb[: len(a)], emb[len(a) :])
     target = _to(same, device)
     loss = F.binary_cross_entropy_with_logits(logits, target)
@@ -358,22 +360,61 @@ def _bce_step(cfg, encoder, heads, sampler, gen, device):
     return loss, {"pair_acc": acc.item()}
 
 
+SPEC_FREQ_MASK = 10  # widest masked band, in feature bins
+SPEC_TIME_MASK = 20  # widest masked span, in frames
+SPEC_MASKS = 2  # masks of each kind per fragment
+
+
+def spec_augment(feats: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """SpecAugment-style masking of ``(B, F, T)`` features: 2 bands and 2 spans set to 0.
+
+    Inputs with a single feature row (the raw waveform front-end) pass through unchanged.
+    """
+    batch, n_feat, n_time = feats.shape
+    if n_feat == 1:
+        return feats
+    dev = feats.device
+    keep = torch.ones_like(feats, dtype=torch.bool)
+    for size, width, axis in ((n_feat, SPEC_FREQ_MASK, 1), (n_time, SPEC_TIME_MASK, 2)):
+        pos = torch.arange(size, device=dev)
+        for _ in range(SPEC_MASKS):
+            w = (torch.rand(batch, 1, generator=generator, device=dev) * (width + 1)).long()
+            start = (torch.rand(batch, 1, generator=generator, device=dev) * (size - w)).long()
+            masked = (pos >= start) & (pos < start + w)  # (B, size)
+            keep &= ~(masked[:, :, None] if axis == 1 else masked[:, None, :])
+    return feats * keep
+
+
+def _encode(cfg: TrainConfig, encoder: Encoder, wav: torch.Tensor, gen: torch.Generator):
+    """The encoder's forward, with feature masking in between when asked for."""
+    if not cfg.spec_augment:
+        return encoder(wav)
+    return encoder.body(spec_augment(encoder.frontend(wav), gen))
+
+
 def _aam_step(cfg, encoder, heads, sampler, gen, device):
     waves, labels = sampler.classes(cfg.batch_size)
     wav = _to(waves, device)
     if cfg.augment:
         wav = augment(wav, gen)
-    loss = heads["aam"](encoder(wav), _to(labels, device))
+    loss = heads["aam"](_encode(cfg, encoder, wav, gen), _to(labels, device))
     return loss, {}
 
 
 def _distill_step(cfg, encoder, heads, sampler, gen, device):
     waves, labels = sampler.classes(cfg.batch_size)
     clean = _to(waves, device)
+    if cfg.mix_prob > 0:  # overlay another voice: new inputs for the teacher to label
+        snr = torch.rand(len(clean), 1, generator=gen, device=device) * 10
+        other = clean.roll(1, dims=0)
+        gain = clean.norm(dim=1, keepdim=True) / other.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        mixed = clean + other * gain * torch.pow(10.0, -snr / 20)
+        chosen = torch.rand(len(clean), 1, generator=gen, device=device) < cfg.mix_prob
+        clean = torch.where(chosen, mixed, clean)
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         target = heads["teacher"].embed(clean.float())
     wav = augment(clean, gen) if cfg.augment else clean
-    emb = encoder(wav)
+    emb = _encode(cfg, encoder, wav, gen)
     pred = F.normalize(heads["project"](emb.float()), dim=-1)
     distill = (1.0 - (pred * target).sum(dim=-1)).mean()
     metrics = {"distill": distill.item()}
