@@ -125,9 +125,23 @@ def test_info_without_calibrated_threshold_says_so(cli, tmp_path: Path) -> None:
     assert not (tmp_path / "s.sqlite").exists()  # info never creates a store
 
 
-def test_info_reports_missing_default_model(cli, tmp_path: Path) -> None:
+def test_info_reports_missing_default_model(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speakerid.embed
+
+    monkeypatch.setattr(speakerid.embed, "PACKAGE_MODEL", tmp_path / "none.safetensors")
+    monkeypatch.setattr(speakerid.embed, "REPO_MODEL", tmp_path / "none.safetensors")
     info = as_json(ok(cli("info", "--json", store=tmp_path / "s.sqlite", model=False)))
     assert info["model"]["error"] and info["model"]["fingerprint"] is None
+
+
+def test_shipped_model_loads_and_is_checksummed(cli, tmp_path: Path) -> None:
+    info = as_json(ok(cli("info", "--json", store=tmp_path / "s.sqlite", model=False)))
+    from speakerid.embed import DEFAULT_MODEL_SHA256
+
+    assert info["model"]["fingerprint"] == DEFAULT_MODEL_SHA256
+    assert 0.0 < info["model"]["threshold"] < 1.0
 
 
 def test_embed_npz_keys_exactly_as_given(cli, voices_dir: Path, tmp_path: Path,
