@@ -1,0 +1,208 @@
+"""Embedding throughput: seconds of audio embedded per second of compute.
+
+CPU mode (default) times the shipped model and Resemblyzer side by side on the same real
+LibriSpeech audio (``--seconds`` of it, cut from consecutive files of one speaker), with
+``torch.set_num_threads`` 1 and 2, the median of ``--repeats`` runs after a warm-up:
+
+- embedding (trimmed speech -> one vector): ours = ``audio.fragment`` + ``Embedder``
+  (fbank front-end included) + pooling; Resemblyzer = its volume normalisation +
+  ``embed_utterance`` (mel spectrogram included);
+- end to end (file audio -> one vector): the same with silence removal first, ours
+  ``trim_silence`` and Resemblyzer's ``preprocess_wav`` (webrtcvad).
+
+GPU throughput is ``bench/bench_gpu.py``.
+
+    python bench/bench_speed.py --data ../shared/data          # writes docs/results/speed_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speakerid.audio import SAMPLE_RATE, fragment, load_audio, trim_silence
+from speakerid.data import scan_corpus
+from speakerid.embed import Embedder, load_model, pool
+
+LIBRI = "LibriSpeech/train-clean-100"
+SPEAKER = "19"  # has two whole chapters: long, consecutive real speech
+RESEMBLYZER_DBFS = -30.0  # Resemblyzer's audio_norm_target_dBFS
+
+
+def machine() -> dict[str, str | int]:
+    """CPU model and core count (lscpu), torch version and GPU name where there is one."""
+    fields: dict[str, str] = {}
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in pairs}
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    info: dict[str, str | int] = {
+        "cpu": fields.get("Model name", platform.processor() or "unknown"),
+        "cpus": int(fields.get("CPU(s)", 0) or 0),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_at_start": " ".join(f"{x:.2f}" for x in _loadavg()),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _loadavg() -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return ()
+
+
+def run_times(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> list[float]:
+    """Wall times of ``repeats`` runs of ``fn``, after one warm-up run."""
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def real_audio(data: Path, seconds: float) -> np.ndarray:
+    """``seconds`` of untrimmed audio from consecutive files of one LibriSpeech speaker."""
+    files = sorted(r.path for r in scan_corpus(data / LIBRI) if r.speaker == SPEAKER)
+    parts, total = [], 0
+    for path in files:
+        parts.append(load_audio(path))
+        total += len(parts[-1])
+        if total >= 2 * seconds * SAMPLE_RATE:  # enough to leave `seconds` after trimming
+            break
+    return np.concatenate(parts)
+
+
+def cpu_benchmark(args: argparse.Namespace) -> dict:
+    from resemblyzer import VoiceEncoder, preprocess_wav
+    from resemblyzer.audio import normalize_volume
+
+    n = int(args.seconds * SAMPLE_RATE)
+    raw = real_audio(args.data, args.seconds)
+    speech = trim_silence(raw)[:n]  # exactly `seconds` of trimmed speech
+    raw = raw[:n]  # and the same length of untrimmed file audio
+    embedder = Embedder(load_model(args.model), "cpu", batch_size=args.batch_size)
+    encoder = VoiceEncoder("cpu", verbose=False)
+
+    def ours(wav: np.ndarray) -> np.ndarray:
+        return pool(embedder.embed_fragments(fragment(wav)))
+
+    def resemblyzer(wav: np.ndarray) -> np.ndarray:
+        return encoder.embed_utterance(normalize_volume(wav, RESEMBLYZER_DBFS, increase_only=True))
+
+    pipelines: dict[str, dict[str, Callable[[], object]]] = {
+        "embedding": {
+            "speakerid": lambda: ours(speech),
+            "Resemblyzer": lambda: resemblyzer(speech),
+        },
+        "end to end": {
+            "speakerid": lambda: ours(trim_silence(raw)),
+            "Resemblyzer": lambda: encoder.embed_utterance(preprocess_wav(raw)),
+        },
+    }
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for pipeline, systems in pipelines.items():
+            times = {
+                name: run_times(fn, args.repeats, lambda: None) for name, fn in systems.items()
+            }
+            secs = {name: statistics.median(t) for name, t in times.items()}
+            for name, s in secs.items():
+                rows.append(
+                    {
+                        "threads": threads,
+                        "pipeline": pipeline,
+                        "system": name,
+                        "seconds": round(s, 4),
+                        "min_max_seconds": [round(min(times[name]), 4), round(max(times[name]), 4)],
+                        "audio_seconds_per_second": round(args.seconds / s, 1),
+                    }
+                )
+            ratio = secs["Resemblyzer"] / secs["speakerid"]
+            rows[-2]["speedup_vs_resemblyzer"] = round(ratio, 2)
+            print(
+                f"threads {threads}, {pipeline}: speakerid {secs['speakerid']:.3f} s, "
+                f"Resemblyzer {secs['Resemblyzer']:.3f} s, ratio {ratio:.2f}",
+                file=sys.stderr,
+            )
+    return {
+        "command": " ".join(sys.argv),
+        "machine": machine(),
+        "audio": f"{args.seconds:g} s of LibriSpeech speaker {SPEAKER} (train-clean-100), "
+        f"{len(fragment(speech))} fragments after trimming",
+        "repeats": args.repeats,
+        "batch_size": args.batch_size,
+        "results": rows,
+    }
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "| threads | pipeline | system | median time (s) | min-max (s) | audio s / s | speed-up |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report["results"]:
+        ratio = r.get("speedup_vs_resemblyzer")
+        lo, hi = r["min_max_seconds"]
+        lines.append(
+            f"| {r['threads']} | {r['pipeline']} | {r['system']} | {r['seconds']:.3f} | "
+            f"{lo:.3f}-{hi:.3f} | "
+            f"{r['audio_seconds_per_second']:.1f} | {f'{ratio:.2f}x' if ratio else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--model", type=Path, default=None, help="default: the shipped model")
+    ap.add_argument("--seconds", type=float, default=90.0, help="CPU: audio length")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU: torch threads")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=64, help="fragments per forward pass")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="JSON file ('-': stdout only; default docs/results/speed_cpu.json)",
+    )
+    args = ap.parse_args()
+
+    report = cpu_benchmark(args)
+    out = args.out or "docs/results/speed_cpu.json"
+    text = json.dumps(report, indent=1)
+    if out == "-":
+        print(text)
+    else:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+    print(
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cpus']} CPU(s); torch "
+        f"{report['machine']['torch']}; load average at start "
+        f"{report['machine']['load_average_at_start']}.\n"
+    )
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
