@@ -392,6 +392,9 @@ def train_cmd(
     batch_size: Annotated[int | None, _opt("Fragments or pairs per step.", "--batch-size")] = None,
     lr: Annotated[float | None, _opt("Peak learning rate.", "--lr")] = None,
     optimizer: Annotated[str | None, _opt("radam | adamw.", "--optimizer")] = None,
+    weight_decay: Annotated[float | None, _opt("Weight decay.", "--weight-decay")] = None,
+    aam_margin: Annotated[float | None, _opt("AAM angular margin.", "--aam-margin")] = None,
+    aam_scale: Annotated[float | None, _opt("AAM logit scale.", "--aam-scale")] = None,
     test_speakers: Annotated[int | None, _opt("Speakers held out.", "--test-speakers")] = None,
     val_speakers: Annotated[
         int | None, _opt("Held out for model selection (0: the test ones).", "--val-speakers")
@@ -403,6 +406,10 @@ def train_cmd(
         str | None, _opt("Hold out only ids starting with this.", "--holdout-prefix")
     ] = None,
     val_every: Annotated[int | None, _opt("Steps between validations.", "--val-every")] = None,
+    val_ways: Annotated[
+        list[int] | None, _opt("k of validation k-way tasks.", "--val-ways")
+    ] = None,
+    val_trials: Annotated[int | None, _opt("Tasks per validation k.", "--val-trials")] = None,
     aam_weight: Annotated[float | None, _opt("distill: extra AAM term.", "--aam-weight")] = None,
     relation_weight: Annotated[
         float | None, _opt("distill: batch cosine-matrix term.", "--relation-weight")
@@ -412,6 +419,10 @@ def train_cmd(
     augment: Annotated[
         bool | None, typer.Option("--augment/--no-augment", help="Augment on the fly.")
     ] = None,
+    spec_augment: Annotated[
+        bool | None, typer.Option("--spec-augment/--no-spec-augment", help="Mask features.")
+    ] = None,
+    mix_prob: Annotated[float | None, _opt("distill: overlaid-voice share.", "--mix-prob")] = None,
     seed: Annotated[int | None, _opt("Random seed (splits, sampling, init).", "--seed")] = None,
     device: Annotated[
         str | None, _opt("cpu | cuda (default: cuda if present).", "--device")
@@ -419,6 +430,7 @@ def train_cmd(
     max_minutes: Annotated[
         float | None, _opt("Time budget; the schedule decays within it.", "--max-minutes")
     ] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 on CUDA.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -426,6 +438,8 @@ def train_cmd(
     from speakerid.train import config_from_overrides, train
 
     values = {k: v for k, v in locals().items() if k not in {"data", "out_dir", "json_"}}
+    if values["val_ways"]:
+        values["val_ways"] = tuple(values["val_ways"])
     cfg = config_from_overrides(tuple(str(d) for d in data), out=str(out_dir), **values)
     summary = train(cfg, console=err)
     if json_:

@@ -49,14 +49,23 @@ def snapshot(path: Path) -> bytes | None:
 
 
 def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_dir: Path) -> None:
-    r = as_json(ok(cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json",
-                       store=store_path)))
+    r = as_json(
+        ok(cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json", store=store_path))
+    )
     assert r["speaker"] == "alice" and r["created"] and r["recordings"] == 1
-    r = as_json(ok(cli("enroll", "alice", voice(voices_dir, "alice", 2), "--json",
-                       store=store_path)))
+    r = as_json(
+        ok(cli("enroll", "alice", voice(voices_dir, "alice", 2), "--json", store=store_path))
+    )
     assert not r["created"] and r["added"] == 1 and r["recordings"] == 2
-    out = ok(cli("enroll", "bob", voice(voices_dir, "bob", 1), voice(voices_dir, "bob", 2),
-                 store=store_path)).stdout
+    out = ok(
+        cli(
+            "enroll",
+            "bob",
+            voice(voices_dir, "bob", 1),
+            voice(voices_dir, "bob", 2),
+            store=store_path,
+        )
+    ).stdout
     assert "enrolled" in out and "bob" in out
 
     # verify: JSON shape, ranges, and an exit status that follows "accepted"
@@ -69,18 +78,39 @@ def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_d
         assert res.exit_code == (0 if v["accepted"] else 1)
     res = ok(cli("verify", "alice", voice(voices_dir, "alice", 3), "-t", "-1", store=store_path))
     assert "accepted" in res.stdout
-    res = ok(cli("verify", "alice", voice(voices_dir, "alice", 3), "--threshold", "1.01",
-                 "--json", store=store_path), 1)
+    res = ok(
+        cli(
+            "verify",
+            "alice",
+            voice(voices_dir, "alice", 3),
+            "--threshold",
+            "1.01",
+            "--json",
+            store=store_path,
+        ),
+        1,
+    )
     assert as_json(res)["accepted"] is False and as_json(res)["threshold"] == 1.01
 
     # identify: ranked, --top, open set
-    one = as_json(ok(cli("identify", voice(voices_dir, "bob", 3), "--top", "1", "--json",
-                         "-t", "-1", store=store_path)))
+    one = as_json(
+        ok(
+            cli(
+                "identify",
+                voice(voices_dir, "bob", 3),
+                "--top",
+                "1",
+                "--json",
+                "-t",
+                "-1",
+                store=store_path,
+            )
+        )
+    )
     assert one["file"] == voice(voices_dir, "bob", 3)
     assert len(one["candidates"]) == 1 and one["best"] == one["candidates"][0]["speaker"]
     files = [voice(voices_dir, "alice", 3), voice(voices_dir, "carol", 1)]
-    many = as_json(ok(cli("identify", *files, "--json", "--threshold", "1.01",
-                          store=store_path)))
+    many = as_json(ok(cli("identify", *files, "--json", "--threshold", "1.01", store=store_path)))
     assert [m["file"] for m in many] == files
     for m in many:
         assert m["best"] is None
@@ -109,8 +139,18 @@ def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_d
     listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
     assert [s["name"] for s in listed["speakers"]] == ["alice"]
 
-    r = as_json(ok(cli("enroll", "alice", voice(voices_dir, "alice", 3), "--replace",
-                       "--json", store=store_path)))
+    r = as_json(
+        ok(
+            cli(
+                "enroll",
+                "alice",
+                voice(voices_dir, "alice", 3),
+                "--replace",
+                "--json",
+                store=store_path,
+            )
+        )
+    )
     assert r["replaced"] and r["recordings"] == 1
 
 
@@ -144,11 +184,16 @@ def test_shipped_model_loads_and_is_checksummed(cli, tmp_path: Path) -> None:
     assert 0.0 < info["model"]["threshold"] < 1.0
 
 
-def test_embed_npz_keys_exactly_as_given(cli, voices_dir: Path, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embed_npz_keys_exactly_as_given(
+    cli, voices_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(voices_dir)
-    keys = ["./alice_1.wav", "bob_1.wav", str(voices_dir / "carol_1.wav"),
-            f"../{voices_dir.name}/alice_2.wav"]
+    keys = [
+        "./alice_1.wav",
+        "bob_1.wav",
+        str(voices_dir / "carol_1.wav"),
+        f"../{voices_dir.name}/alice_2.wav",
+    ]
     out = tmp_path / "embeddings.npz"
     r = as_json(ok(cli("embed", *keys, "--out", out, "--json")))
     assert r["files"] == keys and r["dim"] == 16
@@ -206,8 +251,9 @@ def test_enroll_dir(cli, tmp_path: Path, store_path: Path) -> None:
     error(cli("enroll-dir", root / "empty", store=store_path), "no speaker folders")
 
 
-def test_keyboard_interrupt_is_clean(cli, store_path: Path, voices_dir: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyboard_interrupt_is_clean(
+    cli, store_path: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import speakerid.cli
 
     def interrupted(*args, **kwargs):
@@ -287,12 +333,14 @@ def test_bad_audio_every_command(cli, kind: str, tmp_path: Path, enrolled_store:
     assert contents_and_bytes(enrolled_store) == before
 
 
-def test_one_bad_file_enrolls_nothing(cli, tmp_path: Path, enrolled_store: Path,
-                                      voices_dir: Path) -> None:
+def test_one_bad_file_enrolls_nothing(
+    cli, tmp_path: Path, enrolled_store: Path, voices_dir: Path
+) -> None:
     bad = BAD_AUDIO["silent"](tmp_path)
     before = contents_and_bytes(enrolled_store)
-    error(cli("enroll", "carol", voice(voices_dir, "carol", 1), bad, store=enrolled_store),
-          "silent")
+    error(
+        cli("enroll", "carol", voice(voices_dir, "carol", 1), bad, store=enrolled_store), "silent"
+    )
     assert contents_and_bytes(enrolled_store) == before
 
 
@@ -368,8 +416,14 @@ def _flip_weight_byte(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_bad_checkpoints(cli, tmp_path: Path, enrolled_store: Path, model_path: Path,
-                         other_model_path: Path, voices_dir: Path) -> None:
+def test_bad_checkpoints(
+    cli,
+    tmp_path: Path,
+    enrolled_store: Path,
+    model_path: Path,
+    other_model_path: Path,
+    voices_dir: Path,
+) -> None:
     before = contents_and_bytes(enrolled_store)
     sample = voice(voices_dir, "alice", 3)
     random_model = tmp_path / "random.safetensors"
@@ -385,8 +439,11 @@ def test_bad_checkpoints(cli, tmp_path: Path, enrolled_store: Path, model_path: 
         (tampered, "another"),  # loads, but its fingerprint is not the store's
         (other_model_path, "--store"),
     ):
-        for args in (("enroll", "alice", sample), ("verify", "alice", sample),
-                     ("identify", sample)):
+        for args in (
+            ("enroll", "alice", sample),
+            ("verify", "alice", sample),
+            ("identify", sample),
+        ):
             line = error(cli(*args, store=enrolled_store, model=model))
             if needle in ("another", "--store"):
                 assert "--store" in line and "remove" in line
@@ -398,10 +455,80 @@ def test_bad_checkpoints(cli, tmp_path: Path, enrolled_store: Path, model_path: 
     assert not (tmp_path / "e.npz").exists()
 
 
-def test_model_mismatch_names_both_models(cli, enrolled_store: Path, model_path: Path,
-                                          other_model_path: Path, voices_dir: Path) -> None:
-    line = error(cli("verify", "alice", voice(voices_dir, "alice", 3), store=enrolled_store,
-                     model=other_model_path))
+def test_model_mismatch_names_both_models(
+    cli, enrolled_store: Path, model_path: Path, other_model_path: Path, voices_dir: Path
+) -> None:
+    line = error(
+        cli(
+            "verify",
+            "alice",
+            voice(voices_dir, "alice", 3),
+            store=enrolled_store,
+            model=other_model_path,
+        )
+    )
     assert model_path.name in line and other_model_path.name in line
     info = as_json(ok(cli("info", "--json", store=enrolled_store, model=other_model_path)))
     assert info["compatible"] is False
+
+
+def test_train_and_evaluate_commands(runner, tmp_path: Path) -> None:
+    from conftest import Voice
+
+    from speakerid.cli import app
+
+    for s in range(5):
+        voice = Voice(100.0 + 30 * s, ((500.0 + 60 * s, 80.0), (1200.0 + 120 * s, 100.0)))
+        for r in range(2):
+            write_wav(
+                tmp_path / "corpus" / f"spk{s}" / f"r{r}.wav",
+                synth_voice(voice, seconds=4.0, seed=r),
+            )
+    out = tmp_path / "run"
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "corpus"),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--val-every",
+            "2",
+            "--test-speakers",
+            "3",
+            "--channels",
+            "16",
+            "--embedding-dim",
+            "16",
+            "--batch-size",
+            "4",
+            "--val-ways",
+            "3",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert (out / "best.safetensors").is_file()
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "corpus"),
+            "--model",
+            str(out / "best.safetensors"),
+            "--out",
+            str(tmp_path / "ev"),
+            "--trials",
+            "50",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["n_speakers"] == 3 and "MFCC-stats k-NN, 1-shot" in report["kway"]
+    for name in ("kway.png", "det.png", "tsne.png"):
+        assert (tmp_path / "ev" / name).stat().st_size > 0
+    res = runner.invoke(app, ["train", str(tmp_path / "missing"), "--out", str(out)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
