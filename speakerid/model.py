@@ -45,11 +45,22 @@ class ModelConfig:
     fragment_samples: int = FRAGMENT_SAMPLES  # input length the encoder is built for
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+    def from_dict(cls, data: object) -> ModelConfig:
+        """Rebuild from a checkpoint's JSON, checking every field's type and range."""
+        if not isinstance(data, dict):
+            raise CheckpointError("checkpoint config is not a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
         if unknown:
             raise CheckpointError(f"checkpoint config has unknown fields: {sorted(unknown)}")
+        for name, value in data.items():
+            default = known[name].default
+            if type(value) is not type(default):
+                raise CheckpointError(
+                    f"checkpoint config field {name}={value!r} is not a {type(default).__name__}"
+                )
+            if isinstance(value, int) and value <= 0:
+                raise CheckpointError(f"checkpoint config field {name}={value!r} must be positive")
         return cls(**data)
 
 
@@ -310,9 +321,11 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
         cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
         info = json.loads(metadata.get("info", "{}"))
         threshold = float(metadata["threshold"]) if "threshold" in metadata else None
-    except (KeyError, TypeError, ValueError) as exc:
+        encoder = Encoder(cfg)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({exc})") from None
-    encoder = Encoder(cfg)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         encoder.load_state_dict(state, strict=True)

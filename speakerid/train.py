@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -466,10 +467,11 @@ def _load_resume(path, encoder, heads, optimizer):
         for k, h in _trainable(heads).items():
             h.load_state_dict(state["heads"][k], strict=True)
         optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, KeyError, OSError) as exc:
-        raise CheckpointError(
-            f"{path}: cannot resume from it ({str(exc).splitlines()[0]})"
-        ) from None
+    except (RuntimeError, KeyError, OSError, EOFError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot resume from it ({reason})") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: cannot resume from it (not a checkpoint)") from None
     return int(state["step"]), float(state["best"]), json.loads(state["history"])
 
 

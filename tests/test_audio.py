@@ -1,4 +1,4 @@
-"""audio.py: reading, resampling, silence trimming and the fragment rule."""
+"""Audio in: reading files, mixing and resampling, silence trimming, the fragment rule."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import soundfile as sf
 
 from speakerid.audio import (
     FRAGMENT_SAMPLES,
+    MIN_SPEECH_SAMPLES,
     SAMPLE_RATE,
+    TRIM_FRAME_SAMPLES,
+    TRIM_PAD_FRAMES,
     fragment,
     load_audio,
     prepare,
@@ -19,108 +22,333 @@ from speakerid.audio import (
 )
 from speakerid.errors import AudioError
 
+SR = SAMPLE_RATE
 
-def tone(seconds: float, freq: float = 220.0, rate: int = SAMPLE_RATE, amp: float = 0.3):
-    t = np.arange(int(seconds * rate)) / rate
+
+def sine(freq: float, seconds: float, rate: int = SR, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
+def peak_hz(wav: np.ndarray, rate: int = SR) -> float:
+    """Frequency of the strongest FFT bin (Hann-windowed)."""
+    spectrum = np.abs(np.fft.rfft(wav * np.hanning(len(wav))))
+    return float(np.fft.rfftfreq(len(wav), 1 / rate)[spectrum.argmax()])
+
+
+def ramp(n: int) -> np.ndarray:
+    """Distinct sample values, so that a fragment's position can be read off its content."""
+    return np.arange(n, dtype=np.float32) / n
+
+
+def assert_one_line(exc: pytest.ExceptionInfo[AudioError]) -> str:
+    message = str(exc.value)
+    assert message and "\n" not in message
+    return message
+
+
+# ----------------------------------------------------------------------------- load_audio
+
+
 @pytest.mark.parametrize(
-    ("fmt", "subtype"), [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("FLAC", "PCM_16"), ("OGG", "VORBIS")]
+    ("suffix", "subtype", "atol"),
+    [
+        (".wav", "PCM_16", 1 / 2**15),
+        (".wav", "FLOAT", 0.0),
+        (".flac", "PCM_16", 1 / 2**15),
+        (".flac", "PCM_24", 1 / 2**23),
+    ],
 )
-def test_formats_read_as_16k_mono(tmp_path: Path, fmt: str, subtype: str) -> None:
-    path = tmp_path / f"x.{fmt.lower()}"
-    sf.write(path, tone(1.0), SAMPLE_RATE, format=fmt, subtype=subtype)
-    wav = load_audio(path)
-    assert wav.dtype == np.float32 and wav.ndim == 1
-    assert abs(len(wav) - SAMPLE_RATE) <= 1 and np.abs(wav).max() <= 1.0
+def test_load_lossless_formats_round_trip(
+    tmp_path: Path, suffix: str, subtype: str, atol: float
+) -> None:
+    wav = sine(440.0, 1.0)
+    path = tmp_path / f"a{suffix}"
+    sf.write(str(path), wav, SR, subtype=subtype)
+
+    out = load_audio(path)
+
+    assert out.dtype == np.float32 and out.ndim == 1
+    assert out.shape == wav.shape
+    np.testing.assert_allclose(out, wav, atol=atol + 1e-7)
 
 
-@pytest.mark.parametrize("rate", [8_000, 44_100])
-def test_resampled_to_16k_keeps_pitch(tmp_path: Path, rate: int) -> None:
-    stereo = np.stack([tone(2.0, 440.0, rate), tone(2.0, 440.0, rate)], axis=1)
-    sf.write(tmp_path / "s.wav", stereo, rate)
-    wav = load_audio(tmp_path / "s.wav")
-    assert abs(len(wav) - 2 * SAMPLE_RATE) <= 2
-    spectrum = np.abs(np.fft.rfft(wav))
-    assert abs(np.argmax(spectrum) * SAMPLE_RATE / len(wav) - 440.0) < 2.0
+def test_load_ogg_vorbis_is_close(tmp_path: Path) -> None:
+    wav = sine(440.0, 1.0)
+    path = tmp_path / "a.ogg"
+    sf.write(str(path), wav, SR, format="OGG", subtype="VORBIS")
+
+    out = load_audio(path)
+
+    assert out.dtype == np.float32 and out.shape == wav.shape
+    assert np.corrcoef(out, wav)[0, 1] > 0.99  # lossy, but the same signal
+    assert peak_hz(out) == pytest.approx(440.0, abs=2.0)
 
 
-def test_stereo_is_averaged() -> None:
-    left, right = tone(0.5), -tone(0.5)
-    assert np.allclose(to_16k_mono(np.stack([left, right], 1), SAMPLE_RATE), 0.0)
+def test_load_accepts_str_path(tmp_path: Path) -> None:
+    path = tmp_path / "a.wav"
+    sf.write(str(path), sine(300.0, 0.5), SR)
+    assert load_audio(str(path)).shape == (SR // 2,)
 
 
-def bad_files(tmp: Path) -> dict[str, Path]:
-    (tmp / "empty.wav").write_bytes(b"")
-    sf.write(tmp / "zero.wav", np.zeros(0, np.float32), SAMPLE_RATE)
-    (tmp / "text.wav").write_text("this is not audio\n" * 20)
-    sf.write(tmp / "good.flac", tone(2.0), SAMPLE_RATE)
-    data = (tmp / "good.flac").read_bytes()
-    (tmp / "truncated.flac").write_bytes(data[:200])
-    (tmp / "garbage.flac").write_bytes(data[:60] + bytes(range(256)) * 40)
-    (tmp / "a_dir.wav").mkdir()
-    return {p.stem: p for p in tmp.iterdir() if p.stem != "good"} | {"missing": tmp / "no.wav"}
+def test_stereo_is_mixed_to_mono(tmp_path: Path) -> None:
+    left, right = sine(300.0, 1.0, amp=0.4), sine(700.0, 1.0, amp=0.2)
+    path = tmp_path / "stereo.wav"
+    sf.write(str(path), np.stack([left, right], axis=1), SR, subtype="FLOAT")
+
+    out = load_audio(path)
+
+    assert out.shape == left.shape
+    np.testing.assert_allclose(out, (left + right) / 2, atol=1e-6)
 
 
-def test_bad_files_raise_one_line_audio_errors(tmp_path: Path) -> None:
-    for name, path in bad_files(tmp_path).items():
-        try:
-            wav = load_audio(path)
-            prepare(wav, name=str(path))
-        except AudioError as exc:
-            assert "\n" not in str(exc), name
-            assert str(path) in str(exc), name
-        else:
-            pytest.fail(f"{name} was accepted")
+@pytest.mark.parametrize("rate", [8_000, 22_050, 44_100])
+def test_other_rates_are_resampled_to_16k(tmp_path: Path, rate: int) -> None:
+    seconds, freq = 1.0, 440.0
+    path = tmp_path / f"r{rate}.wav"
+    sf.write(str(path), sine(freq, seconds, rate=rate), rate, subtype="PCM_16")
+
+    out = load_audio(path)
+
+    assert out.dtype == np.float32
+    assert len(out) == round(seconds * SR)
+    assert peak_hz(out) == pytest.approx(freq, abs=1.0)  # 1 s of audio: 1 Hz bins
+    assert np.abs(out).max() == pytest.approx(0.5, abs=0.02)  # the level survives
 
 
-def test_nan_samples_refused() -> None:
-    wav = tone(1.0)
-    wav[10] = np.nan
-    with pytest.raises(AudioError, match="NaN"):
-        to_16k_mono(wav, SAMPLE_RATE)
+def test_resampled_length_follows_duration(tmp_path: Path) -> None:
+    path = tmp_path / "odd.wav"
+    sf.write(str(path), sine(200.0, 0.75, rate=44_100), 44_100)  # 33075 samples
+    assert len(load_audio(path)) == pytest.approx(0.75 * SR, abs=1)
 
 
-def test_trim_removes_long_silence_keeps_speech() -> None:
-    burst = tone(1.0)
-    wav = np.concatenate([np.zeros(SAMPLE_RATE * 2), burst, np.zeros(SAMPLE_RATE * 3), burst])
-    trimmed = trim_silence(wav.astype(np.float32))
-    # both bursts kept, with at most the 150 ms margins on each side of each
-    assert 2 * SAMPLE_RATE <= len(trimmed) <= 2 * SAMPLE_RATE + 4 * int(0.16 * SAMPLE_RATE)
+def _expect_audio_error(path: Path, *fragments: str) -> str:
+    with pytest.raises(AudioError) as exc:
+        load_audio(path)
+    message = assert_one_line(exc)
+    assert str(path) in message
+    for text in fragments:
+        assert text in message
+    return message
 
 
-@pytest.mark.parametrize("level_dbfs", [None, -80.0])
-def test_silence_and_near_silence_are_refused(level_dbfs: float | None) -> None:
-    wav = np.zeros(SAMPLE_RATE * 3, np.float32)
-    if level_dbfs is not None:
-        rng = np.random.default_rng(0)
-        wav = (10 ** (level_dbfs / 20) * rng.standard_normal(len(wav))).astype(np.float32)
+def test_missing_file(tmp_path: Path) -> None:
+    _expect_audio_error(tmp_path / "nope.wav", "no such file")
+
+
+def test_directory(tmp_path: Path) -> None:
+    folder = tmp_path / "dir.wav"
+    folder.mkdir()
+    _expect_audio_error(folder, "directory")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    _expect_audio_error(path, "cannot be read as audio")
+
+
+def test_zero_sample_wav(tmp_path: Path) -> None:
+    path = tmp_path / "zero.wav"
+    sf.write(str(path), np.zeros(0, dtype=np.float32), SR)
+    assert path.stat().st_size > 0  # a valid header with no frames
+    _expect_audio_error(path, "no audio samples")
+
+
+def test_text_file_named_wav(tmp_path: Path) -> None:
+    path = tmp_path / "notes.wav"
+    path.write_text("this is not audio\nsecond line\n")
+    _expect_audio_error(path, "cannot be read as audio")
+
+
+@pytest.mark.parametrize("keep", [0.05, 0.5, 0.9])
+def test_truncated_flac(tmp_path: Path, keep: float) -> None:
+    whole = tmp_path / "whole.flac"
+    sf.write(str(whole), sine(440.0, 2.0), SR)
+    data = whole.read_bytes()
+    path = tmp_path / "cut.flac"
+    path.write_bytes(data[: int(len(data) * keep)])
+    _expect_audio_error(path, "cannot be read as audio")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused(bad: float) -> None:
+    wav = sine(440.0, 0.5)
+    wav[100] = bad
+    with pytest.raises(AudioError) as exc:
+        to_16k_mono(wav, SR, name="clip")
+    assert "NaN or infinite" in assert_one_line(exc)
+
+
+def test_to_16k_mono_shapes_and_errors() -> None:
+    stereo = np.stack([sine(300.0, 0.5), -sine(300.0, 0.5)], axis=1)
+    assert np.abs(to_16k_mono(stereo, SR)).max() == 0.0  # opposite channels cancel
+    assert to_16k_mono(sine(300.0, 0.5).astype(np.float64), SR).dtype == np.float32
+    for bad in (np.zeros(0), np.zeros((2, 3, 4))):
+        with pytest.raises(AudioError) as exc:
+            to_16k_mono(bad, SR)
+        assert_one_line(exc)
+    with pytest.raises(AudioError, match="invalid sample rate"):
+        to_16k_mono(sine(300.0, 0.5), 0)
+
+
+# ----------------------------------------------------------------------------- trim_silence
+
+
+def bursts(gap_seconds: float = 2.0) -> tuple[np.ndarray, int]:
+    """Tone (1 s) - silence - tone (1 s) - silence (0.5 s); returns the signal and tone length."""
+    tone = sine(300.0, 1.0)
+    gap = np.zeros(round(gap_seconds * SR), dtype=np.float32)
+    return np.concatenate([gap[: SR // 2], tone, gap, tone, gap[: SR // 2]]), len(tone)
+
+
+def test_trim_removes_long_silences_and_keeps_bursts() -> None:
+    wav, tone = bursts(gap_seconds=2.0)
+
+    out = trim_silence(wav)
+
+    margin = TRIM_PAD_FRAMES * TRIM_FRAME_SAMPLES  # 150 ms kept either side of speech
+    slack = 4 * TRIM_FRAME_SAMPLES  # partial frames at the tones' edges
+    assert 2 * tone + 4 * margin - slack <= len(out) <= 2 * tone + 4 * margin + slack
+    # Every tone sample survives, in order.
+    loud = out[np.abs(out) > 0]
+    expected = np.concatenate([sine(300.0, 1.0), sine(300.0, 1.0)])
+    np.testing.assert_array_equal(loud, expected[np.abs(expected) > 0])
+
+
+def test_trim_keeps_continuous_speech() -> None:
+    t = np.arange(3 * SR) / SR
+    syllables = 0.5 * (1 - np.cos(2 * np.pi * 4.0 * t))  # dips to zero 4 times a second
+    harmonics = sum(np.sin(2 * np.pi * 140.0 * k * t) / k for k in range(1, 8))
+    wav = (0.3 * syllables * harmonics / np.abs(harmonics).max()).astype(np.float32)
+
+    out = trim_silence(wav)
+
+    assert len(out) == len(wav)  # short dips between syllables are not silence
+    np.testing.assert_array_equal(out, wav)
+
+
+def test_trim_keeps_a_short_recording_whole() -> None:
+    wav = sine(300.0, TRIM_FRAME_SAMPLES * 2.5 / SR)  # a partial final frame
+    np.testing.assert_array_equal(trim_silence(wav), wav)
+
+
+def test_trim_raises_on_digital_silence() -> None:
+    with pytest.raises(AudioError) as exc:
+        trim_silence(np.zeros(3 * SR, dtype=np.float32), name="quiet.wav")
+    message = assert_one_line(exc)
+    assert "silent" in message and "quiet.wav" in message
+
+
+def test_trim_raises_on_very_quiet_noise() -> None:
+    rng = np.random.default_rng(0)
+    noise = (1e-4 * rng.standard_normal(3 * SR)).astype(np.float32)  # about -80 dBFS RMS
     with pytest.raises(AudioError, match="silent"):
-        prepare(wav)
+        trim_silence(noise)
+
+
+# ----------------------------------------------------------------------------- fragment
+
+
+def test_fragment_exactly_three_seconds() -> None:
+    wav = ramp(FRAGMENT_SAMPLES)
+    out = fragment(wav)
+    assert out.shape == (1, FRAGMENT_SAMPLES)
+    np.testing.assert_array_equal(out[0], wav)
+
+
+def test_fragment_drops_a_short_tail() -> None:
+    out = fragment(ramp(4 * SR))  # tail of 1 s < 1.5 s
+    assert out.shape == (1, FRAGMENT_SAMPLES)
+    np.testing.assert_array_equal(out[0], ramp(4 * SR)[:FRAGMENT_SAMPLES])
+
+
+def test_fragment_keeps_a_long_tail_aligned_to_the_end() -> None:
+    wav = ramp(round(4.6 * SR))  # tail of 1.6 s >= 1.5 s
+    out = fragment(wav)
+    assert out.shape == (2, FRAGMENT_SAMPLES)
+    np.testing.assert_array_equal(out[0], wav[:FRAGMENT_SAMPLES])
+    np.testing.assert_array_equal(out[1], wav[-FRAGMENT_SAMPLES:])
+
+
+def test_fragment_tail_boundary_is_half_a_fragment() -> None:
+    half = FRAGMENT_SAMPLES // 2
+    assert len(fragment(ramp(FRAGMENT_SAMPLES + half))) == 2
+    assert len(fragment(ramp(FRAGMENT_SAMPLES + half - 1))) == 1
+
+
+def test_fragment_repeats_a_short_recording() -> None:
+    wav = ramp(round(1.5 * SR))
+    out = fragment(wav)
+    assert out.shape == (1, FRAGMENT_SAMPLES)
+    np.testing.assert_array_equal(out[0, : len(wav)], wav)
+    np.testing.assert_array_equal(out[0, len(wav) :], wav)
+
+
+def test_fragment_repeats_an_uneven_short_recording() -> None:
+    wav = ramp(round(1.3 * SR))
+    out = fragment(wav)
+    assert out.shape == (1, FRAGMENT_SAMPLES)
+    np.testing.assert_array_equal(out[0], np.tile(wav, 3)[:FRAGMENT_SAMPLES])
+
+
+def test_fragment_minimum_speech() -> None:
+    assert fragment(ramp(MIN_SPEECH_SAMPLES)).shape == (1, FRAGMENT_SAMPLES)
+    with pytest.raises(AudioError) as exc:
+        fragment(ramp(SR // 2), name="short.wav")
+    message = assert_one_line(exc)
+    assert "short.wav" in message and "0.50 s" in message
+    with pytest.raises(AudioError):
+        fragment(ramp(MIN_SPEECH_SAMPLES - 1))
 
 
 @pytest.mark.parametrize(
-    ("seconds", "count"), [(3.0, 1), (4.0, 1), (4.6, 2), (6.0, 2), (7.6, 3), (1.5, 1)]
+    ("seconds", "hop", "expected_starts"),
+    [
+        (6.0, 1.5, [0.0, 1.5, 3.0]),  # overlapping, no tail
+        (7.0, 1.0, [0.0, 1.0, 2.0, 3.0, 4.0]),
+        (6.5, 1.5, [0.0, 1.5, 3.0]),  # 0.5 s tail dropped
+        (8.0, 1.5, [0.0, 1.5, 3.0, 4.5]),  # 0.5 s tail after the last start dropped
+        (9.0, 3.0, [0.0, 3.0, 6.0]),
+        (10.0, 3.0, [0.0, 3.0, 6.0]),  # 1 s tail dropped
+        (11.0, 3.0, [0.0, 3.0, 6.0, 8.0]),  # 2 s tail: an end-aligned fragment
+    ],
 )
-def test_fragment_rule(seconds: float, count: int) -> None:
-    wav = np.arange(int(seconds * SAMPLE_RATE), dtype=np.float32)
-    frags = fragment(wav)
-    assert frags.shape == (count, FRAGMENT_SAMPLES) and frags.dtype == np.float32
-    if seconds >= 3.0:
-        assert frags[0, 0] == 0.0
-    if seconds in (4.6, 7.6):  # a long tail gets an end-aligned fragment
-        assert frags[-1, -1] == wav[-1]
-    if seconds < 3.0:  # short recordings are repeated end to end
-        assert np.array_equal(frags[0, : len(wav)], wav)
-        assert frags[0, len(wav)] == wav[0]
+def test_fragment_hop_counts(seconds: float, hop: float, expected_starts: list[float]) -> None:
+    wav = ramp(round(seconds * SR))
+    out = fragment(wav, hop_seconds=hop)
+    assert out.shape == (len(expected_starts), FRAGMENT_SAMPLES)
+    for row, start in zip(out, expected_starts, strict=True):
+        s = round(start * SR)
+        np.testing.assert_array_equal(row, wav[s : s + FRAGMENT_SAMPLES])
 
 
-def test_fragment_overlapping_hop() -> None:
-    wav = np.zeros(6 * SAMPLE_RATE, np.float32)
-    assert len(fragment(wav, hop_seconds=1.0)) == 4
+def test_fragment_rejects_non_positive_hop() -> None:
+    with pytest.raises(ValueError):
+        fragment(ramp(4 * SR), hop_seconds=0.0)
 
 
-def test_too_short_refused() -> None:
-    with pytest.raises(AudioError, match="at least"):
-        fragment(np.ones(SAMPLE_RATE // 2, np.float32))
+@pytest.mark.parametrize("seconds", [1.2, 3.0, 5.0, 12.3])
+def test_fragment_output_dtype_and_shape(seconds: float) -> None:
+    wav = ramp(round(seconds * SR)).astype(np.float64)
+    out = fragment(wav)
+    assert out.dtype == np.float32
+    assert out.ndim == 2 and out.shape[1] == FRAGMENT_SAMPLES and len(out) >= 1
+    assert out.flags.c_contiguous
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def test_prepare_trims_then_fragments() -> None:
+    wav, _ = bursts(gap_seconds=3.0)  # 6 s holding 2 s of tone
+    assert prepare(wav).shape == (1, FRAGMENT_SAMPLES)  # ~2.6 s of speech, repeated to 3 s
+    assert prepare(wav, trim=False).shape == (2, FRAGMENT_SAMPLES)  # 6 s: two fragments
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_prepare_refuses_silence(trim: bool) -> None:
+    with pytest.raises(AudioError) as exc:
+        prepare(np.zeros(5 * SR, dtype=np.float32), name="blank.wav", trim=trim)
+    message = assert_one_line(exc)
+    assert "silent" in message and "blank.wav" in message

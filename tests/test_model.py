@@ -1,7 +1,13 @@
-"""model.py and embed.py: twin encoders, distances, strict checkpoints, embedding rules."""
+"""The twin encoder (model.py) and the embedding rules on top of it (embed.py).
+
+Covers every front-end/body pairing, the pair distances, strict safetensors checkpoints and
+their refusals, the pinned shipped model (with its paths redirected into tmp_path), and the
+Embedder's file/array/speaker embeddings.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,135 +20,483 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import speakerid.embed as embed_mod
-from speakerid.embed import Embedder, load_model, pool
-from speakerid.errors import CheckpointError
+from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
+from speakerid.embed import Embedder, cosine_scores, l2_normalize, load_model, pool
+from speakerid.errors import AudioError, CheckpointError
 from speakerid.model import (
+    CHECKPOINT_FORMAT,
     DISTANCES,
     Encoder,
     ModelConfig,
+    cosine_distance,
+    euclidean,
     file_sha256,
+    l1,
     load_encoder,
     save_encoder,
 )
 
-SMALL = dict(channels=32, embedding_dim=16)
+SMALL = {"channels": 32, "embedding_dim": 16}
+
+
+def waves(batch: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(batch, FRAGMENT_SAMPLES, generator=gen)
+
+
+def small_encoder(seed: int = 0, **overrides: object) -> Encoder:
+    torch.manual_seed(seed)
+    return Encoder(ModelConfig(**{**SMALL, **overrides})).eval()
+
+
+def assert_one_line(exc: pytest.ExceptionInfo[CheckpointError]) -> str:
+    message = str(exc.value)
+    assert message and "\n" not in message
+    return message
+
+
+# ----------------------------------------------------------------------------- encoder
 
 
 @pytest.mark.parametrize(
     ("frontend", "arch"),
     [
-        ("raw", "cnn1d"),
-        ("mfcc", "cnn2d"),
-        ("fbank", "ecapa_lite"),
+        ("raw", "cnn1d"),  # the case study's raw-audio model
+        ("mfcc", "cnn2d"),  # the case study's MFCC model
+        ("fbank", "ecapa_lite"),  # the default
         ("mfcc", "ecapa_lite"),
         ("fbank", "cnn2d"),
     ],
 )
-def test_every_combination_embeds(frontend: str, arch: str) -> None:
-    enc = Encoder(ModelConfig(frontend=frontend, arch=arch, **SMALL)).eval()
-    x = torch.randn(3, 48_000) * 0.1
+def test_every_pairing_outputs_batch_by_embedding_dim(frontend: str, arch: str) -> None:
+    encoder = small_encoder(frontend=frontend, arch=arch)
+    x = waves(3)
     with torch.no_grad():
-        out = enc(x)
-        assert out.shape == (3, 16) and torch.isfinite(out).all()
-        # twin: one set of weights, so the same input gives the same embedding on either side
-        assert torch.allclose(enc(x[:1]), enc(x[:1]))
+        out = encoder(x)
+        single = encoder(x[1:2])
+    assert out.shape == (3, SMALL["embedding_dim"])
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    # In eval mode a fragment's embedding does not depend on its batch neighbours.
+    torch.testing.assert_close(single[0], out[1], rtol=1e-4, atol=1e-5)
 
 
-def test_distances() -> None:
-    a, b = torch.randn(5, 8), torch.randn(5, 8)
-    for name, dist in DISTANCES.items():
-        assert torch.allclose(dist(a, b), dist(b, a)), name
-        assert (dist(a, a) < 1e-5).all(), name
-        assert (dist(a, b) >= 0).all(), name
-    assert (DISTANCES["cosine"](a, -a) <= 2.0 + 1e-6).all()
+def test_twin_one_network_for_both_sides() -> None:
+    """Identical inputs on the two sides of a pair give identical embeddings."""
+    encoder = small_encoder()
+    x = waves(2, seed=1)
+    with torch.no_grad():
+        left = encoder(x)
+        right = encoder(x.clone())
+        both = encoder(torch.cat([x, x]))
+    assert torch.equal(left, right)
+    torch.testing.assert_close(both[:2], both[2:], rtol=0, atol=1e-6)
+    for dist in DISTANCES.values():
+        assert (dist(left, right) < 1e-5).all()
+    # Different inputs do get different embeddings (the encoder is not constant).
+    assert not torch.allclose(left[0], left[1])
 
 
-@pytest.fixture
-def ckpt(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "m.safetensors"
-    save_encoder(Encoder(ModelConfig(**SMALL)), path, threshold=0.7, info={"note": "x"})
+def test_encoder_holds_no_training_heads() -> None:
+    names = {name.split(".")[0] for name, _ in small_encoder().named_parameters()}
+    assert names == {"body"}  # front-end weightless, no distance/margin head
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("frontend", "spectrogram"), ("arch", "resnet"), ("frontend", "")]
+)
+def test_unknown_frontend_or_arch_is_refused(field: str, value: str) -> None:
+    with pytest.raises(CheckpointError) as exc:
+        Encoder(ModelConfig(**{**SMALL, field: value}))
+    assert repr(value) in assert_one_line(exc)
+
+
+def test_model_config_from_dict() -> None:
+    cfg = ModelConfig(frontend="mfcc", arch="cnn2d", channels=48)
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.__dict__))) == cfg
+    with pytest.raises(CheckpointError, match="unknown fields"):
+        ModelConfig.from_dict({**cfg.__dict__, "depth": 3})
+
+
+# ----------------------------------------------------------------------------- distances
+
+
+@pytest.fixture(scope="module")
+def vectors() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(64, 16, generator=gen), torch.randn(64, 16, generator=gen)
+
+
+@pytest.mark.parametrize("name", sorted(DISTANCES))
+def test_distance_properties(name: str, vectors: tuple[torch.Tensor, torch.Tensor]) -> None:
+    a, b = vectors
+    dist = DISTANCES[name]
+    d = dist(a, b)
+    assert d.shape == (64,)
+    assert (d >= 0).all() and (d > 1e-3).all()
+    torch.testing.assert_close(dist(a, b), dist(b, a))
+    assert (dist(a, a) < 1e-5).all()
+
+
+def test_distance_values(vectors: tuple[torch.Tensor, torch.Tensor]) -> None:
+    a, b = vectors
+    torch.testing.assert_close(euclidean(a, b), torch.linalg.vector_norm(a - b, dim=-1))
+    torch.testing.assert_close(l1(a, b), (a - b).abs().sum(-1))
+    cos = cosine_distance(a, b)
+    assert (cos >= 0).all() and (cos <= 2).all()
+    torch.testing.assert_close(cosine_distance(a, -a), torch.full((64,), 2.0))
+    torch.testing.assert_close(cosine_distance(a, 3.0 * a), torch.zeros(64), atol=1e-6, rtol=0)
+    # orthogonal vectors sit at distance 1
+    e = torch.eye(2)
+    torch.testing.assert_close(cosine_distance(e[:1], e[1:]), torch.ones(1))
+
+
+def test_euclidean_gradient_is_finite_at_zero() -> None:
+    """The clamp before sqrt keeps training finite when a pair's embeddings coincide."""
+    a = torch.ones(2, 4, requires_grad=True)
+    euclidean(a, a.detach()).sum().backward()
+    assert torch.isfinite(a.grad).all()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
+    save_encoder(small_encoder(seed=3), path, threshold=0.625, info={"note": "x", "step": 7})
     return path
 
 
-def test_round_trip(ckpt: Path, tmp_path: Path) -> None:
-    m = load_encoder(ckpt)
-    assert m.threshold == 0.7 and m.info == {"note": "x"}
-    assert m.fingerprint == file_sha256(ckpt)
-    x = torch.randn(2, 48_000) * 0.1
-    half = tmp_path / "h.safetensors"
-    save_encoder(m.encoder, half, half=True)
+def test_round_trip_gives_identical_outputs(ckpt: Path) -> None:
+    original = small_encoder(seed=3)
+    loaded = load_encoder(ckpt)
+    x = waves(2, seed=2)
     with torch.no_grad():
-        again = load_encoder(ckpt).encoder(x)
-        assert torch.equal(m.encoder(x), again)
-        assert torch.allclose(load_encoder(half).encoder(x), again, atol=5e-2)
+        assert torch.equal(loaded.encoder(x), original(x))
+    assert not loaded.encoder.training  # ready to embed
+    assert loaded.encoder.config == original.config
+    assert loaded.threshold == 0.625
+    assert loaded.info == {"note": "x", "step": 7}
+    assert loaded.path == ckpt
 
 
-def _rewrite_metadata(src: Path, dst: Path, **changes: str) -> None:
+def test_fingerprint_is_the_file_sha256(ckpt: Path) -> None:
+    expected = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert file_sha256(ckpt) == expected
+    assert load_encoder(ckpt).fingerprint == expected
+    assert load_encoder(ckpt, expected_sha256=expected).fingerprint == expected
+
+
+def test_metadata_is_json_config_and_format(ckpt: Path) -> None:
+    with safe_open(str(ckpt), framework="pt") as fh:
+        meta = fh.metadata()
+    assert meta["format"] == CHECKPOINT_FORMAT
+    assert json.loads(meta["config"]) == {**ModelConfig().__dict__, **SMALL}
+
+
+def test_threshold_and_info_optional(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "dir" / "plain.safetensors"  # parents are created
+    save_encoder(small_encoder(), path)
+    loaded = load_encoder(path)
+    assert loaded.threshold is None and loaded.info == {}
+
+
+def test_half_precision_checkpoint_loads_close(ckpt: Path, tmp_path: Path) -> None:
+    full = load_encoder(ckpt)
+    half_path = tmp_path / "half.safetensors"
+    save_encoder(full.encoder, half_path, threshold=full.threshold, half=True)
+
+    assert half_path.stat().st_size < 0.6 * ckpt.stat().st_size
+    with safe_open(str(half_path), framework="pt") as fh:
+        dtypes = {fh.get_tensor(k).dtype for k in fh.keys()}  # noqa: SIM118
+    assert torch.float16 in dtypes and torch.float32 not in dtypes
+    half = load_encoder(half_path)
+    x = waves(4, seed=5)
+    with torch.no_grad():
+        a, b = full.encoder(x), half.encoder(x)
+    assert all(p.dtype == torch.float32 for p in half.encoder.parameters())
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    assert (cos > 0.999).all()
+    assert half.threshold == full.threshold
+
+
+def _rewrite(src: Path, dst: Path, **changes: str | None) -> Path:
+    """Copy a checkpoint with some metadata keys changed (None deletes the key)."""
     with safe_open(str(src), framework="pt") as fh:
         meta = dict(fh.metadata())
-    meta.update(changes)
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
     save_file(load_file(str(src)), str(dst), metadata=meta)
+    return dst
 
 
-def test_refusals(ckpt: Path, tmp_path: Path) -> None:
+def _config(ckpt: Path, **changes: object) -> str:
     with safe_open(str(ckpt), framework="pt") as fh:
         cfg = json.loads(fh.metadata()["config"])
-    bad = {
-        "mismatched": {"config": json.dumps({**cfg, "channels": 48})},
-        "unknown_field": {"config": json.dumps({**cfg, "depth": 3})},
-        "foreign": {"format": "something-else"},
-    }
-    cases = {}
-    for name, change in bad.items():
-        cases[name] = tmp_path / f"{name}.safetensors"
-        _rewrite_metadata(ckpt, cases[name], **change)
-    cases["random"] = tmp_path / "random.safetensors"
-    cases["random"].write_bytes(np.random.default_rng(0).bytes(4096))
-    cases["truncated"] = tmp_path / "trunc.safetensors"
-    cases["truncated"].write_bytes(ckpt.read_bytes()[:1000])
-    cases["missing"] = tmp_path / "none.safetensors"
-    for name, path in cases.items():
-        with pytest.raises(CheckpointError) as info:
-            load_encoder(path)
-        assert "\n" not in str(info.value), name
+    return json.dumps({**cfg, **changes})
 
 
-def test_tampered_weights_fail_the_checksum(ckpt: Path, tmp_path: Path) -> None:
+def _refused(path: Path, *expected: str, **kwargs: str) -> str:
+    with pytest.raises(CheckpointError) as exc:
+        load_encoder(path, **kwargs)
+    message = assert_one_line(exc)
+    assert str(path) in message
+    for text in expected:
+        assert text in message
+    return message
+
+
+def test_config_that_does_not_match_the_weights(ckpt: Path, tmp_path: Path) -> None:
+    for i, change in enumerate(({"channels": 48}, {"embedding_dim": 8}, {"arch": "cnn2d"})):
+        path = _rewrite(ckpt, tmp_path / f"m{i}.safetensors", config=_config(ckpt, **change))
+        _refused(path, "weights do not match the config")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"depth": 3}, "unknown fields"),
+        ({"frontend": "spectrogram"}, "unknown front-end"),
+        ({"arch": "resnet"}, "unknown architecture"),
+    ],
+)
+def test_config_the_code_does_not_know(
+    ckpt: Path, tmp_path: Path, change: dict[str, object], expected: str
+) -> None:
+    path = _rewrite(ckpt, tmp_path / "u.safetensors", config=_config(ckpt, **change))
+    with pytest.raises(CheckpointError) as exc:
+        load_encoder(path)
+    # These messages do not name the file (reported; the other refusals do).
+    assert expected in assert_one_line(exc)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"config": "{not json"},
+        {"config": None},
+        {"threshold": "high"},
+        {"config": "3"},
+        {"config": "null"},
+        {"info": "[1"},
+    ],
+)
+def test_damaged_metadata(ckpt: Path, tmp_path: Path, change: dict[str, str | None]) -> None:
+    path = _rewrite(ckpt, tmp_path / "d.safetensors", **change)
+    with pytest.raises(CheckpointError) as exc:
+        load_encoder(path)
+    assert_one_line(exc)
+
+
+@pytest.mark.parametrize("change", [{"channels": "wide"}, {"embedding_dim": 1.5}, {"channels": -1}])
+def test_config_values_of_the_wrong_type(
+    ckpt: Path, tmp_path: Path, change: dict[str, object]
+) -> None:
+    path = _rewrite(ckpt, tmp_path / "t.safetensors", config=_config(ckpt, **change))
+    with pytest.raises(CheckpointError) as exc:
+        load_encoder(path)
+    assert_one_line(exc)
+
+
+@pytest.mark.parametrize("fmt", [None, "speakerid-encoder/0", "something-else"])
+def test_foreign_format(ckpt: Path, tmp_path: Path, fmt: str | None) -> None:
+    path = _rewrite(ckpt, tmp_path / "f.safetensors", format=fmt)
+    _refused(path, "not a speakerid encoder checkpoint")
+
+
+def test_foreign_safetensors_without_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(3)}, str(path))
+    _refused(path, "not a speakerid encoder checkpoint")
+
+
+def test_random_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "random.safetensors"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    _refused(path, "not a readable speakerid model")
+
+
+@pytest.mark.parametrize("keep", [0, 4, 100, 0.5, 0.99])
+def test_truncated_file(ckpt: Path, tmp_path: Path, keep: float) -> None:
+    data = ckpt.read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[: int(keep * len(data)) if isinstance(keep, float) else keep])
+    _refused(path)
+
+
+def test_flipped_byte_fails_the_pinned_sha256(ckpt: Path, tmp_path: Path) -> None:
     data = bytearray(ckpt.read_bytes())
-    data[-10] ^= 0xFF
-    tampered = tmp_path / "t.safetensors"
-    tampered.write_bytes(bytes(data))
-    load_encoder(tampered)  # still a valid file...
-    with pytest.raises(CheckpointError, match="sha256"):  # ...but not the pinned one
-        load_encoder(tampered, expected_sha256=file_sha256(ckpt))
+    data[-10] ^= 0x01  # inside the last tensor: still a well-formed file
+    path = tmp_path / "tampered.safetensors"
+    path.write_bytes(bytes(data))
+    assert load_encoder(path).fingerprint != file_sha256(ckpt)  # loads without a pin
+    message = _refused(path, "sha256", "does not match", expected_sha256=file_sha256(ckpt))
+    assert file_sha256(path)[:12] in message
 
 
-def test_default_model_is_the_pinned_one() -> None:
-    m = load_model(None)
-    assert m.fingerprint == embed_mod.DEFAULT_MODEL_SHA256
-    assert m.threshold is not None and 0 < m.threshold < 1
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    _refused(tmp_path / "none.safetensors", "no such model file")
+    _refused(tmp_path, "no such model file")
 
 
-def test_default_model_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(embed_mod, "PACKAGE_MODEL", tmp_path / "a.safetensors")
-    monkeypatch.setattr(embed_mod, "REPO_MODEL", tmp_path / "b.safetensors")
-    with pytest.raises(CheckpointError, match="missing"):
+# ----------------------------------------------------------------------------- shipped model
+
+
+@pytest.fixture
+def shipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
+    """Point the package and checkout model paths into tmp_path (both absent at first)."""
+    package, repo = tmp_path / "pkg" / "default.safetensors", tmp_path / "repo" / "default.st"
+    monkeypatch.setattr(embed_mod, "PACKAGE_MODEL", package)
+    monkeypatch.setattr(embed_mod, "REPO_MODEL", repo)
+    return package, repo
+
+
+def test_shipped_model_missing(shipped: tuple[Path, Path]) -> None:
+    _, repo = shipped
+    assert embed_mod.default_model_path() == repo
+    with pytest.raises(CheckpointError) as exc:
         load_model(None)
+    message = assert_one_line(exc)
+    assert "missing" in message and "--model" in message
 
 
-def test_path_and_array_embed_alike(ckpt: Path, tmp_path: Path) -> None:
-    embedder = Embedder(load_encoder(ckpt), device="cpu")
-    wav = synth_voice(VOICES["bob"], seconds=7.0)
-    sf.write(tmp_path / "v.wav", wav, 16_000, subtype="FLOAT")
-    from_file = embedder.embed_file(tmp_path / "v.wav")
+def test_shipped_model_in_checkout_is_loaded_and_pinned(
+    shipped: tuple[Path, Path], ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, repo = shipped
+    repo.parent.mkdir(parents=True)
+    repo.write_bytes(ckpt.read_bytes())
+    monkeypatch.setattr(embed_mod, "DEFAULT_MODEL_SHA256", file_sha256(ckpt))
+
+    model = load_model(None)
+
+    assert model.path == repo and model.fingerprint == file_sha256(ckpt)
+    assert model.threshold == 0.625
+
+
+def test_installed_package_model_wins_over_checkout(
+    shipped: tuple[Path, Path], ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package, repo = shipped
+    for path in (package, repo):
+        path.parent.mkdir(parents=True)
+    package.write_bytes(ckpt.read_bytes())
+    save_encoder(small_encoder(seed=9), repo)
+    monkeypatch.setattr(embed_mod, "DEFAULT_MODEL_SHA256", file_sha256(package))
+
+    assert embed_mod.default_model_path() == package
+    assert load_model(None).path == package
+
+
+def test_shipped_model_replaced_is_refused(
+    shipped: tuple[Path, Path], ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, repo = shipped
+    repo.parent.mkdir(parents=True)
+    save_encoder(small_encoder(seed=9), repo)  # a valid model, but not the pinned one
+    monkeypatch.setattr(embed_mod, "DEFAULT_MODEL_SHA256", file_sha256(ckpt))
+    with pytest.raises(CheckpointError) as exc:
+        load_model(None)
+    assert "does not match the shipped model" in assert_one_line(exc)
+    # An explicit path is the user's choice: no pin applies.
+    assert load_model(repo).fingerprint == file_sha256(repo)
+
+
+# ----------------------------------------------------------------------------- Embedder
+
+
+@pytest.fixture(scope="module")
+def embedder(ckpt: Path) -> Embedder:
+    return Embedder(load_encoder(ckpt), device="cpu", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Float wav files, so that reading them back is exact: 7 s of bob, 2 x 4 s of alice."""
+    root = tmp_path_factory.mktemp("rec")
+    out = {}
+    for key, name, seconds, seed in (
+        ("bob", "bob", 7.0, 0),
+        ("alice1", "alice", 4.0, 1),
+        ("alice2", "alice", 4.0, 2),
+    ):
+        out[key] = root / f"{key}.wav"
+        wav = synth_voice(VOICES[name], seconds=seconds, seed=seed)
+        sf.write(str(out[key]), wav, SAMPLE_RATE, subtype="FLOAT")
+    return out
+
+
+def test_path_and_array_give_the_same_embedding(
+    embedder: Embedder, recordings: dict[str, Path]
+) -> None:
+    path = recordings["bob"]
+    wav, _ = sf.read(str(path), dtype="float32")
+    from_file = embedder.embed_file(path)
+    from_str = embedder.embed_file(str(path))
     from_array = embedder.embed_waveform(wav)
-    assert np.allclose(from_file, from_array, atol=1e-5)
-    assert abs(np.linalg.norm(from_file) - 1.0) < 1e-5
-    spk = embedder.embed_speaker([tmp_path / "v.wav", tmp_path / "v.wav"])
-    assert np.allclose(spk, from_file, atol=1e-5)
+    assert from_file.shape == (embedder.dim,) == (SMALL["embedding_dim"],)
+    np.testing.assert_allclose(from_file, from_array, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(from_file, from_str)
 
 
-def test_pool_is_normalised_mean() -> None:
-    x = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
-    assert np.allclose(pool(x), [2**-0.5, 2**-0.5])
+def test_embeddings_are_unit_norm(embedder: Embedder, recordings: dict[str, Path]) -> None:
+    frags = np.stack([synth_voice(VOICES["carol"], seconds=3.0, seed=s) for s in range(5)])
+    emb = embedder.embed_fragments(frags)
+    assert emb.shape == (5, embedder.dim) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    for path in recordings.values():
+        assert np.linalg.norm(embedder.embed_file(path)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_batch_size_does_not_change_embeddings(ckpt: Path) -> None:
+    frags = np.stack([synth_voice(VOICES["carol"], seconds=3.0, seed=s) for s in range(5)])
+    model = load_encoder(ckpt)
+    one = Embedder(model, device="cpu", batch_size=1).embed_fragments(frags)
+    many = Embedder(model, device="cpu", batch_size=64).embed_fragments(frags)
+    np.testing.assert_allclose(one, many, rtol=0, atol=1e-5)
+
+
+def test_recording_embedding_is_the_pooled_fragments(
+    embedder: Embedder, recordings: dict[str, Path]
+) -> None:
+    wav, _ = sf.read(str(recordings["bob"]), dtype="float32")
+    from speakerid.audio import prepare
+
+    frags = prepare(wav)
+    assert len(frags) == 2  # 7 s of speech-like audio
+    expected = pool(embedder.embed_fragments(frags))
+    np.testing.assert_allclose(embedder.embed_waveform(wav), expected, rtol=0, atol=1e-6)
+
+
+def test_embed_speaker_pools_recordings(embedder: Embedder, recordings: dict[str, Path]) -> None:
+    paths = [recordings["alice1"], recordings["alice2"]]
+    each = np.stack([embedder.embed_file(p) for p in paths])
+    speaker = embedder.embed_speaker(paths)
+    np.testing.assert_allclose(speaker, pool(each), rtol=0, atol=1e-6)
+    assert np.linalg.norm(speaker) == pytest.approx(1.0, abs=1e-5)
+    # The normalised mean lies between its recordings: closer to each than they are apart.
+    assert (each @ speaker >= each[0] @ each[1] - 1e-6).all()
+    np.testing.assert_allclose(embedder.embed_speaker(paths[:1]), each[0], atol=1e-6)
+
+
+def test_embed_fragments_empty_and_silence(embedder: Embedder, tmp_path: Path) -> None:
+    assert embedder.embed_fragments(np.zeros((0, FRAGMENT_SAMPLES), np.float32)).shape == (
+        0,
+        embedder.dim,
+    )
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(4 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    with pytest.raises(AudioError, match="silent"):
+        embedder.embed_file(silent)
+
+
+def test_pool_and_normalise_helpers() -> None:
+    x = np.array([[3.0, 0.0], [0.0, 0.5]], np.float32)
+    np.testing.assert_allclose(pool(x), [2**-0.5, 2**-0.5], atol=1e-7)  # each unit first
+    np.testing.assert_array_equal(l2_normalize(np.zeros((1, 3))), np.zeros((1, 3)))
+    m = l2_normalize(np.random.default_rng(0).standard_normal((4, 6)))
+    np.testing.assert_allclose(cosine_scores(m[0], m), m @ m[0])
+    assert cosine_scores(m[0], m)[0] == pytest.approx(1.0, abs=1e-6)

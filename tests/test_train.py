@@ -1,138 +1,352 @@
-"""train.py: tiny synthetic speakers learn on CPU; checkpoints, resume, determinism."""
+"""Training on synthetic speakers, on CPU: learning, checkpoints, resume, determinism.
+
+The corpus is 8 source-filter "voices": a glottal pulse train at a speaker-specific pitch
+(90-250 Hz, with jitter and a 5 Hz vibrato) through 3-4 speaker-specific formant resonators,
+under a 4 Hz syllable envelope with a little noise. Each recording of a speaker also gets its
+own small pitch/formant offsets, channel tilt and level, so that 1-shot tasks (query and
+support from different recordings) are not trivial.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import itertools
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import Voice, synth_voice
+import torch
+from rich.console import Console
+from scipy.signal import lfilter
 
-from speakerid.errors import DataError
+from speakerid.audio import SAMPLE_RATE
+from speakerid.errors import CheckpointError, DataError
 from speakerid.model import load_encoder
-from speakerid.train import TrainConfig, spec_augment, train
+from speakerid.train import (
+    TrainConfig,
+    _set_lr,
+    config_from_overrides,
+    spec_augment,
+    train,
+)
 
+SR = SAMPLE_RATE
 N_SPEAKERS = 8
+RECORDINGS = 2
+RECORDING_SECONDS = 8.0
+CORPUS_SEED = 0
+
+
+def synth_speech(
+    f0: float, formants: list[tuple[float, float]], seconds: float, seed: int
+) -> np.ndarray:
+    """One recording of a source-filter voice, float32 at 16 kHz."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * SR)
+    t = np.arange(n) / SR
+    f0 = f0 * (1 + 0.03 * rng.standard_normal())  # this recording's pitch
+    vibrato = 1 + 0.02 * np.sin(2 * np.pi * 5.0 * t + rng.uniform(0, 2 * np.pi))
+    jitter = 1 + 0.01 * rng.standard_normal(n)
+    phase = np.cumsum(f0 * vibrato * jitter) / SR
+    pulses = np.diff(np.floor(phase), prepend=0.0)  # one impulse per glottal cycle
+    source = lfilter([1.0], [1.0, -0.95], pulses)  # glottal roll-off
+    out = np.zeros(n)
+    for centre, bandwidth in formants:  # parallel biquad band-pass resonators
+        r = np.exp(-np.pi * bandwidth / SR)
+        theta = 2 * np.pi * centre * (1 + 0.02 * rng.standard_normal()) / SR
+        out += lfilter([1 - r, 0.0, -(1 - r)], [1.0, -2 * r * np.cos(theta), r * r], source)
+    out *= 0.5 * (1 - np.cos(2 * np.pi * 4.0 * t + rng.uniform(0, 2 * np.pi)))  # syllables
+    out = lfilter([1.0, -rng.uniform(0.0, 0.8)], [1.0], out)  # this recording's channel
+    out += 0.02 * out.std() * rng.standard_normal(n)
+    return (rng.uniform(0.2, 0.7) * out / np.abs(out).max()).astype(np.float32)
+
+
+def write_corpus(root: Path, n_speakers: int = N_SPEAKERS) -> Path:
+    """``root/spk<i>/rec<j>.flac``: pitches spread over 90-250 Hz, formants drawn per speaker."""
+    rng = np.random.default_rng(CORPUS_SEED)
+    pitches = rng.permutation(np.linspace(90.0, 250.0, n_speakers))
+    for i in range(n_speakers):
+        k = int(rng.integers(3, 5))
+        centres = np.array([500.0, 1500.0, 2500.0, 3500.0][:k]) * rng.uniform(0.8, 1.2, k)
+        formants = list(zip(centres, rng.uniform(60.0, 200.0, k), strict=True))
+        for j in range(RECORDINGS):
+            path = root / f"spk{i}" / f"rec{j}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            wav = synth_speech(pitches[i], formants, RECORDING_SECONDS, seed=100 * i + j)
+            sf.write(str(path), wav, SR)
+    return root
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 source-filter voices (pitch 95-240 Hz, distinct formants), 2 recordings of 6 s."""
-    root = tmp_path_factory.mktemp("voices")
-    rng = np.random.default_rng(0)
-    for s in range(N_SPEAKERS):
-        pitch = 95.0 + s * 20.0
-        f1, f2, f3 = 500 + 60 * ((s * 3) % 8), 1100 + 140 * ((s * 5) % 8), 2400 + 90 * s
-        voice = Voice(pitch, ((f1, 80.0), (f2, 110.0), (f3, 150.0)))
-        for r in range(2):
-            wav = synth_voice(voice, seconds=6.0, seed=int(rng.integers(1 << 30)))
-            path = root / f"spk{s}" / f"rec{r}.flac"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, wav, 16_000)
-    return root
+    return write_corpus(tmp_path_factory.mktemp("voices"))
 
 
-def small(corpus: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        data=(str(corpus),),
-        out=str(out),
-        objective="aam",
-        channels=32,
-        embedding_dim=32,
-        steps=40,
-        batch_size=16,
-        test_speakers=4,
-        val_every=40,
-        val_ways=(4,),
-        val_trials=300,
-        augment=False,
-        device="cpu",
-        lr=3e-3,
-    )
-    return TrainConfig(**{**base, **kw})
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+def tiny(corpus: Path, out: Path, **overrides: Any) -> TrainConfig:
+    """A seconds-long run: small model, small batches, few validation tasks."""
+    base: dict[str, Any] = {
+        "data": (str(corpus),),
+        "out": str(out),
+        "objective": "aam",
+        "frontend": "fbank",
+        "arch": "ecapa_lite",
+        "channels": 16,
+        "embedding_dim": 16,
+        "steps": 2,
+        "batch_size": 4,
+        "test_speakers": 2,
+        "val_every": 1,
+        "val_ways": (2,),
+        "val_trials": 20,
+        "augment": False,
+        "device": "cpu",
+    }
+    return TrainConfig(**{**base, **overrides})
+
+
+def history(out: Path) -> list[dict[str, float]]:
+    return json.loads((out / "history.json").read_text())
+
+
+def test_synthetic_corpus_layout(corpus: Path) -> None:
+    files = sorted(corpus.rglob("*.flac"))
+    assert len(files) == N_SPEAKERS * RECORDINGS
+    info = sf.info(str(files[0]))
+    assert info.samplerate == SR and info.frames == RECORDING_SECONDS * SR
+
+
+# ----------------------------------------------------------------------------- learning
 
 
 @pytest.mark.slow
-def test_aam_learns_synthetic_speakers(corpus: Path, tmp_path: Path) -> None:
-    summary = train(small(corpus, tmp_path / "aam"))
+def test_aam_learns_to_tell_unseen_synthetic_speakers_apart(corpus: Path, tmp_path: Path) -> None:
+    """1-shot 4-way accuracy on 4 held-out speakers, after training on the other 4.
+
+    Measured here: acc4 1.0 at both validations (steps 30 and 60), mean loss 2.39 -> 0.006,
+    2-3 s on an idle 2-core CPU (up to ~80 s while other jobs shared it). Seeds 1-5 reach
+    0.915-1.0; 40 steps were not enough for every seed (0.77). The bar is 0.6 (chance 0.25).
+    Note: a randomly initialised encoder already scores ~0.8-1.0 on these voices (pitch and
+    formants survive random filters), so the loss drop is what shows the optimisation works.
+    """
+    out = tmp_path / "aam"
+    cfg = TrainConfig(
+        data=(str(corpus),),
+        out=str(out),
+        objective="aam",
+        frontend="fbank",
+        arch="ecapa_lite",
+        channels=32,
+        embedding_dim=32,
+        steps=60,
+        batch_size=16,
+        test_speakers=4,
+        val_every=30,
+        val_ways=(4,),
+        val_trials=200,
+        augment=False,
+        device="cpu",
+    )
+    summary = train(cfg, console=quiet())
+
     acc = summary["history"]["acc4"]
-    assert acc >= 0.6, f"1-shot 4-way accuracy {acc} (chance 0.25)"
+    assert acc >= 0.6, f"1-shot 4-way accuracy {acc:.3f} (chance 0.25)"
+    records = history(out)
+    assert [r["step"] for r in records] == [30, 60]
+    assert records[-1]["loss"] < 0.5 * records[0]["loss"]
+    assert summary["history"]["eer"] <= 0.25
+
     model = load_encoder(summary["best"])
-    assert model.threshold is not None
-    assert len(model.info["split"]["test"]) == 4
-    assert not set(model.info["split"]["test"]) & set(model.info["split"]["train"])
-    assert (tmp_path / "aam" / "training_curves.png").stat().st_size > 0
+    assert model.encoder.config == cfg.model_config()
+    assert model.threshold is not None and -1.0 <= model.threshold <= 1.0
+    split = model.info["split"]
+    assert len(split["test"]) == 4 and len(split["train"]) == 4
+    assert not set(split["test"]) & set(split["train"])
+    assert model.info["train_config"]["objective"] == "aam"
+    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "summary.json").read_text()) == summary
 
 
-def test_case_study_bce_runs_and_saves(corpus: Path, tmp_path: Path) -> None:
-    cfg = small(
+def test_case_study_bce_run_writes_a_loadable_encoder(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bce"
+    cfg = tiny(
         corpus,
-        tmp_path / "bce",
+        out,
         objective="bce",
         frontend="mfcc",
         arch="cnn2d",
+        distance="euclidean",
         steps=4,
         val_every=2,
-        distance="cosine",
-        optimizer="radam",
     )
-    summary = train(cfg)
-    assert [h["step"] for h in json.loads((tmp_path / "bce" / "history.json").read_text())] == [
-        2,
-        4,
-    ]
-    assert 0.0 <= summary["history"]["pair_acc"] <= 1.0
-    load_encoder(summary["best"])
+    summary = train(cfg, console=quiet())
+
+    assert [r["step"] for r in history(out)] == [2, 4]
+    last = summary["history"]
+    assert 0.0 <= last["pair_acc"] <= 1.0 and math.isfinite(last["loss"])
+    assert 0.0 <= last["acc2"] <= 1.0 and 0.0 <= last["eer"] <= 1.0
+    for name in ("best.safetensors", "last.pt", "history.json", "summary.json"):
+        assert (out / name).is_file(), name
+    model = load_encoder(out / "best.safetensors")
+    assert model.encoder.config == cfg.model_config()
+    # The shipped file is the encoder alone: no pair head inside.
+    assert all(k.startswith(("body.", "frontend.")) for k in model.encoder.state_dict())
+    with torch.no_grad():
+        assert model.encoder(torch.zeros(2, 48_000)).shape == (2, 16)
 
 
-def test_resume_continues(corpus: Path, tmp_path: Path) -> None:
-    train(small(corpus, tmp_path / "r", steps=4, val_every=2))
-    summary = train(small(corpus, tmp_path / "r", steps=6, val_every=2, resume=True))
-    steps = [h["step"] for h in json.loads((tmp_path / "r" / "history.json").read_text())]
-    assert steps == [2, 4, 6] and summary["history"]["step"] == 6
+@pytest.mark.parametrize("distance", ["cosine", "l1"])
+def test_bce_with_other_distances(corpus: Path, tmp_path: Path, distance: str) -> None:
+    cfg = tiny(
+        corpus, tmp_path, objective="bce", frontend="raw", arch="cnn1d", steps=1, distance=distance
+    )
+    summary = train(cfg, console=quiet())
+    assert math.isfinite(summary["history"]["loss"])
+
+
+def test_resume_continues_from_the_last_step(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny(corpus, out, steps=2), console=quiet())
+    first = history(out)
+    assert [r["step"] for r in first] == [1, 2]
+
+    log = quiet()
+    summary = train(tiny(corpus, out, steps=4, resume=True), console=log)
+
+    records = history(out)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert records[:2] == first  # the earlier history is carried over, not recomputed
+    assert summary["history"]["step"] == 4
+    assert "resumed at step 2" in log.file.getvalue()
+
+
+def test_resume_without_state_starts_fresh_and_without_flag_restarts(
+    corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "fresh"
+    train(tiny(corpus, out, steps=1, resume=True), console=quiet())  # nothing to resume
+    assert [r["step"] for r in history(out)] == [1]
+    train(tiny(corpus, out, steps=2), console=quiet())  # no --resume: from step 0 again
+    assert [r["step"] for r in history(out)] == [1, 2]
+
+
+def test_resume_refuses_a_state_of_another_model(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mismatch"
+    train(tiny(corpus, out, steps=1), console=quiet())
+    with pytest.raises(CheckpointError) as exc:
+        train(tiny(corpus, out, steps=2, channels=24, resume=True), console=quiet())
+    assert "cannot resume" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage" * 10], ids=["empty", "garbage"])
+def test_resume_refuses_a_damaged_state_file(corpus: Path, tmp_path: Path, content: bytes) -> None:
+    out = tmp_path / "damaged"
+    out.mkdir()
+    (out / "last.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        train(tiny(corpus, out, steps=1, resume=True), console=quiet())
 
 
 def test_same_seed_same_run(corpus: Path, tmp_path: Path) -> None:
-    a = train(small(corpus, tmp_path / "a", steps=3, val_every=3))["history"]
-    b = train(small(corpus, tmp_path / "b", steps=3, val_every=3))["history"]
-    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-    assert a["acc4"] == b["acc4"]
+    """On CPU two runs with one seed agree exactly: split, init, sampling and losses."""
+    a = train(tiny(corpus, tmp_path / "a", steps=2, val_every=2), console=quiet())
+    b = train(tiny(corpus, tmp_path / "b", steps=2, val_every=2), console=quiet())
+    c = train(tiny(corpus, tmp_path / "c", steps=2, val_every=2, seed=1), console=quiet())
+    assert a["split"] == b["split"]
+    assert a["history"]["loss"] == b["history"]["loss"]
+    assert a["history"]["eer"] == b["history"]["eer"]
+    assert a["history"]["loss"] != c["history"]["loss"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("resemblyzer") is None, reason="needs resemblyzer")
-def test_distillation_step_runs(corpus: Path, tmp_path: Path) -> None:
-    summary = train(
-        small(
-            corpus,
-            tmp_path / "d",
-            objective="distill",
-            steps=2,
-            val_every=2,
-            embedding_dim=256,
-            augment=True,
-            spec_augment=True,
-            mix_prob=0.5,
-        )
+def test_augmented_spec_augmented_run(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny(corpus, tmp_path, steps=1, augment=True, spec_augment=True, val_every=1)
+    assert math.isfinite(train(cfg, console=quiet())["history"]["loss"])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("resemblyzer") is None, reason="distill needs resemblyzer's weights"
+)
+@pytest.mark.parametrize("embedding_dim", [256, 16])  # straight into the embedding / projected
+def test_distill_runs(corpus: Path, tmp_path: Path, embedding_dim: int) -> None:
+    cfg = tiny(
+        corpus,
+        tmp_path,
+        objective="distill",
+        steps=1,
+        batch_size=2,
+        embedding_dim=embedding_dim,
+        aam_weight=0.1,
+        relation_weight=0.5,
+        mix_prob=0.5,
     )
-    assert 0.0 <= summary["history"]["distill"] <= 2.0
+    last = train(cfg, console=quiet())["history"]
+    assert 0.0 <= last["distill"] <= 2.0
+    assert math.isfinite(last["aam"]) and math.isfinite(last["relation"])
+    model = load_encoder(tmp_path / "best.safetensors")
+    assert model.encoder.config.embedding_dim == embedding_dim  # teacher and projection left out
 
 
-def test_bad_settings_are_refused(corpus: Path, tmp_path: Path) -> None:
-    for bad in ({"objective": "triplet"}, {"distance": "hamming"}, {"optimizer": "sgd"}):
-        with pytest.raises(DataError):
-            train(small(corpus, tmp_path / "x", **bad))
-    with pytest.raises(DataError):
-        train(small(corpus, tmp_path / "x", test_speakers=20))
+# ----------------------------------------------------------------------------- settings
 
 
-def test_spec_augment_masks() -> None:
-    import torch
+@pytest.mark.parametrize(
+    ("change", "text"),
+    [
+        ({"objective": "triplet"}, "unknown objective"),
+        ({"distance": "hamming"}, "unknown distance"),
+        ({"optimizer": "sgd"}, "unknown optimizer"),
+        ({"test_speakers": 9}, "hold out 9"),
+    ],
+)
+def test_bad_settings_are_refused(
+    corpus: Path, tmp_path: Path, change: dict[str, Any], text: str
+) -> None:
+    with pytest.raises(DataError) as exc:
+        train(tiny(corpus, tmp_path / "x", **change), console=quiet())
+    assert text in str(exc.value) and "\n" not in str(exc.value)
 
-    feats = torch.ones(4, 80, 300)
+
+def test_config_from_overrides_ignores_unset_options() -> None:
+    cfg = config_from_overrides(("a", "b"), steps=5, lr=None, nonsense=3, arch="cnn2d")
+    assert cfg.data == ("a", "b") and cfg.steps == 5 and cfg.arch == "cnn2d"
+    assert cfg.lr == TrainConfig(data=()).lr
+    assert cfg.model_config().arch == "cnn2d"
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    cfg = TrainConfig(data=(), steps=100, lr=1e-3)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+
+    def lr_at(step: int, elapsed: float = 0.0, c: TrainConfig = cfg) -> float:
+        _set_lr(opt, c, step, elapsed)
+        return opt.param_groups[0]["lr"]
+
+    lrs = [lr_at(s) for s in range(100)]
+    assert lrs[0] < 1e-6
+    assert max(lrs) == pytest.approx(1e-3, rel=0.01) and int(np.argmax(lrs)) == 5
+    assert all(x >= y for x, y in itertools.pairwise(lrs[5:]))  # monotone decay
+    assert lrs[-1] < 1e-5
+    timed = TrainConfig(data=(), steps=100, lr=1e-3, max_minutes=1.0)
+    assert lr_at(10, elapsed=60.0, c=timed) == pytest.approx(0.0, abs=1e-12)  # budget spent
+
+
+def test_spec_augment_masks_bands_and_spans() -> None:
+    feats = torch.ones(8, 80, 300)
     out = spec_augment(feats, torch.Generator().manual_seed(0))
-    assert out.shape == feats.shape and out.min() == 0.0 and out.mean() > 0.7
+    assert out.shape == feats.shape
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    # at most 2 bands of 10 and 2 spans of 20 per fragment are zeroed
+    kept = out.mean(dim=(1, 2))
+    assert (kept >= (1 - 20 / 80) * (1 - 40 / 300) - 1e-6).all() and (kept < 1).any()
+    again = spec_augment(feats, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
     raw = torch.ones(2, 1, 1000)
-    assert torch.equal(spec_augment(raw, torch.Generator()), raw)
+    assert torch.equal(spec_augment(raw, torch.Generator()), raw)  # raw waveforms pass through
