@@ -462,13 +462,18 @@ def evaluate_cmd(
     shots: Annotated[list[int], typer.Option("--shots", help="n of n-shot tasks.")] = [1, 5],  # noqa: B006
     trials: Annotated[int, typer.Option(help="Tasks per k.")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed of the tasks.")] = 0,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(help="More checkpoints scored on the same tasks (e.g. other front-ends)."),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Evaluate a model on unseen speakers: k-way accuracy, baselines, EER, plots."""
     from speakerid.evaluate import evaluate_model
 
+    others = [load_model(p) for p in compare or []]
     report = evaluate_model(
-        load_model(model), data, out_dir, speakers, max_way, shots, trials, seed
+        load_model(model), data, out_dir, speakers, max_way, shots, trials, seed, compare=others
     )
     if json_:
         print_json(report)
@@ -476,13 +481,21 @@ def evaluate_cmd(
     curve = report["kway"]["model, 1-shot"]
     knn = report["kway"]["MFCC-stats k-NN, 1-shot"]
     table = Table(title=f"{report['n_speakers']} speakers, {report['n_fragments']} fragments")
-    for col in ("k", "model 1-shot", "MFCC k-NN", "random"):
+    extra = [name for name in report["kway"] if name.endswith(", 1-shot")][1:-1]
+    for col in (
+        "k",
+        "model 1-shot",
+        *[n.removesuffix(", 1-shot") for n in extra],
+        "MFCC k-NN",
+        "random",
+    ):
         table.add_column(col, justify="right")
     for k in sorted(curve, key=int):
         if int(k) in (2, 4, 10, 20, 40) or k == max(curve, key=int):
             table.add_row(
                 str(k),
                 f"{curve[k]['accuracy']:.3f}",
+                *[f"{report['kway'][n][k]['accuracy']:.3f}" for n in extra],
                 f"{knn[k]['accuracy']:.3f}",
                 f"{report['random_baseline'][k]:.3f}",
             )

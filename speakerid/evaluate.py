@@ -852,8 +852,13 @@ def evaluate_model(
     seed: int = 0,
     device: str | None = None,
     tsne: bool = True,
+    compare: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Evaluate a loaded model (``model.LoadedModel``) on speakers of ``data``.
+
+    ``compare`` holds more loaded models (other front-ends, say) scored on exactly the same
+    fragments and 1-shot tasks, each with its own curve and verification result; the
+    speakers are chosen by ``model``'s split.
 
     ``speakers`` picks the checkpoint's held-out ``test`` (or ``val``) speakers, found in
     the corpora by id, or ``all`` speakers of the corpora (for corpora never trained on).
@@ -903,16 +908,28 @@ def evaluate_model(
             curves[f"model, {n}-shot {method}"] = kway_curve(
                 emb, frags.speakers, frags.recordings, ks_n, n, trials, method=method, rng=rng
             )
+    systems = {"model": emb}
+    for other in compare:
+        name = Path(other.path).stem
+        label = Path(other.path).parent.name if name == "best" else name
+        systems[label] = Embedder(other, device=device).embed_fragments(frags.waves)
+        curves[f"{label}, 1-shot"] = kway_curve(
+            systems[label], frags.speakers, frags.recordings, ks, 1, trials, rng=seed
+        )
     mfcc = mfcc_stats(frags.waves)
     curves["MFCC-stats k-NN, 1-shot"] = kway_curve(
-        mfcc, frags.speakers, frags.recordings, ks, 1, trials, "nearest", "euclidean", rng=rng
+        mfcc, frags.speakers, frags.recordings, ks, 1, trials, "nearest", "euclidean", rng=seed
     )
-    scores, labels = verification_trials(emb, frags.speakers, frags.recordings, rng=rng)
+    trials_by_system = {
+        label: verification_trials(e, frags.speakers, frags.recordings, rng=seed)
+        for label, e in systems.items()
+    }
+    scores, labels = trials_by_system["model"]
     verification = verification_summary(scores, labels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_kway_curve(curves, out / "kway.png", reference=CASE_STUDY_KWAY)
-    plot_det({"model": (scores, labels)}, out / "det.png")
+    plot_det(trials_by_system, out / "det.png")
     if tsne:
         plot_tsne(emb, frags.speakers, out / "tsne.png")
     report = report_json(
@@ -925,6 +942,13 @@ def evaluate_model(
             "random_baseline": {k: random_baseline(k) for k in ks},
             "kway": curves,
             "verification_fragments": verification,
+            "compared": {
+                label: {
+                    "model": str(m.path),
+                    "verification_fragments": verification_summary(*trials_by_system[label]),
+                }
+                for label, m in zip(list(systems)[1:], compare, strict=True)
+            },
         }
     )
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -522,12 +522,18 @@ def test_train_and_evaluate_commands(runner, tmp_path: Path) -> None:
             str(tmp_path / "ev"),
             "--trials",
             "50",
+            "--compare",
+            str(out / "best.safetensors"),
             "--json",
         ],
     )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert report["n_speakers"] == 3 and "MFCC-stats k-NN, 1-shot" in report["kway"]
+    # the compared checkpoint (here the same one) answers the very same tasks
+    assert report["kway"]["run, 1-shot"] == report["kway"]["model, 1-shot"]
+    compared = report["compared"]["run"]["verification_fragments"]
+    assert compared == report["verification_fragments"]
     for name in ("kway.png", "det.png", "tsne.png"):
         assert (tmp_path / "ev" / name).stat().st_size > 0
     res = runner.invoke(app, ["train", str(tmp_path / "missing"), "--out", str(out)])
