@@ -319,6 +319,18 @@ def cmd_verify(args: argparse.Namespace) -> dict:
     notes["fragments"] = f"{len(frags)} fragments of {len(speakers)} speakers, all pairs"
 
     # Utterance level: each trimmed recording cut into a first and a second half.
+    def embed_recordings(what: str, waves: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Each already-trimmed wave as one recording, by both systems."""
+        return {
+            ours: timed(
+                f"shipped {what}",
+                lambda: np.stack([embedder.embed_waveform(w, trim=False) for w in waves]),
+            ),
+            "Resemblyzer": timed(
+                f"Resemblyzer {what}", lambda: np.stack([resemblyzer.utterance(w) for w in waves])
+            ),
+        }
+
     halves, owner = [], []
     for spk, waves in zip(bank.speakers, bank.waves, strict=True):
         for wav in waves:
@@ -326,15 +338,7 @@ def cmd_verify(args: argparse.Namespace) -> dict:
             halves += [wav[:mid], wav[mid:]]
             owner += [spk, spk]
     seconds = np.array([len(h) / SAMPLE_RATE for h in halves])
-    utt_emb = {
-        ours: timed(
-            "shipped halves",
-            lambda: np.stack([embedder.embed_waveform(h, trim=False) for h in halves]),
-        ),
-        "Resemblyzer": timed(
-            "Resemblyzer halves", lambda: np.stack([resemblyzer.utterance(h) for h in halves])
-        ),
-    }
+    utt_emb = embed_recordings("halves", halves)
     trials["utterances"] = {label: utterance_trials(x, owner) for label, x in utt_emb.items()}
     notes["utterances"] = (
         f"{len(halves)} halves of {len(halves) // 2} recordings, {seconds.min():.1f}-"
@@ -349,15 +353,7 @@ def cmd_verify(args: argparse.Namespace) -> dict:
     files, wavs = [f for f, _ in kept], [w for _, w in kept]
     actor = [f.parent.name for f in files]
     statement = np.array([f.stem.split("-")[4] for f in files])
-    rav_emb = {
-        ours: timed(
-            "shipped RAVDESS",
-            lambda: np.stack([embedder.embed_waveform(w, trim=False) for w in wavs]),
-        ),
-        "Resemblyzer": timed(
-            "Resemblyzer RAVDESS", lambda: np.stack([resemblyzer.utterance(w) for w in wavs])
-        ),
-    }
+    rav_emb = embed_recordings("RAVDESS", wavs)
     trials["ravdess"] = {label: utterance_trials(x, actor) for label, x in rav_emb.items()}
     # The same trials with the two speakers of a pair saying different sentences only.
     i, j = np.triu_indices(len(files), k=1)
