@@ -93,8 +93,3 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
             f"the shipped model is missing ({default}); reinstall speakerid or pass --model"
         )
     return load_encoder(default, expected_sha256=DEFAULT_MODEL_SHA256)
-
-
-def cosine_scores(query: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Cosine similarity of a unit ``(D,)`` query against unit rows ``(N, D)`` -> ``(N,)``."""
-    return matrix @ query
