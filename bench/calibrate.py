@@ -22,7 +22,7 @@ import numpy as np
 from speakerid.audio import SAMPLE_RATE
 from speakerid.data import AudioBank, scan_corpora
 from speakerid.embed import Embedder
-from speakerid.evaluate import _match_speakers, eer
+from speakerid.evaluate import eer, match_speakers
 from speakerid.model import load_encoder, save_encoder
 
 
@@ -37,7 +37,7 @@ def main() -> None:
 
     model = load_encoder(args.checkpoint)
     recordings = scan_corpora(args.data)
-    speakers = _match_speakers(model.info["split"]["val"], sorted({r.speaker for r in recordings}))
+    speakers = match_speakers(model.info["split"]["val"], sorted({r.speaker for r in recordings}))
     bank = AudioBank.load(recordings, speakers)
     embedder = Embedder(model, device="cpu")
     piece = int(args.piece_seconds * SAMPLE_RATE)

@@ -450,6 +450,63 @@ def train_cmd(
     out.print(f"[green]best checkpoint[/green] {summary['best']}  (last validation: {shown})")
 
 
+@command("whiten")
+def whiten_cmd(
+    model: Annotated[
+        Path, typer.Argument(help="Checkpoint to whiten (.safetensors).", show_default=False)
+    ],
+    data: DataDirs,
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Where to write the whitened checkpoint.")
+    ] = Path("whitened.safetensors"),
+    shrinkage: Annotated[
+        list[float] | None,
+        _opt("Candidate shrinkages (repeat); the validation speakers choose.", "--shrinkage"),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    json_: JsonOpt = False,
+) -> None:
+    """Fit a WCCN back-end on a checkpoint's training speakers and write a new checkpoint.
+
+    DATA must hold the corpora the checkpoint was trained on (its recorded split names the
+    speakers). The threshold is reset to the validation speakers' fragment EER point.
+    """
+    from speakerid.model import save_encoder
+    from speakerid.train import WHITEN_SHRINKAGE, fit_whitening
+
+    if out_path.exists() and not force:
+        fail(f"{out_path} exists; pass --force to overwrite it")
+    loaded = load_model(model)
+    encoder, report = fit_whitening(
+        loaded, [str(d) for d in data], tuple(shrinkage or WHITEN_SHRINKAGE), device
+    )
+    chosen = report["validation"].get(str(report["shrinkage"]), {})
+    threshold = chosen.get("threshold", loaded.threshold)
+    info = {k: v for k, v in loaded.info.items() if k != "calibration"}  # stale once whitened
+    info["whitening"] = report
+    try:
+        save_encoder(encoder, out_path, threshold=threshold, info=info)
+    except OSError as exc:
+        fail(f"{out_path}: cannot write ({exc.strerror or exc})")
+    if json_:
+        print_json({"out": str(out_path), **report})
+        return
+    table = Table(title=f"validation ({report['validation_speakers']} speakers)")
+    metrics = [k for k in next(iter(report["validation"].values()), {}) if k != "threshold"]
+    for col in ("shrinkage", *metrics):
+        table.add_column(col, justify="right")
+    for label, values in report["validation"].items():
+        mark = " *" if label == str(report["shrinkage"]) else ""
+        table.add_row(label + mark, *[f"{values[m]:.3f}" for m in metrics])
+    if report["validation"]:
+        out.print(table)
+    out.print(
+        f"[green]whitened[/green] on {report['speakers']} training speakers "
+        f"({report['fragments']} fragments), shrinkage {report['shrinkage']}: {out_path}"
+    )
+
+
 @command("evaluate")
 def evaluate_cmd(
     data: DataDirs,

@@ -828,7 +828,7 @@ def report_json(results: Mapping[str, Any]) -> dict[str, Any]:
 SPEAKER_SETS = ("test", "val", "all")
 
 
-def _match_speakers(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+def match_speakers(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
     """Map a checkpoint's speaker ids onto a corpus's, ignoring ``corpus:`` qualifiers."""
     tail = {a.rsplit(":", 1)[-1]: a for a in available}
     have = set(available)
@@ -883,7 +883,7 @@ def evaluate_model(
                 f"the model records no {speakers!r} speakers; use --speakers all on a corpus "
                 "it was not trained on"
             )
-        chosen = _match_speakers(listed, available)
+        chosen = match_speakers(listed, available)
         if len(chosen) < 2:
             raise DataError(
                 f"only {len(chosen)} of the model's {len(listed)} {speakers} speakers are in "

@@ -42,6 +42,7 @@ class ModelConfig:
     n_mels: int = 80  # fbank mel bands
     n_mfcc: int = 32  # MFCC coefficients
     stem_stride: int = 2  # ecapa_lite: frames the stem skips (2: 20 ms, 3: 30 ms resolution)
+    whiten: bool = False  # end with a fitted ``Whitening`` (see ``train.fit_whitening``)
     fragment_samples: int = FRAGMENT_SAMPLES  # input length the encoder is built for
 
     @classmethod
@@ -59,7 +60,7 @@ class ModelConfig:
                 raise CheckpointError(
                     f"checkpoint config field {name}={value!r} is not a {type(default).__name__}"
                 )
-            if isinstance(value, int) and value <= 0:
+            if type(value) is int and value <= 0:
                 raise CheckpointError(f"checkpoint config field {name}={value!r} must be positive")
         return cls(**data)
 
@@ -200,10 +201,29 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 }
 
 
+class Whitening(nn.Module):
+    """Within-speaker covariance normalisation (WCCN) of the body's embedding.
+
+    ``(e / |e| - mean) @ matrix``: a fixed affine map, fitted on training speakers by
+    ``train.fit_whitening`` (identity until then), that shrinks the directions in which one
+    speaker's fragments vary (what is said, the room, the noise), so that cosine scores weigh
+    the directions that tell speakers apart.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("matrix", torch.eye(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (F.normalize(x.float(), dim=-1) - self.mean) @ self.matrix
+
+
 class Encoder(nn.Module):
     """Front-end + body: ``(batch, fragment_samples)`` 16 kHz audio -> ``(batch, embedding_dim)``.
 
-    The output is not normalised; ``embed.py`` L2-normalises for scoring.
+    With ``config.whiten`` the body's output goes through a ``Whitening``. The output is not
+    normalised; ``embed.py`` L2-normalises for scoring.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -217,9 +237,11 @@ class Encoder(nn.Module):
         self.config = cfg
         self.frontend = FRONTENDS[cfg.frontend](cfg)
         self.body = ARCHITECTURES[cfg.arch](self.frontend.n_features, cfg)
+        self.whitening = Whitening(cfg.embedding_dim) if cfg.whiten else None
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.body(self.frontend(wav))
+        emb = self.body(self.frontend(wav))
+        return emb if self.whitening is None else self.whitening(emb)
 
 
 # ---------------------------------------------------------------- distances

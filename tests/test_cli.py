@@ -12,6 +12,9 @@ import pytest
 import soundfile as sf
 from conftest import SR, VOICES, synth_voice, write_wav
 
+from speakerid.model import load_encoder
+from speakerid.train import WHITEN_SHRINKAGE
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -538,3 +541,33 @@ def test_train_and_evaluate_commands(runner, tmp_path: Path) -> None:
         assert (tmp_path / "ev" / name).stat().st_size > 0
     res = runner.invoke(app, ["train", str(tmp_path / "missing"), "--out", str(out)])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+    # whiten: a new checkpoint with the back-end, fitted on the run's training speakers
+    whitened = tmp_path / "whitened.safetensors"
+    argv = ["whiten", str(out / "best.safetensors"), str(tmp_path / "corpus"), "--out"]
+    res = ok(runner.invoke(app, [*argv, str(whitened), "--json"]))
+    report = as_json(res)
+    assert report["speakers"] == 2 and report["fragments"] >= 4
+    assert report["shrinkage"] in WHITEN_SHRINKAGE
+    model = load_encoder(whitened)
+    assert model.encoder.config.whiten and model.info["whitening"]["method"] == "wccn"
+    before = whitened.read_bytes()
+    error(runner.invoke(app, [*argv, str(whitened)]), "exists", "--force")
+    assert whitened.read_bytes() == before
+    res = ok(runner.invoke(app, [*argv, str(whitened), "--force", "--shrinkage", "0.5"]))
+    assert "whitened on 2 training speakers" in res.stdout
+    assert load_encoder(whitened).info["whitening"]["shrinkage"] == 0.5
+    error(runner.invoke(app, [*argv, str(whitened), "--force", "--shrinkage", "0"]), "positive")
+    error(
+        runner.invoke(app, [*argv[:2], str(tmp_path / "missing"), "--out", str(tmp_path / "w")]),
+        "missing",
+    )
+    assert not (tmp_path / "w").exists()
+
+
+def test_whiten_needs_a_checkpoint_with_a_split(runner, model_path: Path, tmp_path: Path) -> None:
+    from speakerid.cli import app
+
+    argv = ["whiten", str(model_path), str(tmp_path), "--out", str(tmp_path / "w.safetensors")]
+    error(runner.invoke(app, argv), "records no training speakers")
+    assert not (tmp_path / "w.safetensors").exists()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from conftest import VOICES, synth_voice
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -115,6 +116,38 @@ def test_model_config_from_dict() -> None:
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.__dict__))) == cfg
     with pytest.raises(CheckpointError, match="unknown fields"):
         ModelConfig.from_dict({**cfg.__dict__, "depth": 3})
+
+
+def test_whitening_is_an_affine_map_of_the_unit_embedding() -> None:
+    plain = small_encoder()
+    whitened = small_encoder(whiten=True)
+    whitened.load_state_dict(
+        {**plain.state_dict(), **whitened.whitening.state_dict(prefix="whitening.")}
+    )
+    wav = waves(3)
+    with torch.no_grad():
+        unit = F.normalize(plain(wav), dim=-1)
+        assert torch.allclose(whitened(wav), unit, atol=1e-6)  # identity until fitted
+        mean = torch.randn(SMALL["embedding_dim"]) * 0.1
+        matrix = torch.randn(SMALL["embedding_dim"], SMALL["embedding_dim"])
+        whitened.whitening.mean.copy_(mean)
+        whitened.whitening.matrix.copy_(matrix)
+        assert torch.allclose(whitened(wav), (unit - mean) @ matrix, atol=1e-5)
+    # The fitted map is part of the encoder's state: it is saved and strictly loaded.
+    assert {"whitening.mean", "whitening.matrix"} <= set(whitened.state_dict())
+    with pytest.raises(RuntimeError, match="whitening"):
+        plain.load_state_dict(whitened.state_dict(), strict=True)
+
+
+def test_whitened_checkpoint_round_trip(tmp_path: Path) -> None:
+    encoder = small_encoder(whiten=True)
+    encoder.whitening.matrix.mul_(2.0)
+    save_encoder(encoder, tmp_path / "w.safetensors")
+    loaded = load_encoder(tmp_path / "w.safetensors").encoder
+    assert loaded.config.whiten
+    assert torch.equal(loaded.whitening.matrix, encoder.whitening.matrix)
+    with torch.no_grad():
+        assert torch.allclose(loaded(waves(2)), encoder(waves(2)), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- distances
@@ -291,7 +324,16 @@ def test_damaged_metadata(ckpt: Path, tmp_path: Path, change: dict[str, str | No
     assert_one_line(exc)
 
 
-@pytest.mark.parametrize("change", [{"channels": "wide"}, {"embedding_dim": 1.5}, {"channels": -1}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"channels": "wide"},
+        {"embedding_dim": 1.5},
+        {"channels": -1},
+        {"whiten": 1},
+        {"stem_stride": True},
+    ],
+)
 def test_config_values_of_the_wrong_type(
     ckpt: Path, tmp_path: Path, change: dict[str, object]
 ) -> None:

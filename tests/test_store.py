@@ -76,8 +76,22 @@ def test_valid_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "a" * 65, " alice", "alice ", ".", "..", "a/b", "../etc", "a\\b", "a\nb", "a\tb",
-     "nul\x00", "semi;colon", "star*"],
+    [
+        "",
+        "a" * 65,
+        " alice",
+        "alice ",
+        ".",
+        "..",
+        "a/b",
+        "../etc",
+        "a\\b",
+        "a\nb",
+        "a\tb",
+        "nul\x00",
+        "semi;colon",
+        "star*",
+    ],
 )
 def test_invalid_names(name: str) -> None:
     with pytest.raises(InvalidNameError):
@@ -402,8 +416,14 @@ def test_faiss_backend_used_when_available(store_path: Path, monkeypatch) -> Non
 
 def test_speaker_folders_layouts(tmp_path: Path) -> None:
     root = tmp_path / "corpus"
-    for rel in ["19/198/19-198-0001.flac", "19/198/19-198-0002.flac", "26/26-1.wav",
-                "26/notes.txt", ".cache/x.wav", "27/.hidden/y.wav"]:
+    for rel in [
+        "19/198/19-198-0001.flac",
+        "19/198/19-198-0002.flac",
+        "26/26-1.wav",
+        "26/notes.txt",
+        ".cache/x.wav",
+        "27/.hidden/y.wav",
+    ]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"")
     found = speaker_folders(root)
