@@ -250,12 +250,14 @@ def identify_cmd(
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """1:N: who is speaking in each FILE? 'unknown' when no one scores above threshold."""
+    """1:N: who is speaking in each FILE? 'unknown' when no one scores above threshold.
+
+    With --json: a list with one object per FILE, in the order given (even for one FILE).
+    """
     with SpeakerStore(store) as db:
         results = identify(db, _embedder(model), files, threshold, top)
     if json_:
-        data = [asdict(r) for r in results]
-        print_json(data[0] if len(data) == 1 else data)
+        print_json([asdict(r) for r in results])
         return
     for result in results:
         best = f"[green]{result.best}[/green]" if result.best else "[yellow]unknown[/yellow]"
