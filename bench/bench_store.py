@@ -93,17 +93,20 @@ def bench_size(
 
         def search(q: np.ndarray, k: int) -> list:  # the same ranking code, no SQLite
             scores, idx = _top_k(np.atleast_2d(q) @ matrix.T, k)
-            return [[(names[j], s) for s, j in zip(sr, ir, strict=True)] for sr, ir in
-                    zip(scores, idx, strict=True)]
+            return [
+                [(names[j], s) for s, j in zip(sr, ir, strict=True)]
+                for sr, ir in zip(scores, idx, strict=True)
+            ]
 
     row["search_ms"] = 1e3 * median_seconds(lambda: search(queries[0], args.top), args.repeats)
     batch_repeats = max(3, args.repeats // 5)
-    row["batch_ms"] = 1e3 * median_seconds(
-        lambda: search(queries, args.top), batch_repeats
-    ) / len(queries)
+    row["batch_ms"] = (
+        1e3 * median_seconds(lambda: search(queries, args.top), batch_repeats) / len(queries)
+    )
     mat = vectors
-    row["matmul_ms"] = 1e3 * median_seconds(lambda: _top_k((mat @ queries[0])[None], args.top),
-                                            args.repeats)
+    row["matmul_ms"] = 1e3 * median_seconds(
+        lambda: _top_k((mat @ queries[0])[None], args.top), args.repeats
+    )
     row["path"] = "SQLite store" if store is not None else "in-memory matrix only"
     if store is not None:
         store.close()
@@ -138,8 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=5, help="candidates per query")
     parser.add_argument("--repeats", type=int, default=30, help="timed single searches")
     parser.add_argument("--batch", type=int, default=100, help="queries in the batch search")
-    parser.add_argument("--sqlite-max", type=int, default=10**6,
-                        help="larger sizes skip SQLite and time the in-memory search only")
+    parser.add_argument(
+        "--sqlite-max",
+        type=int,
+        default=10**6,
+        help="larger sizes skip SQLite and time the in-memory search only",
+    )
     parser.add_argument("--numpy-only", action="store_true", help="do not use faiss")
     parser.add_argument("--workdir", type=Path, default=None, help="where the stores go")
     parser.add_argument("--out", default="docs/store-benchmark.md", help="markdown file or -")

@@ -212,9 +212,7 @@ def validate_name(name: str) -> str:
     if not 1 <= len(name) <= NAME_MAX_CHARS:
         raise InvalidNameError(f"speaker name {shown}: must be 1 to {NAME_MAX_CHARS} characters")
     if not _NAME_CHARS.fullmatch(name):
-        raise InvalidNameError(
-            f"speaker name {shown}: use only letters, digits, spaces and . _ -"
-        )
+        raise InvalidNameError(f"speaker name {shown}: use only letters, digits, spaces and . _ -")
     if name != name.strip(" "):
         raise InvalidNameError(f"speaker name {shown}: must not start or end with a space")
     if set(name) == {"."}:
@@ -613,9 +611,12 @@ class SpeakerStore:
         self, conn: sqlite3.Connection, speaker_id: int, dim: int
     ) -> tuple[np.ndarray, int]:
         """Pooled vector and count of a speaker's recordings, read inside the transaction."""
-        blobs = [r[0] for r in conn.execute(
-            "SELECT embedding FROM recordings WHERE speaker_id = ?", (speaker_id,)
-        )]
+        blobs = [
+            r[0]
+            for r in conn.execute(
+                "SELECT embedding FROM recordings WHERE speaker_id = ?", (speaker_id,)
+            )
+        ]
         return pool(self._decode(blobs, dim)), len(blobs)
 
     def add_vectors(
@@ -701,8 +702,10 @@ class SpeakerStore:
         buf = b"".join(blobs)
         if dim <= 0 or len(buf) != len(blobs) * dim * _VECTOR_DTYPE.itemsize:
             raise StoreError(f"{self.path}: damaged store (a vector has the wrong size)")
-        return np.frombuffer(buf, dtype=_VECTOR_DTYPE).reshape(len(blobs), dim).astype(
-            np.float32, copy=False
+        return (
+            np.frombuffer(buf, dtype=_VECTOR_DTYPE)
+            .reshape(len(blobs), dim)
+            .astype(np.float32, copy=False)
         )
 
     def __len__(self) -> int:
@@ -721,9 +724,11 @@ class SpeakerStore:
     def speakers(self) -> list[SpeakerSummary]:
         """All enrolled speakers, sorted by name."""
         with self._db_errors():
-            rows = self._reader().execute(
-                "SELECT name, n_recordings, created, updated FROM speakers ORDER BY name"
-            ).fetchall()
+            rows = (
+                self._reader()
+                .execute("SELECT name, n_recordings, created, updated FROM speakers ORDER BY name")
+                .fetchall()
+            )
         return [SpeakerSummary(*row) for row in rows]
 
     def recordings(self, name: str) -> list[str]:
@@ -743,9 +748,11 @@ class SpeakerStore:
     def vector(self, name: str) -> np.ndarray:
         """A speaker's pooled ``(D,)`` unit vector; ``UnknownSpeakerError`` if absent."""
         with self._db_errors():
-            row = self._reader().execute(
-                "SELECT vector FROM speakers WHERE name = ?", (name,)
-            ).fetchone()
+            row = (
+                self._reader()
+                .execute("SELECT vector FROM speakers WHERE name = ?", (name,))
+                .fetchone()
+            )
         if row is None:
             raise self._unknown(name)
         return self._decode([row[0]], self.embedding_dim)[0]
@@ -892,7 +899,11 @@ def enroll(
     store.check_model(fingerprint, dim, source)  # fail before the slow part
     embeddings = np.stack([_embed(embedder, p) for p in paths]) if paths else np.zeros((0, dim))
     return store.add_recordings(
-        name, [str(p) for p in paths], embeddings, fingerprint=fingerprint, source=source,
+        name,
+        [str(p) for p in paths],
+        embeddings,
+        fingerprint=fingerprint,
+        source=source,
         replace=replace,
     )
 
@@ -975,7 +986,11 @@ def enroll_directory(
         if good:
             enrolled.append(
                 store.add_recordings(
-                    name, good, np.stack(vectors), fingerprint=fingerprint, source=source,
+                    name,
+                    good,
+                    np.stack(vectors),
+                    fingerprint=fingerprint,
+                    source=source,
                     replace=replace,
                 )
             )
