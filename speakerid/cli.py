@@ -383,12 +383,14 @@ def train_cmd(
         str | None, _opt("bce (case study) | aam | distill.", "--objective")
     ] = None,
     frontend: Annotated[
-        str | None, _opt("raw | mfcc | fbank | ge2e | vggish.", "--frontend")
+        str | None, _opt("raw | mfcc | fbank | powermel | ge2e | vggish.", "--frontend")
     ] = None,
-    arch: Annotated[str | None, _opt("cnn1d | cnn2d | ecapa_lite.", "--arch")] = None,
+    arch: Annotated[str | None, _opt("cnn1d | cnn2d | ecapa_lite | lstm.", "--arch")] = None,
     embedding_dim: Annotated[int | None, _opt("Embedding size.", "--embedding-dim")] = None,
     channels: Annotated[int | None, _opt("Width of the encoder body.", "--channels")] = None,
-    stem_stride: Annotated[int | None, _opt("ecapa_lite stem stride.", "--stem-stride")] = None,
+    stem_stride: Annotated[
+        int | None, _opt("ecapa_lite stem stride; powermel frames per step.", "--stem-stride")
+    ] = None,
     distance: Annotated[str | None, _opt("bce: euclidean | cosine | l1.", "--distance")] = None,
     steps: Annotated[int | None, _opt("Optimiser steps.", "--steps")] = None,
     batch_size: Annotated[int | None, _opt("Fragments or pairs per step.", "--batch-size")] = None,
@@ -425,6 +427,10 @@ def train_cmd(
         bool | None, typer.Option("--spec-augment/--no-spec-augment", help="Mask features.")
     ] = None,
     mix_prob: Annotated[float | None, _opt("distill: overlaid-voice share.", "--mix-prob")] = None,
+    init_teacher: Annotated[
+        bool | None,
+        typer.Option("--init-teacher/--no-init-teacher", help="distill, lstm: start from GE2E."),
+    ] = None,
     seed: Annotated[int | None, _opt("Random seed (splits, sampling, init).", "--seed")] = None,
     device: Annotated[
         str | None, _opt("cpu | cuda (default: cuda if present).", "--device")

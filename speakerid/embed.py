@@ -19,7 +19,7 @@ from speakerid.model import LoadedModel, load_encoder
 PACKAGE_MODEL = Path(__file__).parent / "_models" / "default.safetensors"  # in a wheel
 REPO_MODEL = Path(__file__).parent.parent / "models" / "default.safetensors"  # in a checkout
 # sha256 of models/default.safetensors; the shipped model refuses to load if it differs.
-DEFAULT_MODEL_SHA256 = "3daf10e39d74a6343544f04a0d4697feea5bf212928d5aa2ce93678f8b0841f3"
+DEFAULT_MODEL_SHA256 = "85b8085054bba648114bbb3cf5ef4a8f5d49572bf53e111c62689ff2b0745a5c"
 
 
 def default_model_path() -> Path:

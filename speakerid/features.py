@@ -30,6 +30,11 @@ FBANK_HOP = 160  # 10 ms
 FBANK_F_MIN = 20.0
 FBANK_F_MAX = 7_600.0
 
+POWERMEL_N_MELS = 40  # Resemblyzer's GE2E input: 40-band power mel (not log)
+POWERMEL_WIN = 400  # 25 ms, also the FFT size
+POWERMEL_HOP = 160  # 10 ms
+POWERMEL_TARGET_DBFS = -30.0  # Resemblyzer raises quieter audio to this level first
+
 
 class RawFrontend(nn.Module):
     """Waveform subsampled to 4 kHz, as the case study fed its 1-D CNN: (B, 1, 12000)."""
@@ -109,3 +114,55 @@ class FbankFrontend(nn.Module):
 
     def frames(self, samples: int) -> int:
         return 1 + samples // FBANK_HOP
+
+
+class PowerMel(nn.Module):
+    """Resemblyzer's GE2E input: ``(B, samples)`` -> ``(B, frames, 40)`` power mel.
+
+    Quieter audio is first raised to -30 dBFS (Resemblyzer's ``normalize_volume`` with
+    ``increase_only``); 25-ms windows every 10 ms, Slaney mel scale and normalisation.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mel = T.MelSpectrogram(
+            sample_rate=SAMPLE_RATE,
+            n_fft=POWERMEL_WIN,
+            hop_length=POWERMEL_HOP,
+            n_mels=POWERMEL_N_MELS,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        rms = wav.float().pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-8)
+        gain_db = (POWERMEL_TARGET_DBFS - 20.0 * torch.log10(rms)).clamp_min(0.0)
+        wav = wav * torch.pow(10.0, gain_db / 20.0)
+        return self.mel(wav.float()).transpose(1, 2)
+
+
+class PowerMelFrontend(nn.Module):
+    """``PowerMel`` with ``stack`` consecutive frames side by side: (B, 40 * stack, 301 // stack).
+
+    Stacking cuts the steps a recurrent body runs (3: one step per 30 ms) without dropping
+    frames; the tail frames that do not fill a step are left out.
+    """
+
+    def __init__(self, stack: int = 1) -> None:
+        super().__init__()
+        self.stack = stack
+        self.n_features = POWERMEL_N_MELS * stack
+        self.power_mel = PowerMel()
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        mels = self.power_mel(wav)  # (B, frames, 40)
+        batch, frames, n_mels = mels.shape
+        steps = frames // self.stack
+        x = mels[:, : steps * self.stack].reshape(batch, steps, n_mels * self.stack)
+        return x.transpose(1, 2)
+
+    def frames(self, samples: int) -> int:
+        return (1 + samples // POWERMEL_HOP) // self.stack

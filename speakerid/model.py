@@ -26,7 +26,7 @@ from torch import nn
 
 from speakerid.audio import FRAGMENT_SAMPLES
 from speakerid.errors import CheckpointError
-from speakerid.features import FbankFrontend, MFCCFrontend, RawFrontend
+from speakerid.features import FbankFrontend, MFCCFrontend, PowerMelFrontend, RawFrontend
 
 CHECKPOINT_FORMAT = "speakerid-encoder/1"
 
@@ -35,13 +35,15 @@ CHECKPOINT_FORMAT = "speakerid-encoder/1"
 class ModelConfig:
     """Everything needed to rebuild an encoder; saved inside every checkpoint."""
 
-    frontend: str = "fbank"  # input representation: raw | mfcc | fbank | ge2e | vggish
-    arch: str = "ecapa_lite"  # encoder body: cnn1d | cnn2d | ecapa_lite
+    frontend: str = "fbank"  # input representation: raw | mfcc | fbank | powermel | ge2e | vggish
+    arch: str = "ecapa_lite"  # encoder body: cnn1d | cnn2d | ecapa_lite | lstm
     embedding_dim: int = 192  # size of the embedding the encoder outputs
     channels: int = 192  # width of the body (ecapa_lite) or of its last conv block (cnn*)
     n_mels: int = 80  # fbank mel bands
     n_mfcc: int = 32  # MFCC coefficients
-    stem_stride: int = 2  # ecapa_lite: frames the stem skips (2: 20 ms, 3: 30 ms resolution)
+    stem_stride: int = 2  # ecapa_lite: frames the stem skips (2: 20 ms, 3: 30 ms resolution);
+    # powermel: frames stacked into one step
+    lstm_layers: int = 3  # lstm: recurrent layers
     whiten: bool = False  # end with a fitted ``Whitening`` (see ``train.fit_whitening``)
     fragment_samples: int = FRAGMENT_SAMPLES  # input length the encoder is built for
 
@@ -78,6 +80,7 @@ FRONTENDS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "raw": lambda cfg: RawFrontend(),
     "mfcc": lambda cfg: MFCCFrontend(cfg.n_mfcc),
     "fbank": lambda cfg: FbankFrontend(cfg.n_mels),
+    "powermel": lambda cfg: PowerMelFrontend(cfg.stem_stride),
     "ge2e": _lazy("speakerid.pretrained", "GE2EFrontend"),
     "vggish": _lazy("speakerid.pretrained", "VGGishFrontend"),
 }
@@ -194,10 +197,28 @@ class EcapaLite(nn.Module):
         return self.embed(self.bn_pool(self.pool(x)))
 
 
+class LSTMBody(nn.Module):
+    """GE2E's shape: an LSTM over the frames, its last hidden state, linear, ReLU.
+
+    The shape of Resemblyzer's encoder (3 x 256 channels, 256-d output), so that a distilled
+    student can start from the teacher's weights (``pretrained.init_from_ge2e``).
+    """
+
+    def __init__(self, n_features: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(n_features, cfg.channels, cfg.lstm_layers, batch_first=True)
+        self.linear = nn.Linear(cfg.channels, cfg.embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (hidden, _) = self.lstm(x.transpose(1, 2))  # (B, F, T) -> steps along T
+        return F.relu(self.linear(hidden[-1]))
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "cnn1d": CNN1d,
     "cnn2d": CNN2d,
     "ecapa_lite": EcapaLite,
+    "lstm": LSTMBody,
 }
 
 

@@ -29,24 +29,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchaudio.transforms as T
 from torch import nn
 
 from speakerid.audio import SAMPLE_RATE
-from speakerid.errors import CheckpointError
+from speakerid.errors import CheckpointError, DataError
+from speakerid.features import POWERMEL_HOP, POWERMEL_N_MELS, PowerMel
 
 if TYPE_CHECKING:
     from speakerid.model import ModelConfig
 
-GE2E_N_MELS = 40  # mel bands of Resemblyzer's (non-log) mel spectrogram
-GE2E_WIN = 400  # 25 ms
-GE2E_HOP = 160  # 10 ms
+GE2E_N_MELS = POWERMEL_N_MELS  # Resemblyzer's input: 40-band power mel, 25 ms / 10 ms
+GE2E_HOP = POWERMEL_HOP
 GE2E_HIDDEN = 256
 GE2E_LAYERS = 3
 GE2E_DIM = 256
 GE2E_PARTIAL_FRAMES = 160  # 1.6 s partial utterances
 GE2E_PARTIAL_STEP = 77  # frames between partials at Resemblyzer's default rate of 1.3/s
-GE2E_TARGET_DBFS = -30.0  # Resemblyzer raises quieter audio to this level
 GE2E_WEIGHTS_ENV = "SPEAKERID_GE2E_WEIGHTS"
 
 
@@ -74,17 +72,7 @@ class GE2E(nn.Module):
     def __init__(self, weights: str | Path | None = None, step: int = GE2E_PARTIAL_STEP) -> None:
         super().__init__()
         self.step = step
-        self.mel = T.MelSpectrogram(
-            sample_rate=SAMPLE_RATE,
-            n_fft=GE2E_WIN,
-            hop_length=GE2E_HOP,
-            n_mels=GE2E_N_MELS,
-            power=2.0,
-            center=True,
-            pad_mode="constant",
-            norm="slaney",
-            mel_scale="slaney",
-        )
+        self.power_mel = PowerMel()
         self.lstm = nn.LSTM(GE2E_N_MELS, GE2E_HIDDEN, GE2E_LAYERS, batch_first=True)
         self.linear = nn.Linear(GE2E_HIDDEN, GE2E_DIM)
         self.load_weights(weights if weights is not None else ge2e_weights_path())
@@ -114,10 +102,7 @@ class GE2E(nn.Module):
 
     def mels(self, wav: torch.Tensor) -> torch.Tensor:
         """``(B, samples)`` -> ``(B, frames, 40)`` power mel, after Resemblyzer's gain rule."""
-        rms = wav.float().pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-8)
-        gain_db = (GE2E_TARGET_DBFS - 20.0 * torch.log10(rms)).clamp_min(0.0)
-        wav = wav * torch.pow(10.0, gain_db / 20.0)
-        return self.mel(wav.float()).transpose(1, 2)
+        return self.power_mel(wav)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         mels = self.mels(wav)
@@ -135,6 +120,39 @@ class GE2E(nn.Module):
     def embed(self, wav: torch.Tensor) -> torch.Tensor:
         """``(B, samples)`` -> ``(B, 256)``: normalised mean of the partial embeddings."""
         return F.normalize(self(wav).mean(dim=1), dim=-1)
+
+
+def init_from_ge2e(body: nn.Module, ge2e: GE2E) -> None:
+    """Start an ``lstm`` body from GE2E's weights (the student of a distillation).
+
+    The body keeps GE2E's first ``lstm_layers`` layers and its output layer. With ``stack``
+    frames per step, the first layer's input weights are GE2E's repeated ``stack`` times and
+    divided by ``stack``: at the start the body sees the mean of the stacked frames.
+    """
+    lstm, linear = getattr(body, "lstm", None), getattr(body, "linear", None)
+    if not isinstance(lstm, nn.LSTM) or not isinstance(linear, nn.Linear):
+        raise DataError("only an lstm body can start from the GE2E teacher")
+    stack, rest = divmod(lstm.input_size, GE2E_N_MELS)
+    if (
+        rest
+        or lstm.hidden_size != GE2E_HIDDEN
+        or lstm.num_layers > GE2E_LAYERS
+        or linear.out_features != GE2E_DIM
+    ):
+        raise DataError(
+            f"the lstm body must have {GE2E_HIDDEN} channels, at most {GE2E_LAYERS} layers, "
+            f"a {GE2E_DIM}-d embedding and 40 x stack input features to start from GE2E"
+        )
+    teacher = ge2e.lstm.state_dict()
+    state = {}
+    for name in lstm.state_dict():
+        value = teacher[name].detach().clone()
+        if name == "weight_ih_l0":
+            value = torch.cat([value / stack] * stack, dim=1)
+        state[name] = value
+    with torch.no_grad():
+        lstm.load_state_dict(state, strict=True)
+        linear.load_state_dict(ge2e.linear.state_dict(), strict=True)
 
 
 # ---------------------------------------------------------------- VGGish

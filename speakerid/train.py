@@ -8,7 +8,8 @@ Objectives (heads and losses live here, never in the shipped encoder):
 - ``aam``: additive angular margin softmax (ArcFace/AAM) over the training speakers.
 - ``distill``: cosine distance to a frozen teacher's embedding of the clean fragment
   (Resemblyzer's GE2E, ``speakerid[ge2e]``), the student seeing the augmented fragment,
-  plus ``aam_weight`` times the AAM loss when ``aam_weight > 0``.
+  plus ``aam_weight`` times the AAM loss when ``aam_weight > 0``. An ``lstm`` student may
+  start from the teacher's own weights (``init_teacher``), read at a coarser frame rate.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class TrainConfig:
     stem_stride: int = 2  # see ModelConfig
     spec_augment: bool = False  # mask random bands and frame spans of the features (training)
     mix_prob: float = 0.0  # distill: share of fragments overlaid with another at 0-10 dB
+    init_teacher: bool = False  # distill, lstm body: start from the teacher's weights
     test_speakers: int = 40  # held out, never seen in training (the case study: 40)
     val_speakers: int = 0  # held out for model selection; 0 = validate on the test speakers
     train_speakers: int = 0  # 0 = every speaker not held out (the case study: 80)
@@ -225,6 +227,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
 
     encoder = Encoder(cfg.model_config()).to(device)
     heads = _build_heads(cfg, len(train_bank), device)
+    if cfg.init_teacher:
+        if "teacher" not in heads:
+            raise DataError("init_teacher needs the distill objective")
+        from speakerid.pretrained import init_from_ge2e
+
+        init_from_ge2e(encoder.body, heads["teacher"])
     params = list(encoder.parameters()) + [p for h in heads.values() for p in h.parameters()]
     opt_cls = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.AdamW
     optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -15,6 +15,8 @@ from speakerid.features import (
     RAW_RATE,
     FbankFrontend,
     MFCCFrontend,
+    PowerMel,
+    PowerMelFrontend,
     RawFrontend,
 )
 
@@ -141,7 +143,33 @@ def test_fbank_band_count() -> None:
     assert FbankFrontend(40)(torch.zeros(1, FRAGMENT_SAMPLES)).shape == (1, 40, 301)
 
 
-FRONTENDS = {"raw": RawFrontend, "mfcc": MFCCFrontend, "fbank": FbankFrontend}
+@pytest.mark.parametrize("stack", [1, 2, 3])
+def test_powermel_stacks_consecutive_frames(signals: np.ndarray, stack: int) -> None:
+    wav = torch.from_numpy(signals)
+    mels = PowerMel()(wav)  # (B, frames, 40)
+    front = PowerMelFrontend(stack)
+    out = front(wav)
+    steps = 301 // stack
+    assert mels.shape == (3, 301, 40)
+    assert out.shape == (3, 40 * stack, steps) == (3, front.n_features, front.frames(48_000))
+    for j in range(stack):  # step t holds frames stack*t ... stack*t + stack - 1, in order
+        torch.testing.assert_close(out[:, 40 * j : 40 * (j + 1)], mels[:, j::stack][:, :steps].mT)
+
+
+def test_powermel_raises_quiet_audio_to_minus_30_dbfs(signals: np.ndarray) -> None:
+    quiet = torch.from_numpy(signals[1:2])  # peak 0.05: RMS well below -30 dBFS
+    mel = PowerMel()
+    torch.testing.assert_close(mel(quiet), mel(quiet * 0.25), rtol=1e-4, atol=1e-6)
+    loud = torch.from_numpy(signals[0:1])  # peak 0.8: left as it is
+    torch.testing.assert_close(mel(loud * 0.5), mel(loud) * 0.25, rtol=1e-4, atol=1e-6)
+
+
+FRONTENDS = {
+    "raw": RawFrontend,
+    "mfcc": MFCCFrontend,
+    "fbank": FbankFrontend,
+    "powermel": PowerMelFrontend,
+}
 
 
 @pytest.mark.parametrize("name", sorted(FRONTENDS))

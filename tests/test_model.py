@@ -67,6 +67,8 @@ def assert_one_line(exc: pytest.ExceptionInfo[CheckpointError]) -> str:
         ("fbank", "ecapa_lite"),  # the default
         ("mfcc", "ecapa_lite"),
         ("fbank", "cnn2d"),
+        ("powermel", "lstm"),  # GE2E's shape, the distilled student's
+        ("fbank", "lstm"),
     ],
 )
 def test_every_pairing_outputs_batch_by_embedding_dim(frontend: str, arch: str) -> None:

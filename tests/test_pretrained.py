@@ -7,16 +7,18 @@ own layout (written out below as the port writes it) stands in for ``vggish-1008
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.errors import CheckpointError
+from speakerid.errors import CheckpointError, DataError
 from speakerid.model import Encoder, ModelConfig, load_encoder, save_encoder
 from speakerid.pretrained import (
     GE2E,
@@ -28,6 +30,7 @@ from speakerid.pretrained import (
     VGGishFrontend,
     VGGishPatches,
     ge2e_partials,
+    init_from_ge2e,
     vggish_mel_matrix,
 )
 
@@ -271,3 +274,35 @@ def test_ge2e_without_resemblyzer_is_one_line_error(monkeypatch: pytest.MonkeyPa
     with pytest.raises(CheckpointError) as err:
         GE2EFrontend()
     assert "\n" not in str(err.value) and "resemblyzer" in str(err.value).lower()
+
+
+@pytest.mark.parametrize("stack", [1, 3])
+def test_student_initialised_from_ge2e_reads_stacked_frames_as_their_mean(stack: int) -> None:
+    pytest.importorskip("resemblyzer")
+    teacher = GE2E()
+    cfg = ModelConfig(frontend="powermel", arch="lstm", channels=256, embedding_dim=256)
+    student = Encoder(replace(cfg, stem_stride=stack)).eval()
+    init_from_ge2e(student.body, teacher)
+    mels = teacher.mels(speechlike(batch=2))[:, :120]  # (B, 120, 40)
+    repeated = mels.repeat_interleave(stack, dim=1)  # each frame `stack` times
+    stacked = repeated.reshape(2, 120, 40 * stack).mT  # what the front-end would give
+    with torch.no_grad():
+        _, (hidden, _) = teacher.lstm(mels)
+        expected = F.relu(teacher.linear(hidden[-1]))
+        torch.testing.assert_close(student.body(stacked), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_student_of_another_shape_cannot_start_from_ge2e() -> None:
+    pytest.importorskip("resemblyzer")
+    teacher = GE2E()
+    for cfg in (
+        ModelConfig(frontend="powermel", arch="lstm", channels=128, embedding_dim=256),
+        ModelConfig(
+            frontend="powermel", arch="lstm", channels=256, embedding_dim=256, lstm_layers=4
+        ),
+        ModelConfig(frontend="fbank", arch="lstm", channels=256, embedding_dim=256, n_mels=50),
+        ModelConfig(frontend="powermel", arch="ecapa_lite", embedding_dim=256),
+    ):
+        with pytest.raises(DataError) as err:
+            init_from_ge2e(Encoder(cfg).body, teacher)
+        assert "\n" not in str(err.value)

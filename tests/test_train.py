@@ -297,6 +297,32 @@ def test_distill_runs(corpus: Path, tmp_path: Path, embedding_dim: int) -> None:
     assert model.encoder.config.embedding_dim == embedding_dim  # teacher and projection left out
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("resemblyzer") is None, reason="distill needs resemblyzer's weights"
+)
+def test_lstm_student_starts_as_the_teacher(corpus: Path, tmp_path: Path) -> None:
+    cfg = tiny(
+        corpus,
+        tmp_path,
+        objective="distill",
+        frontend="powermel",
+        arch="lstm",
+        channels=256,
+        embedding_dim=256,
+        stem_stride=3,
+        init_teacher=True,
+        steps=1,
+        batch_size=2,
+        lr=1e-9,  # one step that changes nothing: the loss is the initial one
+    )
+    last = train(cfg, console=quiet())["history"]
+    # Read at 30 ms, the teacher's own weights already give a close embedding (a random
+    # LSTM starts near 1 - cos ~ 1).
+    assert last["distill"] < 0.5
+    with pytest.raises(DataError, match="distill"):
+        train(replace(cfg, objective="aam"), console=quiet())
+
+
 # ----------------------------------------------------------------------------- settings
 
 
