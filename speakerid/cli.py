@@ -509,6 +509,8 @@ def whiten_cmd(
         table.add_row(label + mark, *[f"{values[m]:.3f}" for m in metrics])
     if report["validation"]:
         out.print(table)
+    if report["better_than_none"] is False:
+        err.print("[yellow]warning:[/] on the validation speakers no shrinkage beats no whitening")
     out.print(
         f"[green]whitened[/green] on {report['speakers']} training speakers "
         f"({report['fragments']} fragments), shrinkage {report['shrinkage']}: {out_path}"

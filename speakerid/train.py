@@ -544,11 +544,14 @@ def fit_whitening(
             encoder = _whitened(base.cpu(), *fit).to(dev)
             validation[label] = validate(encoder, val_frags, dev, ways, trials=1000)
         chosen = max(shrinkages, key=lambda s: _selection_key(validation[str(s)]))
+        helps = _selection_key(validation[str(chosen)]) > _selection_key(validation["none"])
     else:  # nothing to choose on: the middle of the grid
         chosen = sorted(shrinkages)[len(shrinkages) // 2]
+        helps = None
     report = {
         "method": "wccn",
         "shrinkage": chosen,
+        "better_than_none": helps,  # on the validation speakers; None: not measured
         "speakers": len(set(frags.speakers.tolist())),
         "fragments": len(frags),
         "hop_seconds": WHITEN_HOP_SECONDS,

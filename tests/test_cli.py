@@ -549,6 +549,7 @@ def test_train_and_evaluate_commands(runner, tmp_path: Path) -> None:
     report = as_json(res)
     assert report["speakers"] == 2 and report["fragments"] >= 4
     assert report["shrinkage"] in WHITEN_SHRINKAGE
+    assert report["better_than_none"] is None  # no validation speakers to measure it on
     model = load_encoder(whitened)
     assert model.encoder.config.whiten and model.info["whitening"]["method"] == "wccn"
     before = whitened.read_bytes()

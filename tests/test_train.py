@@ -414,6 +414,7 @@ def test_fit_whitening_chooses_on_validation_speakers(corpus: Path, tmp_path: Pa
     assert report["speakers"] == 4 and report["validation_speakers"] == 2
     assert set(report["validation"]) == {"none", "0.1", "1.0"}
     assert report["shrinkage"] in (0.1, 1.0)
+    assert isinstance(report["better_than_none"], bool)
     assert all(0.0 <= v["eer"] <= 1.0 for v in report["validation"].values())
     assert encoder.config == replace(model.encoder.config, whiten=True)
     body = {k: v for k, v in encoder.state_dict().items() if not k.startswith("whitening.")}
