@@ -89,6 +89,29 @@ def runs(root: Path) -> dict[str, TrainConfig]:
             **{**shipped, "weight_decay": 0.05},
         ),
         "aam_spec": TrainConfig(objective="aam", spec_augment=True, **shipped),
+        # Fourth round, on this 2-core CPU (no GPU lent): a student of the teacher's own shape
+        # that starts from its weights and learns to read 30-ms steps (3 stacked frames)
+        # instead of 10-ms frames, a third of the recurrent steps. The shipped model.
+        "lstm_s3": TrainConfig(
+            objective="distill",
+            frontend="powermel",
+            arch="lstm",
+            channels=256,
+            embedding_dim=256,
+            stem_stride=3,
+            init_teacher=True,
+            speed_min=0.8,
+            speed_max=1.25,
+            **{
+                **shipped,
+                "steps": 5000,
+                "batch_size": 64,
+                "lr": 5e-4,
+                "val_every": 100,
+                "device": "cpu",
+                "max_minutes": 40.0,
+            },
+        ),
         # Front-end comparison on the case study's 2-D CNN and objective (issue 5).
         "case_fbank_bce": TrainConfig(frontend="fbank", arch="cnn2d", **case_study),
         "case_ge2e_bce": TrainConfig(frontend="ge2e", arch="cnn2d", **case_study),
@@ -113,7 +136,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs"))
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--smoke", action="store_true", help="3 steps of each run first")
-    ap.add_argument("--max-minutes", type=float, default=0.0)
+    ap.add_argument(
+        "--max-minutes", type=float, default=0.0, help="time budget of every run (0: its own)"
+    )
     args = ap.parse_args()
     todo = runs(args.data_root)
     if args.only:
@@ -135,7 +160,8 @@ def main() -> None:
         print("smoke runs passed")
     procs = {}
     for name, cfg in todo.items():
-        cfg = replace(cfg, out=str(args.out / name), max_minutes=args.max_minutes)
+        minutes = args.max_minutes or cfg.max_minutes
+        cfg = replace(cfg, out=str(args.out / name), max_minutes=minutes)
         procs[name] = ctx.Process(target=_run, args=(name, cfg, args.out))
         procs[name].start()
     status = {}

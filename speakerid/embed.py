@@ -19,7 +19,7 @@ from speakerid.model import LoadedModel, load_encoder
 PACKAGE_MODEL = Path(__file__).parent / "_models" / "default.safetensors"  # in a wheel
 REPO_MODEL = Path(__file__).parent.parent / "models" / "default.safetensors"  # in a checkout
 # sha256 of models/default.safetensors; the shipped model refuses to load if it differs.
-DEFAULT_MODEL_SHA256 = "85b8085054bba648114bbb3cf5ef4a8f5d49572bf53e111c62689ff2b0745a5c"
+DEFAULT_MODEL_SHA256 = "f9699bbb79eadabd27a4ed652d35e47c0b2b9ec98916557a16f8fa2b450e26e7"
 
 
 def default_model_path() -> Path:
