@@ -478,7 +478,8 @@ def whiten_cmd(
     """Fit a WCCN back-end on a checkpoint's training speakers and write a new checkpoint.
 
     DATA must hold the corpora the checkpoint was trained on (its recorded split names the
-    speakers). The threshold is reset to the validation speakers' fragment EER point.
+    speakers). The threshold is reset to the validation speakers' fragment EER point (or
+    left uncalibrated when the checkpoint has no validation speakers).
     """
     from speakerid.model import save_encoder
     from speakerid.train import WHITEN_SHRINKAGE, fit_whitening
@@ -489,8 +490,9 @@ def whiten_cmd(
     encoder, report = fit_whitening(
         loaded, [str(d) for d in data], tuple(shrinkage or WHITEN_SHRINKAGE), device
     )
-    chosen = report["validation"].get(str(report["shrinkage"]), {})
-    threshold = chosen.get("threshold", loaded.threshold)
+    # Whitening moves scores: the old threshold no longer applies. Without validation
+    # speakers the new checkpoint has none, and the built-in default is used until calibrated.
+    threshold = report["validation"].get(str(report["shrinkage"]), {}).get("threshold")
     info = {k: v for k, v in loaded.info.items() if k != "calibration"}  # stale once whitened
     info["whitening"] = report
     try:

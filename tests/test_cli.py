@@ -552,6 +552,7 @@ def test_train_and_evaluate_commands(runner, tmp_path: Path) -> None:
     assert report["better_than_none"] is None  # no validation speakers to measure it on
     model = load_encoder(whitened)
     assert model.encoder.config.whiten and model.info["whitening"]["method"] == "wccn"
+    assert model.threshold is None  # nothing to calibrate on: the run's old threshold is void
     before = whitened.read_bytes()
     error(runner.invoke(app, [*argv, str(whitened)]), "exists", "--force")
     assert whitened.read_bytes() == before
