@@ -478,16 +478,14 @@ def wccn(emb: np.ndarray, speakers: np.ndarray, shrinkage: float) -> tuple[np.nd
     return emb.mean(axis=0).astype(np.float32), matrix.astype(np.float32)
 
 
-def _whitened(base: Encoder, mean: np.ndarray | None, matrix: np.ndarray | None) -> Encoder:
-    """``base`` (unwhitened) with a ``Whitening`` of ``mean`` and ``matrix``; None: base."""
-    if mean is None or matrix is None:
-        return base
-    encoder = Encoder(replace(base.config, whiten=True))
-    state = base.state_dict()
-    state["whitening.mean"] = torch.from_numpy(mean)
-    state["whitening.matrix"] = torch.from_numpy(matrix)
-    encoder.load_state_dict(state, strict=True)
-    return encoder.eval()
+def _set_whitening(encoder: Encoder, fit: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Load a ``wccn`` fit into a whitened encoder; None: the identity (plain cosine)."""
+    assert encoder.whitening is not None
+    dim = encoder.config.embedding_dim
+    mean, matrix = fit if fit is not None else (np.zeros(dim), np.eye(dim))
+    with torch.no_grad():
+        encoder.whitening.mean.copy_(torch.from_numpy(np.asarray(mean)))
+        encoder.whitening.matrix.copy_(torch.from_numpy(np.asarray(matrix)))
 
 
 def fit_whitening(
@@ -513,11 +511,13 @@ def fit_whitening(
         raise DataError(f"{model.path}: the checkpoint records no training speakers")
     if not shrinkages or any(s <= 0 for s in shrinkages):
         raise DataError("shrinkage values must be positive")
-    base = Encoder(replace(model.encoder.config, whiten=False))
-    state = {k: v for k, v in model.encoder.state_dict().items() if not k.startswith("whitening.")}
-    base.load_state_dict(state, strict=True)
+    # One whitened encoder serves every candidate; its identity whitening gives the body's
+    # plain unit embedding, so a whitened checkpoint is refitted from its body.
+    encoder = Encoder(replace(model.encoder.config, whiten=True))
+    identity = encoder.whitening.state_dict(prefix="whitening.")
+    encoder.load_state_dict({**model.encoder.state_dict(), **identity}, strict=True)
     dev = torch.device(device)
-    base = base.to(dev).eval()
+    encoder = encoder.to(dev).eval()
 
     recordings = scan_corpora(data)
     available = sorted({r.speaker for r in recordings})
@@ -529,7 +529,7 @@ def fit_whitening(
         hop_seconds=WHITEN_HOP_SECONDS,
         max_per_speaker=WHITEN_MAX_PER_SPEAKER,
     )
-    emb = embed_set(base, frags, dev)
+    emb = embed_set(encoder, frags, dev)
     fits = {s: wccn(emb, frags.speakers, s) for s in shrinkages}
 
     val_names = match_speakers(split.get("val") or [], available)
@@ -540,8 +540,8 @@ def fit_whitening(
         ways = tuple(
             sorted({k for k in (4, 10, 40) if k <= len(val_names)} | {min(40, len(val_names))})
         )
-        for label, fit in {"none": (None, None), **{str(s): f for s, f in fits.items()}}.items():
-            encoder = _whitened(base.cpu(), *fit).to(dev)
+        for label, fit in {"none": None, **{str(s): f for s, f in fits.items()}}.items():
+            _set_whitening(encoder, fit)
             validation[label] = validate(encoder, val_frags, dev, ways, trials=1000)
         chosen = max(shrinkages, key=lambda s: _selection_key(validation[str(s)]))
         helps = _selection_key(validation[str(chosen)]) > _selection_key(validation["none"])
@@ -559,7 +559,8 @@ def fit_whitening(
         "validation_speakers": len(val_names),
         "validation": validation,
     }
-    return _whitened(base.cpu(), *fits[chosen]), report
+    _set_whitening(encoder, fits[chosen])
+    return encoder.cpu(), report
 
 
 # ---------------------------------------------------------------- resume state
