@@ -36,6 +36,31 @@ POWERMEL_HOP = 160  # 10 ms
 POWERMEL_TARGET_DBFS = -30.0  # Resemblyzer raises quieter audio to this level first
 
 
+def mel_power(mel: T.MelSpectrogram, wav: torch.Tensor) -> torch.Tensor:
+    """``mel(wav)`` for a power-2 ``MelSpectrogram``, computed faster: ``(B, n_mels, frames)``.
+
+    The same STFT, window and filterbank (the module's own buffers, so checkpoints keep their
+    keys), but the power is ``re**2 + im**2``: torch's complex ``abs`` (a ``hypot`` per bin,
+    then squared back) took about 40% of the front-end's CPU time on one thread.
+    """
+    spec = mel.spectrogram
+    if spec.power != 2.0 or spec.normalized or spec.pad:
+        raise ValueError("mel_power handles an unnormalised, unpadded power-2 spectrogram")
+    stft = torch.stft(
+        wav,
+        n_fft=spec.n_fft,
+        hop_length=spec.hop_length,
+        win_length=spec.win_length,
+        window=spec.window,
+        center=spec.center,
+        pad_mode=spec.pad_mode,
+        onesided=spec.onesided,
+        return_complex=True,
+    )
+    power = stft.real.square() + stft.imag.square()  # (B, freqs, frames)
+    return torch.matmul(mel.mel_scale.fb.T, power)
+
+
 class RawFrontend(nn.Module):
     """Waveform subsampled to 4 kHz, as the case study fed its 1-D CNN: (B, 1, 12000)."""
 
@@ -79,7 +104,7 @@ class MFCCFrontend(nn.Module):
         self.register_buffer("dct", dct, persistent=False)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        power = self.mel(wav.float())  # (B, n_mels, frames)
+        power = mel_power(self.mel, wav.float())  # (B, n_mels, frames)
         db = 10.0 * torch.log10(power.clamp_min(1e-10))
         peak = db.amax(dim=(-2, -1), keepdim=True)
         db = torch.maximum(db, peak - MFCC_TOP_DB)
@@ -109,7 +134,7 @@ class FbankFrontend(nn.Module):
         )
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        x = torch.log(self.mel(wav.float()) + 1e-6)
+        x = torch.log(mel_power(self.mel, wav.float()) + 1e-6)
         return x - x.mean(dim=-1, keepdim=True)
 
     def frames(self, samples: int) -> int:
@@ -141,7 +166,7 @@ class PowerMel(nn.Module):
         rms = wav.float().pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-8)
         gain_db = (POWERMEL_TARGET_DBFS - 20.0 * torch.log10(rms)).clamp_min(0.0)
         wav = wav * torch.pow(10.0, gain_db / 20.0)
-        return self.mel(wav.float()).transpose(1, 2)
+        return mel_power(self.mel, wav.float()).transpose(1, 2)
 
 
 class PowerMelFrontend(nn.Module):

@@ -18,6 +18,7 @@ from speakerid.features import (
     PowerMel,
     PowerMelFrontend,
     RawFrontend,
+    mel_power,
 )
 
 SR = SAMPLE_RATE
@@ -162,6 +163,21 @@ def test_powermel_raises_quiet_audio_to_minus_30_dbfs(signals: np.ndarray) -> No
     torch.testing.assert_close(mel(quiet), mel(quiet * 0.25), rtol=1e-4, atol=1e-6)
     loud = torch.from_numpy(signals[0:1])  # peak 0.8: left as it is
     torch.testing.assert_close(mel(loud * 0.5), mel(loud) * 0.25, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("front", [MFCCFrontend, FbankFrontend, PowerMel])
+def test_mel_power_is_torchaudios_mel_spectrogram(signals: np.ndarray, front: type) -> None:
+    mel = front().mel
+    wav = torch.from_numpy(signals)
+    expected = mel(wav)  # torchaudio's own forward: |STFT|^2 through the filterbank
+    torch.testing.assert_close(mel_power(mel, wav), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mel_power_refuses_a_magnitude_spectrogram() -> None:
+    import torchaudio.transforms as T
+
+    with pytest.raises(ValueError, match="power-2"):
+        mel_power(T.MelSpectrogram(SR, n_mels=40, power=1.0), torch.zeros(1, FRAGMENT_SAMPLES))
 
 
 FRONTENDS = {
