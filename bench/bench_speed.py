@@ -5,7 +5,8 @@ LibriSpeech audio (``--seconds`` of it, cut from consecutive files of one speake
 ``torch.set_num_threads`` 1 and 2, the median of ``--repeats`` runs after a warm-up:
 
 - embedding (trimmed speech -> one vector): ours = ``audio.fragment`` + ``Embedder``
-  (fbank front-end included) + pooling; Resemblyzer = its volume normalisation +
+  (front-end included) + pooling, in fp32 and, on CPUs with native bf16 (where the CLI's
+  ``--precision auto`` picks it), in bf16; Resemblyzer = its volume normalisation +
   ``embed_utterance`` (mel spectrogram included);
 - end to end (file audio -> one vector): the same with silence removal first, ours
   ``trim_silence`` and Resemblyzer's ``preprocess_wav`` (webrtcvad).
@@ -18,6 +19,7 @@ GPU throughput is ``bench/bench_gpu.py``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -32,7 +34,7 @@ import torch
 
 from speakerid.audio import SAMPLE_RATE, fragment, load_audio, trim_silence
 from speakerid.data import scan_corpus
-from speakerid.embed import Embedder, load_model, pool
+from speakerid.embed import Embedder, load_model, native_bf16, pool
 
 LIBRI = "LibriSpeech/train-clean-100"
 SPEAKER = "19"  # has two whole chapters: long, consecutive real speech
@@ -100,10 +102,15 @@ def cpu_benchmark(args: argparse.Namespace) -> dict:
     raw = real_audio(args.data, args.seconds)
     speech = trim_silence(raw)[:n]  # exactly `seconds` of trimmed speech
     raw = raw[:n]  # and the same length of untrimmed file audio
-    embedder = Embedder(load_model(args.model), "cpu", batch_size=args.batch_size)
+    model = load_model(args.model)
+    precisions = ["fp32", "bf16"] if native_bf16(torch.device("cpu")) else ["fp32"]
+    embedders = {
+        f"speakerid {p}": Embedder(model, "cpu", batch_size=args.batch_size, precision=p)
+        for p in precisions
+    }
     encoder = VoiceEncoder("cpu", verbose=False)
 
-    def ours(wav: np.ndarray) -> np.ndarray:
+    def ours(embedder: Embedder, wav: np.ndarray) -> np.ndarray:
         return pool(embedder.embed_fragments(fragment(wav)))
 
     def resemblyzer(wav: np.ndarray) -> np.ndarray:
@@ -111,11 +118,11 @@ def cpu_benchmark(args: argparse.Namespace) -> dict:
 
     pipelines: dict[str, dict[str, Callable[[], object]]] = {
         "embedding": {
-            "speakerid": lambda: ours(speech),
+            **{name: functools.partial(ours, e, speech) for name, e in embedders.items()},
             "Resemblyzer": lambda: resemblyzer(speech),
         },
         "end to end": {
-            "speakerid": lambda: ours(trim_silence(raw)),
+            **{name: (lambda e=e: ours(e, trim_silence(raw))) for name, e in embedders.items()},
             "Resemblyzer": lambda: encoder.embed_utterance(preprocess_wav(raw)),
         },
     }
@@ -128,21 +135,20 @@ def cpu_benchmark(args: argparse.Namespace) -> dict:
             }
             secs = {name: statistics.median(t) for name, t in times.items()}
             for name, s in secs.items():
-                rows.append(
-                    {
-                        "threads": threads,
-                        "pipeline": pipeline,
-                        "system": name,
-                        "seconds": round(s, 4),
-                        "min_max_seconds": [round(min(times[name]), 4), round(max(times[name]), 4)],
-                        "audio_seconds_per_second": round(args.seconds / s, 1),
-                    }
-                )
-            ratio = secs["Resemblyzer"] / secs["speakerid"]
-            rows[-2]["speedup_vs_resemblyzer"] = round(ratio, 2)
+                row = {
+                    "threads": threads,
+                    "pipeline": pipeline,
+                    "system": name,
+                    "seconds": round(s, 4),
+                    "min_max_seconds": [round(min(times[name]), 4), round(max(times[name]), 4)],
+                    "audio_seconds_per_second": round(args.seconds / s, 1),
+                }
+                if name != "Resemblyzer":
+                    row["speedup_vs_resemblyzer"] = round(secs["Resemblyzer"] / s, 2)
+                rows.append(row)
             print(
-                f"threads {threads}, {pipeline}: speakerid {secs['speakerid']:.3f} s, "
-                f"Resemblyzer {secs['Resemblyzer']:.3f} s, ratio {ratio:.2f}",
+                f"threads {threads}, {pipeline}: "
+                + ", ".join(f"{name} {s:.3f} s" for name, s in secs.items()),
                 file=sys.stderr,
             )
     return {
@@ -152,6 +158,7 @@ def cpu_benchmark(args: argparse.Namespace) -> dict:
         f"{len(fragment(speech))} fragments after trimming",
         "repeats": args.repeats,
         "batch_size": args.batch_size,
+        "native_bf16": native_bf16(torch.device("cpu")),
         "results": rows,
     }
 

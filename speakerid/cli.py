@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from speakerid.embed import Embedder, load_model
+from speakerid.embed import PRECISIONS, Embedder, load_model
 from speakerid.errors import SpeakerIDError
 from speakerid.store import (
     DEFAULT_THRESHOLD,
@@ -83,6 +83,16 @@ ThresholdOpt = Annotated[
         show_default=False,
     ),
 ]
+PRECISION_ENV = "SPEAKERID_PRECISION"
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        envvar=PRECISION_ENV,
+        help=f"Encoder arithmetic: {' | '.join(PRECISIONS)}. auto: bf16 on CPUs with native "
+        "bf16 (about 2x faster, same accuracy), else fp32.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 AudioFiles = Annotated[
     list[str],
@@ -135,8 +145,8 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _embedder(model: Path | None) -> Embedder:
-    return Embedder(load_model(model))
+def _embedder(model: Path | None, precision: str) -> Embedder:
+    return Embedder(load_model(model), precision=precision)
 
 
 # ---------------------------------------------------------------- commands
@@ -150,12 +160,13 @@ def enroll(
         bool, typer.Option("--replace", help="Drop the speaker's earlier recordings first.")
     ] = False,
     model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Enroll a speaker from one or more recordings (added to an existing speaker)."""
     with SpeakerStore(store) as db:
-        result = enroll_speaker(db, _embedder(model), name, files, replace=replace)
+        result = enroll_speaker(db, _embedder(model, precision), name, files, replace=replace)
     if json_:
         print_json({**asdict(result), "store": str(db.path)})
         return
@@ -182,11 +193,12 @@ def enroll_dir(
         bool, typer.Option("--replace", help="Drop each speaker's earlier recordings first.")
     ] = False,
     model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Enroll every speaker folder under DIR; unreadable files are skipped and listed."""
-    embedder = _embedder(model)
+    embedder = _embedder(model, precision)
     with (
         SpeakerStore(store) as db,
         Progress(
@@ -223,12 +235,13 @@ def verify_cmd(
     file: AudioFile,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """1:1 check that FILE is NAME. Exit status 0 accepted, 1 rejected, 2 error."""
     with SpeakerStore(store) as db:
-        result = verify(db, _embedder(model), name, file, threshold)
+        result = verify(db, _embedder(model, precision), name, file, threshold)
     if json_:
         print_json(asdict(result))
     else:
@@ -247,6 +260,7 @@ def identify_cmd(
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="Candidates to show.")] = 5,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -255,7 +269,7 @@ def identify_cmd(
     With --json: a list with one object per FILE, in the order given (even for one FILE).
     """
     with SpeakerStore(store) as db:
-        results = identify(db, _embedder(model), files, threshold, top)
+        results = identify(db, _embedder(model, precision), files, threshold, top)
     if json_:
         print_json([asdict(r) for r in results])
         return
@@ -281,10 +295,11 @@ def embed_cmd(
         typer.Option("--out", "-o", help="Output .npz, one array per file keyed by its path."),
     ],
     model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
     json_: JsonOpt = False,
 ) -> None:
     """Write one L2-normalised embedding per FILE to an .npz file."""
-    vectors = embed_files(_embedder(model), files)
+    vectors = embed_files(_embedder(model, precision), files)
     save_embeddings(out_path, vectors)
     dim = len(next(iter(vectors.values())))
     if json_:
@@ -431,6 +446,13 @@ def train_cmd(
         bool | None,
         typer.Option("--init-teacher/--no-init-teacher", help="distill, lstm: start from GE2E."),
     ] = None,
+    init_from: Annotated[
+        str | None, _opt("Start from this checkpoint (same model settings).", "--init-from")
+    ] = None,
+    select_on: Annotated[
+        str | None,
+        _opt("Best checkpoint by: accuracy | distill (val distillation loss).", "--select-on"),
+    ] = None,
     seed: Annotated[int | None, _opt("Random seed (splits, sampling, init).", "--seed")] = None,
     device: Annotated[
         str | None, _opt("cpu | cuda (default: cuda if present).", "--device")
@@ -523,6 +545,7 @@ def whiten_cmd(
 def evaluate_cmd(
     data: DataDirs,
     model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
     out_dir: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("eval"),
     speakers: Annotated[
         str, typer.Option(help="test | val (the model's held-out speakers) | all.")
@@ -542,7 +565,16 @@ def evaluate_cmd(
 
     others = [load_model(p) for p in compare or []]
     report = evaluate_model(
-        load_model(model), data, out_dir, speakers, max_way, shots, trials, seed, compare=others
+        load_model(model),
+        data,
+        out_dir,
+        speakers,
+        max_way,
+        shots,
+        trials,
+        seed,
+        compare=others,
+        precision=precision,
     )
     if json_:
         print_json(report)

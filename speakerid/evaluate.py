@@ -853,6 +853,7 @@ def evaluate_model(
     device: str | None = None,
     tsne: bool = True,
     compare: Sequence[Any] = (),
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate a loaded model (``model.LoadedModel``) on speakers of ``data``.
 
@@ -890,7 +891,7 @@ def evaluate_model(
                 "the given corpora"
             )
     frags = fragment_set(AudioBank.load(recordings, chosen))
-    emb = Embedder(model, device=device).embed_fragments(frags.waves)
+    emb = Embedder(model, device=device, precision=precision).embed_fragments(frags.waves)
     rng = np.random.default_rng(seed)
     n_spk = eligible_speakers(frags.speakers, 1)
     ks = range(2, min(max_way, n_spk) + 1)
@@ -912,7 +913,8 @@ def evaluate_model(
     for other in compare:
         name = Path(other.path).stem
         label = Path(other.path).parent.name if name == "best" else name
-        systems[label] = Embedder(other, device=device).embed_fragments(frags.waves)
+        embedder = Embedder(other, device=device, precision=precision)
+        systems[label] = embedder.embed_fragments(frags.waves)
         curves[f"{label}, 1-shot"] = kway_curve(
             systems[label], frags.speakers, frags.recordings, ks, 1, trials, rng=seed
         )

@@ -244,7 +244,9 @@ class Encoder(nn.Module):
     """Front-end + body: ``(batch, fragment_samples)`` 16 kHz audio -> ``(batch, embedding_dim)``.
 
     With ``config.whiten`` the body's output goes through a ``Whitening``. The output is not
-    normalised; ``embed.py`` L2-normalises for scoring.
+    normalised; ``embed.py`` L2-normalises for scoring. Under ``torch.autocast`` only the body
+    runs in low precision: the front-end's power spectra and the whitening's matrix product
+    stay fp32, where bf16's 8-bit mantissa would cost accuracy and save little time.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -261,8 +263,13 @@ class Encoder(nn.Module):
         self.whitening = Whitening(cfg.embedding_dim) if cfg.whiten else None
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        emb = self.body(self.frontend(wav))
-        return emb if self.whitening is None else self.whitening(emb)
+        with torch.autocast(wav.device.type, enabled=False):
+            features = self.frontend(wav.float())
+        emb = self.body(features)
+        if self.whitening is None:
+            return emb
+        with torch.autocast(wav.device.type, enabled=False):
+            return self.whitening(emb.float())
 
 
 # ---------------------------------------------------------------- distances

@@ -207,6 +207,24 @@ def test_embed_npz_keys_exactly_as_given(
             assert abs(float(np.linalg.norm(z[k])) - 1.0) < 1e-5
 
 
+def test_precision_option_and_environment(cli, voices_dir: Path, tmp_path: Path) -> None:
+    sample = voice(voices_dir, "alice", 1)
+    got = {}
+    for precision in ("fp32", "bf16", "auto"):
+        out = tmp_path / f"{precision}.npz"
+        ok(cli("embed", sample, "--out", out, "--precision", precision))
+        with np.load(out) as z:
+            got[precision] = z[sample]
+    assert float(got["fp32"] @ got["bf16"]) > 0.99
+    assert any(np.array_equal(got["auto"], got[p]) for p in ("fp32", "bf16"))
+    env = {"SPEAKERID_PRECISION": "fp32"}
+    ok(cli("embed", sample, "--out", tmp_path / "env.npz", env=env))
+    with np.load(tmp_path / "env.npz") as z:
+        np.testing.assert_array_equal(z[sample], got["fp32"])
+    error(cli("embed", sample, "--out", tmp_path / "x.npz", "--precision", "fp8"), "fp8")
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_store_from_environment(cli, runner, tmp_path: Path, voices_dir: Path) -> None:
     env_store = tmp_path / "env" / "store.sqlite"
     env = {"SPEAKERID_STORE": str(env_store)}

@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 
 import speakerid.embed as embed_mod
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.embed import Embedder, l2_normalize, load_model, pool
-from speakerid.errors import AudioError, CheckpointError
+from speakerid.embed import Embedder, l2_normalize, load_model, pool, resolve_precision
+from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
 from speakerid.model import (
     CHECKPOINT_FORMAT,
     DISTANCES,
@@ -543,3 +543,47 @@ def test_pool_and_normalise_helpers() -> None:
     np.testing.assert_array_equal(l2_normalize(np.zeros((1, 3))), np.zeros((1, 3)))
     m = l2_normalize(np.random.default_rng(0).standard_normal((4, 6)))
     np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize(("frontend", "arch"), [("powermel", "lstm"), ("fbank", "ecapa_lite")])
+def test_bf16_embeddings_stay_close_to_fp32(tmp_path: Path, frontend: str, arch: str) -> None:
+    path = tmp_path / "m.safetensors"
+    save_encoder(small_encoder(frontend=frontend, arch=arch, whiten=True, stem_stride=3), path)
+    model = load_encoder(path)
+    frags = np.stack([synth_voice(VOICES[v], seconds=3.0, seed=1) for v in VOICES])
+    full = Embedder(model, "cpu", precision="fp32")
+    half = Embedder(model, "cpu", precision="bf16")
+    assert (full.precision, half.precision) == ("fp32", "bf16")
+    a, b = full.embed_fragments(frags), half.embed_fragments(frags)
+    assert a.dtype == b.dtype == np.float32
+    assert not np.array_equal(a, b)  # bf16 really ran
+    assert (a * b).sum(axis=1).min() > 0.99
+
+
+def test_autocast_reaches_only_the_body() -> None:
+    enc = small_encoder(frontend="powermel", arch="lstm", whiten=True, stem_stride=3)
+    seen: dict[str, torch.dtype] = {}
+    enc.frontend.register_forward_hook(lambda m, i, o: seen.__setitem__("frontend", o.dtype))
+    enc.body.lstm.register_forward_hook(lambda m, i, o: seen.__setitem__("body", o[0].dtype))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = enc(waves(2))
+    assert seen == {"frontend": torch.float32, "body": torch.bfloat16}
+    assert out.dtype == torch.float32  # the whitening ran in fp32
+
+
+def test_precision_auto_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+        assert resolve_precision("fp32", cpu) == "fp32"
+        assert resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # an older or other torch
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    with pytest.raises(SpeakerIDError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", cpu)

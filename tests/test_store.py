@@ -464,7 +464,10 @@ def test_audio_operations(store_path: Path, model_path: Path, voices_dir: Path) 
             store, embedder, [str(voices_dir / f) for f in ("alice_3.wav", "bob_3.wav")], 2.0
         )
         assert len(one.candidates) == 1
-        assert many[0].candidates[0] == one.candidates[0]
+        # The same best candidate; the score to within float rounding (with bf16 arithmetic a
+        # fragment's embedding may move in the last digits with the batch it is run in).
+        assert many[0].candidates[0].speaker == one.candidates[0].speaker
+        assert many[0].candidates[0].score == pytest.approx(one.candidates[0].score, abs=1e-5)
         assert [r.best for r in many] == [None, None]
         with pytest.raises(UnknownSpeakerError):
             verify(store, embedder, "zed", str(voices_dir / "alice_3.wav"))
