@@ -46,6 +46,7 @@ from speakerid.evaluate import eer, kway_accuracy, match_speakers, verification_
 from speakerid.model import DISTANCES, Encoder, LoadedModel, ModelConfig, save_encoder
 
 OBJECTIVES = ("bce", "aam", "distill")
+SELECT_ON = ("accuracy", "distill")
 # Candidate ridges for the within-speaker covariance, in units of its mean eigenvalue:
 # small trusts the estimate, large tends to plain centring.
 WHITEN_SHRINKAGE = (0.03, 0.1, 0.3, 1.0, 3.0)
@@ -80,6 +81,8 @@ class TrainConfig:
     spec_augment: bool = False  # mask random bands and frame spans of the features (training)
     mix_prob: float = 0.0  # distill: share of fragments overlaid with another at 0-10 dB
     init_teacher: bool = False  # distill, lstm body: start from the teacher's weights
+    init_from: str = ""  # start from this speakerid checkpoint (same model settings)
+    select_on: str = "accuracy"  # best checkpoint by: accuracy (k-way, then EER) | distill
     test_speakers: int = 40  # held out, never seen in training (the case study: 40)
     val_speakers: int = 0  # held out for model selection; 0 = validate on the test speakers
     train_speakers: int = 0  # 0 = every speaker not held out (the case study: 80)
@@ -161,10 +164,44 @@ def embed_set(encoder: Encoder, frags: FragmentSet, device: torch.device, batch:
     return l2_normalize(np.concatenate(out))
 
 
+@torch.inference_mode()
+def embed_teacher(teacher: nn.Module, frags: FragmentSet, device: torch.device, batch: int = 64):
+    """The teacher's unit embeddings ``(N, 256)`` of a FragmentSet (numpy)."""
+    out = [
+        teacher.embed(torch.from_numpy(frags.waves[i : i + batch]).to(device)).float().cpu()
+        for i in range(0, len(frags), batch)
+    ]
+    return torch.cat(out).numpy()
+
+
+def init_from_checkpoint(encoder: Encoder, path: str | Path) -> None:
+    """Copy a speakerid checkpoint's weights into ``encoder``; its settings must be the same."""
+    from speakerid.model import load_encoder
+
+    loaded = load_encoder(path)
+    if loaded.encoder.config != encoder.config:
+        raise CheckpointError(
+            f"{path}: its model settings differ from this run's "
+            f"({loaded.encoder.config} vs {encoder.config})"
+        )
+    encoder.load_state_dict(loaded.encoder.state_dict(), strict=True)
+
+
 def validate(
-    encoder: Encoder, frags: FragmentSet, device: torch.device, ways: tuple[int, ...], trials: int
+    encoder: Encoder,
+    frags: FragmentSet,
+    device: torch.device,
+    ways: tuple[int, ...],
+    trials: int,
+    targets: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """1-shot k-way accuracies and fragment-level EER on held-out speakers."""
+    """1-shot k-way accuracies and fragment-level EER on held-out speakers.
+
+    With the teacher's embeddings of the same fragments (``targets``, distillation runs), also
+    ``distill``: the mean cosine distance of the student's embeddings to them. Unlike the
+    accuracies, which a student started from its teacher saturates within a few hundred steps
+    on 20 speakers, it keeps telling checkpoints apart.
+    """
     emb = embed_set(encoder, frags, device)
     rng = np.random.default_rng(1234)  # the same tasks at every validation
     n_spk = len(set(frags.speakers.tolist()))
@@ -177,11 +214,16 @@ def validate(
         emb, frags.speakers, frags.recordings, max_pairs=200_000, rng=rng
     )
     out["eer"], out["threshold"] = (float(x) for x in eer(scores, labels))
+    if targets is not None and emb.shape[1] == targets.shape[1]:
+        out["val_distill"] = float(1.0 - (emb * targets).sum(axis=1).mean())
     return out
 
 
-def _selection_key(metrics: dict[str, float]) -> float:
-    """Higher is better: the hardest k-way accuracy measured, minus EER to break ties."""
+def _selection_key(metrics: dict[str, float], select_on: str = "accuracy") -> float:
+    """Higher is better: the hardest k-way accuracy measured, minus EER to break ties; or,
+    with ``select_on="distill"``, the lowest validation distillation loss."""
+    if select_on == "distill":
+        return -metrics["val_distill"]
     accs = [v for k, v in metrics.items() if k.startswith("acc")]
     hardest = max((int(k[3:]) for k in metrics if k.startswith("acc")), default=None)
     primary = metrics[f"acc{hardest}"] if hardest else (sum(accs) / len(accs) if accs else 0.0)
@@ -202,6 +244,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         raise DataError(f"unknown optimizer {cfg.optimizer!r}; radam or adamw")
     if cfg.distance not in DISTANCES:
         raise DataError(f"unknown distance {cfg.distance!r}; one of {list(DISTANCES)}")
+    if cfg.select_on not in SELECT_ON:
+        raise DataError(f"unknown select_on {cfg.select_on!r}; one of {list(SELECT_ON)}")
+    if cfg.select_on == "distill" and (cfg.objective != "distill" or cfg.embedding_dim != 256):
+        raise DataError("select_on distill needs the distill objective and embedding_dim 256")
+    if cfg.init_from and cfg.init_teacher:
+        raise DataError("init_from and init_teacher both set the starting weights; pick one")
     torch.manual_seed(cfg.seed)
     device = _device(cfg)
     out = Path(cfg.out)
@@ -233,6 +281,10 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         from speakerid.pretrained import init_from_ge2e
 
         init_from_ge2e(encoder.body, heads["teacher"])
+    if cfg.init_from:
+        init_from_checkpoint(encoder, cfg.init_from)
+    # The teacher's embeddings of the fixed validation fragments, computed once.
+    val_targets = embed_teacher(heads["teacher"], val_frags, device) if "teacher" in heads else None
     params = list(encoder.parameters()) + [p for h in heads.values() for p in h.parameters()]
     opt_cls = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.AdamW
     optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -274,12 +326,14 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             done = step + 1
             out_of_time = cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes
             if done % cfg.val_every == 0 or done == cfg.steps or out_of_time:
-                val = validate(encoder, val_frags, device, cfg.val_ways, cfg.val_trials)
+                val = validate(
+                    encoder, val_frags, device, cfg.val_ways, cfg.val_trials, val_targets
+                )
                 record = {"step": done, "loss": float(np.mean(running)), **metrics, **val}
                 record["seconds"] = round(time.time() - t0, 1)
                 history.append(record)
                 running = []
-                key = _selection_key(val)
+                key = _selection_key(val, cfg.select_on)
                 if key > best:
                     best = key
                     save_encoder(

@@ -30,6 +30,7 @@ from speakerid.errors import CheckpointError, DataError
 from speakerid.model import load_encoder, save_encoder
 from speakerid.train import (
     TrainConfig,
+    _selection_key,
     _set_lr,
     config_from_overrides,
     fit_whitening,
@@ -323,6 +324,53 @@ def test_lstm_student_starts_as_the_teacher(corpus: Path, tmp_path: Path) -> Non
         train(replace(cfg, objective="aam"), console=quiet())
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("resemblyzer") is None, reason="distill needs resemblyzer's weights"
+)
+def test_init_from_continues_a_checkpoint_and_selects_on_distillation(
+    corpus: Path, tmp_path: Path
+) -> None:
+    lstm = dict(
+        objective="distill",
+        frontend="powermel",
+        arch="lstm",
+        channels=256,
+        embedding_dim=256,
+        stem_stride=3,
+        batch_size=2,
+        select_on="distill",
+    )
+    first = train(tiny(corpus, tmp_path / "a", init_teacher=True, steps=1, **lstm), quiet())
+    start = first["history"]["val_distill"]
+    assert 0.0 <= start < 0.5  # the teacher's own weights, read at 30 ms
+    # Go on from that checkpoint with a learning rate that changes nothing: the validation
+    # distillation loss starts where the first run's best checkpoint left off.
+    again = tiny(
+        corpus,
+        tmp_path / "b",
+        init_from=str(tmp_path / "a" / "best.safetensors"),
+        steps=1,
+        lr=1e-9,
+        **lstm,
+    )
+    assert train(again, quiet())["history"]["val_distill"] == pytest.approx(start, abs=1e-5)
+    # A checkpoint of another shape is refused, as are two sources of starting weights.
+    with pytest.raises(CheckpointError, match="model settings differ"):
+        train(replace(again, stem_stride=2, out=str(tmp_path / "c")), quiet())
+    with pytest.raises(DataError, match="pick one"):
+        train(replace(again, init_teacher=True), quiet())
+
+
+def test_selection_key_by_accuracy_or_distillation() -> None:
+    saturated = {"acc4": 0.999, "acc10": 0.999, "eer": 0.0073}
+    assert _selection_key({**saturated, "val_distill": 0.10}) == _selection_key(
+        {**saturated, "val_distill": 0.05}
+    )  # the accuracy key cannot tell these apart ...
+    assert _selection_key({**saturated, "val_distill": 0.05}, "distill") > _selection_key(
+        {**saturated, "val_distill": 0.10}, "distill"
+    )  # ... the distillation key prefers the closer student
+
+
 # ----------------------------------------------------------------------------- settings
 
 
@@ -332,6 +380,8 @@ def test_lstm_student_starts_as_the_teacher(corpus: Path, tmp_path: Path) -> Non
         ({"objective": "triplet"}, "unknown objective"),
         ({"distance": "hamming"}, "unknown distance"),
         ({"optimizer": "sgd"}, "unknown optimizer"),
+        ({"select_on": "loss"}, "unknown select_on"),
+        ({"select_on": "distill"}, "needs the distill objective"),
         ({"test_speakers": 9}, "hold out 9"),
     ],
 )
