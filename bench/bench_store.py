@@ -13,6 +13,7 @@ Sizes above ``--sqlite-max`` skip SQLite and time the in-memory search only (sai
 the table). Usage::
 
     python bench/bench_store.py                       # 1e3 1e4 1e5 1e6, writes docs/
+                                                      # (D: the shipped model's, 256)
     python bench/bench_store.py --sizes 1000 10000 --out -   # print the table only
 """
 
@@ -46,6 +47,13 @@ def machine() -> str:
     except (OSError, subprocess.CalledProcessError):
         cpu = f"{platform.processor() or 'unknown CPU'}"
     return f"{cpu}; {platform.system()} {platform.release()}; Python {platform.python_version()}"
+
+
+def shipped_dim() -> int:
+    """Embedding size of the shipped model (``models/default.safetensors``)."""
+    from speakerid.embed import load_model  # torch only when the size is not given
+
+    return load_model().encoder.config.embedding_dim
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -137,7 +145,9 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**4, 10**5, 10**6])
-    parser.add_argument("--dim", type=int, default=192, help="embedding size")
+    parser.add_argument(
+        "--dim", type=int, default=None, help="embedding size (default: the shipped model's)"
+    )
     parser.add_argument("--top", type=int, default=5, help="candidates per query")
     parser.add_argument("--repeats", type=int, default=30, help="timed single searches")
     parser.add_argument("--batch", type=int, default=100, help="queries in the batch search")
@@ -152,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="docs/store-benchmark.md", help="markdown file or -")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.dim is None:
+        args.dim = shipped_dim()
 
     rng = np.random.default_rng(args.seed)
     has_faiss = importlib.util.find_spec("faiss") is not None
