@@ -406,6 +406,13 @@ def train_cmd(
     stem_stride: Annotated[
         int | None, _opt("ecapa_lite stem stride; powermel frames per step.", "--stem-stride")
     ] = None,
+    windows: Annotated[
+        int | None, _opt("lstm: equal windows a fragment is read as.", "--windows")
+    ] = None,
+    teacher_windows: Annotated[
+        int | None,
+        _opt("distill: equal windows the teacher reads (0: its partials).", "--teacher-windows"),
+    ] = None,
     distance: Annotated[str | None, _opt("bce: euclidean | cosine | l1.", "--distance")] = None,
     steps: Annotated[int | None, _opt("Optimiser steps.", "--steps")] = None,
     batch_size: Annotated[int | None, _opt("Fragments or pairs per step.", "--batch-size")] = None,

@@ -44,6 +44,8 @@ class ModelConfig:
     stem_stride: int = 2  # ecapa_lite: frames the stem skips (2: 20 ms, 3: 30 ms resolution);
     # powermel: frames stacked into one step
     lstm_layers: int = 3  # lstm: recurrent layers
+    windows: int = 1  # lstm: read the fragment as this many equal consecutive windows, batched,
+    # and average their unit embeddings (GE2E learnt on 1.6-s windows; 2: 1.5 s each)
     whiten: bool = False  # end with a fitted ``Whitening`` (see ``train.fit_whitening``)
     fragment_samples: int = FRAGMENT_SAMPLES  # input length the encoder is built for
 
@@ -200,6 +202,12 @@ class EcapaLite(nn.Module):
 class LSTMBody(nn.Module):
     """GE2E's shape: an LSTM over the frames, its last hidden state, linear, ReLU.
 
+    With ``windows > 1`` the frames are cut into that many equal consecutive windows, run as
+    one batch, and the output is the mean of their unit embeddings (not re-normalised: the
+    whitening or ``embed.py`` normalises). GE2E learnt on 1.6-s windows; read as two 1.5-s
+    halves of a 3-s fragment its own weights score better than as one pass (docs/benchmarks.md),
+    and the recurrent chain is half as long.
+
     The shape of Resemblyzer's encoder (3 x 256 channels, 256-d output), so that a distilled
     student can start from the teacher's weights (``pretrained.init_from_ge2e``).
     """
@@ -208,10 +216,19 @@ class LSTMBody(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(n_features, cfg.channels, cfg.lstm_layers, batch_first=True)
         self.linear = nn.Linear(cfg.channels, cfg.embedding_dim)
+        self.windows = cfg.windows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, (hidden, _) = self.lstm(x.transpose(1, 2))  # (B, F, T) -> steps along T
-        return F.relu(self.linear(hidden[-1]))
+        batch, n_features, steps = x.shape
+        if self.windows > 1:  # (B, F, T) -> (B * W, F, T // W); a tail under one step is dropped
+            size = steps // self.windows
+            x = x[..., : size * self.windows].reshape(batch, n_features, self.windows, size)
+            x = x.transpose(1, 2).reshape(batch * self.windows, n_features, size)
+        _, (hidden, _) = self.lstm(x.transpose(1, 2))  # steps along T
+        emb = F.relu(self.linear(hidden[-1]))
+        if self.windows == 1:
+            return emb
+        return F.normalize(emb.float(), dim=-1).reshape(batch, self.windows, -1).mean(dim=1)
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -257,6 +274,8 @@ class Encoder(nn.Module):
             raise CheckpointError(
                 f"unknown architecture {cfg.arch!r}; one of {list(ARCHITECTURES)}"
             )
+        if cfg.windows > 1 and cfg.arch != "lstm":
+            raise CheckpointError(f"windows={cfg.windows} needs the lstm body, not {cfg.arch!r}")
         self.config = cfg
         self.frontend = FRONTENDS[cfg.frontend](cfg)
         self.body = ARCHITECTURES[cfg.arch](self.frontend.n_features, cfg)

@@ -66,12 +66,20 @@ class GE2E(nn.Module):
     """Resemblyzer's encoder: mel(40) -> 3-layer LSTM(256) -> linear -> ReLU -> unit vector.
 
     ``forward`` takes ``(B, samples)`` 16 kHz audio and returns ``(B, P, 256)`` unit
-    embeddings of 1.6-s partial windows every ``step`` frames (10 ms each).
+    embeddings of 1.6-s partial windows every ``step`` frames (10 ms each), as Resemblyzer
+    reads an utterance; or, with ``windows``, of that many equal consecutive windows (the
+    frames' tail under one window is dropped), as ``ModelConfig.windows`` reads a fragment.
     """
 
-    def __init__(self, weights: str | Path | None = None, step: int = GE2E_PARTIAL_STEP) -> None:
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        step: int = GE2E_PARTIAL_STEP,
+        windows: int = 0,
+    ) -> None:
         super().__init__()
         self.step = step
+        self.windows = windows
         self.power_mel = PowerMel()
         self.lstm = nn.LSTM(GE2E_N_MELS, GE2E_HIDDEN, GE2E_LAYERS, batch_first=True)
         self.linear = nn.Linear(GE2E_HIDDEN, GE2E_DIM)
@@ -107,6 +115,12 @@ class GE2E(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         mels = self.mels(wav)
         batch, frames, _ = mels.shape
+        if self.windows:
+            size = frames // self.windows
+            windows = mels[:, : size * self.windows].reshape(batch * self.windows, size, -1)
+            _, (hidden, _) = self.lstm(windows)
+            emb = F.relu(self.linear(hidden[-1]))
+            return F.normalize(emb, dim=-1).reshape(batch, self.windows, GE2E_DIM)
         need = max(frames, GE2E_PARTIAL_FRAMES)
         n_partials = 1 + (need - GE2E_PARTIAL_FRAMES + self.step - 1) // self.step
         total = (n_partials - 1) * self.step + GE2E_PARTIAL_FRAMES

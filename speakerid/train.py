@@ -78,6 +78,8 @@ class TrainConfig:
     speed_min: float = 0.9  # speed perturbation range (with augment); for distillation a wide
     speed_max: float = 1.1  # range makes new voices the teacher labels, so it may be wider
     stem_stride: int = 2  # see ModelConfig
+    windows: int = 1  # see ModelConfig (lstm body)
+    teacher_windows: int = 0  # distill: the teacher reads this many equal windows; 0: partials
     spec_augment: bool = False  # mask random bands and frame spans of the features (training)
     mix_prob: float = 0.0  # distill: share of fragments overlaid with another at 0-10 dB
     init_teacher: bool = False  # distill, lstm body: start from the teacher's weights
@@ -104,6 +106,7 @@ class TrainConfig:
             embedding_dim=self.embedding_dim,
             channels=self.channels,
             stem_stride=self.stem_stride,
+            windows=self.windows,
         )
 
 
@@ -248,6 +251,10 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         raise DataError(f"unknown select_on {cfg.select_on!r}; one of {list(SELECT_ON)}")
     if cfg.select_on == "distill" and (cfg.objective != "distill" or cfg.embedding_dim != 256):
         raise DataError("select_on distill needs the distill objective and embedding_dim 256")
+    if cfg.windows < 1 or cfg.teacher_windows < 0:
+        raise DataError("windows must be at least 1 and teacher_windows at least 0")
+    if cfg.windows > 1 and cfg.arch != "lstm":
+        raise DataError(f"windows={cfg.windows} needs the lstm body, not {cfg.arch!r}")
     if cfg.init_from and cfg.init_teacher:
         raise DataError("init_from and init_teacher both set the starting weights; pick one")
     torch.manual_seed(cfg.seed)
@@ -404,7 +411,7 @@ def _build_heads(cfg: TrainConfig, n_speakers: int, device: torch.device) -> dic
     if cfg.objective == "distill":
         from speakerid.pretrained import GE2E, GE2E_DIM
 
-        heads["teacher"] = GE2E()
+        heads["teacher"] = GE2E(windows=cfg.teacher_windows)
         # Same size as the teacher: distil straight into the embedding, so that the shipped
         # encoder's own cosine geometry is the one trained; otherwise through a projection.
         heads["project"] = nn.Identity() if dim == GE2E_DIM else nn.Linear(dim, GE2E_DIM)

@@ -113,6 +113,33 @@ def test_unknown_frontend_or_arch_is_refused(field: str, value: str) -> None:
     assert repr(value) in assert_one_line(exc)
 
 
+def test_lstm_windows_average_the_unit_embeddings_of_equal_slices() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        frontend="powermel", arch="lstm", channels=32, embedding_dim=16, stem_stride=1
+    )
+    whole = Encoder(cfg).eval()
+    split = Encoder(ModelConfig(**{**cfg.__dict__, "windows": 2})).eval()
+    split.load_state_dict(whole.state_dict(), strict=True)  # same weights, no new ones
+    x = torch.randn(3, 40, 101)  # (B, F, T) powermel features; the odd last step is dropped
+    with torch.no_grad():
+        halves = [whole.body(x[..., :50]), whole.body(x[..., 50:100])]
+        expected = torch.stack([F.normalize(h, dim=-1) for h in halves]).mean(0)
+        torch.testing.assert_close(split.body(x), expected)
+        assert split(torch.randn(2, FRAGMENT_SAMPLES)).shape == (2, 16)
+
+
+def test_windows_need_the_lstm_body() -> None:
+    with pytest.raises(CheckpointError) as exc:
+        Encoder(ModelConfig(**SMALL, windows=2))
+    assert "lstm" in assert_one_line(exc)
+
+
+def test_checkpoint_config_without_windows_reads_one_window() -> None:
+    old = {k: v for k, v in ModelConfig(arch="lstm").__dict__.items() if k != "windows"}
+    assert ModelConfig.from_dict(old).windows == 1  # checkpoints from before the field
+
+
 def test_model_config_from_dict() -> None:
     cfg = ModelConfig(frontend="mfcc", arch="cnn2d", channels=48)
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.__dict__))) == cfg

@@ -292,6 +292,35 @@ def test_student_initialised_from_ge2e_reads_stacked_frames_as_their_mean(stack:
         torch.testing.assert_close(student.body(stacked), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_ge2e_read_in_windows_embeds_equal_consecutive_slices() -> None:
+    pytest.importorskip("resemblyzer")
+    teacher = GE2E(windows=2)
+    wav = speechlike(batch=2)
+    mels = teacher.mels(wav)
+    size = mels.shape[1] // 2
+    with torch.no_grad():
+        got = teacher(wav)  # (B, 2, 256)
+        for i in range(2):
+            _, (hidden, _) = teacher.lstm(mels[:, i * size : (i + 1) * size])
+            expected = F.normalize(F.relu(teacher.linear(hidden[-1])), dim=-1)
+            torch.testing.assert_close(got[:, i], expected, rtol=1e-4, atol=1e-5)
+    assert teacher.embed(wav).shape == (2, 256)
+
+
+def test_student_in_windows_from_ge2e_matches_the_teacher_in_windows() -> None:
+    pytest.importorskip("resemblyzer")
+    teacher = GE2E(windows=2)
+    cfg = ModelConfig(
+        frontend="powermel", arch="lstm", channels=256, embedding_dim=256, stem_stride=1, windows=2
+    )
+    student = Encoder(cfg).eval()
+    init_from_ge2e(student.body, teacher)
+    wav = speechlike(batch=2)
+    with torch.no_grad():
+        got = F.normalize(student(wav), dim=-1)
+        torch.testing.assert_close(got, teacher.embed(wav), rtol=1e-3, atol=1e-4)
+
+
 def test_student_of_another_shape_cannot_start_from_ge2e() -> None:
     pytest.importorskip("resemblyzer")
     teacher = GE2E()

@@ -383,6 +383,9 @@ def test_selection_key_by_accuracy_or_distillation() -> None:
         ({"select_on": "loss"}, "unknown select_on"),
         ({"select_on": "distill"}, "needs the distill objective"),
         ({"test_speakers": 9}, "hold out 9"),
+        ({"windows": 2}, "needs the lstm body"),
+        ({"windows": 0}, "at least 1"),
+        ({"teacher_windows": -1}, "at least 0"),
     ],
 )
 def test_bad_settings_are_refused(
@@ -398,6 +401,8 @@ def test_config_from_overrides_ignores_unset_options() -> None:
     assert cfg.data == ("a", "b") and cfg.steps == 5 and cfg.arch == "cnn2d"
     assert cfg.lr == TrainConfig(data=()).lr
     assert cfg.model_config().arch == "cnn2d"
+    lstm = config_from_overrides(("a",), arch="lstm", windows=2, teacher_windows=2)
+    assert lstm.model_config().windows == 2 and lstm.teacher_windows == 2
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
