@@ -155,26 +155,30 @@ def _device(cfg: TrainConfig) -> torch.device:
 
 
 @torch.inference_mode()
+@torch.inference_mode()
+def _batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], waves: np.ndarray, device: torch.device, batch: int
+) -> np.ndarray:
+    """``fn`` over ``(N, samples)`` audio in batches of ``batch`` -> float32 numpy ``(N, D)``."""
+    out = [
+        fn(torch.from_numpy(waves[i : i + batch]).to(device)).float().cpu().numpy()
+        for i in range(0, len(waves), batch)
+    ]
+    return np.concatenate(out)
+
+
 def embed_set(encoder: Encoder, frags: FragmentSet, device: torch.device, batch: int = 128):
     """Unit embeddings ``(N, D)`` of a FragmentSet, in eval mode."""
     was_training = encoder.training
     encoder.eval()
-    out = [
-        encoder(torch.from_numpy(frags.waves[i : i + batch]).to(device)).float().cpu().numpy()
-        for i in range(0, len(frags), batch)
-    ]
+    emb = _batched(encoder, frags.waves, device, batch)
     encoder.train(was_training)
-    return l2_normalize(np.concatenate(out))
+    return l2_normalize(emb)
 
 
-@torch.inference_mode()
 def embed_teacher(teacher: nn.Module, frags: FragmentSet, device: torch.device, batch: int = 64):
     """The teacher's unit embeddings ``(N, 256)`` of a FragmentSet (numpy)."""
-    out = [
-        teacher.embed(torch.from_numpy(frags.waves[i : i + batch]).to(device)).float().cpu()
-        for i in range(0, len(frags), batch)
-    ]
-    return torch.cat(out).numpy()
+    return _batched(teacher.embed, frags.waves, device, batch)
 
 
 def init_from_checkpoint(encoder: Encoder, path: str | Path) -> None:
