@@ -155,7 +155,6 @@ def _device(cfg: TrainConfig) -> torch.device:
 
 
 @torch.inference_mode()
-@torch.inference_mode()
 def _batched(
     fn: Callable[[torch.Tensor], torch.Tensor], waves: np.ndarray, device: torch.device, batch: int
 ) -> np.ndarray:
@@ -257,8 +256,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         raise DataError("select_on distill needs the distill objective and embedding_dim 256")
     if cfg.windows < 1 or cfg.teacher_windows < 0:
         raise DataError("windows must be at least 1 and teacher_windows at least 0")
-    if cfg.windows > 1 and cfg.arch != "lstm":
-        raise DataError(f"windows={cfg.windows} needs the lstm body, not {cfg.arch!r}")
     if cfg.init_from and cfg.init_teacher:
         raise DataError("init_from and init_teacher both set the starting weights; pick one")
     torch.manual_seed(cfg.seed)

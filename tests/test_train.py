@@ -383,7 +383,6 @@ def test_selection_key_by_accuracy_or_distillation() -> None:
         ({"select_on": "loss"}, "unknown select_on"),
         ({"select_on": "distill"}, "needs the distill objective"),
         ({"test_speakers": 9}, "hold out 9"),
-        ({"windows": 2}, "needs the lstm body"),
         ({"windows": 0}, "at least 1"),
         ({"teacher_windows": -1}, "at least 0"),
     ],
@@ -394,6 +393,12 @@ def test_bad_settings_are_refused(
     with pytest.raises(DataError) as exc:
         train(tiny(corpus, tmp_path / "x", **change), console=quiet())
     assert text in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_windows_on_another_body_are_refused_by_the_encoder(corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError) as exc:
+        train(tiny(corpus, tmp_path / "x", windows=2), console=quiet())
+    assert "needs the lstm body" in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_config_from_overrides_ignores_unset_options() -> None:
