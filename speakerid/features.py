@@ -61,6 +61,17 @@ def mel_power(mel: T.MelSpectrogram, wav: torch.Tensor) -> torch.Tensor:
     return torch.matmul(mel.mel_scale.fb.T, power)
 
 
+def equal_windows(frames: torch.Tensor, n: int) -> torch.Tensor:
+    """``(B, T, F)`` -> ``(B * n, T // n, F)``: each row cut into ``n`` equal consecutive windows.
+
+    The frames' tail under one window is dropped. Used by the lstm body and the GE2E teacher
+    to read a fragment in windows (``ModelConfig.windows``).
+    """
+    batch, steps, n_features = frames.shape
+    size = steps // n
+    return frames[:, : size * n].reshape(batch * n, size, n_features)
+
+
 class RawFrontend(nn.Module):
     """Waveform subsampled to 4 kHz, as the case study fed its 1-D CNN: (B, 1, 12000)."""
 

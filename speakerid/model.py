@@ -26,7 +26,13 @@ from torch import nn
 
 from speakerid.audio import FRAGMENT_SAMPLES
 from speakerid.errors import CheckpointError
-from speakerid.features import FbankFrontend, MFCCFrontend, PowerMelFrontend, RawFrontend
+from speakerid.features import (
+    FbankFrontend,
+    MFCCFrontend,
+    PowerMelFrontend,
+    RawFrontend,
+    equal_windows,
+)
 
 CHECKPOINT_FORMAT = "speakerid-encoder/1"
 
@@ -219,16 +225,14 @@ class LSTMBody(nn.Module):
         self.windows = cfg.windows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, n_features, steps = x.shape
-        if self.windows > 1:  # (B, F, T) -> (B * W, F, T // W); a tail under one step is dropped
-            size = steps // self.windows
-            x = x[..., : size * self.windows].reshape(batch, n_features, self.windows, size)
-            x = x.transpose(1, 2).reshape(batch * self.windows, n_features, size)
-        _, (hidden, _) = self.lstm(x.transpose(1, 2))  # steps along T
+        steps = x.transpose(1, 2)  # (B, F, T) -> (B, T, F): steps along T
+        if self.windows > 1:
+            steps = equal_windows(steps, self.windows)
+        _, (hidden, _) = self.lstm(steps)
         emb = F.relu(self.linear(hidden[-1]))
         if self.windows == 1:
             return emb
-        return F.normalize(emb.float(), dim=-1).reshape(batch, self.windows, -1).mean(dim=1)
+        return F.normalize(emb.float(), dim=-1).reshape(len(x), self.windows, -1).mean(dim=1)
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {

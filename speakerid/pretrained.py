@@ -33,7 +33,7 @@ from torch import nn
 
 from speakerid.audio import SAMPLE_RATE
 from speakerid.errors import CheckpointError, DataError
-from speakerid.features import POWERMEL_HOP, POWERMEL_N_MELS, PowerMel
+from speakerid.features import POWERMEL_HOP, POWERMEL_N_MELS, PowerMel, equal_windows
 
 if TYPE_CHECKING:
     from speakerid.model import ModelConfig
@@ -116,9 +116,7 @@ class GE2E(nn.Module):
         mels = self.mels(wav)
         batch, frames, _ = mels.shape
         if self.windows:
-            size = frames // self.windows
-            windows = mels[:, : size * self.windows].reshape(batch * self.windows, size, -1)
-            _, (hidden, _) = self.lstm(windows)
+            _, (hidden, _) = self.lstm(equal_windows(mels, self.windows))
             emb = F.relu(self.linear(hidden[-1]))
             return F.normalize(emb, dim=-1).reshape(batch, self.windows, GE2E_DIM)
         need = max(frames, GE2E_PARTIAL_FRAMES)
