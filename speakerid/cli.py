@@ -55,11 +55,12 @@ err = Console(stderr=True, highlight=False)
 # ---------------------------------------------------------------- shared options
 
 ModelOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--model",
         "-m",
-        help="Model checkpoint (.safetensors). Default: the shipped model.",
+        help="accurate (CAM++, the default), fast, or a checkpoint file (.safetensors); "
+        "`speakerid models` lists them.",
         show_default=False,
     ),
 ]
@@ -145,7 +146,7 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _embedder(model: Path | None, precision: str) -> Embedder:
+def _embedder(model: str | None, precision: str) -> Embedder:
     return Embedder(load_model(model), precision=precision)
 
 
@@ -371,6 +372,41 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
         rows.append(("", "[red]the store was made by another model[/red]"))
     for label, value in rows:
         out.print(f"[bold]{label:<15}[/bold] {value}", soft_wrap=True)
+
+
+@command("models")
+def models_cmd(json_: JsonOpt = False) -> None:
+    """List the shipped models (--model NAME) with size, speed and measured error rates."""
+    from speakerid.registry import list_models, measured
+
+    rows = list_models()
+    if json_:
+        print_json([asdict(r) for r in rows])
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("model", "", "size", "params", "dim", "threshold"):
+        table.add_column(column, justify="left" if column in ("model", "") else "right")
+    sets = sorted({s for r in rows for s in r.measured.get("eer", {})})
+    for name in sets:
+        table.add_column(f"EER {name}", justify="right")
+    table.add_column("audio s/s, 1 thread", justify="right")
+    for r in rows:
+        eer = r.measured.get("eer", {})
+        speed = r.measured.get("audio_s_per_s_1_thread")
+        table.add_row(
+            r.name + (" (default)" if r.default else ""),
+            r.summary if not r.error else f"[red]{escape(r.error)}[/red]",
+            f"{r.megabytes:.1f} MB",
+            f"{r.parameters / 1e6:.2f} M",
+            str(r.embedding_dim),
+            f"{r.threshold:.4f}" if r.threshold is not None else "-",
+            *[f"{100 * eer[s]:.2f}%" if s in eer else "-" for s in sets],
+            f"{speed:.0f}" if speed else "-",
+        )
+    out.print(table, soft_wrap=True)
+    source = measured().get("_source")
+    if source:
+        out.print(f"measured: {escape(source)}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------- training and evaluation

@@ -14,13 +14,9 @@ import numpy as np
 import torch
 
 from speakerid.audio import load_audio, prepare
-from speakerid.errors import CheckpointError, SpeakerIDError
+from speakerid.errors import SpeakerIDError
 from speakerid.model import LoadedModel, load_encoder
-
-PACKAGE_MODEL = Path(__file__).parent / "_models" / "default.safetensors"  # in a wheel
-REPO_MODEL = Path(__file__).parent.parent / "models" / "default.safetensors"  # in a checkout
-# sha256 of models/default.safetensors; the shipped model refuses to load if it differs.
-DEFAULT_MODEL_SHA256 = "f9699bbb79eadabd27a4ed652d35e47c0b2b9ec98916557a16f8fa2b450e26e7"
+from speakerid.registry import resolve_model
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -44,12 +40,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise SpeakerIDError(f"unknown precision {precision!r}; one of {list(PRECISIONS)}")
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
+    if precision == "bf16" and device.type == "cpu" and not native_bf16(device):
+        # emulated bf16 is many times slower, and oneDNN has no bf16 LSTM kernel for it
+        raise SpeakerIDError(
+            "--precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has "
+            "none: use auto or fp32"
+        )
     return precision
-
-
-def default_model_path() -> Path:
-    """Where the shipped model lies: inside the installed package, else the source tree."""
-    return PACKAGE_MODEL if PACKAGE_MODEL.is_file() else REPO_MODEL
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -121,13 +118,10 @@ class Embedder:
         return pool(np.stack([self.embed_file(p) for p in paths]))
 
 
-def load_model(path: str | Path | None = None) -> LoadedModel:
-    """Load a checkpoint, or the shipped default (sha256-checked) when ``path`` is None."""
-    if path is not None:
-        return load_encoder(path)
-    default = default_model_path()
-    if not default.is_file():
-        raise CheckpointError(
-            f"the shipped model is missing ({default}); reinstall speakerid or pass --model"
-        )
-    return load_encoder(default, expected_sha256=DEFAULT_MODEL_SHA256)
+def load_model(spec: str | Path | None = None) -> LoadedModel:
+    """Load a shipped model by name (``accurate``, ``fast``; sha256-checked), or a checkpoint file.
+
+    ``None`` is the default shipped model (``registry.DEFAULT_MODEL``).
+    """
+    path, sha256 = resolve_model(spec)
+    return load_encoder(path, expected_sha256=sha256)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 import torchaudio.functional as AF
 import torchaudio.transforms as T
 from torch import nn
@@ -29,6 +30,14 @@ FBANK_WIN = 400  # 25 ms
 FBANK_HOP = 160  # 10 ms
 FBANK_F_MIN = 20.0
 FBANK_F_MAX = 7_600.0
+
+KALDI_WIN = 400  # 25 ms frames (Kaldi's frame_length)
+KALDI_HOP = 160  # 10 ms (frame_shift)
+KALDI_N_FFT = 512  # the frame zero-padded to a power of two
+KALDI_PREEMPH = 0.97
+KALDI_POVEY_POWER = 0.85  # Povey window: a Hann window raised to this power
+KALDI_F_MIN = 20.0  # Hz; the upper edge is Nyquist
+KALDI_LOG_FLOOR = float(torch.finfo(torch.float32).eps)  # log(max(energy, eps))
 
 POWERMEL_N_MELS = 40  # Resemblyzer's GE2E input: 40-band power mel (not log)
 POWERMEL_WIN = 400  # 25 ms, also the FFT size
@@ -150,6 +159,61 @@ class FbankFrontend(nn.Module):
 
     def frames(self, samples: int) -> int:
         return 1 + samples // FBANK_HOP
+
+
+def kaldi_mel_banks(n_mels: int, n_fft: int = KALDI_N_FFT) -> torch.Tensor:
+    """Kaldi's triangular mel filters, ``(n_mels, n_fft // 2 + 1)``, on a 1127 ln(1 + f/700) scale.
+
+    Triangles are equal-width on the mel scale between ``KALDI_F_MIN`` and Nyquist; the
+    Nyquist bin gets no weight, as in Kaldi.
+    """
+
+    def mel(f: torch.Tensor) -> torch.Tensor:
+        return 1127.0 * torch.log1p(f / 700.0)
+
+    nyquist = SAMPLE_RATE / 2
+    low, high = mel(torch.tensor(KALDI_F_MIN)), mel(torch.tensor(nyquist))
+    delta = (high - low) / (n_mels + 1)
+    left = low + delta * torch.arange(n_mels, dtype=torch.float32)[:, None]
+    center, right = left + delta, left + 2 * delta
+    bins = mel(torch.arange(n_fft // 2, dtype=torch.float32) * (SAMPLE_RATE / n_fft))[None, :]
+    rising = (bins - left) / (center - left)
+    falling = (right - bins) / (right - center)
+    banks = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    return F.pad(banks, (0, 1))  # (n_mels, n_fft // 2 + 1)
+
+
+class KaldiFbankFrontend(nn.Module):
+    """Kaldi-compatible log mel filterbank, batched: ``(B, samples)`` -> ``(B, n_mels, frames)``.
+
+    The input CAM++ was trained on, computed as ``torchaudio.compliance.kaldi.fbank`` does with
+    its defaults (no dither, snip_edges: ``1 + (samples - 400) // 160`` frames): per 25-ms
+    frame, remove the DC offset, pre-emphasise (0.97), apply a Povey window, zero-pad to 512,
+    power spectrum, mel filters from 20 Hz to Nyquist, log with a float-epsilon floor. Then
+    the per-fragment mean of each bin is subtracted (cepstral mean normalisation, no variance
+    normalisation). Audio is float in [-1, 1], not Kaldi's 16-bit integer scale.
+    """
+
+    def __init__(self, n_mels: int = 80) -> None:
+        super().__init__()
+        self.n_features = n_mels
+        window = torch.hann_window(KALDI_WIN, periodic=False, dtype=torch.float64)
+        self.register_buffer("window", window.pow(KALDI_POVEY_POWER).float(), persistent=False)
+        self.register_buffer("banks", kaldi_mel_banks(n_mels), persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        frames = wav.float().unfold(-1, KALDI_WIN, KALDI_HOP)  # (B, T, 400)
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+        frames = (frames - KALDI_PREEMPH * previous) * self.window
+        spectrum = torch.fft.rfft(frames, n=KALDI_N_FFT)
+        power = spectrum.real.square() + spectrum.imag.square()  # (B, T, 257)
+        x = torch.log(torch.matmul(power, self.banks.T).clamp_min(KALDI_LOG_FLOOR))
+        x = x - x.mean(dim=1, keepdim=True)
+        return x.transpose(1, 2)
+
+    def frames(self, samples: int) -> int:
+        return 1 + (samples - KALDI_WIN) // KALDI_HOP
 
 
 class PowerMel(nn.Module):

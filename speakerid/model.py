@@ -1,9 +1,9 @@
 """The twin encoder: one network applied to both sides of a pair, input -> embedding.
 
-Three bodies: the case study's 1-D CNN (raw 4 kHz audio) and 2-D CNN (MFCC or any
-feature map), each with global max pooling and a dense embedding, and ``ecapa_lite``, a
-compact ECAPA-style TDNN with squeeze-excitation, multi-layer aggregation and attentive
-statistics pooling, the default. Heads and losses live in ``train.py``; a checkpoint holds
+Bodies: the case study's 1-D CNN (raw 4 kHz audio) and 2-D CNN (MFCC or any feature map),
+each with global max pooling and a dense embedding; ``ecapa_lite``, a compact ECAPA-style
+TDNN; ``lstm``, GE2E's shape (the fast student); and ``campp``, CAM++ (``campp.py``), the
+accurate default. Heads and losses live in ``train.py``; a checkpoint holds
 the encoder alone, in safetensors with its ``ModelConfig`` in the metadata.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
@@ -25,9 +26,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from speakerid.audio import FRAGMENT_SAMPLES
+from speakerid.campp import CAMPPBody
 from speakerid.errors import CheckpointError
 from speakerid.features import (
     FbankFrontend,
+    KaldiFbankFrontend,
     MFCCFrontend,
     PowerMelFrontend,
     RawFrontend,
@@ -35,14 +38,15 @@ from speakerid.features import (
 )
 
 CHECKPOINT_FORMAT = "speakerid-encoder/1"
+COHORT_KEY = "cohort"  # optional (N, D) unit embeddings of training speakers, for AS-norm
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild an encoder; saved inside every checkpoint."""
 
-    frontend: str = "fbank"  # input representation: raw | mfcc | fbank | powermel | ge2e | vggish
-    arch: str = "ecapa_lite"  # encoder body: cnn1d | cnn2d | ecapa_lite | lstm
+    frontend: str = "fbank"  # input: raw | mfcc | fbank | kaldi_fbank | powermel | ge2e | vggish
+    arch: str = "ecapa_lite"  # encoder body: cnn1d | cnn2d | ecapa_lite | lstm | campp
     embedding_dim: int = 192  # size of the embedding the encoder outputs
     channels: int = 192  # width of the body (ecapa_lite) or of its last conv block (cnn*)
     n_mels: int = 80  # fbank mel bands
@@ -88,6 +92,7 @@ FRONTENDS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "raw": lambda cfg: RawFrontend(),
     "mfcc": lambda cfg: MFCCFrontend(cfg.n_mfcc),
     "fbank": lambda cfg: FbankFrontend(cfg.n_mels),
+    "kaldi_fbank": lambda cfg: KaldiFbankFrontend(cfg.n_mels),
     "powermel": lambda cfg: PowerMelFrontend(cfg.stem_stride),
     "ge2e": _lazy("speakerid.pretrained", "GE2EFrontend"),
     "vggish": _lazy("speakerid.pretrained", "VGGishFrontend"),
@@ -240,6 +245,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "cnn2d": CNN2d,
     "ecapa_lite": EcapaLite,
     "lstm": LSTMBody,
+    "campp": CAMPPBody,
 }
 
 
@@ -338,12 +344,24 @@ def save_encoder(
     threshold: float | None = None,
     info: dict[str, Any] | None = None,
     half: bool = False,
+    cohort: np.ndarray | None = None,
 ) -> None:
-    """Write the encoder's weights and config as safetensors (fp16 with ``half``)."""
+    """Write the encoder's weights and config as safetensors (fp16 with ``half``).
+
+    ``cohort``: ``(N, D)`` embeddings of training speakers stored beside the weights, the
+    cohort of adaptive score normalisation (kept fp32).
+    """
     state = {
         k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in encoder.state_dict().items()
     }
+    if cohort is not None:
+        cohort = np.asarray(cohort, dtype=np.float32)
+        if cohort.ndim != 2 or cohort.shape[1] != encoder.config.embedding_dim:
+            raise ValueError(
+                f"cohort must be (N, {encoder.config.embedding_dim}), not {cohort.shape}"
+            )
+        state[COHORT_KEY] = torch.from_numpy(cohort.copy())
     metadata = {
         "format": CHECKPOINT_FORMAT,
         "config": json.dumps(asdict(encoder.config)),
@@ -364,6 +382,7 @@ class LoadedModel:
     fingerprint: str  # sha256 of the checkpoint file: the store's model identity
     path: Path
     info: dict[str, Any]
+    cohort: np.ndarray | None = None  # (N, D) unit vectors of training speakers, or None
 
 
 def load_encoder(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:
@@ -400,10 +419,16 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({exc})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    cohort = state.pop(COHORT_KEY, None)
+    if cohort is not None and (cohort.ndim != 2 or cohort.shape[1] != cfg.embedding_dim):
+        raise CheckpointError(
+            f"{path}: cohort of shape {tuple(cohort.shape)} does not fit the model"
+        )
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: weights do not match the config ({first})") from None
     encoder.eval()
-    return LoadedModel(encoder, threshold, fingerprint, path, info)
+    cohort_np = None if cohort is None else cohort.numpy()
+    return LoadedModel(encoder, threshold, fingerprint, path, info, cohort_np)

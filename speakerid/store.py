@@ -49,6 +49,7 @@ from speakerid.errors import (
     StoreError,
     UnknownSpeakerError,
 )
+from speakerid.registry import DEFAULT_MODEL, shipped_name
 
 STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
 SCHEMA_VERSION = 1  # meta 'schema_version': bump on any change to the tables below
@@ -494,10 +495,13 @@ class SpeakerStore:
         if meta.get("model_source"):
             made_by += f" ({meta['model_source']})"
         using = f"model {fingerprint[:12]}" + (f" ({source})" if source else "")
+        shipped = shipped_name(bound)
+        use_it = f"pass --model {shipped} to keep using this store, " if shipped else ""
         return StoreError(
             f"{self.path} holds embeddings made by {made_by}, but the model in use is {using}; "
-            "embeddings of different models cannot be compared: pass --store for a separate "
-            "store, or remove the enrolled speakers and enroll them again with this model"
+            f"embeddings of different models cannot be compared: {use_it}or re-enroll with "
+            "this model into a new store (--store NEW.sqlite; enroll-dir re-enrolls a folder), "
+            "or remove the enrolled speakers here and enroll them again"
         )
 
     def _model_ok(self, conn: sqlite3.Connection, fingerprint: str, dim: int, source: str) -> bool:
@@ -1077,7 +1081,7 @@ def save_embeddings(path: str | Path, embeddings: Mapping[str, np.ndarray]) -> N
 
 def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:
     """``speakerid info``: the model (or why it does not load) and the store's contents."""
-    shown = str(model_path) if model_path is not None else "(shipped default)"
+    shown = str(model_path) if model_path is not None else f"{DEFAULT_MODEL} (shipped default)"
     try:
         model = load_model(model_path)
     except SpeakerIDError as exc:

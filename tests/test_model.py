@@ -7,6 +7,7 @@ Embedder's file/array/speaker embeddings.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -20,9 +21,16 @@ from conftest import VOICES, synth_voice
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import speakerid.embed as embed_mod
+import speakerid.registry as registry
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.embed import Embedder, l2_normalize, load_model, pool, resolve_precision
+from speakerid.embed import (
+    Embedder,
+    l2_normalize,
+    load_model,
+    native_bf16,
+    pool,
+    resolve_precision,
+)
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
 from speakerid.model import (
     CHECKPOINT_FORMAT,
@@ -418,16 +426,25 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 
 @pytest.fixture
 def shipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
-    """Point the package and checkout model paths into tmp_path (both absent at first)."""
-    package, repo = tmp_path / "pkg" / "default.safetensors", tmp_path / "repo" / "default.st"
-    monkeypatch.setattr(embed_mod, "PACKAGE_MODEL", package)
-    monkeypatch.setattr(embed_mod, "REPO_MODEL", repo)
-    return package, repo
+    """Point the package and checkout model folders into tmp_path (both absent at first)."""
+    package, repo = tmp_path / "pkg", tmp_path / "repo"
+    monkeypatch.setattr(registry, "PACKAGE_DIR", package)
+    monkeypatch.setattr(registry, "REPO_DIR", repo)
+    return package / _default().filename, repo / _default().filename
+
+
+def _default() -> registry.ShippedModel:
+    return registry.SHIPPED[registry.DEFAULT_MODEL]
+
+
+def _pin(monkeypatch: pytest.MonkeyPatch, sha256: str) -> None:
+    entry = dataclasses.replace(_default(), sha256=sha256)
+    monkeypatch.setitem(registry.SHIPPED, entry.name, entry)
 
 
 def test_shipped_model_missing(shipped: tuple[Path, Path]) -> None:
     _, repo = shipped
-    assert embed_mod.default_model_path() == repo
+    assert registry.shipped_path(_default()) == repo
     with pytest.raises(CheckpointError) as exc:
         load_model(None)
     message = assert_one_line(exc)
@@ -440,12 +457,13 @@ def test_shipped_model_in_checkout_is_loaded_and_pinned(
     _, repo = shipped
     repo.parent.mkdir(parents=True)
     repo.write_bytes(ckpt.read_bytes())
-    monkeypatch.setattr(embed_mod, "DEFAULT_MODEL_SHA256", file_sha256(ckpt))
+    _pin(monkeypatch, file_sha256(ckpt))
 
     model = load_model(None)
 
     assert model.path == repo and model.fingerprint == file_sha256(ckpt)
     assert model.threshold == 0.625
+    assert load_model(registry.DEFAULT_MODEL).path == repo  # the name means the same file
 
 
 def test_installed_package_model_wins_over_checkout(
@@ -456,9 +474,9 @@ def test_installed_package_model_wins_over_checkout(
         path.parent.mkdir(parents=True)
     package.write_bytes(ckpt.read_bytes())
     save_encoder(small_encoder(seed=9), repo)
-    monkeypatch.setattr(embed_mod, "DEFAULT_MODEL_SHA256", file_sha256(package))
+    _pin(monkeypatch, file_sha256(package))
 
-    assert embed_mod.default_model_path() == package
+    assert registry.shipped_path(_default()) == package
     assert load_model(None).path == package
 
 
@@ -468,12 +486,44 @@ def test_shipped_model_replaced_is_refused(
     _, repo = shipped
     repo.parent.mkdir(parents=True)
     save_encoder(small_encoder(seed=9), repo)  # a valid model, but not the pinned one
-    monkeypatch.setattr(embed_mod, "DEFAULT_MODEL_SHA256", file_sha256(ckpt))
+    _pin(monkeypatch, file_sha256(ckpt))
     with pytest.raises(CheckpointError) as exc:
         load_model(None)
     assert "does not match the shipped model" in assert_one_line(exc)
     # An explicit path is the user's choice: no pin applies.
     assert load_model(repo).fingerprint == file_sha256(repo)
+
+
+@pytest.mark.parametrize("name", sorted(registry.SHIPPED))
+def test_every_shipped_model_matches_its_pin(name: str) -> None:
+    model = load_model(name)
+    assert model.fingerprint == registry.SHIPPED[name].sha256
+    assert model.threshold is not None and -1.0 < model.threshold < 1.0
+    assert set(model.info["split"]) >= {"val", "test"}  # benchmarks hold these speakers out
+
+
+def test_cohort_is_stored_beside_the_weights_and_checked(tmp_path: Path) -> None:
+    encoder = small_encoder()
+    cohort = l2_normalize(np.random.default_rng(0).standard_normal((5, 16)))
+    save_encoder(encoder, tmp_path / "c.safetensors", cohort=cohort)
+    loaded = load_encoder(tmp_path / "c.safetensors")
+    np.testing.assert_array_equal(loaded.cohort, cohort)
+    assert load_encoder(_save_plain(tmp_path)).cohort is None
+    with pytest.raises(ValueError, match="cohort must be"):
+        save_encoder(encoder, tmp_path / "bad.safetensors", cohort=cohort[:, :4])
+    state = load_file(str(tmp_path / "c.safetensors"))
+    state["cohort"] = torch.zeros(5, 4)
+    with safe_open(str(tmp_path / "c.safetensors"), framework="pt") as fh:
+        metadata = fh.metadata()
+    save_file(state, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    with pytest.raises(CheckpointError, match="cohort"):
+        load_encoder(tmp_path / "bad.safetensors")
+
+
+def _save_plain(tmp_path: Path) -> Path:
+    path = tmp_path / "plain.safetensors"
+    save_encoder(small_encoder(), path)
+    return path
 
 
 # ----------------------------------------------------------------------------- Embedder
@@ -575,6 +625,10 @@ def test_pool_and_normalise_helpers() -> None:
 # ----------------------------------------------------------------------------- precision
 
 
+@pytest.mark.skipif(
+    not native_bf16(torch.device("cpu")),
+    reason="this CPU has no native bf16 (explicit bf16 refused)",
+)
 @pytest.mark.parametrize(("frontend", "arch"), [("powermel", "lstm"), ("fbank", "ecapa_lite")])
 def test_bf16_embeddings_stay_close_to_fp32(tmp_path: Path, frontend: str, arch: str) -> None:
     path = tmp_path / "m.safetensors"
@@ -591,10 +645,11 @@ def test_bf16_embeddings_stay_close_to_fp32(tmp_path: Path, frontend: str, arch:
 
 
 def test_autocast_reaches_only_the_body() -> None:
-    enc = small_encoder(frontend="powermel", arch="lstm", whiten=True, stem_stride=3)
+    # ecapa_lite: oneDNN has no bf16 LSTM kernel on CPUs without native bf16, convs run anywhere
+    enc = small_encoder(frontend="powermel", arch="ecapa_lite", whiten=True, stem_stride=3)
     seen: dict[str, torch.dtype] = {}
     enc.frontend.register_forward_hook(lambda m, i, o: seen.__setitem__("frontend", o.dtype))
-    enc.body.lstm.register_forward_hook(lambda m, i, o: seen.__setitem__("body", o[0].dtype))
+    enc.body.embed.register_forward_hook(lambda m, i, o: seen.__setitem__("body", o.dtype))
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = enc(waves(2))
     assert seen == {"frontend": torch.float32, "body": torch.bfloat16}
@@ -608,7 +663,11 @@ def test_precision_auto_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
         assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
         assert resolve_precision("fp32", cpu) == "fp32"
-        assert resolve_precision("bf16", cpu) == "bf16"
+        if native:
+            assert resolve_precision("bf16", cpu) == "bf16"
+        else:  # emulated bf16 is slow and has no LSTM kernel: a clear refusal, not a crash
+            with pytest.raises(SpeakerIDError, match="native bf16"):
+                resolve_precision("bf16", cpu)
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # an older or other torch
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"

@@ -1,0 +1,325 @@
+"""The shipped models against Resemblyzer on identical trials: docs/benchmarks.md, "Models".
+
+    python bench/bench_models.py --data ../shared/data            # the table
+    python bench/bench_models.py --data ../shared/data --readings # + CAM++ readings, AS-norm
+
+Trial sets (every system embeds the same trimmed arrays; no set is used to tune anything):
+
+- ``libri_fragments``: the 40 held-out LibriSpeech test speakers (the split recorded in every
+  shipped checkpoint), every 3-s fragment (hop 3 s), all cross-recording pairs; plus 1-shot
+  4- and 40-way accuracy on the same fragments (2000 tasks each, one seed).
+- ``libri_halves``: each of their recordings cut into halves, each half one recording.
+- ``ravdess``: RAVDESS (evaluation only), each file one recording, all pairs.
+- ``ami``: the 16 AMI far-field speakers' segments, all pairs (the ``fast`` model saw them in
+  training; CAM++ and Resemblyzer did not).
+- ``vctk_arctic``: VCTK p225-p228 and ARCTIC clb/slt (``fast`` saw them in training).
+
+Files with less than 1 s of speech after trimming are left out, as the CLI refuses them.
+With ``--readings``: CAM++ recordings read as pooled 3-s fragments (the pipeline), in one
+pass, or as pooled 6-s windows, and AS-norm with the checkpoint's cohort. Embeddings are
+cached under ``--cache`` so reruns only score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speakerid.audio import MIN_SPEECH_SAMPLES, SAMPLE_RATE, load_audio, trim_silence
+from speakerid.data import AudioBank, fragment_set, scan_corpus
+from speakerid.embed import Embedder, l2_normalize, load_model, pool
+from speakerid.evaluate import kway_curve, verification_summary, verification_trials
+from speakerid.model import LoadedModel
+
+P_TARGET = 0.01
+RESEMBLYZER_DBFS = -30.0
+KWAY = (4, 40)
+
+
+# ------------------------------------------------------------------------------------ sets
+
+
+def trimmed(files: list[Path]) -> tuple[list[Path], list[np.ndarray]]:
+    """Load and trim, keeping files with at least the CLI's minimum of speech."""
+    kept = []
+    for f in files:
+        wav = trim_silence(load_audio(f), name=str(f))
+        if len(wav) >= MIN_SPEECH_SAMPLES:
+            kept.append((f, wav))
+    return [f for f, _ in kept], [w for _, w in kept]
+
+
+def build_sets(data: Path, test_speakers: list[str], ravdess_per_actor: int) -> dict:
+    """Every trial set as ``{name: {"waves", "speakers", "recordings"}}`` (recording sets)."""
+    libri = scan_corpus(data / "LibriSpeech/train-clean-100")
+    bank = AudioBank.load(libri, test_speakers)
+    frags = fragment_set(bank, hop_seconds=3.0)
+    sets: dict[str, dict] = {
+        "libri_fragments": {
+            "fragments": frags.waves,
+            "speakers": frags.speakers,
+            "recordings": frags.recordings,
+        }
+    }
+    halves, owner, rec = [], [], []
+    for spk, waves, names in zip(bank.speakers, bank.waves, bank.names, strict=True):
+        for wav, name in zip(waves, names, strict=True):
+            mid = len(wav) // 2
+            halves += [wav[:mid], wav[mid:]]
+            owner += [spk, spk]
+            rec += [f"{name}#a", f"{name}#b"]
+    sets["libri_halves"] = {"waves": halves, "speakers": owner, "recordings": rec}
+
+    rng = np.random.default_rng(0)
+    rav = []
+    for actor in sorted(p for p in (data / "eval-only/ravdess").iterdir() if p.is_dir()):
+        files = sorted(actor.glob("*.flac"))
+        if ravdess_per_actor and len(files) > ravdess_per_actor:
+            files = [files[i] for i in sorted(rng.choice(len(files), ravdess_per_actor, False))]
+        rav += files
+    files, waves = trimmed(rav)
+    sets["ravdess"] = {
+        "waves": waves,
+        "speakers": [f.parent.name for f in files],
+        "recordings": [str(f) for f in files],
+    }
+    for name, roots in (
+        ("ami", ["extra/ami"]),
+        ("vctk_arctic", ["extra/vctk", "extra/cmu_arctic"]),
+    ):
+        recs = [r for root in roots for r in scan_corpus(data / root, qualify=True)]
+        files, waves = trimmed([r.path for r in recs])
+        by_path = {r.path: r.speaker for r in recs}
+        sets[name] = {
+            "waves": waves,
+            "speakers": [by_path[f] for f in files],
+            "recordings": [str(f) for f in files],
+        }
+    return sets
+
+
+# --------------------------------------------------------------------------------- systems
+
+
+class Resemblyzer:
+    """Resemblyzer's ``VoiceEncoder`` on CPU, each array one ``embed_utterance``."""
+
+    def __init__(self) -> None:
+        from resemblyzer import VoiceEncoder
+        from resemblyzer.audio import normalize_volume
+
+        self.encoder = VoiceEncoder("cpu", verbose=False)
+        self._normalize = normalize_volume
+
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        wav = self._normalize(wav, RESEMBLYZER_DBFS, increase_only=True).astype(np.float32)
+        return self.encoder.embed_utterance(wav)
+
+
+def whole_pass(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
+    """A recording in one forward pass (CAM++ takes any length), fbank mean over all of it."""
+
+    @torch.inference_mode()
+    def embed(wav: np.ndarray) -> np.ndarray:
+        return l2_normalize(model.encoder(torch.from_numpy(wav)[None]).numpy())[0]
+
+    return embed
+
+
+def windows(embedder: Embedder, seconds: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Pooled ``seconds``-long windows (hop = length; a tail under half a window is dropped)."""
+    size = int(seconds * SAMPLE_RATE)
+
+    @torch.inference_mode()
+    def embed(wav: np.ndarray) -> np.ndarray:
+        if len(wav) <= size:
+            return embedder.embed_waveform(wav, trim=False)  # the pipeline's rule below 3 s
+        starts = list(range(0, len(wav) - size + 1, size))
+        if len(wav) - (starts[-1] + size) >= size // 2:
+            starts.append(len(wav) - size)
+        batch = torch.from_numpy(np.stack([wav[s : s + size] for s in starts]))
+        return pool(l2_normalize(embedder.encoder(batch).numpy()))
+
+    return embed
+
+
+def cached(cache: Path, key: str, fn: Callable[[], np.ndarray]) -> np.ndarray:
+    path = cache / f"{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    start = time.perf_counter()
+    out = np.asarray(fn(), dtype=np.float32)
+    print(f"  {key}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+# --------------------------------------------------------------------------------- scoring
+
+
+def asnorm(
+    scores: np.ndarray, a: np.ndarray, b: np.ndarray, cohort: np.ndarray, top: int
+) -> np.ndarray:
+    """Adaptive symmetric normalisation of ``scores[p] = a[p] . b[p]``.
+
+    Each side's statistics are the mean and std of its ``top`` highest scores against the
+    cohort; the normalised score is the mean of the two z-scores.
+    """
+
+    def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = x @ cohort.T
+        best = -np.partition(-s, min(top, s.shape[1]) - 1, axis=1)[:, :top]
+        return best.mean(axis=1), best.std(axis=1) + 1e-6
+
+    ma, sa = stats(a)
+    mb, sb = stats(b)
+    return 0.5 * ((scores - ma) / sa + (scores - mb) / sb)
+
+
+def pairs(emb: np.ndarray, speakers: np.ndarray, recordings: np.ndarray) -> tuple:
+    """Indices, scores and labels of every cross-recording pair (``verification_trials``'s rule)."""
+    i, j = np.triu_indices(len(emb), k=1)
+    same = speakers[i] == speakers[j]
+    multi = {s for s in set(speakers) if len(set(recordings[speakers == s])) > 1}
+    drop = same & (recordings[i] == recordings[j]) & np.isin(speakers[i], list(multi))
+    i, j = i[~drop], j[~drop]
+    return i, j, np.einsum("pd,pd->p", emb[i], emb[j]), speakers[i] == speakers[j]
+
+
+def summarise(scores: np.ndarray, labels: np.ndarray) -> dict:
+    r = verification_summary(scores, labels, P_TARGET)
+    return {
+        "eer": r.eer,
+        "min_dcf": r.min_dcf,
+        "eer_threshold": r.eer_threshold,
+        "n_target": r.n_target,
+        "n_nontarget": r.n_nontarget,
+    }
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/speakerid-bench-cache"))
+    ap.add_argument("--out", type=Path, default=Path("docs/results/models.json"))
+    ap.add_argument("--ravdess-per-actor", type=int, default=20, help="seeded subset; 0: all")
+    ap.add_argument("--readings", action="store_true", help="CAM++ readings and AS-norm too")
+    ap.add_argument("--asnorm-top", type=int, nargs="+", default=[50, 100])
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    accurate, fast = load_model("accurate"), load_model("fast")
+    speakers = sorted(s.rsplit(":", 1)[-1] for s in accurate.info["split"]["test"])
+    sets = build_sets(args.data, speakers, args.ravdess_per_actor)
+    emb_acc, emb_fast = Embedder(accurate, "cpu"), Embedder(fast, "cpu")
+    resemblyzer = Resemblyzer()
+    systems: dict[str, dict[str, Callable]] = {
+        "accurate (CAM++)": {
+            "frag": emb_acc.embed_fragments,
+            "rec": lambda w: emb_acc.embed_waveform(w, trim=False),
+        },
+        "fast (lstm_s3)": {
+            "frag": emb_fast.embed_fragments,
+            "rec": lambda w: emb_fast.embed_waveform(w, trim=False),
+        },
+        "Resemblyzer": {
+            "frag": lambda x: np.stack([resemblyzer(w) for w in x]),
+            "rec": resemblyzer,
+        },
+    }
+    if args.readings:
+        systems["CAM++ one pass"] = {"rec": whole_pass(accurate)}
+        systems["CAM++ 6-s windows"] = {"rec": windows(emb_acc, 6.0)}
+
+    embeddings: dict[str, dict[str, np.ndarray]] = {}
+    for label, fns in systems.items():
+        key = label.split()[0] + ("" if "(" in label else "_" + "_".join(label.split()[1:]))
+        out = {}
+        for name, s in sets.items():
+            if "fragments" in s:
+                if "frag" not in fns:
+                    continue
+                out[name] = cached(
+                    args.cache, f"{key}_{name}", lambda f=fns, s=s: f["frag"](s["fragments"])
+                )
+            else:
+                out[name] = cached(
+                    args.cache,
+                    f"{key}_{name}",
+                    lambda f=fns, s=s: np.stack([f["rec"](w) for w in s["waves"]]),
+                )
+        embeddings[label] = out
+
+    results: dict[str, dict] = {}
+    for label, by_set in embeddings.items():
+        results[label] = {}
+        for name, emb in by_set.items():
+            spk = np.asarray(sets[name]["speakers"])
+            rec = np.asarray(sets[name]["recordings"])
+            if name == "libri_fragments":
+                s, lab = verification_trials(emb, spk, rec)
+                r = summarise(s, lab)
+                curve = kway_curve(emb, spk, rec, ks=KWAY, trials=2000, rng=0)
+                r.update({f"acc{k}": curve[k].accuracy for k in KWAY})
+            else:
+                r = summarise(*pairs(emb, spk, rec)[2:])
+            results[label][name] = r
+
+    if args.readings and accurate.cohort is not None:
+        cohort = l2_normalize(accurate.cohort)
+        for top in args.asnorm_top:
+            label = f"accurate + AS-norm (top {top})"
+            results[label] = {}
+            for name, emb in embeddings["accurate (CAM++)"].items():
+                spk = np.asarray(sets[name]["speakers"])
+                rec = np.asarray(sets[name]["recordings"])
+                i, j, s, lab = pairs(emb, spk, rec)
+                results[label][name] = summarise(asnorm(s, emb[i], emb[j], cohort, top), lab)
+
+    notes = {
+        name: f"{len(s['speakers'])} items, {len(set(s['speakers']))} speakers"
+        for name, s in sets.items()
+    }
+    report = {
+        "command": " ".join(sys.argv),
+        "models": {
+            "accurate": accurate.fingerprint,
+            "fast": fast.fingerprint,
+        },
+        "threads": torch.get_num_threads(),
+        "sets": notes,
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    names = list(sets)
+    print("| system | " + " | ".join(names) + " | 4-way | 40-way |")
+    print("| --- |" + " ---: |" * (len(names) + 2))
+    for label, by_set in results.items():
+        cells = [
+            f"{100 * by_set[n]['eer']:.2f}% / {by_set[n]['min_dcf']:.3f}" if n in by_set else ""
+            for n in names
+        ]
+        lf = by_set.get("libri_fragments", {})
+        ks = [f"{lf[f'acc{k}']:.3f}" if f"acc{k}" in lf else "" for k in KWAY]
+        print(f"| {label} | " + " | ".join(cells + ks) + " |")
+    print()
+    for name, note in notes.items():
+        print(f"- {name}: {note}")
+
+
+if __name__ == "__main__":
+    main()
