@@ -38,6 +38,7 @@ from speakerid.calibration import (
     rates_at,
 )
 from speakerid.embed import Embedder, load_model
+from speakerid.errors import AudioError
 
 AUDIO = (".flac", ".wav")
 
@@ -47,21 +48,33 @@ def files_of(folder: Path) -> list[Path]:
 
 
 def embed_all(embedder: Embedder, paths: list[Path], cache: Path) -> dict[str, np.ndarray]:
-    """Embeddings by path, from the cache where present (keyed by model fingerprint)."""
+    """Embeddings by path, from the cache where present (keyed by model fingerprint).
+
+    Recordings the embedder refuses (too little speech, ...) are left out, as ``calibrate``
+    skips them; the cache remembers them as empty arrays.
+    """
     key = embedder.model.fingerprint[:16]
     store: dict[str, np.ndarray] = {}
     if cache.is_file():
         with np.load(cache) as npz:
             store = {k: npz[k] for k in npz.files}
     todo = [p for p in paths if f"{key}|{p}" not in store]
+    cache.parent.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(todo):
-        store[f"{key}|{path}"] = embedder.embed_file(path)
-        if (i + 1) % 200 == 0:
+        try:
+            store[f"{key}|{path}"] = embedder.embed_file(path)
+        except AudioError:
+            store[f"{key}|{path}"] = np.zeros(0, np.float32)
+        if (i + 1) % 200 == 0 or i + 1 == len(todo):
             print(f"  embedded {i + 1}/{len(todo)}", flush=True)
-    if todo:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **store)
-    return {str(p): store[f"{key}|{p}"] for p in paths}
+            np.savez(cache, **store)
+    return {str(p): store[f"{key}|{p}"] for p in paths if store[f"{key}|{p}"].size}
+
+
+def usable(groups: dict[str, list[Path]], emb: dict[str, np.ndarray]) -> dict[str, list[Path]]:
+    """The groups with only the recordings that could be embedded."""
+    kept = {s: [p for p in files if str(p) in emb] for s, files in groups.items()}
+    return {s: files for s, files in kept.items() if files}
 
 
 def labelled(groups: dict[str, list[Path]], emb: dict[str, np.ndarray]) -> Labelled:
@@ -127,6 +140,13 @@ def main() -> None:
     ]
     print(f"embedding {len(everything)} recordings (cached in {args.cache})", flush=True)
     emb = embed_all(embedder, everything, args.cache)
+    rav_cal, rav_test = usable(rav_cal, emb), usable(rav_test, emb)
+    gallery_files, genuine = usable(gallery_files, emb), usable(genuine, emb)
+    strangers_cal, strangers_test = usable(strangers_cal, emb), usable(strangers_test, emb)
+    left_out = len(everything) - sum(
+        len(f) for g in (gallery_files, genuine, strangers_cal, strangers_test) for f in g.values()
+    )
+    print(f"{left_out} recording(s) left out: too little speech", flush=True)
     results: dict[str, object] = {"model": str(model.path), "fingerprint": model.fingerprint}
 
     # ---- 1. verification on RAVDESS, held-out actors

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Voice, synth_voice, write_wav
 
-from conftest import SR, Voice, synth_voice, write_wav
 from speakerid.calibration import Calibration
 from speakerid.store import (
     DEFAULT_THRESHOLD,
@@ -192,9 +192,7 @@ def test_enroll_warns_and_strict_refuses_short_speech(
     assert "weakest agreement" in table
 
 
-def test_schema_1_store_is_read_then_migrated(
-    cli, enrolled_store: Path, voices_dir: Path
-) -> None:
+def test_schema_1_store_is_read_then_migrated(cli, enrolled_store: Path, voices_dir: Path) -> None:
     # Make a schema-1 store: the same tables without the quality columns.
     conn = sqlite3.connect(enrolled_store)
     conn.execute("ALTER TABLE recordings DROP COLUMN speech_seconds")
@@ -222,4 +220,3 @@ def test_calibration_survives_replace(enrolled_store: Path) -> None:
         assert db.calibration().threshold == 0.25
         db.set_calibration(None)
         assert db.calibration() is None
-    assert SR == 16_000
