@@ -384,7 +384,7 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
         return
     m, s = info.model, info.store
     why = {
-        "store": "calibrated on this store's data (speakerid calibrate)",
+        "store": "calibrated on this store's data by speakerid calibrate",
         "model": "calibrated, from the model",
         "default": "built-in default: the model has no calibrated threshold",
     }

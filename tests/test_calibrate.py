@@ -79,7 +79,7 @@ def test_calibrate_then_verify_and_identify_use_the_store(
     assert found["threshold_source"] == "store"
 
     info = cli("info", store=enrolled_store)
-    assert "calibrated on this store's data" in info.output
+    assert "calibrated on this store's data by speakerid calibrate" in info.output
     assert str(labelled_dir) in info.output
     data = json.loads(cli("info", "--json", store=enrolled_store).output)
     assert data["verify_source"] == "store" and data["identify_source"] == "store"
