@@ -69,8 +69,8 @@ STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
 SCHEMA_VERSION = 2  # meta 'schema_version': bump on any change to the tables below
 MIGRATES_FROM = 1  # oldest schema this speakerid reads, and upgrades at its first write
 CALIBRATION_KEY = "calibration"  # meta key of the store's calibration (JSON)
-# Less speech than this is warned about: it is repeated more than 1.5 times to fill a fragment.
-GOOD_SPEECH_SECONDS = FRAGMENT_SECONDS / 1.5  # 2.0
+# Less speech than this is warned about: over half of its one fragment is repeated audio.
+GOOD_SPEECH_SECONDS = FRAGMENT_SECONDS / 2  # 1.5
 STORE_ENV = "SPEAKERID_STORE"  # environment variable naming the store file
 STORE_FILENAME = "store.sqlite"  # inside the platform's user data directory
 DEFAULT_THRESHOLD = 0.5  # cosine; used only when the model carries no calibrated threshold
@@ -1065,7 +1065,7 @@ def recording_quality(
         problems = []
         if sec < GOOD_SPEECH_SECONDS:
             problems.append(
-                f"only {sec:.1f} s of speech ({GOOD_SPEECH_SECONDS:.0f} s or more recommended)"
+                f"only {sec:.1f} s of speech ({GOOD_SPEECH_SECONDS:g} s or more recommended)"
             )
         agreement = None if np.isnan(value) else float(value)
         if agreement is not None and agreement < threshold:

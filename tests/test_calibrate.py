@@ -162,10 +162,10 @@ def test_recording_quality_flags_short_and_disagreeing() -> None:
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     earlier = unit(same[:2])
     new = unit(np.concatenate([same[2:], other]))
-    quality = recording_quality(["good.wav", "other.wav"], new, [12.0, 1.5], earlier, 0.5)
+    quality = recording_quality(["good.wav", "other.wav"], new, [12.0, 1.2], earlier, 0.5)
     assert quality[0].problems == [] and quality[0].agreement > 0.5
     assert len(quality[1].problems) == 2
-    assert "1.5 s of speech" in quality[1].problems[0]
+    assert "1.2 s of speech" in quality[1].problems[0]
     assert "below the threshold 0.5000" in quality[1].problems[1]
 
 
@@ -174,7 +174,7 @@ def test_enroll_warns_and_strict_refuses_short_speech(
 ) -> None:
     from conftest import VOICES
 
-    short = write_wav(tmp_path / "short.wav", synth_voice(VOICES["alice"], 1.6, seed=7))
+    short = write_wav(tmp_path / "short.wav", synth_voice(VOICES["alice"], 1.3, seed=7))
     files = [voices_dir / "alice_1.wav", short]
     result = cli("enroll", "alice", *files, "--strict", store=store_path)
     assert result.exit_code == 2
@@ -186,7 +186,7 @@ def test_enroll_warns_and_strict_refuses_short_speech(
     listing = cli("list", "--json", store=store_path, model=None)
     (alice,) = json.loads(listing.output)["speakers"]
     assert alice["recordings"] == 2
-    assert 1.0 < alice["speech_seconds"] < 2 * 2.5 + 0.01
+    assert 3.5 < alice["speech_seconds"] < 2.5 + 1.3 + 0.01
     assert -1.0 <= alice["weakest_agreement"] <= 1.0
     table = cli("list", store=store_path, model=None).output
     assert "weakest agreement" in table
