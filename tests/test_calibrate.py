@@ -220,3 +220,42 @@ def test_calibration_survives_replace(enrolled_store: Path) -> None:
         assert db.calibration().threshold == 0.25
         db.set_calibration(None)
         assert db.calibration() is None
+
+
+def test_asnorm_with_the_store_cohort(
+    cli, enrolled_store: Path, labelled_dir: Path, voices_dir: Path, model_path: Path
+) -> None:
+    from speakerid.calibration import as_norm_scores
+    from speakerid.embed import Embedder, load_model
+    from speakerid.model import file_sha256
+
+    rng = np.random.default_rng(0)
+    with SpeakerStore(enrolled_store) as db:  # a cohort: 12 more speakers of this model
+        names = [f"cohort{i}" for i in range(12)]
+        db.add_vectors(names, rng.standard_normal((12, 16)), fingerprint=file_sha256(model_path))
+    result = cli(
+        "calibrate", labelled_dir, "--norm", "asnorm", "--cohort", "store", store=enrolled_store
+    )
+    assert result.exit_code == 0, result.output
+    cal = calibration_of(enrolled_store)
+    assert (cal["norm"], cal["cohort"], cal["cohort_size"], cal["top_k"]) == (
+        "asnorm",
+        "store",
+        14,
+        13,
+    )
+    alice = voices_dir / "alice_3.wav"
+    got = json.loads(cli("verify", "alice", alice, "--json", store=enrolled_store).output)
+    assert got["accepted"] == (got["normalized_score"] >= cal["threshold"])
+    with SpeakerStore(enrolled_store) as db:
+        names, matrix = db.matrix()
+        reference = db.vector("alice")
+    query = Embedder(load_model(model_path), device="cpu").embed_file(alice)
+    expected = as_norm_scores(
+        query[None], reference[None], np.array(["alice"]), matrix, np.array(names), 13
+    )[0, 0]
+    assert got["normalized_score"] == pytest.approx(expected, abs=1e-5)
+    raw = json.loads(
+        cli("verify", "alice", alice, "--json", "-t", "0.5", store=enrolled_store).output
+    )
+    assert raw["normalized_score"] is None and raw["threshold_source"] == "--threshold"
