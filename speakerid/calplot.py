@@ -13,7 +13,7 @@ from scipy.stats import norm as gaussian
 
 from speakerid.calibration import Trials, eer_point, error_rates
 
-DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
+DET_TICKS = (0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999)
 
 
 def plot_calibration(
