@@ -237,6 +237,11 @@ def enroll_dir(
         return
     for item in result.skipped:
         err.print(f"skipped: {item.reason}", style="yellow", markup=False, soft_wrap=True)
+    for quality in (q for r in result.enrolled for q in r.quality):
+        for problem in quality.problems:
+            err.print(
+                f"warning: {quality.path}: {problem}", style="yellow", markup=False, soft_wrap=True
+            )
     recordings = sum(r.added + r.updated for r in result.enrolled)
     out.print(
         f"[green]enrolled[/green] {len(result.enrolled)} speaker(s) from {recordings} "

@@ -1077,6 +1077,27 @@ def recording_quality(
     return out
 
 
+def _quality(
+    store: SpeakerStore,
+    embedder: Embedder,
+    name: str,
+    paths: list[str],
+    embeddings: np.ndarray,
+    seconds: Sequence[float],
+    replace: bool,
+) -> list[RecordingQuality]:
+    """``recording_quality`` of new recordings against those the speaker keeps."""
+    earlier = np.zeros((0, embeddings.shape[1]), np.float32)
+    if not replace and name in store:
+        known, vectors = store.recording_vectors(name)
+        earlier = vectors[[i for i, p in enumerate(known) if p not in set(paths)]]
+    calibration = calibration_for(store, embedder.model.fingerprint)
+    threshold, _ = resolve_threshold(
+        embedder.model.threshold, None, calibration.raw_threshold if calibration else None
+    )
+    return recording_quality(paths, embeddings, seconds, earlier, threshold)
+
+
 def enroll(
     store: SpeakerStore,
     embedder: Embedder,
@@ -1099,16 +1120,7 @@ def enroll(
     measured = [_embed_measured(embedder, p) for p in paths]
     embeddings = np.stack([m[0] for m in measured]) if paths else np.zeros((0, dim))
     seconds = [m[1] for m in measured]
-    earlier = np.zeros((0, dim), np.float32)
-    if not replace and name in store:
-        known, vectors = store.recording_vectors(name)
-        keep = [i for i, p in enumerate(known) if p not in {str(q) for q in paths}]
-        earlier = vectors[keep]
-    calibration = calibration_for(store, fingerprint)
-    threshold, _ = resolve_threshold(
-        embedder.model.threshold, None, calibration.raw_threshold if calibration else None
-    )
-    quality = recording_quality([str(p) for p in paths], embeddings, seconds, earlier, threshold)
+    quality = _quality(store, embedder, name, [str(p) for p in paths], embeddings, seconds, replace)
     flagged = [q for q in quality if q.problems]
     if strict and flagged:
         more = f" (and {len(flagged) - 1} more)" if len(flagged) > 1 else ""
@@ -1207,17 +1219,17 @@ def enroll_directory(
             if on_file:
                 on_file(name, done, total)
         if good:
-            enrolled.append(
-                store.add_recordings(
-                    name,
-                    good,
-                    np.stack(vectors),
-                    fingerprint=fingerprint,
-                    source=source,
-                    replace=replace,
-                    speech_seconds=seconds,
-                )
+            quality = _quality(store, embedder, name, good, np.stack(vectors), seconds, replace)
+            result = store.add_recordings(
+                name,
+                good,
+                np.stack(vectors),
+                fingerprint=fingerprint,
+                source=source,
+                replace=replace,
+                speech_seconds=seconds,
             )
+            enrolled.append(replace_fields(result, quality=quality))
     if not enrolled:
         first = f"; first problem: {skipped[0].reason}" if skipped else ""
         raise DataError(f"{root}: nothing could be enrolled ({len(skipped)} skipped){first}")

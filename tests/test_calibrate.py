@@ -259,3 +259,19 @@ def test_asnorm_with_the_store_cohort(
         cli("verify", "alice", alice, "--json", "-t", "0.5", store=enrolled_store).output
     )
     assert raw["normalized_score"] is None and raw["threshold_source"] == "--threshold"
+
+
+def test_enroll_dir_warns_about_quality(cli, store_path: Path, tmp_path: Path) -> None:
+    from conftest import VOICES
+
+    root = tmp_path / "people"
+    write_wav(root / "alice" / "long.wav", synth_voice(VOICES["alice"], seed=1))
+    write_wav(root / "alice" / "short.wav", synth_voice(VOICES["alice"], 1.3, seed=2))
+    write_wav(root / "bob" / "long.wav", synth_voice(VOICES["bob"], seed=3))
+    result = cli("enroll-dir", root, store=store_path)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "short.wav" in warnings[0] and "of speech" in warnings[0]
+    report = json.loads(cli("enroll-dir", root, "--json", store=store_path).output)
+    quality = {Path(q["path"]).name: q for r in report["enrolled"] for q in r["quality"]}
+    assert quality["short.wav"]["problems"] and not quality["long.wav"]["problems"]
