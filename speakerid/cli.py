@@ -28,6 +28,7 @@ from speakerid.store import (
     DEFAULT_THRESHOLD,
     STORE_ENV,
     SpeakerStore,
+    calibration_notes,
     describe,
     embed_files,
     enroll_directory,
@@ -79,8 +80,8 @@ ThresholdOpt = Annotated[
     typer.Option(
         "--threshold",
         "-t",
-        help="Cosine score needed to accept. Default: the model's calibrated threshold "
-        f"({DEFAULT_THRESHOLD} if it has none).",
+        help="Cosine score needed to accept. Default: the store's (speakerid calibrate), "
+        f"else the model's calibrated threshold ({DEFAULT_THRESHOLD} if it has none).",
         show_default=False,
     ),
 ]
@@ -160,6 +161,14 @@ def enroll(
     replace: Annotated[
         bool, typer.Option("--replace", help="Drop the speaker's earlier recordings first.")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse (enroll nothing) if a recording holds too little speech or disagrees "
+            "with the speaker's other recordings beyond the threshold.",
+        ),
+    ] = False,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
@@ -167,10 +176,17 @@ def enroll(
 ) -> None:
     """Enroll a speaker from one or more recordings (added to an existing speaker)."""
     with SpeakerStore(store) as db:
-        result = enroll_speaker(db, _embedder(model, precision), name, files, replace=replace)
+        result = enroll_speaker(
+            db, _embedder(model, precision), name, files, replace=replace, strict=strict
+        )
     if json_:
         print_json({**asdict(result), "store": str(db.path)})
         return
+    for quality in result.quality:
+        for problem in quality.problems:
+            err.print(
+                f"warning: {quality.path}: {problem}", style="yellow", markup=False, soft_wrap=True
+            )
     action = "enrolled" if result.created else ("re-enrolled" if result.replaced else "updated")
     out.print(
         f"[green]{action}[/green] [bold]{result.speaker}[/bold]: {result.added} new, "
@@ -222,6 +238,11 @@ def enroll_dir(
         return
     for item in result.skipped:
         err.print(f"skipped: {item.reason}", style="yellow", markup=False, soft_wrap=True)
+    for quality in (q for r in result.enrolled for q in r.quality):
+        for problem in quality.problems:
+            err.print(
+                f"warning: {quality.path}: {problem}", style="yellow", markup=False, soft_wrap=True
+            )
     recordings = sum(r.added + r.updated for r in result.enrolled)
     out.print(
         f"[green]enrolled[/green] {len(result.enrolled)} speaker(s) from {recordings} "
@@ -247,9 +268,13 @@ def verify_cmd(
         print_json(asdict(result))
     else:
         verdict = "[green]accepted[/green]" if result.accepted else "[red]rejected[/red]"
+        normalized = (
+            "" if result.normalized_score is None else f", AS-norm {result.normalized_score:.4f}"
+        )
+        origin = "" if result.threshold_source == "model" else f" ({result.threshold_source})"
         out.print(
-            f"{verdict} {result.speaker}: score {result.score:.4f}, "
-            f"threshold {result.threshold:.4f}",
+            f"{verdict} {result.speaker}: score {result.score:.4f}{normalized}, "
+            f"threshold {result.threshold:.4f}{origin}",
             soft_wrap=True,
         )
     raise typer.Exit(EXIT_OK if result.accepted else EXIT_REJECTED)
@@ -269,8 +294,13 @@ def identify_cmd(
 
     With --json: a list with one object per FILE, in the order given (even for one FILE).
     """
+    embedder = _embedder(model, precision)
     with SpeakerStore(store) as db:
-        results = identify(db, _embedder(model, precision), files, threshold, top)
+        results = identify(db, embedder, files, threshold, top)
+        notes = calibration_notes(db, embedder.model.fingerprint) if threshold is None else []
+    for note in notes:
+        if not note.startswith("not calibrated"):  # the usual case needs no warning
+            err.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
     if json_:
         print_json([asdict(r) for r in results])
         return
@@ -283,9 +313,12 @@ def identify_cmd(
         table.add_column("score", justify="right")
         for rank, cand in enumerate(result.candidates, 1):
             mark = "" if cand.score >= result.threshold else " (below)"
+            if result.normalized_score is not None:  # the decision was on the AS-norm score
+                mark = f" (AS-norm {result.normalized_score:.4f})" if rank == 1 else ""
             table.add_row(str(rank), cand.speaker, f"{cand.score:.4f}{mark}")
         out.print(table)
-    out.print(f"threshold {results[0].threshold:.4f}")
+    origin = "" if results[0].threshold_source == "model" else f" ({results[0].threshold_source})"
+    out.print(f"threshold {results[0].threshold:.4f}{origin}")
 
 
 @command("embed")
@@ -326,9 +359,13 @@ def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
     table = Table(title=escape(str(db.path)), title_justify="left")
     table.add_column("speaker")
     table.add_column("recordings", justify="right")
+    table.add_column("speech s", justify="right")
+    table.add_column("weakest agreement", justify="right")
     table.add_column("updated (UTC)")
     for s in speakers:
-        table.add_row(s.name, str(s.recordings), s.updated)
+        seconds = "?" if s.speech_seconds is None else f"{s.speech_seconds:.1f}"
+        weakest = "-" if s.weakest_agreement is None else f"{s.weakest_agreement:.4f}"
+        table.add_row(s.name, str(s.recordings), seconds, weakest, s.updated)
     out.print(table)
 
 
@@ -352,17 +389,22 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
         print_json(asdict(info))
         return
     m, s = info.model, info.store
-    note = {
+    why = {
+        "store": "calibrated on this store's data by speakerid calibrate",
         "model": "calibrated, from the model",
         "default": "built-in default: the model has no calibrated threshold",
-    }.get(m.threshold_source, m.threshold_source)
+    }
     rows = [("model", escape(m.path))]
     if m.error:
         rows.append(("model error", f"[red]{escape(m.error)}[/red]"))
     else:
         rows += [("fingerprint", m.fingerprint or ""), ("embedding size", str(m.embedding_dim))]
+    cal = info.calibration
+    normalised = cal is not None and cal.norm == "asnorm" and info.verify_source == "store"
+    norm = " on AS-norm scores" if normalised else ""
     rows += [
-        ("threshold", f"{m.threshold:.4f} ({note})"),
+        ("threshold", f"{info.verify_threshold:.4f} ({why[info.verify_source]}{norm})"),
+        ("identify at", f"{info.identify_threshold:.4f} ({why[info.identify_source]}{norm})"),
         ("store", escape(s.path) + ("" if s.exists else " (not created yet)")),
         ("speakers", str(s.speakers)),
         ("recordings", str(s.recordings)),
@@ -370,6 +412,22 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
     ]
     if info.compatible is False:
         rows.append(("", "[red]the store was made by another model[/red]"))
+    if cal is not None:
+        fpir = (
+            f", 1:N for {100 * cal.identify_fpir:g}% strangers named at {cal.store_speakers} "
+            f"speakers ({cal.identify_method})"
+            if cal.identify_fpir is not None
+            else ""
+        )
+        rows.append(
+            (
+                "calibration",
+                f"{escape(cal.date)}: {cal.target}{fpir}; {cal.n_speakers} speakers, "
+                f"{cal.n_target} same / {cal.n_nontarget} different-speaker trials from "
+                f"{escape(', '.join(cal.data))}",
+            )
+        )
+    rows += [("", f"[yellow]{escape(note)}[/yellow]") for note in info.notes]
     for label, value in rows:
         out.print(f"[bold]{label:<15}[/bold] {value}", soft_wrap=True)
 
@@ -649,6 +707,159 @@ def evaluate_cmd(
         f"fragment EER {ver['eer']:.4f} at score {ver['eer_threshold']:.4f}, "
         f"minDCF(0.01) {ver['min_dcf']:.4f}; report and plots in {out_dir}"
     )
+
+
+# ---------------------------------------------------------------- calibration
+
+
+@command("calibrate")
+def calibrate_cmd(
+    data: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Labelled recordings from your domain: DIR/<speaker>/*.wav|flac or "
+            "DIR/<speaker>/<chapter>/*.flac; 4+ speakers, most with 2+ recordings.",
+            metavar="DATA...",
+            show_default=False,
+        ),
+    ],
+    target: Annotated[
+        str, typer.Option("--target", help="1:1 operating point: eer, or far (with --far).")
+    ] = "eer",
+    far: Annotated[
+        float | None,
+        _opt(
+            "False-accept rate to set the 1:1 threshold for (e.g. 0.01); implies --target far.",
+            "--far",
+        ),
+    ] = None,
+    fpir: Annotated[
+        float,
+        typer.Option(
+            "--fpir",
+            help="Share of strangers identify may name as someone enrolled, at the store's "
+            "current size: sets the 1:N threshold.",
+        ),
+    ] = 0.05,
+    norm: Annotated[
+        str, typer.Option("--norm", help="Scores to calibrate: none (cosine) | asnorm.")
+    ] = "none",
+    cohort: Annotated[
+        str,
+        typer.Option(
+            "--cohort",
+            help="AS-norm cohort: auto (the model's if it ships one) | model | store (the "
+            "enrolled speakers).",
+        ),
+    ] = "auto",
+    enroll_size: Annotated[
+        int, typer.Option("--enroll-size", min=1, help="Recordings pooled per trial model.")
+    ] = 3,
+    plot: Annotated[
+        Path | None, _opt("Write score histograms and a DET curve to this PNG.", "--plot")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report only; leave the store as it is.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the trial models' recordings.")] = 0,
+    model: ModelOpt = None,
+    precision: PrecisionOpt = "auto",
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Set the store's thresholds from labelled recordings of your own domain.
+
+    Scores every same- and different-speaker trial (one recording against a model pooled
+    from --enroll-size others, as verify does), reports EER, minDCF and the score
+    distributions, and writes into the store: the 1:1 threshold for --target (verify) and
+    the 1:N threshold for --fpir at the store's size (identify), with their provenance.
+    verify and identify then use, in order: --threshold, the store's, the model's.
+    """
+    from speakerid.calibrate import calibrate
+
+    if target not in ("eer", "far"):
+        fail(f"unknown --target {target!r}; one of ['eer', 'far']")
+    if target == "far" and far is None:
+        fail("--target far needs --far RATE (e.g. --far 0.01)")
+    if target == "eer" and far is not None:
+        target = "far"
+    embedder = _embedder(model, precision)
+    with (
+        SpeakerStore(store) as db,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as progress,
+    ):
+        task = progress.add_task("embedding", total=None)
+
+        def on_file(speaker: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=speaker)
+
+        report = calibrate(
+            db,
+            embedder,
+            data,
+            far=far if target == "far" else None,
+            fpir=fpir,
+            norm=norm,
+            cohort=cohort,
+            enroll_size=enroll_size,
+            seed=seed,
+            dry_run=dry_run,
+            on_file=on_file,
+        )
+    cal = report.calibration
+    if plot is not None:
+        from speakerid.calplot import plot_calibration
+
+        lines = {f"calibrated ({cal.target})": cal.threshold}
+        if report.model_threshold is not None and cal.norm == "none":
+            lines = {"model": report.model_threshold, **lines}
+        plot_calibration(
+            report.trials, lines, plot, "AS-norm score" if cal.norm == "asnorm" else "cosine"
+        )
+    if json_:
+        print_json({**report.as_dict(), "store": str(db.path), "plot": plot and str(plot)})
+        return
+    for item in report.skipped:
+        err.print(f"skipped: {item.reason}", style="yellow", markup=False, soft_wrap=True)
+    table = Table(title=f"{cal.n_speakers} speakers, {cal.n_recordings} recordings")
+    for col in ("trials", "n", "mean", "std", "p1", "p5", "p50", "p95", "p99"):
+        table.add_column(col, justify="right")
+    for label, dist in (("same", report.target_scores), ("different", report.nontarget_scores)):
+        table.add_row(label, str(dist["n"]), *[f"{dist[k]:.3f}" for k in list(dist)[1:]])
+    out.print(table)
+    out.print(
+        f"EER {100 * cal.eer:.2f}% at {cal.eer_threshold:.4f}; minDCF({cal.p_target:g}) "
+        f"{cal.min_dcf:.4f} at {cal.min_dcf_threshold:.4f}"
+        + (f"; scores AS-normalised against the {cal.cohort} cohort" if cal.norm != "none" else "")
+    )
+    if report.model_threshold is not None:
+        out.print(
+            f"model threshold {report.model_threshold:.4f}: false accepts "
+            f"{100 * (report.model_false_accept_rate or 0):.2f}%, "
+            f"misses {100 * (report.model_miss_rate or 0):.2f}%"
+        )
+    out.print(
+        f"[bold]1:1 threshold {cal.threshold:.4f}[/bold] ({cal.target}): false accepts "
+        f"{100 * cal.false_accept_rate:.2f}%, misses {100 * cal.miss_rate:.2f}%"
+    )
+    if cal.identify_threshold is not None:
+        out.print(
+            f"[bold]1:N threshold {cal.identify_threshold:.4f}[/bold] for "
+            f"{100 * (cal.identify_fpir or 0):g}% strangers named among {cal.store_speakers} "
+            f"enrolled ({cal.identify_method}; measured "
+            f"{100 * (cal.identify_fpir_measured or 0):.2f}% on the calibration recordings)"
+        )
+    for note in report.notes:
+        err.print(f"note: {note}", style="yellow", markup=False, soft_wrap=True)
+    where = escape(str(db.path))
+    out.print(f"written to {where}" if report.written else f"dry run: {where} unchanged")
 
 
 def main() -> None:

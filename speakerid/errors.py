@@ -29,3 +29,7 @@ class InvalidNameError(SpeakerIDError):
 
 class DataError(SpeakerIDError):
     """A training or evaluation corpus that cannot be used as asked."""
+
+
+class EnrollmentQualityError(SpeakerIDError):
+    """A recording that ``enroll --strict`` refuses: too little speech, or another voice."""

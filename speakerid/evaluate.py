@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import det_curve as _sk_det_curve
-from sklearn.metrics import roc_curve
 
 from speakerid.audio import FRAGMENT_SAMPLES
+from speakerid.calibration import error_rates
 from speakerid.embed import l2_normalize
 from speakerid.errors import DataError
 from speakerid.features import MFCCFrontend
@@ -502,18 +502,9 @@ def verification_trials(
 
 
 def _roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).astype(bool).reshape(-1)
-    if scores.shape != labels.shape:
-        raise ValueError("scores and labels must have the same length")
-    if labels.all() or not labels.any():
-        raise DataError("verification needs both same-speaker and different-speaker pairs")
-    fpr, tpr, thr = roc_curve(labels, scores, drop_intermediate=False)
-    # sklearn puts +inf first ("accept nothing"); the next float above the top score says the
-    # same and stays finite for reports.
-    thr = thr.copy()
-    thr[0] = np.nextafter(scores.max(), np.inf)
-    return fpr, 1.0 - tpr, thr
+    # One home for operating points: calibration.error_rates (the same points as sklearn's
+    # roc_curve without dropping any, "accept nothing" first at the next float above the top).
+    return error_rates(scores, labels)
 
 
 def eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

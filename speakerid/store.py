@@ -6,7 +6,12 @@ One SQLite file (stdlib ``sqlite3``, WAL mode) holds three tables:
   model that made every vector in the store, and where that model was loaded from;
 - ``speakers``: name, pooled vector (float32 little-endian blob of ``embedding_dim``),
   number of recordings, created/updated times (UTC, ISO 8601);
-- ``recordings``: speaker, the path exactly as the user gave it, its embedding.
+- ``recordings``: speaker, the path exactly as the user gave it, its embedding, its seconds
+  of speech (after trimming silence) and its agreement (cosine to the pool of the speaker's
+  other recordings), both NULL where unknown (imported vectors, stores from schema 1).
+
+The meta table also holds the store's calibration (``speakerid calibrate``) as JSON under
+``calibration``: thresholds for this store's domain and where they came from.
 
 A speaker's vector is always the pool (normalised mean) of their recordings' embeddings and
 is rewritten in the same transaction as the recordings, so a crash never leaves the two out
@@ -31,7 +36,8 @@ import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from dataclasses import replace as replace_fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,11 +45,20 @@ from typing import Any
 import numpy as np
 from platformdirs import user_data_path
 
+from speakerid.audio import FRAGMENT_SECONDS, SAMPLE_RATE, load_audio, trim_silence
+from speakerid.calibration import (
+    ASNORM_TOP_K,
+    Calibration,
+    agreements,
+    as_norm_scores,
+    expected_fpir,
+)
 from speakerid.embed import Embedder, l2_normalize, load_model, pool
 from speakerid.errors import (
     AudioError,
     CheckpointError,
     DataError,
+    EnrollmentQualityError,
     InvalidNameError,
     SpeakerIDError,
     StoreError,
@@ -52,7 +67,11 @@ from speakerid.errors import (
 from speakerid.registry import DEFAULT_MODEL, shipped_name
 
 STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
-SCHEMA_VERSION = 1  # meta 'schema_version': bump on any change to the tables below
+SCHEMA_VERSION = 2  # meta 'schema_version': bump on any change to the tables below
+MIGRATES_FROM = 1  # oldest schema this speakerid reads, and upgrades at its first write
+CALIBRATION_KEY = "calibration"  # meta key of the store's calibration (JSON)
+# Less speech than this is warned about: over half of its one fragment is repeated audio.
+GOOD_SPEECH_SECONDS = FRAGMENT_SECONDS / 2  # 1.5
 STORE_ENV = "SPEAKERID_STORE"  # environment variable naming the store file
 STORE_FILENAME = "store.sqlite"  # inside the platform's user data directory
 DEFAULT_THRESHOLD = 0.5  # cosine; used only when the model carries no calibrated threshold
@@ -86,6 +105,8 @@ CREATE TABLE recordings (
     path       TEXT NOT NULL,
     embedding  BLOB NOT NULL,
     added      TEXT NOT NULL,
+    speech_seconds REAL,
+    agreement  REAL,
     UNIQUE (speaker_id, path)
 );
 """
@@ -111,6 +132,18 @@ class SpeakerSummary:
     recordings: int
     created: str  # UTC, ISO 8601
     updated: str  # UTC, ISO 8601
+    speech_seconds: float | None = None  # total over recordings; None if any is unknown
+    weakest_agreement: float | None = None  # lowest recording agreement; None with 1 recording
+
+
+@dataclass(frozen=True)
+class RecordingQuality:
+    """What ``enroll`` measured of one new recording, and what is wrong with it."""
+
+    path: str
+    speech_seconds: float
+    agreement: float | None  # cosine to the pool of the speaker's other recordings
+    problems: list[str]  # empty when the recording looks fine
 
 
 @dataclass(frozen=True)
@@ -123,6 +156,7 @@ class EnrollResult:
     recordings: int  # the speaker's recordings after the change
     created: bool  # the speaker did not exist before
     replaced: bool  # the speaker's earlier recordings were dropped (``replace=True``)
+    quality: list[RecordingQuality] = field(default_factory=list)  # filled by ``enroll``
 
 
 @dataclass(frozen=True)
@@ -151,6 +185,8 @@ class Verification:
     score: float  # raw cosine in [-1, 1]
     threshold: float
     accepted: bool
+    threshold_source: str = "model"  # see ``resolve_threshold``
+    normalized_score: float | None = None  # AS-norm score the decision used, if calibrated so
 
 
 @dataclass(frozen=True)
@@ -161,6 +197,8 @@ class Identification:
     candidates: list[Candidate]
     best: str | None
     threshold: float
+    threshold_source: str = "model"  # see ``resolve_threshold``
+    normalized_score: float | None = None  # AS-norm score of the top candidate, if in use
 
 
 @dataclass(frozen=True)
@@ -183,7 +221,7 @@ class ModelSummary:
 
     path: str
     fingerprint: str | None
-    threshold: float | None  # the threshold commands use (``threshold_source`` says why)
+    threshold: float | None  # the model's threshold (``threshold_source`` says why)
     threshold_source: str
     embedding_dim: int | None
     error: str | None = None
@@ -196,6 +234,12 @@ class Info:
     model: ModelSummary
     store: StoreSummary
     compatible: bool | None  # None when either side is unknown (no model, unbound store)
+    verify_threshold: float | None = None  # what verify uses without --threshold
+    verify_source: str = "model"
+    identify_threshold: float | None = None  # what identify uses without --threshold
+    identify_source: str = "model"
+    calibration: Calibration | None = None  # the store's, whatever model made it
+    notes: list[str] = field(default_factory=list)  # why a calibration applies or not
 
 
 # ---------------------------------------------------------------- helpers
@@ -229,16 +273,21 @@ def default_store_path() -> Path:
     return user_data_path("speakerid", appauthor=False) / STORE_FILENAME
 
 
-def resolve_threshold(model_threshold: float | None, override: float | None) -> tuple[float, str]:
-    """The decision threshold and where it came from.
+def resolve_threshold(
+    model_threshold: float | None, override: float | None, calibrated: float | None = None
+) -> tuple[float, str]:
+    """The decision threshold and where it came from, in this order of precedence.
 
-    Returns ``(threshold, source)``, source one of ``"--threshold"``, ``"model"`` (the
-    checkpoint's calibrated value) or ``"default"`` (``DEFAULT_THRESHOLD``, uncalibrated).
+    Returns ``(threshold, source)``, source one of ``"--threshold"``, ``"store"`` (the
+    store's ``calibrate``d value), ``"model"`` (the checkpoint's calibrated value) or
+    ``"default"`` (``DEFAULT_THRESHOLD``, uncalibrated).
     """
     if override is not None:
         if not np.isfinite(override):
             raise SpeakerIDError(f"threshold must be a finite number, not {override}")
         return float(override), "--threshold"
+    if calibrated is not None:
+        return float(calibrated), "store"
     if model_threshold is not None:
         return float(model_threshold), "model"
     return DEFAULT_THRESHOLD, "default"
@@ -374,7 +423,7 @@ class SpeakerStore:
             int(meta.get("embedding_dim", ""))
         except ValueError:
             raise StoreError(f"{self.path}: damaged store (bad meta table)") from None
-        if version != SCHEMA_VERSION:
+        if not MIGRATES_FROM <= version <= SCHEMA_VERSION:
             newer = " by a newer speakerid" if version > SCHEMA_VERSION else ""
             raise StoreError(
                 f"{self.path}: store schema version {version} was written{newer}; this "
@@ -474,6 +523,7 @@ class SpeakerStore:
         with self._db_errors():
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._migrate(conn)
                 yield conn
             except BaseException:
                 if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
@@ -481,6 +531,63 @@ class SpeakerStore:
                 raise
             conn.execute("COMMIT")
         self._cache = None
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0])
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction: bring a schema-1 store up to this version.
+
+        Opening never writes, so an old store is read as it is and upgraded by its first
+        write. Schema 2 adds each recording's speech seconds (unknown for old recordings:
+        the files may be gone) and agreement (recomputed from the stored embeddings).
+        """
+        if self._version(conn) >= SCHEMA_VERSION:
+            return
+        conn.execute("ALTER TABLE recordings ADD COLUMN speech_seconds REAL")
+        conn.execute("ALTER TABLE recordings ADD COLUMN agreement REAL")
+        dim = int(conn.execute("SELECT value FROM meta WHERE key = 'embedding_dim'").fetchone()[0])
+        for (speaker_id,) in conn.execute("SELECT id FROM speakers").fetchall():
+            self._store_agreement(conn, speaker_id, dim)
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+
+    def _store_agreement(self, conn: sqlite3.Connection, speaker_id: int, dim: int) -> None:
+        """Recompute the agreement of each of a speaker's recordings (others changed)."""
+        rows = conn.execute(
+            "SELECT id, embedding FROM recordings WHERE speaker_id = ? ORDER BY id", (speaker_id,)
+        ).fetchall()
+        if not rows:
+            return
+        values = agreements(self._decode([r[1] for r in rows], dim))
+        conn.executemany(
+            "UPDATE recordings SET agreement = ? WHERE id = ?",
+            [(None if np.isnan(v) else float(v), r[0]) for v, r in zip(values, rows, strict=True)],
+        )
+
+    # -- calibration
+
+    def calibration(self) -> Calibration | None:
+        """The store's calibration (``speakerid calibrate``), None if never calibrated."""
+        text = self.meta().get(CALIBRATION_KEY)
+        if not text:
+            return None
+        try:
+            return Calibration.from_json(text)
+        except (ValueError, TypeError):
+            raise StoreError(f"{self.path}: damaged store (unreadable calibration)") from None
+
+    def set_calibration(self, calibration: Calibration | None) -> None:
+        """Write (or with None, drop) the store's calibration, in one transaction."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (CALIBRATION_KEY,))
+            if calibration is not None:
+                conn.execute(
+                    "INSERT INTO meta VALUES (?, ?)", (CALIBRATION_KEY, calibration.to_json())
+                )
 
     # -- model identity
 
@@ -545,6 +652,7 @@ class SpeakerStore:
         fingerprint: str,
         source: str = "",
         replace: bool = False,
+        speech_seconds: Sequence[float | None] | None = None,
     ) -> EnrollResult:
         """Add (or with ``replace`` swap in) a speaker's recordings, in ONE transaction.
 
@@ -555,6 +663,7 @@ class SpeakerStore:
         embeddings: ``(len(paths), D)`` float32 embeddings, computed beforehand.
         fingerprint, source: identity and location of the model that made them.
         replace: drop the speaker's earlier recordings first.
+        speech_seconds: each recording's seconds of speech, if measured.
 
         A path already enrolled for this speaker has its embedding replaced, not duplicated.
         The speaker's pooled vector is recomputed from all their recordings.
@@ -589,14 +698,19 @@ class SpeakerStore:
                     "SELECT path FROM recordings WHERE speaker_id = ?", (speaker_id,)
                 )
             }
-            rows = {str(p): _blob(e) for p, e in zip(paths, emb, strict=True)}  # last one wins
+            seconds = list(speech_seconds) if speech_seconds is not None else [None] * len(paths)
+            rows = {  # last one wins
+                str(p): (_blob(e), sec) for p, e, sec in zip(paths, emb, seconds, strict=True)
+            }
             updated = len(known & rows.keys())
             conn.executemany(
-                "INSERT INTO recordings (speaker_id, path, embedding, added) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (speaker_id, path) DO UPDATE SET embedding = excluded.embedding, "
-                "added = excluded.added",
-                [(speaker_id, p, b, now) for p, b in rows.items()],
+                "INSERT INTO recordings (speaker_id, path, embedding, added, speech_seconds) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (speaker_id, path) DO UPDATE SET "
+                "embedding = excluded.embedding, added = excluded.added, "
+                "speech_seconds = excluded.speech_seconds",
+                [(speaker_id, p, b, now, sec) for p, (b, sec) in rows.items()],
             )
+            self._store_agreement(conn, speaker_id, dim)
             vector, count = self._pool_speaker(conn, speaker_id, dim)
             conn.execute(
                 "UPDATE speakers SET vector = ?, n_recordings = ?, updated = ? WHERE id = ?",
@@ -726,14 +840,36 @@ class SpeakerStore:
             )
 
     def speakers(self) -> list[SpeakerSummary]:
-        """All enrolled speakers, sorted by name."""
+        """All enrolled speakers, sorted by name, with their recordings' quality."""
         with self._db_errors():
-            rows = (
-                self._reader()
-                .execute("SELECT name, n_recordings, created, updated FROM speakers ORDER BY name")
-                .fetchall()
-            )
-        return [SpeakerSummary(*row) for row in rows]
+            conn = self._reader()
+            if self._version(conn) < 2:  # not migrated yet: no quality columns
+                rows = conn.execute(
+                    "SELECT name, n_recordings, created, updated FROM speakers ORDER BY name"
+                ).fetchall()
+                return [SpeakerSummary(*row) for row in rows]
+            # SUM is NULL-tolerant, so unknown seconds are counted to report them as unknown.
+            rows = conn.execute(
+                "SELECT s.name, s.n_recordings, s.created, s.updated, SUM(r.speech_seconds), "
+                "COUNT(r.speech_seconds), COUNT(r.id), MIN(r.agreement) FROM speakers s "
+                "LEFT JOIN recordings r ON r.speaker_id = s.id GROUP BY s.id ORDER BY s.name"
+            ).fetchall()
+        return [
+            SpeakerSummary(name, n, created, updated, total if known == count else None, weakest)
+            for name, n, created, updated, total, known, count, weakest in rows
+        ]
+
+    def recording_vectors(self, name: str) -> tuple[list[str], np.ndarray]:
+        """A speaker's recordings: paths and ``(n, D)`` embeddings, in enrollment order."""
+        with self._db_errors():
+            conn = self._reader()
+            row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise self._unknown(name)
+            rows = conn.execute(
+                "SELECT path, embedding FROM recordings WHERE speaker_id = ? ORDER BY id", (row[0],)
+            ).fetchall()
+        return [r[0] for r in rows], self._decode([r[1] for r in rows], self.embedding_dim)
 
     def recordings(self, name: str) -> list[str]:
         """The paths enrolled for one speaker, as given when enrolling."""
@@ -886,6 +1022,86 @@ def _embed(embedder: Embedder, path: str | Path) -> np.ndarray:
     return vector
 
 
+def _embed_measured(embedder: Embedder, path: str | Path) -> tuple[np.ndarray, float]:
+    """``_embed`` that also returns the recording's seconds of speech (after trimming).
+
+    The same embedding as ``embed_file``: trimming here and not again in the embedder.
+    """
+    speech = trim_silence(load_audio(path), name=str(path))
+    vector = embedder.embed_waveform(speech, name=str(path), trim=False)
+    if not np.isfinite(vector).all():
+        raise CheckpointError(
+            f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
+            "the checkpoint is damaged"
+        )
+    return vector, len(speech) / SAMPLE_RATE
+
+
+def calibration_for(store: SpeakerStore, fingerprint: str) -> Calibration | None:
+    """The store's calibration if it was made with this model, else None (it does not apply)."""
+    calibration = store.calibration()
+    if calibration is None or calibration.model_fingerprint != fingerprint:
+        return None
+    return calibration
+
+
+def recording_quality(
+    paths: Sequence[str],
+    embeddings: np.ndarray,
+    seconds: Sequence[float],
+    earlier: np.ndarray,
+    threshold: float,
+) -> list[RecordingQuality]:
+    """Speech and agreement of new recordings, with what is wrong with each.
+
+    Parameters
+    ----------
+    embeddings: ``(n, D)`` of the new recordings; ``earlier``: ``(m, D)`` the speaker keeps.
+    threshold: the 1:1 (raw cosine) threshold: a recording agreeing less with the speaker's
+        other recordings would be rejected by ``verify`` against them.
+    """
+    both = np.concatenate(
+        [np.asarray(earlier, np.float32).reshape(-1, embeddings.shape[1]), embeddings]
+    )
+    agree = agreements(both)[len(both) - len(embeddings) :]
+    out = []
+    for path, sec, value in zip(paths, seconds, agree, strict=True):
+        problems = []
+        if sec < GOOD_SPEECH_SECONDS:
+            problems.append(
+                f"only {sec:.1f} s of speech ({GOOD_SPEECH_SECONDS:g} s or more recommended)"
+            )
+        agreement = None if np.isnan(value) else float(value)
+        if agreement is not None and agreement < threshold:
+            problems.append(
+                f"agrees with the speaker's other recordings at {agreement:.4f}, below the "
+                f"threshold {threshold:.4f} (another voice, or a very different channel?)"
+            )
+        out.append(RecordingQuality(str(path), float(sec), agreement, problems))
+    return out
+
+
+def _quality(
+    store: SpeakerStore,
+    embedder: Embedder,
+    name: str,
+    paths: list[str],
+    embeddings: np.ndarray,
+    seconds: Sequence[float],
+    replace: bool,
+) -> list[RecordingQuality]:
+    """``recording_quality`` of new recordings against those the speaker keeps."""
+    earlier = np.zeros((0, embeddings.shape[1]), np.float32)
+    if not replace and name in store:
+        known, vectors = store.recording_vectors(name)
+        earlier = vectors[[i for i, p in enumerate(known) if p not in set(paths)]]
+    calibration = calibration_for(store, embedder.model.fingerprint)
+    threshold, _ = resolve_threshold(
+        embedder.model.threshold, None, calibration.raw_threshold if calibration else None
+    )
+    return recording_quality(paths, embeddings, seconds, earlier, threshold)
+
+
 def enroll(
     store: SpeakerStore,
     embedder: Embedder,
@@ -893,23 +1109,39 @@ def enroll(
     paths: Sequence[str],
     *,
     replace: bool = False,
+    strict: bool = False,
 ) -> EnrollResult:
     """Embed recordings and add them to a speaker (all embeddings first, then one write).
 
-    Any unusable file raises ``AudioError`` before the store is touched.
+    Any unusable file raises ``AudioError`` before the store is touched. Each new
+    recording's speech and agreement are measured (``EnrollResult.quality``); with
+    ``strict``, a recording with a problem raises ``EnrollmentQualityError`` instead, and
+    nothing is written.
     """
     name = validate_name(name)
     fingerprint, dim, source = _model_id(embedder)
     store.check_model(fingerprint, dim, source)  # fail before the slow part
-    embeddings = np.stack([_embed(embedder, p) for p in paths]) if paths else np.zeros((0, dim))
-    return store.add_recordings(
+    measured = [_embed_measured(embedder, p) for p in paths]
+    embeddings = np.stack([m[0] for m in measured]) if paths else np.zeros((0, dim))
+    seconds = [m[1] for m in measured]
+    quality = _quality(store, embedder, name, [str(p) for p in paths], embeddings, seconds, replace)
+    flagged = [q for q in quality if q.problems]
+    if strict and flagged:
+        more = f" (and {len(flagged) - 1} more)" if len(flagged) > 1 else ""
+        raise EnrollmentQualityError(
+            f"{flagged[0].path}: {flagged[0].problems[0]}{more}; nothing was enrolled "
+            "(leave out --strict to enroll anyway)"
+        )
+    result = store.add_recordings(
         name,
         [str(p) for p in paths],
         embeddings,
         fingerprint=fingerprint,
         source=source,
         replace=replace,
+        speech_seconds=seconds,
     )
+    return replace_fields(result, quality=quality)
 
 
 def speaker_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
@@ -978,9 +1210,12 @@ def enroll_directory(
             continue
         good: list[str] = []
         vectors: list[np.ndarray] = []
+        seconds: list[float] = []
         for path in files:
             try:
-                vectors.append(_embed(embedder, path))
+                vector, speech = _embed_measured(embedder, path)
+                vectors.append(vector)
+                seconds.append(speech)
                 good.append(str(path))
             except AudioError as exc:
                 skipped.append(SkippedItem(str(path), str(exc)))
@@ -988,16 +1223,17 @@ def enroll_directory(
             if on_file:
                 on_file(name, done, total)
         if good:
-            enrolled.append(
-                store.add_recordings(
-                    name,
-                    good,
-                    np.stack(vectors),
-                    fingerprint=fingerprint,
-                    source=source,
-                    replace=replace,
-                )
+            quality = _quality(store, embedder, name, good, np.stack(vectors), seconds, replace)
+            result = store.add_recordings(
+                name,
+                good,
+                np.stack(vectors),
+                fingerprint=fingerprint,
+                source=source,
+                replace=replace,
+                speech_seconds=seconds,
             )
+            enrolled.append(replace_fields(result, quality=quality))
     if not enrolled:
         first = f"; first problem: {skipped[0].reason}" if skipped else ""
         raise DataError(f"{root}: nothing could be enrolled ({len(skipped)} skipped){first}")
@@ -1013,14 +1249,92 @@ def verify(
 ) -> Verification:
     """1:1: does ``path`` sound like the enrolled speaker ``name``?
 
-    ``threshold`` None means the model's calibrated one (see ``resolve_threshold``).
+    ``threshold`` None means the store's calibrated one, else the model's (see
+    ``resolve_threshold``). A store calibrated with AS-norm decides on the normalised score.
     """
-    threshold, _ = resolve_threshold(embedder.model.threshold, threshold)
     fingerprint, dim, source = _model_id(embedder)
+    calibration = calibration_for(store, fingerprint)
+    threshold, origin = resolve_threshold(
+        embedder.model.threshold, threshold, calibration.threshold if calibration else None
+    )
     store.check_model(fingerprint, dim, source)
     reference = store.vector(name)
-    score = float(reference @ _embed(embedder, path))
-    return Verification(name, str(path), score, float(threshold), score >= threshold)
+    query = _embed(embedder, path)
+    score = float(reference @ query)
+    normalized = None
+    if origin == "store" and calibration is not None and calibration.norm == "asnorm":
+        normalized = _normalized(store, embedder, calibration, query, name)
+    decided = score if normalized is None else normalized
+    return Verification(
+        name, str(path), score, float(threshold), decided >= threshold, origin, normalized
+    )
+
+
+def _normalized(
+    store: SpeakerStore, embedder: Embedder, calibration: Calibration, query: np.ndarray, name: str
+) -> float:
+    """AS-norm score of one query against one enrolled speaker, with the calibrated cohort."""
+    if calibration.cohort == "model":
+        cohort = getattr(embedder.model, "cohort", None)
+        if cohort is None:
+            raise StoreError(
+                f"{store.path}: calibrated with the model's AS-norm cohort, but this model has "
+                "none; run speakerid calibrate again"
+            )
+        names = None
+        cohort = l2_normalize(np.asarray(cohort, dtype=np.float32))
+    else:
+        names, cohort = store.matrix()
+    try:
+        return float(
+            as_norm_scores(
+                query[None, :],
+                store.vector(name)[None, :],
+                np.asarray([name]),
+                cohort,
+                None if names is None else np.asarray(names),
+                calibration.top_k or ASNORM_TOP_K,
+            )[0, 0]
+        )
+    except DataError as exc:
+        raise StoreError(f"{store.path}: {exc}; run speakerid calibrate again") from None
+
+
+def identify_threshold(calibration: Calibration | None) -> float | None:
+    """The calibrated 1:N threshold: the open-set one, else the 1:1 one (store was empty)."""
+    if calibration is None:
+        return None
+    if calibration.identify_threshold is not None:
+        return calibration.identify_threshold
+    return calibration.threshold
+
+
+def calibration_notes(store: SpeakerStore, fingerprint: str | None) -> list[str]:
+    """Why the store's calibration does or does not apply, and whether it is due again."""
+    calibration = store.calibration()
+    if calibration is None:
+        return ["not calibrated: run speakerid calibrate on recordings from your own domain"]
+    if fingerprint is not None and calibration.model_fingerprint != fingerprint:
+        return [
+            f"the store was calibrated with model {calibration.model_fingerprint[:12]}, not "
+            "the one in use, so its thresholds are ignored; run speakerid calibrate again"
+        ]
+    notes = []
+    n_now = len(store)
+    if calibration.identify_threshold is None:
+        notes.append(
+            "calibrated while no speakers were enrolled: identify uses the 1:1 threshold; run "
+            "speakerid calibrate again to set the 1:N one"
+        )
+    elif calibration.regrow_due(n_now):
+        fpir = calibration.identify_fpir or 0.0
+        notes.append(
+            f"the store has grown from {calibration.store_speakers} to {n_now} speakers since "
+            f"calibration: strangers are now named about "
+            f"{100 * expected_fpir(fpir, calibration.store_speakers, n_now):.1f}% of the time "
+            f"instead of {100 * fpir:.1f}%; run speakerid calibrate again"
+        )
+    return notes
 
 
 def identify(
@@ -1033,10 +1347,15 @@ def identify(
     """1:N, open set: rank enrolled speakers for each file; ``best`` is None below threshold.
 
     All files are embedded first, then scored together with one matrix product.
-    ``threshold`` None means the model's calibrated one (see ``resolve_threshold``).
+    ``threshold`` None means the store's calibrated 1:N threshold, else the model's (see
+    ``resolve_threshold``). With AS-norm, candidates are ranked by raw cosine and the top
+    one is named when its normalised score passes.
     """
-    threshold, _ = resolve_threshold(embedder.model.threshold, threshold)
     fingerprint, dim, source = _model_id(embedder)
+    calibration = calibration_for(store, fingerprint)
+    threshold, origin = resolve_threshold(
+        embedder.model.threshold, threshold, identify_threshold(calibration)
+    )
     store.check_model(fingerprint, dim, source)
     if len(store) == 0:
         raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
@@ -1044,10 +1363,19 @@ def identify(
         raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
     queries = np.stack([_embed(embedder, p) for p in paths])
     ranked = store.search(queries, top_k)
+    normalize = origin == "store" and calibration is not None and calibration.norm == "asnorm"
     results = []
-    for path, candidates in zip(paths, ranked, strict=True):
-        best = candidates[0].speaker if candidates and candidates[0].score >= threshold else None
-        results.append(Identification(str(path), candidates, best, float(threshold)))
+    for path, query, candidates in zip(paths, queries, ranked, strict=True):
+        normalized = None
+        decided = candidates[0].score if candidates else -np.inf
+        if normalize and candidates:
+            assert calibration is not None
+            normalized = _normalized(store, embedder, calibration, query, candidates[0].speaker)
+            decided = normalized
+        best = candidates[0].speaker if candidates and decided >= threshold else None
+        results.append(
+            Identification(str(path), candidates, best, float(threshold), origin, normalized)
+        )
     return results
 
 
@@ -1095,4 +1423,27 @@ def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:
     compatible = None
     if model_summary.fingerprint and summary.model_fingerprint and summary.speakers:
         compatible = model_summary.fingerprint == summary.model_fingerprint
-    return Info(model_summary, summary, compatible)
+    calibration = store.calibration()
+    applies = (
+        calibration
+        if calibration is not None and calibration.model_fingerprint == model_summary.fingerprint
+        else None
+    )
+    model_threshold = threshold if source == "model" else None
+    verify_at, verify_source = resolve_threshold(
+        model_threshold, None, applies.threshold if applies else None
+    )
+    identify_at, identify_source = resolve_threshold(
+        model_threshold, None, identify_threshold(applies)
+    )
+    return Info(
+        model_summary,
+        summary,
+        compatible,
+        verify_at,
+        verify_source,
+        identify_at,
+        identify_source,
+        calibration,
+        calibration_notes(store, model_summary.fingerprint),
+    )

@@ -1,0 +1,367 @@
+"""The ``calibrate`` service: labelled in-domain recordings -> a store's thresholds.
+
+``embed_folders`` embeds ``<root>/<speaker>/*`` recordings with the store's model;
+``fit_calibration`` turns labelled embeddings into a ``Calibration`` (the maths is in
+``calibration``); ``calibrate`` does both and writes the result into the store's metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speakerid.calibration import (
+    ASNORM_TOP_K,
+    MIN_COHORT,
+    MIN_TARGET_TRIALS,
+    P_TARGET,
+    Calibration,
+    Trials,
+    as_norm_scores,
+    best_other_scores,
+    distribution,
+    eer_point,
+    enrollment_trials,
+    far_threshold,
+    fpir_threshold,
+    min_dcf,
+    power_threshold,
+    rates_at,
+)
+from speakerid.embed import Embedder, l2_normalize
+from speakerid.errors import AudioError, DataError
+from speakerid.store import SkippedItem, SpeakerStore, _embed, _model_id, speaker_folders
+
+NORMS = ("none", "asnorm")
+COHORTS = ("auto", "model", "store")
+DEFAULT_FPIR = 0.05  # strangers named by identify: 1 in 20
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Embedded calibration recordings."""
+
+    embeddings: np.ndarray  # (R, D) unit vectors
+    speakers: np.ndarray  # (R,) labels, unique across roots ("<root #>:<folder>")
+    names: np.ndarray  # (R,) speaker folder names (matched against enrolled names)
+    paths: list[str]
+    skipped: list[SkippedItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """What ``calibrate`` measured and set."""
+
+    calibration: Calibration
+    target_scores: dict[str, float]  # distribution of same-speaker trial scores
+    nontarget_scores: dict[str, float]  # distribution of different-speaker trial scores
+    model_threshold: float | None  # the model's own threshold, for comparison
+    model_false_accept_rate: float | None  # at the model's threshold, these trials (raw)
+    model_miss_rate: float | None
+    notes: list[str]
+    skipped: list[SkippedItem]
+    written: bool  # False with dry_run
+    trials: Trials = field(repr=False, compare=False)  # the scored trials (for plots)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, without the trial arrays."""
+        data = {k: v for k, v in self.__dict__.items() if k != "trials"}
+        data["calibration"] = asdict(self.calibration)
+        data["skipped"] = [asdict(s) for s in self.skipped]
+        return data
+
+
+def embed_folders(
+    embedder: Embedder,
+    roots: Sequence[str | Path],
+    on_file: Callable[[str, int, int], None] | None = None,
+) -> Labelled:
+    """Embed every recording under each root's speaker folders (see ``speaker_folders``).
+
+    Unusable files are skipped and listed; speaker folders of the same name under
+    different roots count as different speakers.
+    """
+    folders = [
+        (i, name, files) for i, root in enumerate(roots) for name, files in speaker_folders(root)
+    ]
+    total = sum(len(files) for *_, files in folders)
+    vectors, labels, names, paths, skipped = [], [], [], [], []
+    done = 0
+    for i, name, files in folders:
+        for path in files:
+            try:
+                vectors.append(_embed(embedder, path))
+                labels.append(f"{i}:{name}")
+                names.append(name)
+                paths.append(str(path))
+            except AudioError as exc:
+                skipped.append(SkippedItem(str(path), str(exc)))
+            done += 1
+            if on_file:
+                on_file(name, done, total)
+    if not vectors:
+        raise DataError("no usable recordings in the calibration data")
+    return Labelled(np.stack(vectors), np.asarray(labels), np.asarray(names), paths, skipped)
+
+
+def _operating_point(trials: Trials, far: float | None) -> float:
+    if far is None:
+        return eer_point(trials.scores, trials.labels)[1]
+    return far_threshold(trials.scores[~trials.labels], far)
+
+
+def fit_calibration(
+    data: Labelled,
+    fingerprint: str,
+    *,
+    far: float | None = None,
+    fpir: float = DEFAULT_FPIR,
+    norm: str = "none",
+    cohort: np.ndarray | None = None,
+    cohort_names: np.ndarray | None = None,
+    cohort_kind: str | None = None,
+    gallery: np.ndarray | None = None,
+    gallery_names: Sequence[str] = (),
+    enroll_size: int = 3,
+    seed: int = 0,
+    model_threshold: float | None = None,
+    sources: Sequence[str] = (),
+) -> CalibrationReport:
+    """Score enrollment-style trials and choose the thresholds.
+
+    Parameters
+    ----------
+    far: the 1:1 false-accept rate to set the threshold for; None: the EER point.
+    fpir: the false-positive identification rate to set the 1:N threshold for.
+    norm: ``none`` (raw cosine) or ``asnorm`` against ``cohort`` (``(C, D)``; with
+        ``cohort_names`` when it is a store's own speakers).
+    gallery, gallery_names: the store's ``(N, D)`` speaker vectors and names. The 1:N
+        threshold is set from each calibration recording's best score over the gallery,
+        leaving out an enrolled speaker of the recording's own folder name
+        (leave-one-speaker-out); with fewer recordings than that needs, from the 1:1
+        impostor scores raised to the N-th power; with no gallery, not at all.
+    """
+    if norm not in NORMS:
+        raise DataError(f"unknown --norm {norm!r}; one of {list(NORMS)}")
+    if far is not None and not 0.0 < far < 1.0:
+        raise DataError(f"--far must lie strictly between 0 and 1, not {far}")
+    if not 0.0 < fpir < 1.0:
+        raise DataError(f"--fpir must lie strictly between 0 and 1, not {fpir}")
+    name_of = dict(zip(data.speakers.tolist(), data.names.tolist(), strict=True))
+    raw = _trials(data, enroll_size, seed)
+    trials = raw
+    top_k = None
+    if norm == "asnorm":
+        if cohort is None or len(cohort) < MIN_COHORT + (cohort_names is not None):
+            size = 0 if cohort is None else len(cohort)
+            raise DataError(
+                f"AS-norm needs a cohort of at least {MIN_COHORT} speakers besides the one "
+                f"scored; the {cohort_kind or 'store'} cohort has {size} (enroll more speakers, "
+                "or use --norm none)"
+            )
+        top_k = min(ASNORM_TOP_K, len(cohort) - 1)
+
+        def normalised(q: np.ndarray, m: np.ndarray, owners: np.ndarray) -> np.ndarray:
+            owner_names = np.asarray([name_of[o] for o in owners])
+            return as_norm_scores(q, m, owner_names, cohort, cohort_names, top_k)
+
+        trials = _trials(data, enroll_size, seed, normalised)
+    threshold = _operating_point(trials, far)
+    raw_threshold = threshold if trials is raw else _operating_point(raw, far)
+    rate, eer_at = eer_point(trials.scores, trials.labels)
+    dcf, dcf_at = min_dcf(trials.scores, trials.labels, P_TARGET)
+    fa, miss = rates_at(trials.scores, trials.labels, threshold)
+    notes: list[str] = []
+    open_set: dict[str, Any] = {}
+    if gallery is not None and len(gallery):
+        open_set = _open_set(
+            data,
+            trials,
+            fpir,
+            norm,
+            cohort,
+            cohort_names,
+            top_k,
+            gallery,
+            np.asarray(gallery_names),
+            notes,
+        )
+    else:
+        notes.append(
+            "no speakers are enrolled yet: the 1:N threshold is not set; identify "
+            "uses the 1:1 one until you enroll speakers and run calibrate again"
+        )
+    model_fa = model_miss = None
+    if model_threshold is not None:
+        model_fa, model_miss = rates_at(raw.scores, raw.labels, model_threshold)
+    calibration = Calibration(
+        threshold=threshold,
+        raw_threshold=raw_threshold,
+        target="eer" if far is None else f"far={far:g}",
+        norm=norm,
+        eer=rate,
+        eer_threshold=eer_at,
+        min_dcf=dcf,
+        min_dcf_threshold=dcf_at,
+        p_target=P_TARGET,
+        false_accept_rate=fa,
+        miss_rate=miss,
+        n_speakers=len(np.unique(data.speakers)),
+        n_recordings=len(data.speakers),
+        n_target=trials.n_target,
+        n_nontarget=trials.n_nontarget,
+        enroll_size=enroll_size,
+        data=[str(s) for s in sources],
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model_fingerprint=fingerprint,
+        store_speakers=0 if gallery is None else len(gallery),
+        cohort=cohort_kind if norm == "asnorm" else None,
+        cohort_size=None if norm != "asnorm" or cohort is None else len(cohort),
+        top_k=top_k,
+        **open_set,
+    )
+    return CalibrationReport(
+        calibration,
+        distribution(trials.scores[trials.labels]),
+        distribution(trials.scores[~trials.labels]),
+        model_threshold,
+        model_fa,
+        model_miss,
+        notes,
+        list(data.skipped),
+        False,
+        trials,
+    )
+
+
+def _trials(data: Labelled, enroll_size: int, seed: int, score_fn: Any = None) -> Trials:
+    trials = enrollment_trials(data.embeddings, data.speakers, enroll_size, seed, score_fn)
+    if trials.n_target < MIN_TARGET_TRIALS:
+        raise DataError(
+            f"the data gives only {trials.n_target} same-speaker trials; calibration needs at "
+            f"least {MIN_TARGET_TRIALS} (more speakers with 2 or more recordings each)"
+        )
+    return trials
+
+
+def _open_set(
+    data: Labelled,
+    trials: Trials,
+    fpir: float,
+    norm: str,
+    cohort: np.ndarray | None,
+    cohort_names: np.ndarray | None,
+    top_k: int | None,
+    gallery: np.ndarray,
+    gallery_names: np.ndarray,
+    notes: list[str],
+) -> dict[str, Any]:
+    """The 1:N threshold fields of a ``Calibration`` (see ``fit_calibration``)."""
+    best = best_other_scores(data.embeddings, data.names, gallery, gallery_names)
+    strangers = np.isfinite(best)  # a recording whose name is the only one enrolled has none
+    scores = best[strangers]
+    if norm == "asnorm" and len(scores):
+        # identify names the top raw candidate when its normalised score passes: the same here
+        sims = data.embeddings[strangers] @ gallery.T
+        same = data.names[strangers][:, None] == gallery_names[None, :]
+        top = np.argmax(np.where(same, -np.inf, sims), axis=1)
+        scores = np.asarray(
+            [
+                as_norm_scores(
+                    q[None],
+                    gallery[j][None],
+                    gallery_names[j : j + 1],
+                    cohort,
+                    cohort_names,
+                    top_k or ASNORM_TOP_K,
+                )[0, 0]
+                for q, j in zip(data.embeddings[strangers], top, strict=True)
+            ]
+        )
+    try:
+        threshold = fpir_threshold(scores, fpir)
+        method = "leave-one-speaker-out"
+    except DataError as exc:
+        try:
+            threshold = power_threshold(trials.scores[~trials.labels], fpir, len(gallery))
+            method = "power"
+            notes.append(
+                f"1:N threshold from 1:1 impostor scores raised to N={len(gallery)} "
+                f"(too few calibration recordings for a direct estimate: {exc})"
+            )
+        except DataError as exc2:
+            notes.append(f"the 1:N threshold is not set: {exc2}")
+            return {}
+    measured = float((scores >= threshold).mean()) if len(scores) else None
+    return {
+        "identify_threshold": threshold,
+        "identify_fpir": fpir,
+        "identify_method": method,
+        "identify_fpir_measured": measured,
+    }
+
+
+def calibrate(
+    store: SpeakerStore,
+    embedder: Embedder,
+    roots: Sequence[str | Path],
+    *,
+    far: float | None = None,
+    fpir: float = DEFAULT_FPIR,
+    norm: str = "none",
+    cohort: str = "auto",
+    enroll_size: int = 3,
+    seed: int = 0,
+    dry_run: bool = False,
+    on_file: Callable[[str, int, int], None] | None = None,
+) -> CalibrationReport:
+    """Calibrate a store on labelled in-domain recordings and write it (unless ``dry_run``).
+
+    ``cohort`` (with ``norm="asnorm"``): ``model`` (the checkpoint's shipped cohort),
+    ``store`` (the enrolled speakers) or ``auto`` (the model's when it has one).
+    """
+    if cohort not in COHORTS:
+        raise DataError(f"unknown --cohort {cohort!r}; one of {list(COHORTS)}")
+    if norm not in NORMS:
+        raise DataError(f"unknown --norm {norm!r}; one of {list(NORMS)}")
+    fingerprint, dim, source = _model_id(embedder)
+    store.check_model(fingerprint, dim, source)  # fail before the slow part
+    names, gallery = store.matrix()
+    shipped = getattr(embedder.model, "cohort", None)  # LoadedModel.cohort, when present
+    kind = cohort if cohort != "auto" else ("model" if shipped is not None else "store")
+    cohort_vectors = cohort_names = None
+    if norm == "asnorm":
+        if kind == "model":
+            if shipped is None:
+                raise DataError(
+                    f"{embedder.model.path}: this model ships no AS-norm cohort; use --cohort store"
+                )
+            cohort_vectors = l2_normalize(np.asarray(shipped, dtype=np.float32))
+        else:
+            cohort_vectors, cohort_names = gallery, np.asarray(names)
+    data = embed_folders(embedder, roots, on_file)
+    report = fit_calibration(
+        data,
+        fingerprint,
+        far=far,
+        fpir=fpir,
+        norm=norm,
+        cohort=cohort_vectors,
+        cohort_names=cohort_names,
+        cohort_kind=kind,
+        gallery=gallery if len(names) else None,
+        gallery_names=names,
+        enroll_size=enroll_size,
+        seed=seed,
+        model_threshold=embedder.model.threshold,
+        sources=[str(r) for r in roots],
+    )
+    if dry_run:
+        return report
+    store.set_calibration(report.calibration)
+    return CalibrationReport(**{**report.__dict__, "written": True})

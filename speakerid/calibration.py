@@ -1,0 +1,416 @@
+"""Calibration maths: trials, error rates, operating points, AS-norm and open-set thresholds.
+
+Numpy only, so the runtime (``verify``, ``identify``, ``info``) can read a calibration without
+importing training or plotting code. Scores are raw cosine (or AS-normalised scores, always
+named as such); a trial is accepted when ``score >= threshold``.
+
+- ``enrollment_trials``: the trials ``calibrate`` scores. Each recording is tested against a
+  model pooled from up to ``enroll_size`` *other* recordings of its speaker (as ``verify``
+  compares one recording with a speaker's pooled enrollment), and against every other
+  speaker's models.
+- ``error_rates`` / ``eer_point`` / ``far_point`` / ``min_dcf``: operating points.
+- ``cohort_stats`` / ``as_norm``: adaptive symmetric score normalisation (AS-norm).
+- ``best_other_scores`` / ``fpir_threshold`` / ``power_threshold``: the 1:N (open-set)
+  threshold, set for a false-positive identification rate at the store's size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from speakerid.errors import DataError
+
+ENROLL_SIZE = 3  # recordings pooled per trial model: a typical enrollment
+MIN_SPEAKERS = 4  # with fewer, different-speaker trials are too few and too alike
+MIN_TARGET_TRIALS = 20  # same-speaker trials below which an operating point is noise
+MIN_EVENTS = 5  # errors an estimated rate must rest on: FAR x trials >= this
+ASNORM_TOP_K = 100  # cohort scores averaged per side (fewer when the cohort is smaller)
+MIN_COHORT = 10  # cohort speakers AS-norm needs at the least
+REGROW_RATIO = 1.5  # re-run calibrate once the store holds this many times its size then
+P_TARGET = 0.01  # prior of the reported minDCF (NIST SRE convention)
+
+
+# ---------------------------------------------------------------- trials
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    # The same normalisation as embed.l2_normalize, kept here so this module needs no torch.
+    x = np.asarray(x, dtype=np.float32)
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def pool(embeddings: np.ndarray) -> np.ndarray:
+    """Normalised mean of ``(n, D)`` unit vectors -> ``(D,)``: a speaker model, as enrolled."""
+    return _unit(_unit(embeddings).mean(axis=0))
+
+
+def agreements(embeddings: np.ndarray) -> np.ndarray:
+    """Each recording's cosine to the pool of the speaker's *other* recordings.
+
+    ``(n, D)`` embeddings of one speaker -> ``(n,)`` scores, comparable with a verify score
+    (one recording against a pooled enrollment); NaN when ``n < 2`` (nothing to agree with).
+    """
+    emb = _unit(embeddings)
+    if len(emb) < 2:
+        return np.full(len(emb), np.nan)
+    total = emb.astype(np.float64).sum(axis=0)
+    others = _unit((total[None, :] - emb) / (len(emb) - 1))
+    return np.einsum("nd,nd->n", emb.astype(np.float64), others.astype(np.float64))
+
+
+@dataclass(frozen=True)
+class Trials:
+    """Scored verification trials and where they came from."""
+
+    scores: np.ndarray  # (P,) float64
+    labels: np.ndarray  # (P,) bool, True for same-speaker trials
+    models: np.ndarray  # (M, D) pooled trial models
+    model_speakers: np.ndarray  # (M,) speaker label of each model
+    held_out: np.ndarray  # (M,) index of the recording each model was built without
+
+    @property
+    def n_target(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def n_nontarget(self) -> int:
+        return int((~self.labels).sum())
+
+
+def enrollment_trials(
+    embeddings: np.ndarray,
+    speakers: np.ndarray,
+    enroll_size: int = ENROLL_SIZE,
+    seed: int = 0,
+    score_fn: Any = None,
+) -> Trials:
+    """Enrollment-style trials over labelled recording embeddings.
+
+    For every recording whose speaker has other recordings, one model is pooled from up to
+    ``enroll_size`` of those others (drawn with ``seed``). Same-speaker trial: the recording
+    against its own model. Different-speaker trials: every recording against every model of
+    another speaker. A recording is never in a model it is tested against.
+
+    Parameters
+    ----------
+    embeddings: ``(R, D)`` unit recording embeddings.
+    speakers: ``(R,)`` speaker labels.
+    enroll_size: recordings pooled per model.
+    score_fn: ``score_fn(queries (R, D), models (M, D), model_speakers) -> (R, M)`` scores;
+        cosine when None (AS-norm passes its own).
+    """
+    emb = _unit(embeddings)
+    spk = np.asarray(speakers)
+    if len(emb) != len(spk):
+        raise ValueError(f"{len(emb)} embeddings but {len(spk)} speaker labels")
+    if enroll_size < 1:
+        raise DataError(f"--enroll-size must be at least 1, not {enroll_size}")
+    rng = np.random.default_rng(seed)
+    models, owners, held = [], [], []
+    for label in np.unique(spk):
+        idx = np.flatnonzero(spk == label)
+        for i in idx:
+            others = idx[idx != i]
+            if len(others) == 0:
+                continue
+            take = rng.choice(others, size=min(enroll_size, len(others)), replace=False)
+            models.append(pool(emb[np.sort(take)]))
+            owners.append(label)
+            held.append(i)
+    n_speakers = len(np.unique(spk))
+    n_with_models = len(np.unique(owners)) if owners else 0
+    if n_speakers < MIN_SPEAKERS or n_with_models < 2:
+        raise DataError(
+            f"calibration needs at least {MIN_SPEAKERS} speakers, 2 of them with 2 or more "
+            f"recordings; the data has {n_speakers} speaker(s), {n_with_models} with 2 or more"
+        )
+    mat = np.stack(models)
+    owner = np.asarray(owners)
+    held_out = np.asarray(held)
+    scores = (emb @ mat.T) if score_fn is None else score_fn(emb, mat, owner)
+    scores = np.asarray(scores, dtype=np.float64)
+    target = scores[held_out, np.arange(len(mat))]
+    different = spk[:, None] != owner[None, :]
+    nontarget = scores[different]
+    all_scores = np.concatenate([target, nontarget])
+    labels = np.concatenate([np.ones(len(target), bool), np.zeros(len(nontarget), bool)])
+    return Trials(all_scores, labels, mat, owner, held_out)
+
+
+# ---------------------------------------------------------------- operating points
+
+
+def _split(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    if scores.shape != labels.shape:
+        raise ValueError("scores and labels must have the same length")
+    if labels.all() or not labels.any():
+        raise DataError("verification needs both same-speaker and different-speaker pairs")
+    return scores, labels
+
+
+def error_rates(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """False-accept rate, miss rate and threshold at every distinct score, ``(M,)`` each.
+
+    Thresholds fall from "accept nothing" (just above the top score) to the lowest score;
+    at threshold ``t`` a trial is accepted when ``score >= t``. The same points as
+    scikit-learn's ``roc_curve(drop_intermediate=False)``, without its import.
+    """
+    scores, labels = _split(scores, labels)
+    order = np.argsort(-scores, kind="mergesort")
+    s, lab = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
+    tp = np.cumsum(lab)[last]
+    fp = (last + 1) - tp
+    far = np.r_[0.0, fp / (~labels).sum()]
+    miss = np.r_[1.0, 1.0 - tp / labels.sum()]
+    thr = np.r_[np.nextafter(s[0], np.inf), s[last]]
+    return far, miss, thr
+
+
+def eer_point(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Equal error rate and its threshold, interpolated where miss and false-accept cross."""
+    far, miss, thr = error_rates(scores, labels)
+    diff = miss - far  # starts at 1, falls to -1
+    i = int(np.argmax(diff <= 0))
+    if diff[i] == 0 or i == 0:
+        return float(far[i]), float(thr[i])
+    t = diff[i - 1] / (diff[i - 1] - diff[i])
+    rate = far[i - 1] + t * (far[i] - far[i - 1])
+    return float(rate), float(thr[i - 1] + t * (thr[i] - thr[i - 1]))
+
+
+def min_dcf(
+    scores: np.ndarray, labels: np.ndarray, p_target: float = P_TARGET
+) -> tuple[float, float]:
+    """Minimum normalised detection cost (unit costs, NIST SRE) and its threshold."""
+    if not 0.0 < p_target < 1.0:
+        raise ValueError("need 0 < p_target < 1")
+    far, miss, thr = error_rates(scores, labels)
+    cost = (p_target * miss + (1.0 - p_target) * far) / min(p_target, 1.0 - p_target)
+    i = int(np.argmin(cost))
+    return float(cost[i]), float(thr[i])
+
+
+def far_threshold(nontarget: np.ndarray, rate: float, what: str = "false-accept rate") -> float:
+    """The lowest threshold at which at most ``rate`` of ``nontarget`` scores are accepted.
+
+    Refuses (``DataError``) when fewer than ``MIN_EVENTS / rate`` scores are given: an
+    estimate of a rate needs some errors at that rate to rest on.
+    """
+    s = np.sort(np.asarray(nontarget, dtype=np.float64).reshape(-1))[::-1]
+    if not 0.0 < rate < 1.0:
+        raise DataError(f"the {what} must lie strictly between 0 and 1, not {rate}")
+    needed = int(np.ceil(MIN_EVENTS / rate))
+    if len(s) < needed:
+        raise DataError(
+            f"a {what} of {rate:g} needs at least {needed} different-speaker scores to be "
+            f"estimated; the data gives {len(s)} (add speakers or recordings, or ask for a "
+            "higher rate)"
+        )
+    allowed = int(np.floor(rate * len(s) + 1e-9))
+    # Just above the first score that must be rejected: the `allowed` highest are accepted.
+    return float(np.nextafter(s[allowed], np.inf))
+
+
+def rates_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(false-accept rate, miss rate) of trials at one threshold."""
+    scores, labels = _split(scores, labels)
+    accept = scores >= threshold
+    return float(accept[~labels].mean()), float((~accept[labels]).mean())
+
+
+def distribution(scores: np.ndarray) -> dict[str, float]:
+    """Mean, standard deviation and 1/5/50/95/99th percentiles of scores (for reports)."""
+    s = np.asarray(scores, dtype=np.float64)
+    pct = np.percentile(s, [1, 5, 50, 95, 99])
+    return {
+        "n": len(s),
+        "mean": float(s.mean()),
+        "std": float(s.std()),
+        **{f"p{q}": float(v) for q, v in zip((1, 5, 50, 95, 99), pct, strict=True)},
+    }
+
+
+# ---------------------------------------------------------------- AS-norm
+
+
+def cohort_stats(
+    vectors: np.ndarray,
+    cohort: np.ndarray,
+    top_k: int = ASNORM_TOP_K,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each vector's ``top_k`` highest cohort scores.
+
+    Parameters
+    ----------
+    vectors: ``(Q, D)`` unit vectors (enrollment models or test recordings).
+    cohort: ``(C, D)`` unit vectors of speakers in no trial.
+    exclude: ``(Q,)`` cohort row to leave out for each vector (-1: none), so that a store's
+        own speaker is never in their own cohort.
+
+    Returns
+    -------
+    ``(Q,)`` means and ``(Q,)`` standard deviations (floored at 1e-6).
+    """
+    scores = np.asarray(vectors, dtype=np.float64) @ np.asarray(cohort, dtype=np.float64).T
+    if exclude is not None:
+        rows = np.flatnonzero(np.asarray(exclude) >= 0)
+        scores[rows, np.asarray(exclude)[rows]] = -np.inf
+    # With exclusions every row keeps the same k, whether or not its own row was excluded.
+    k = max(1, min(top_k, scores.shape[1] - (exclude is not None)))
+    top = -np.sort(-scores, axis=1)[:, :k]
+    return top.mean(axis=1), np.maximum(top.std(axis=1), 1e-6)
+
+
+def as_norm(
+    raw: np.ndarray,
+    enroll: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Adaptive symmetric normalisation: the mean of the score's two cohort z-scores.
+
+    ``0.5 * ((raw - mu_e) / sd_e + (raw - mu_t) / sd_t)``, with ``(mu, sd)`` from
+    ``cohort_stats`` of the enrollment model (``enroll``) and of the test recording
+    (``test``); arrays broadcast (e.g. ``(Q, 1)`` test stats against ``(1, M)`` models).
+    """
+    (mu_e, sd_e), (mu_t, sd_t) = enroll, test
+    return 0.5 * ((raw - mu_e) / sd_e + (raw - mu_t) / sd_t)
+
+
+def as_norm_scores(
+    queries: np.ndarray,
+    models: np.ndarray,
+    model_names: np.ndarray,
+    cohort: np.ndarray,
+    cohort_names: np.ndarray | None = None,
+    top_k: int = ASNORM_TOP_K,
+) -> np.ndarray:
+    """AS-normalised scores of ``(R, D)`` queries against ``(M, D)`` speaker models.
+
+    When the cohort is a store's own speakers (``cohort_names`` given), the cohort row named
+    like a model's speaker is left out of both sides' statistics for that model, so a
+    claimed speaker never normalises their own score. Returns ``(R, M)``.
+    """
+    q = np.asarray(queries, dtype=np.float64)
+    m = np.asarray(models, dtype=np.float64)
+    if len(cohort) < MIN_COHORT:
+        raise DataError(
+            f"AS-norm needs a cohort of at least {MIN_COHORT} speakers; this one has {len(cohort)}"
+        )
+    raw = q @ m.T
+    if cohort_names is None:
+        excl = np.full(len(m), -1)
+    else:
+        where = {str(n): i for i, n in enumerate(cohort_names)}
+        excl = np.asarray([where.get(str(n), -1) for n in model_names])
+    use = None if cohort_names is None else excl
+    mu_e, sd_e = cohort_stats(m, cohort, top_k, use)
+    out = np.empty_like(raw)
+    for row in np.unique(excl):
+        cols = excl == row
+        test = cohort_stats(q, cohort, top_k, None if use is None else np.full(len(q), row))
+        out[:, cols] = as_norm(
+            raw[:, cols], (mu_e[cols], sd_e[cols]), (test[0][:, None], test[1][:, None])
+        )
+    return out
+
+
+# ---------------------------------------------------------------- open set (1:N)
+
+
+def best_other_scores(
+    queries: np.ndarray,
+    query_speakers: np.ndarray,
+    gallery: np.ndarray,
+    gallery_names: np.ndarray,
+) -> np.ndarray:
+    """Each query's best score over a gallery, leaving out the gallery entry of its own name.
+
+    The leave-one-speaker-out estimate of what a stranger scores against an ``N``-speaker
+    store: ``(Q,)`` best-of-N (or N-1) impostor scores.
+    """
+    scores = np.asarray(queries, dtype=np.float64) @ np.asarray(gallery, dtype=np.float64).T
+    same = np.asarray(query_speakers)[:, None] == np.asarray(gallery_names)[None, :]
+    scores[same] = -np.inf
+    return scores.max(axis=1)
+
+
+def fpir_threshold(best_scores: np.ndarray, fpir: float) -> float:
+    """Threshold at which at most ``fpir`` of strangers' best-of-N scores name someone."""
+    return far_threshold(best_scores, fpir, what="false-positive identification rate")
+
+
+def power_threshold(nontarget: np.ndarray, fpir: float, n: int) -> float:
+    """Open-set threshold from 1:1 impostor scores, assuming ``n`` independent comparisons.
+
+    A stranger is named when their best of ``n`` scores passes: ``FPIR = 1 - (1 - FAR)^n``,
+    so the 1:1 false-accept rate to aim for is ``1 - (1 - fpir)^(1/n)``.
+    """
+    rate = 1.0 - (1.0 - fpir) ** (1.0 / max(n, 1))
+    return far_threshold(nontarget, rate, what=f"1:1 false-accept rate (FPIR {fpir:g} at N={n})")
+
+
+def expected_fpir(fpir: float, n_calibrated: int, n_now: int) -> float:
+    """FPIR a threshold set for ``fpir`` at ``n_calibrated`` speakers gives at ``n_now``."""
+    if n_calibrated <= 0:
+        return fpir
+    return 1.0 - (1.0 - fpir) ** (n_now / n_calibrated)
+
+
+# ---------------------------------------------------------------- the stored calibration
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A store's calibration, kept as JSON in its meta table, with its provenance."""
+
+    threshold: float  # 1:1 threshold (verify), on `norm` scores
+    raw_threshold: float  # the same operating point on raw cosine (enrollment agreement)
+    target: str  # operating point: "eer" or "far=<rate>"
+    norm: str  # "none" (raw cosine) or "asnorm"
+    eer: float  # on the calibration trials
+    eer_threshold: float
+    min_dcf: float  # at p_target
+    min_dcf_threshold: float
+    p_target: float
+    false_accept_rate: float  # at `threshold`, on the calibration trials
+    miss_rate: float  # at `threshold`, on the calibration trials
+    n_speakers: int
+    n_recordings: int
+    n_target: int
+    n_nontarget: int
+    enroll_size: int
+    data: list[str]  # the folders calibrated on, as given
+    date: str  # UTC, ISO 8601
+    model_fingerprint: str
+    identify_threshold: float | None = None  # 1:N threshold; None when the store was empty
+    identify_fpir: float | None = None  # target false-positive identification rate
+    identify_method: str | None = None  # "leave-one-speaker-out" or "power"
+    identify_fpir_measured: float | None = None  # on the calibration strangers
+    store_speakers: int = 0  # N when calibrated: the open-set threshold is for this size
+    cohort: str | None = None  # "model" or "store" when norm is "asnorm"
+    cohort_size: int | None = None
+    top_k: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Calibration:
+        """Parse stored JSON; unknown keys (from a newer speakerid) are ignored."""
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def regrow_due(self, n_now: int) -> bool:
+        """Whether the store has grown enough since calibration to re-run it (1:N only)."""
+        return self.identify_threshold is not None and n_now >= REGROW_RATIO * max(
+            self.store_speakers, 1
+        )
