@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from speakerid.audio import MIN_SPEECH_SAMPLES, SAMPLE_RATE, load_audio, trim_silence
+from speakerid.calibration import as_norm, cohort_stats
 from speakerid.data import AudioBank, fragment_set, scan_corpus
 from speakerid.embed import Embedder, l2_normalize, load_model, pool
 from speakerid.evaluate import kway_curve, verification_summary, verification_trials
@@ -168,20 +169,8 @@ def cached(cache: Path, key: str, fn: Callable[[], np.ndarray]) -> np.ndarray:
 def asnorm(
     scores: np.ndarray, a: np.ndarray, b: np.ndarray, cohort: np.ndarray, top: int
 ) -> np.ndarray:
-    """Adaptive symmetric normalisation of ``scores[p] = a[p] . b[p]``.
-
-    Each side's statistics are the mean and std of its ``top`` highest scores against the
-    cohort; the normalised score is the mean of the two z-scores.
-    """
-
-    def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = x @ cohort.T
-        best = -np.partition(-s, min(top, s.shape[1]) - 1, axis=1)[:, :top]
-        return best.mean(axis=1), best.std(axis=1) + 1e-6
-
-    ma, sa = stats(a)
-    mb, sb = stats(b)
-    return 0.5 * ((scores - ma) / sa + (scores - mb) / sb)
+    """AS-norm (``calibration.as_norm``) of ``scores[p] = a[p] . b[p]`` against ``cohort``."""
+    return as_norm(scores, cohort_stats(a, cohort, top), cohort_stats(b, cohort, top))
 
 
 def pairs(emb: np.ndarray, speakers: np.ndarray, recordings: np.ndarray) -> tuple:
@@ -207,6 +196,18 @@ def summarise(scores: np.ndarray, labels: np.ndarray) -> dict:
 
 # ------------------------------------------------------------------------------------ main
 
+SHIPPED_ROWS = {"accurate": "accurate (CAM++)", "fast": "fast (lstm_s3)"}
+
+
+def write_measured(path: Path, results: dict, command: str) -> None:
+    """The EERs ``speakerid models`` shows, merged into the shipped ``measured.json``."""
+    measured = json.loads(path.read_text()) if path.is_file() else {}
+    for name, row in SHIPPED_ROWS.items():
+        entry = measured.setdefault(name, {})
+        entry["eer"] = {s: round(r["eer"], 4) for s, r in results[row].items()}
+    measured["_source"] = f"EER: {command} (docs/benchmarks.md)"
+    path.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -217,6 +218,12 @@ def main() -> None:
     ap.add_argument("--readings", action="store_true", help="CAM++ readings and AS-norm too")
     ap.add_argument("--asnorm-top", type=int, nargs="+", default=[50, 100])
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument(
+        "--write-measured",
+        type=Path,
+        default=None,
+        help="merge the shipped models' EERs into this file (models/measured.json)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -305,6 +312,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.write_measured:
+        write_measured(args.write_measured, results, " ".join(sys.argv))
     names = list(sets)
     print("| system | " + " | ".join(names) + " | 4-way | 40-way |")
     print("| --- |" + " ---: |" * (len(names) + 2))

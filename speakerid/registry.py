@@ -37,7 +37,7 @@ SHIPPED: dict[str, ShippedModel] = {
         ShippedModel(
             "accurate",
             "campp_zh_en.safetensors",
-            "a0a106496fec5d67856a2b9f381c8ed5ec3b160bb7d521b88d36d54f95862294",
+            "3f152f9776393bfb0533f104cefb5ca452d654b6cbb9e9d270211c3da9da89d7",
             "CAM++ from 3D-Speaker (200k zh/en speakers)",
         ),
         ShippedModel(

@@ -1,0 +1,111 @@
+"""How short may a recording be? EER of short test crops against full enrollments.
+
+For each of the 40 held-out LibriSpeech test speakers (the split in every shipped
+checkpoint), the first half of each trimmed recording is the enrollment and ``--crops``
+crops of each length are cut from the second half. Every crop is scored against every
+enrollment (one target per crop, 39 non-targets). A crop is read two ways:
+
+- ``tiled``: repeated end to end up to one 3-s fragment, the pipeline's rule below 3 s;
+- ``as is``: one pass over the crop alone (CAM++ accepts any length; ``fast`` does not).
+
+    python bench/bench_short.py --data ../shared/data --model accurate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
+from speakerid.data import AudioBank, scan_corpus
+from speakerid.embed import Embedder, l2_normalize, load_model
+from speakerid.evaluate import verification_summary
+
+LENGTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def tile(wav: np.ndarray) -> np.ndarray:
+    reps = -(-FRAGMENT_SAMPLES // len(wav))
+    return np.tile(wav, reps)[:FRAGMENT_SAMPLES]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--model", default="accurate")
+    ap.add_argument("--crops", type=int, default=3, help="crops per length per recording")
+    ap.add_argument("--out", type=Path, default=None, help="JSON (default: docs/results/)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    embedder = Embedder(model, "cpu")
+    speakers = sorted(s.rsplit(":", 1)[-1] for s in model.info["split"]["test"])
+    bank = AudioBank.load(scan_corpus(args.data / "LibriSpeech/train-clean-100"), speakers)
+    enroll, owner, seconds = [], [], []
+    for spk, waves in zip(bank.speakers, bank.waves, strict=True):
+        for wav in waves:
+            mid = len(wav) // 2
+            enroll.append(embedder.embed_waveform(wav[:mid], trim=False))
+            owner.append(spk)
+            seconds.append(len(wav) / SAMPLE_RATE)
+    enroll_arr = np.stack(enroll)
+    owner_arr = np.asarray(owner)
+    rng = np.random.default_rng(0)
+    readings = ["tiled"] + (["as is"] if model.encoder.config.arch == "campp" else [])
+    results: dict[str, dict[str, dict]] = {r: {} for r in readings}
+    for seconds_ in LENGTHS:
+        size = int(seconds_ * SAMPLE_RATE)
+        crops, crop_owner = [], []
+        for spk, waves in zip(bank.speakers, bank.waves, strict=True):
+            for wav in waves:
+                second = wav[len(wav) // 2 :]
+                if len(second) < size:
+                    continue
+                for start in rng.integers(0, len(second) - size + 1, args.crops):
+                    crops.append(second[start : start + size])
+                    crop_owner.append(spk)
+        labels = np.asarray(crop_owner)[:, None] == owner_arr[None, :]
+        for reading in readings:
+            if reading == "tiled":
+                emb = embedder.embed_fragments(np.stack([tile(c) for c in crops]))
+            else:
+                with torch.inference_mode():
+                    batch = torch.from_numpy(np.stack(crops))
+                    emb = l2_normalize(model.encoder(batch).numpy())
+            scores = emb @ enroll_arr.T
+            r = verification_summary(scores.ravel(), labels.ravel())
+            results[reading][f"{seconds_:g}"] = {
+                "eer": r.eer,
+                "min_dcf": r.min_dcf,
+                "n_target": r.n_target,
+                "n_nontarget": r.n_nontarget,
+            }
+            print(
+                f"{args.model} {reading:6} {seconds_:>4g} s: EER {100 * r.eer:.2f}%",
+                file=sys.stderr,
+            )
+    report = {
+        "command": " ".join(sys.argv),
+        "model": args.model,
+        "fingerprint": model.fingerprint,
+        "speakers": len(bank.speakers),
+        "results": results,
+    }
+    out = args.out or Path(f"docs/results/short_{args.model}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print("| reading | " + " | ".join(f"{s:g} s" for s in LENGTHS) + " |")
+    print("| --- |" + " ---: |" * len(LENGTHS))
+    for reading, by_len in results.items():
+        cells = [f"{100 * by_len[f'{s:g}']['eer']:.2f}%" for s in LENGTHS]
+        print(f"| {args.model}, {reading} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
