@@ -380,6 +380,44 @@ def remove_cmd(name: SpeakerName, store: StoreOpt = None, json_: JsonOpt = False
     out.print(f"removed {name} ({count} recording(s))", soft_wrap=True)
 
 
+@command("index")
+def index_cmd(
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="auto | flat | hnsw | ivf. auto: flat (exact, memory-mapped) below 50,000 "
+            "speakers or without faiss, hnsw below 2,000,000, ivf beyond.",
+        ),
+    ] = "auto",
+    drop: Annotated[bool, typer.Option("--drop", help="Delete the index instead.")] = False,
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Build a search index beside the store for fast open and 1:N search at scale.
+
+    Once built it is kept: searches check it against the store and rebuild it (same --kind)
+    after enrollments and removals, so rebuild cost falls on the first search after a change.
+    """
+    with SpeakerStore(store) as db:
+        if drop:
+            dropped = db.drop_index()
+            if json_:
+                print_json({"dropped": dropped, "store": str(db.path)})
+            else:
+                out.print("index dropped" if dropped else "no index to drop", soft_wrap=True)
+            return
+        info = db.build_index(kind)
+    if json_:
+        print_json(asdict(info))
+        return
+    out.print(
+        f"[green]indexed[/green] {info.speakers} speaker(s) ({info.kind}, dimension {info.dim}) "
+        f"in {info.build_seconds:.1f} s: {escape(info.path)}",
+        soft_wrap=True,
+    )
+
+
 @command("info")
 def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = False) -> None:
     """Show the model (path, fingerprint, threshold) and the store (path, counts)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -184,3 +185,30 @@ def test_vector_index_load_refuses_another_generation(tmp_path: Path) -> None:
     assert VectorIndex.load(store_path, "gen-b") is None
     loaded = VectorIndex.load(store_path, "gen-a")
     assert loaded is not None and isinstance(loaded.vectors, np.memmap)
+
+
+def test_index_command_builds_keeps_and_drops(cli, enrolled_store: Path, voices_dir: Path) -> None:
+    r = cli("index", "--json", store=enrolled_store, model=False)
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert (info["kind"], info["speakers"], info["dim"]) == ("flat", 2, 16)
+    assert pointer_path(enrolled_store).exists()
+    r = cli("identify", str(voices_dir / "alice_3.wav"), "--json", store=enrolled_store)
+    assert r.exit_code == 0, r.output
+    assert [c["speaker"] for c in json.loads(r.stdout)[0]["candidates"]] != []
+    r = cli("enroll", "carol", str(voices_dir / "carol_1.wav"), store=enrolled_store)
+    assert r.exit_code == 0, r.output
+    r = cli("identify", str(voices_dir / "carol_2.wav"), "--json", store=enrolled_store)
+    names = {c["speaker"] for c in json.loads(r.stdout)[0]["candidates"]}
+    assert names == {"alice", "bob", "carol"}  # the index followed the enrollment
+    r = cli("index", "--drop", store=enrolled_store, model=False)
+    assert r.exit_code == 0 and "index dropped" in r.stdout
+    assert not pointer_path(enrolled_store).exists()
+
+
+def test_index_command_refuses_bad_kind_and_missing_store(cli, store_path: Path) -> None:
+    for args in (("--kind", "lsh"), ()):
+        r = cli("index", *args, store=store_path, model=False)
+        assert r.exit_code == 2 and "Traceback" not in r.output
+        assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+    assert not store_path.exists()
