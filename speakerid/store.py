@@ -28,6 +28,7 @@ dataclass, raising only ``SpeakerIDError`` subclasses.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import secrets
@@ -1290,6 +1291,7 @@ def enroll_directory(
     *,
     replace: bool = False,
     on_file: Callable[[str, int, int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> BulkEnrollResult:
     """Enroll every speaker folder under ``root`` (see ``speaker_folders``).
 
@@ -1300,8 +1302,9 @@ def enroll_directory(
     Parameters
     ----------
     on_file: called as ``on_file(speaker, files_done, files_total)`` after each file.
+    shard: ``(I, N)``: only every N-th speaker folder from the I-th (``speakerid.bulk``).
     """
-    folders = speaker_folders(root)
+    folders = speaker_folders(root)[shard[0] :: shard[1]]
     fingerprint, dim, source = _model_id(embedder)
     store.check_model(fingerprint, dim, source)
     total = sum(len(files) for _, files in folders)
@@ -1493,11 +1496,17 @@ def embed_files(embedder: Embedder, paths: Sequence[str]) -> dict[str, np.ndarra
     return {str(p): _embed(embedder, p) for p in paths}
 
 
-def save_embeddings(path: str | Path, embeddings: Mapping[str, np.ndarray]) -> None:
+def save_embeddings(
+    path: str | Path,
+    embeddings: Mapping[str, np.ndarray],
+    header: Mapping[str, Any] | None = None,
+) -> None:
     """Write embeddings as ``.npz`` (``np.load(path)[key]``), atomically.
 
     Written member by member rather than with ``np.savez(**embeddings)``, so that any key
-    (even ``"file"``, or one with slashes) survives unchanged.
+    (even ``"file"``, or one with slashes) survives unchanged. ``header`` (the model's
+    identity, see ``speakerid.bulk.header``) goes into the zip comment as JSON, where
+    ``np.load`` does not see it.
     """
     path = Path(path)
     if path.is_dir():
@@ -1505,6 +1514,8 @@ def save_embeddings(path: str | Path, embeddings: Mapping[str, np.ndarray]) -> N
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            if header is not None:
+                zf.comment = json.dumps(dict(header)).encode()
             for key, vector in embeddings.items():
                 with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array(
