@@ -510,8 +510,9 @@ def index_cmd(
         str,
         typer.Option(
             "--kind",
-            help="auto | flat | hnsw | ivf. auto: flat (exact, memory-mapped) below 50,000 "
-            "speakers or without faiss, hnsw below 2,000,000, ivf beyond.",
+            help="auto | flat | pq | hnsw | ivf. auto: flat (exact scan of memory-mapped "
+            "vectors) below 50,000 speakers or without faiss, else pq (scan of compact "
+            "codes, best candidates re-scored exactly).",
         ),
     ] = "auto",
     drop: Annotated[bool, typer.Option("--drop", help="Delete the index instead.")] = False,

@@ -9,9 +9,10 @@ milliseconds. Reading a million vectors out of SQLite takes seconds, so the stor
 - ``<store>.<generation>.ids.npy``: ``(N,)`` int64 speaker row ids, position -> speaker;
 - ``<store>.<generation>.vectors.npy``: ``(N, D)`` float32 unit vectors, memory-mapped, so
   opening costs nothing until pages are touched;
-- ``<store>.<generation>.faiss``: the approximate index over the same rows, when the kind
-  is ``hnsw`` (a graph, up to ``IVF_MIN_SPEAKERS``) or ``ivf`` (inverted lists, beyond),
-  both with 8-bit scalar-quantised codes.
+- ``<store>.<generation>.faiss``: the approximate index over the same rows, for the kinds
+  ``pq`` (an exhaustive scan of 4-bit product-quantised codes, the default from
+  ``ANN_MIN_SPEAKERS`` on), ``hnsw`` (a graph) or ``ivf`` (inverted lists), the last two
+  over 8-bit scalar-quantised codes.
 
 The store changes ``vectors_generation`` (a random token) in every write transaction that
 changes a speaker's vector. An index whose generation differs from the store's, or whose
@@ -20,7 +21,7 @@ files are missing or the wrong size, is never used: the store rebuilds it (see
 detected. Candidates the approximate index proposes are re-scored exactly against the
 memory-mapped vectors, so every reported score is the true cosine.
 
-faiss is optional (``pip install 'speakerid[ann]'``); without it every kind is ``flat``.
+faiss is optional (``pip install 'speakerid[ann]'``); without it the kind is ``flat``.
 """
 
 from __future__ import annotations
@@ -39,16 +40,16 @@ from speakerid.errors import StoreError
 
 INDEX_FORMAT = "speakerid-index"
 INDEX_VERSION = 1
-INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+INDEX_KINDS = ("auto", "flat", "pq", "hnsw", "ivf")
 ANN_MIN_SPEAKERS = 50_000  # below: the exact scan answers in a few ms, no index needed
-IVF_MIN_SPEAKERS = 2_000_000  # beyond: an HNSW graph's build time and memory grow too large
+PQ_DIMS_PER_CODE = 8  # pq kind: one 4-bit code per 8 dimensions: 12 bytes for 192-d
 HNSW_M = 32  # graph neighbours per node (faiss's usual value for ~200-d vectors)
 HNSW_EF_CONSTRUCTION = 40  # build-time beam: faster builds, recall recovered at search
 HNSW_EF_SEARCH = 64  # search-time beam; measured in bench/bench_ann.py
 IVF_LISTS_PER_SQRT_N = 4  # inverted lists: 4 * sqrt(N), the faiss guidelines' range
 IVF_TRAIN_PER_LIST = 40  # training points per list for k-means (faiss warns below 39)
 IVF_NPROBE = 64  # lists scanned per query; measured in bench/bench_ann.py
-RERANK = 32  # candidates the approximate index proposes, re-scored exactly
+RERANK = 100  # candidates the approximate index proposes, re-scored exactly
 SCAN_CHUNK = 262_144  # rows per matrix product in the exact scan (bounds temporaries)
 ADD_CHUNK = 100_000  # rows per faiss add (bounds the float32 copies faiss makes)
 
@@ -64,16 +65,17 @@ def import_faiss() -> Any | None:
 def choose_kind(n: int, kind: str = "auto", faiss: Any | None = None) -> str:
     """The index kind for ``n`` vectors: ``kind`` itself unless ``"auto"``.
 
-    auto: ``flat`` below ``ANN_MIN_SPEAKERS`` or without faiss, ``hnsw`` up to
-    ``IVF_MIN_SPEAKERS``, ``ivf`` beyond. Raises ``StoreError`` for an unknown kind or an
-    approximate kind without faiss.
+    auto: ``flat`` below ``ANN_MIN_SPEAKERS`` or without faiss, else ``pq``: a scan of
+    4-bit product-quantised codes (faiss's SIMD "fast scan") whose best ``RERANK`` are
+    re-scored exactly. On the benchmark's vectors it kept recall@1 at 1.0 where ``hnsw``
+    and ``ivf`` (kept for explicit use) lost 7-15% at their usable settings
+    (docs/store-benchmark.md). Raises ``StoreError`` for an unknown kind or an approximate
+    kind without faiss.
     """
     if kind not in INDEX_KINDS:
         raise StoreError(f"unknown index kind {kind!r}; one of {', '.join(INDEX_KINDS)}")
     if kind == "auto":
-        if faiss is None or n < ANN_MIN_SPEAKERS:
-            return "flat"
-        return "hnsw" if n < IVF_MIN_SPEAKERS else "ivf"
+        return "flat" if faiss is None or n < ANN_MIN_SPEAKERS else "pq"
     if kind != "flat" and faiss is None:
         raise StoreError(
             f"index kind {kind} needs faiss, which is not installed (pip install faiss-cpu)"
@@ -320,7 +322,10 @@ def _remove_files(store_path: Path, keep: str | None) -> None:
 def _build_ann(faiss: Any, vectors: np.ndarray, kind: str) -> Any:
     """A trained, filled faiss index over ``vectors`` (inner product = cosine on unit rows)."""
     n, dim = vectors.shape
-    if kind == "hnsw":
+    if kind == "pq":
+        ann = faiss.index_factory(dim, f"PQ{_pq_codes(dim)}x4fs", faiss.METRIC_INNER_PRODUCT)
+        sample = vectors[:: max(1, n // 200_000)]  # k-means of each code's 16 centroids
+    elif kind == "hnsw":
         ann = faiss.index_factory(dim, f"HNSW{HNSW_M},SQ8", faiss.METRIC_INNER_PRODUCT)
         faiss.downcast_index(ann).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         sample = vectors[:: max(1, n // 100_000)]  # the quantiser's value ranges
@@ -335,7 +340,19 @@ def _build_ann(faiss: Any, vectors: np.ndarray, kind: str) -> Any:
     return ann
 
 
+def _pq_codes(dim: int) -> int:
+    """Sub-quantisers of the pq kind: about one per ``PQ_DIMS_PER_CODE`` dimensions, a
+    divisor of ``dim`` and even (fast scan packs codes in pairs)."""
+    want = max(2, dim // PQ_DIMS_PER_CODE)
+    for m in range(want, 0, -1):
+        if dim % m == 0 and m % 2 == 0:
+            return m
+    return dim if dim % 2 == 0 else 1  # odd sizes: no fast-scan layout fits well
+
+
 def _set_search_params(ann: Any, kind: str) -> None:
+    if kind == "pq":
+        return  # an exhaustive scan of the codes: nothing to tune
     import_faiss().ParameterSpace().set_index_parameter(
         ann,
         "efSearch" if kind == "hnsw" else "nprobe",

@@ -18,13 +18,13 @@ FINGERPRINT = "f" * 64
 DIM = 16
 
 
-def _unit(n: int, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+def _unit(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _store(path: Path, n: int = 600) -> tuple[SpeakerStore, np.ndarray]:
-    vectors = _unit(n)
+def _store(path: Path, n: int = 600, dim: int = DIM) -> tuple[SpeakerStore, np.ndarray]:
+    vectors = _unit(n, dim=dim)
     store = SpeakerStore(path)
     store.add_vectors([f"s{i}" for i in range(n)], vectors, fingerprint=FINGERPRINT)
     return store, vectors
@@ -32,8 +32,9 @@ def _store(path: Path, n: int = 600) -> tuple[SpeakerStore, np.ndarray]:
 
 def _noisy(vectors: np.ndarray, rows: np.ndarray, seed: int = 1) -> np.ndarray:
     """Queries near the given rows (cosine about 0.7), as a new recording of a speaker is."""
-    noise = np.random.default_rng(seed).standard_normal((len(rows), DIM)).astype(np.float32)
-    q = vectors[rows] + noise / np.sqrt(DIM)
+    dim = vectors.shape[1]
+    noise = np.random.default_rng(seed).standard_normal((len(rows), dim)).astype(np.float32)
+    q = vectors[rows] + noise / np.sqrt(dim)
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
@@ -64,8 +65,8 @@ def test_exact_search_in_chunks_matches_brute_force(monkeypatch: pytest.MonkeyPa
 def test_choose_kind_by_size_and_availability() -> None:
     faiss = object()
     assert choose_kind(10, "auto", faiss) == "flat"
-    assert choose_kind(search.ANN_MIN_SPEAKERS, "auto", faiss) == "hnsw"
-    assert choose_kind(search.IVF_MIN_SPEAKERS, "auto", faiss) == "ivf"
+    assert choose_kind(search.ANN_MIN_SPEAKERS, "auto", faiss) == "pq"
+    assert choose_kind(10**8, "auto", faiss) == "pq"
     assert choose_kind(10**9, "auto", None) == "flat"
     assert choose_kind(10, "ivf", faiss) == "ivf"
     with pytest.raises(StoreError, match="needs faiss"):
@@ -87,12 +88,13 @@ def test_flat_index_gives_the_scan_s_answers_and_survives_reopening(store_path: 
         assert _same(reopened.search(queries, 3), before)
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["pq", "hnsw", "ivf"])
 def test_approximate_index_finds_the_neighbours_with_exact_scores(
     store_path: Path, kind: str
 ) -> None:
+    """64-d: in 16 dimensions random vectors come too close to a query for any index."""
     pytest.importorskip("faiss")
-    store, vectors = _store(store_path, n=2000)
+    store, vectors = _store(store_path, n=2000, dim=64)
     rows = np.arange(0, 2000, 41)
     queries = _noisy(vectors, rows)
     exact = store.search(queries, 3)
