@@ -129,6 +129,8 @@ def main() -> None:
             assert index is not None
             if kind == "flat":
                 settings = [("exact", None)]
+            elif kind == "pq":
+                settings = [(f"all codes, best {search.RERANK} re-scored", None)]
             elif kind == "hnsw":
                 settings = [(f"efSearch {ef}", ("efSearch", ef)) for ef in args.ef]
             else:

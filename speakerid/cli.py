@@ -451,10 +451,11 @@ def embed_cmd(
             soft_wrap=True,
         )
         return
-    part = parse_shard(shard)
-    files = part.take(files)
-    if not files:
-        fail(f"shard {part} holds no file (fewer files than N)")
+    if shard is not None:  # else the files keep the order given
+        part = parse_shard(shard)
+        files = part.take(files)
+        if not files:
+            fail(f"shard {part} holds no file (fewer files than N)")
     embedder = _embedder(model, precision)
     vectors = embed_files(embedder, files)
     source = str(Path(embedder.model.path).resolve())
