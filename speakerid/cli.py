@@ -112,6 +112,16 @@ SpeakerName = Annotated[
     ),
 ]
 
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="I/N: embed only slice I (0-based) of N of the sorted list, so N processes or "
+        "machines share the work; join their outputs with `embed --merge`.",
+        show_default=False,
+    ),
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -156,8 +166,8 @@ def _embedder(model: str | None, precision: str) -> Embedder:
 
 @command()
 def enroll(
-    name: SpeakerName,
-    files: AudioFiles,
+    name: Annotated[str | None, SpeakerName.__metadata__[0]] = None,
+    files: Annotated[list[str] | None, AudioFiles.__metadata__[0]] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Drop the speaker's earlier recordings first.")
     ] = False,
@@ -169,12 +179,28 @@ def enroll(
             "with the speaker's other recordings beyond the threshold.",
         ),
     ] = False,
+    from_npz: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-npz",
+            help="Enroll every speaker of an `enroll-dir --out` (or merged) .npz instead of "
+            "NAME FILE...: no model runs; the file's model must be the store's.",
+            show_default=False,
+        ),
+    ] = None,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Enroll a speaker from one or more recordings (added to an existing speaker)."""
+    if from_npz is not None:
+        if name is not None or files:
+            fail("give either NAME FILE... or --from-npz, not both")
+        _enroll_from_npz(from_npz, replace, store, json_)
+        return
+    if name is None or not files:
+        fail("enroll needs NAME and at least one FILE (or --from-npz FILE.npz)")
     with SpeakerStore(store) as db:
         result = enroll_speaker(
             db, _embedder(model, precision), name, files, replace=replace, strict=strict
@@ -195,6 +221,34 @@ def enroll(
     )
 
 
+def _enroll_from_npz(path: Path, replace: bool, store: Path | None, json_: bool) -> None:
+    from speakerid.bulk import enroll_embeddings, load_embeddings
+
+    embeddings = load_embeddings(path)
+    with SpeakerStore(store) as db:
+        result = enroll_embeddings(db, embeddings, replace=replace)
+    _report_bulk(result, db.path, json_)
+
+
+def _report_bulk(result: Any, store_path: Path, json_: bool) -> None:
+    if json_:
+        print_json({**asdict(result), "store": str(store_path)})
+        return
+    for item in result.skipped:
+        err.print(f"skipped: {item.reason}", style="yellow", markup=False, soft_wrap=True)
+    for quality in (q for r in result.enrolled for q in r.quality):
+        for problem in quality.problems:
+            err.print(
+                f"warning: {quality.path}: {problem}", style="yellow", markup=False, soft_wrap=True
+            )
+    recordings = sum(r.added + r.updated for r in result.enrolled)
+    out.print(
+        f"[green]enrolled[/green] {len(result.enrolled)} speaker(s) from {recordings} "
+        f"recording(s); {len(result.skipped)} skipped",
+        soft_wrap=True,
+    )
+
+
 @command("enroll-dir")
 def enroll_dir(
     directory: Annotated[
@@ -209,13 +263,30 @@ def enroll_dir(
     replace: Annotated[
         bool, typer.Option("--replace", help="Drop each speaker's earlier recordings first.")
     ] = False,
+    shard: ShardOpt = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write the embeddings to this .npz instead of the store (for machines "
+            "without the store; then `embed --merge` and `enroll --from-npz`).",
+            show_default=False,
+        ),
+    ] = None,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Enroll every speaker folder under DIR; unreadable files are skipped and listed."""
+    from speakerid.bulk import parse_shard
+
+    part = parse_shard(shard)
     embedder = _embedder(model, precision)
+    if out_path is not None:
+        _embed_dir_to_npz(embedder, directory, part, out_path, json_)
+        return
     with (
         SpeakerStore(store) as db,
         Progress(
@@ -232,21 +303,46 @@ def enroll_dir(
         def on_file(speaker: str, done: int, total: int) -> None:
             progress.update(task, completed=done, total=total, description=speaker)
 
-        result = enroll_directory(db, embedder, directory, replace=replace, on_file=on_file)
+        result = enroll_directory(
+            db,
+            embedder,
+            directory,
+            replace=replace,
+            on_file=on_file,
+            shard=(part.index, part.count),
+        )
+    _report_bulk(result, db.path, json_)
+
+
+def _embed_dir_to_npz(
+    embedder: Embedder, directory: Path, part: Any, out_path: Path, json_: bool
+) -> None:
+    from speakerid.bulk import embed_directory, header
+
+    vectors, skipped = embed_directory(embedder, directory, part)
+    if not vectors:
+        first = f"; first problem: {skipped[0][1]}" if skipped else ""
+        fail(f"{directory}: nothing could be embedded ({len(skipped)} skipped){first}")
+    model = embedder.model
+    source = str(Path(model.path).resolve())
+    save_embeddings(
+        out_path, vectors, header(model.fingerprint, embedder.dim, source, str(directory))
+    )
     if json_:
-        print_json({**asdict(result), "store": str(db.path)})
+        print_json(
+            {
+                "out": str(out_path),
+                "shard": str(part),
+                "files": len(vectors),
+                "skipped": [{"path": p, "reason": r} for p, r in skipped],
+            }
+        )
         return
-    for item in result.skipped:
-        err.print(f"skipped: {item.reason}", style="yellow", markup=False, soft_wrap=True)
-    for quality in (q for r in result.enrolled for q in r.quality):
-        for problem in quality.problems:
-            err.print(
-                f"warning: {quality.path}: {problem}", style="yellow", markup=False, soft_wrap=True
-            )
-    recordings = sum(r.added + r.updated for r in result.enrolled)
+    for _, reason in skipped:
+        err.print(f"skipped: {reason}", style="yellow", markup=False, soft_wrap=True)
     out.print(
-        f"[green]enrolled[/green] {len(result.enrolled)} speaker(s) from {recordings} "
-        f"recording(s); {len(result.skipped)} skipped",
+        f"wrote {len(vectors)} embedding(s) of shard {part} to {escape(str(out_path))}; "
+        f"{len(skipped)} skipped",
         soft_wrap=True,
     )
 
@@ -328,13 +424,42 @@ def embed_cmd(
         Path,
         typer.Option("--out", "-o", help="Output .npz, one array per file keyed by its path."),
     ],
+    shard: ShardOpt = None,
+    merge: Annotated[
+        bool,
+        typer.Option("--merge", help="FILE... are .npz files of one model: join them into --out."),
+    ] = False,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
     json_: JsonOpt = False,
 ) -> None:
     """Write one L2-normalised embedding per FILE to an .npz file."""
-    vectors = embed_files(_embedder(model, precision), files)
-    save_embeddings(out_path, vectors)
+    from speakerid.bulk import header, merge_embeddings, parse_shard
+
+    if merge:
+        merged = merge_embeddings(files)
+        head = header(
+            merged.model_fingerprint or "", merged.embedding_dim, merged.model_source, merged.root
+        )
+        save_embeddings(out_path, merged.vectors, head)
+        if json_:
+            print_json({"out": str(out_path), "merged": merged.parts, "keys": len(merged.vectors)})
+            return
+        out.print(
+            f"merged {len(merged.parts)} file(s), {len(merged.vectors)} embedding(s), "
+            f"into {escape(str(out_path))}",
+            soft_wrap=True,
+        )
+        return
+    if shard is not None:  # else the files keep the order given
+        part = parse_shard(shard)
+        files = part.take(files)
+        if not files:
+            fail(f"shard {part} holds no file (fewer files than N)")
+    embedder = _embedder(model, precision)
+    vectors = embed_files(embedder, files)
+    source = str(Path(embedder.model.path).resolve())
+    save_embeddings(out_path, vectors, header(embedder.model.fingerprint, embedder.dim, source))
     dim = len(next(iter(vectors.values())))
     if json_:
         print_json({"out": str(out_path), "files": list(vectors), "dim": dim})
@@ -378,6 +503,45 @@ def remove_cmd(name: SpeakerName, store: StoreOpt = None, json_: JsonOpt = False
         print_json({"removed": name, "recordings": count, "store": str(db.path)})
         return
     out.print(f"removed {name} ({count} recording(s))", soft_wrap=True)
+
+
+@command("index")
+def index_cmd(
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="auto | flat | pq | hnsw | ivf. auto: flat (exact scan of memory-mapped "
+            "vectors) below 50,000 speakers or without faiss, else pq (scan of compact "
+            "codes, best candidates re-scored exactly).",
+        ),
+    ] = "auto",
+    drop: Annotated[bool, typer.Option("--drop", help="Delete the index instead.")] = False,
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Build a search index beside the store for fast open and 1:N search at scale.
+
+    Once built it is kept: searches check it against the store and rebuild it (same --kind)
+    after enrollments and removals, so rebuild cost falls on the first search after a change.
+    """
+    with SpeakerStore(store) as db:
+        if drop:
+            dropped = db.drop_index()
+            if json_:
+                print_json({"dropped": dropped, "store": str(db.path)})
+            else:
+                out.print("index dropped" if dropped else "no index to drop", soft_wrap=True)
+            return
+        info = db.build_index(kind)
+    if json_:
+        print_json(asdict(info))
+        return
+    out.print(
+        f"[green]indexed[/green] {info.speakers} speaker(s) ({info.kind}, dimension {info.dim}) "
+        f"in {info.build_seconds:.1f} s: {escape(info.path)}",
+        soft_wrap=True,
+    )
 
 
 @command("info")
@@ -563,16 +727,31 @@ def train_cmd(
     ] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 on CUDA.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help="Insist on data-parallel training: start this command under torchrun, "
+            "e.g. torchrun --standalone --nproc_per_node N -m speakerid.cli train DATA... "
+            "(under torchrun training is data-parallel with or without this flag).",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Train a twin encoder on speaker-labelled audio and keep the best checkpoint."""
+    from speakerid import distributed as ddp
     from speakerid.train import config_from_overrides, train
 
-    values = {k: v for k, v in locals().items() if k not in {"data", "out_dir", "json_"}}
+    if distributed and not ddp.launched():
+        fail(f"--distributed: start the command under torchrun: {ddp.TORCHRUN_LINE}")
+    skip = {"data", "out_dir", "json_", "distributed", "ddp"}
+    values = {k: v for k, v in locals().items() if k not in skip}
     if values["val_ways"]:
         values["val_ways"] = tuple(values["val_ways"])
     cfg = config_from_overrides(tuple(str(d) for d in data), out=str(out_dir), **values)
     summary = train(cfg, console=err)
+    if summary.get("rank", 0):  # rank 0 reports for a torchrun job
+        return
     if json_:
         print_json(summary)
         return

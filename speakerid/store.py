@@ -28,14 +28,16 @@ dataclass, raising only ``SpeakerIDError`` subclasses.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
+import secrets
 import sqlite3
 import tempfile
 import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_fields
 from datetime import datetime, timezone
@@ -65,6 +67,8 @@ from speakerid.errors import (
     UnknownSpeakerError,
 )
 from speakerid.registry import DEFAULT_MODEL, shipped_name
+from speakerid.search import IndexInfo, VectorIndex, pointer_path, remove_index, requested_kind
+from speakerid.search import top_k as _top_k
 
 STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
 SCHEMA_VERSION = 2  # meta 'schema_version': bump on any change to the tables below
@@ -81,6 +85,7 @@ IMPORTED_SOURCE = "(imported)"  # recording path for vectors added through ``add
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
 SEARCH_CHUNK = 256  # queries per matrix product: bounds the (queries, speakers) score block
 INSERT_BATCH = 10_000  # rows per executemany in bulk inserts
+GENERATION_KEY = "vectors_generation"  # meta: random token renewed by each vector change
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _VECTOR_DTYPE = np.dtype("<f4")
@@ -345,6 +350,7 @@ class SpeakerStore:
         if use_faiss and self._faiss is None:
             raise StoreError("faiss was asked for but is not installed (pip install faiss-cpu)")
         self._cache: tuple[int, list[str], np.ndarray, Any] | None = None
+        self._index: VectorIndex | None = None  # the search index beside the file, if kept
         if self.path.exists():
             self._open()
 
@@ -363,6 +369,7 @@ class SpeakerStore:
                 conn.close()
         self._conn = self._empty = None
         self._cache = None
+        self._index = None
 
     @property
     def exists(self) -> bool:
@@ -716,6 +723,7 @@ class SpeakerStore:
                 "UPDATE speakers SET vector = ?, n_recordings = ?, updated = ? WHERE id = ?",
                 (_blob(vector), count, now, speaker_id),
             )
+            _new_generation(conn)
         return EnrollResult(
             speaker=name,
             added=len(rows) - updated,
@@ -790,6 +798,7 @@ class SpeakerStore:
                     "VALUES (?, ?, ?, ?)",
                     [(first + i, IMPORTED_SOURCE, blobs[i - start], now) for i in part],
                 )
+            _new_generation(conn)
         return len(checked)
 
     def remove(self, name: str) -> int:
@@ -806,6 +815,7 @@ class SpeakerStore:
                 raise self._unknown(name)
             conn.execute("DELETE FROM recordings WHERE speaker_id = ?", (row[0],))
             conn.execute("DELETE FROM speakers WHERE id = ?", (row[0],))
+            _new_generation(conn)
         return int(row[1])
 
     # -- reads
@@ -967,6 +977,9 @@ class SpeakerStore:
         """
         if top_k < 1:
             raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
+        kept = self._kept_index()
+        if kept is not None:
+            return self._search_index(kept, queries, top_k)
         names, mat, index = self._search_state()
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if len(names) == 0:
@@ -990,16 +1003,113 @@ class SpeakerStore:
             )
         return results
 
+    # -- the search index kept beside the file (speakerid/search.py)
 
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns of each row of ``(Q, N)`` scores, sorted: ``(Q, k)`` scores, indices."""
-    if k < scores.shape[1]:
-        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        idx = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    part = np.take_along_axis(scores, idx, axis=1)
-    order = np.argsort(-part, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(idx, order, axis=1)
+    def build_index(self, kind: str = "auto") -> IndexInfo:
+        """Build and keep a search index beside the store (see ``speakerid.search``).
+
+        Once kept, every search checks that the index was built from the store's current
+        vectors and rebuilds it (same requested kind) when not.
+        """
+        if not self.exists:
+            raise StoreError(f"{self.path}: no store yet; enroll speakers first")
+        if not self.meta().get(GENERATION_KEY):
+            with self._transaction() as conn:  # stores written before generations existed
+                _new_generation(conn)
+        generation, ids, vectors = self._snapshot()
+        index = VectorIndex.build(ids, vectors, generation, kind)
+        index.save(self.path, requested=kind)
+        self._index = index
+        return index.info(self.path)
+
+    def drop_index(self) -> bool:
+        """Stop keeping a search index (delete its files); True if there was one."""
+        self._index = None
+        return remove_index(self.path)
+
+    def index_info(self) -> IndexInfo | None:
+        """The kept search index, brought up to date; None when the store keeps none."""
+        kept = self._kept_index()
+        return kept.info(self.path) if kept is not None else None
+
+    def _kept_index(self) -> VectorIndex | None:
+        if self._conn is None or not pointer_path(self.path).exists():
+            return None
+        generation = self.meta().get(GENERATION_KEY, "")
+        if self._index is not None and self._index.generation == generation:
+            return self._index
+        self._index = VectorIndex.load(self.path, generation)
+        if self._index is None:  # stale (a write since, or a crash mid-rebuild) or damaged
+            kind = requested_kind(self.path)
+            generation, ids, vectors = self._snapshot()
+            self._index = VectorIndex.build(ids, vectors, generation, kind)
+            # A read-only folder: the rebuilt index serves this process only.
+            with suppress(StoreError):
+                self._index.save(self.path, requested=kind)
+        return self._index
+
+    def _snapshot(self) -> tuple[str, np.ndarray, np.ndarray]:
+        """``(generation, (N,) ids, (N, D) vectors)`` read in one transaction, so the three
+        agree even while another process writes."""
+        with self._db_errors():
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                dim = int(meta.get("embedding_dim", "0"))
+                n = conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0]
+                ids = np.empty(n, np.int64)
+                vectors = np.empty((n, max(dim, 1)), np.float32)
+                cur = conn.execute("SELECT id, vector FROM speakers ORDER BY id")
+                done = 0
+                while rows := cur.fetchmany(INSERT_BATCH):
+                    ids[done : done + len(rows)] = [r[0] for r in rows]
+                    vectors[done : done + len(rows)] = self._decode([r[1] for r in rows], dim)
+                    done += len(rows)
+            finally:
+                conn.execute("COMMIT")
+        return meta.get(GENERATION_KEY, ""), ids, vectors
+
+    def _search_index(
+        self, index: VectorIndex, queries: np.ndarray, top_k: int
+    ) -> list[list[Candidate]]:
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if len(index) == 0:
+            return [[] for _ in range(len(q))]
+        if q.ndim != 2 or q.shape[1] != index.dim:
+            raise StoreError(
+                f"{self.path}: query vectors have size {q.shape[-1]}, the store holds "
+                f"size {index.dim}"
+            )
+        scores, ids = index.search(q, top_k)
+        wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
+        names: dict[int, str] = {}
+        with self._db_errors():
+            conn = self._reader()
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                part = wanted[start : start + 500]
+                marks = ",".join("?" * len(part))
+                names.update(
+                    conn.execute(f"SELECT id, name FROM speakers WHERE id IN ({marks})", part)
+                )
+        return [
+            [
+                Candidate(names[int(i)], float(s))
+                for s, i in zip(srow, irow, strict=True)
+                if i in names
+            ]
+            for srow, irow in zip(scores, ids, strict=True)
+        ]
+
+
+def _new_generation(conn: sqlite3.Connection) -> None:
+    """Inside a write transaction that changes speaker vectors: a new random generation, so
+    that a search index built before it is recognised as stale (``speakerid.search``)."""
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (GENERATION_KEY, secrets.token_hex(8)),
+    )
 
 
 # ---------------------------------------------------------------- operations
@@ -1181,6 +1291,7 @@ def enroll_directory(
     *,
     replace: bool = False,
     on_file: Callable[[str, int, int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> BulkEnrollResult:
     """Enroll every speaker folder under ``root`` (see ``speaker_folders``).
 
@@ -1191,8 +1302,9 @@ def enroll_directory(
     Parameters
     ----------
     on_file: called as ``on_file(speaker, files_done, files_total)`` after each file.
+    shard: ``(I, N)``: only every N-th speaker folder from the I-th (``speakerid.bulk``).
     """
-    folders = speaker_folders(root)
+    folders = speaker_folders(root)[shard[0] :: shard[1]]
     fingerprint, dim, source = _model_id(embedder)
     store.check_model(fingerprint, dim, source)
     total = sum(len(files) for _, files in folders)
@@ -1384,11 +1496,17 @@ def embed_files(embedder: Embedder, paths: Sequence[str]) -> dict[str, np.ndarra
     return {str(p): _embed(embedder, p) for p in paths}
 
 
-def save_embeddings(path: str | Path, embeddings: Mapping[str, np.ndarray]) -> None:
+def save_embeddings(
+    path: str | Path,
+    embeddings: Mapping[str, np.ndarray],
+    header: Mapping[str, Any] | None = None,
+) -> None:
     """Write embeddings as ``.npz`` (``np.load(path)[key]``), atomically.
 
     Written member by member rather than with ``np.savez(**embeddings)``, so that any key
-    (even ``"file"``, or one with slashes) survives unchanged.
+    (even ``"file"``, or one with slashes) survives unchanged. ``header`` (the model's
+    identity, see ``speakerid.bulk.header``) goes into the zip comment as JSON, where
+    ``np.load`` does not see it.
     """
     path = Path(path)
     if path.is_dir():
@@ -1396,6 +1514,8 @@ def save_embeddings(path: str | Path, embeddings: Mapping[str, np.ndarray]) -> N
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            if header is not None:
+                zf.comment = json.dumps(dict(header)).encode()
             for key, vector in embeddings.items():
                 with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array(

@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from speakerid import distributed
 from speakerid.data import (
     AudioBank,
     FragmentSet,
@@ -258,8 +260,24 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         raise DataError("windows must be at least 1 and teacher_windows at least 0")
     if cfg.init_from and cfg.init_teacher:
         raise DataError("init_from and init_teacher both set the starting weights; pick one")
-    torch.manual_seed(cfg.seed)
     device = _device(cfg)
+    ranks = distributed.setup(device.type)
+    try:
+        return _train(cfg, console, ranks, device)
+    finally:
+        distributed.teardown(ranks)
+
+
+def _train(
+    cfg: TrainConfig, console: Console, ranks: distributed.Ranks, device: torch.device
+) -> dict[str, Any]:
+    """``train``'s loop, on one process or as one rank of a torchrun job (``distributed``)."""
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    if ranks.distributed and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+    if not ranks.main:
+        console = Console(quiet=True)  # rank 0 reports for the job
+    step_cfg = replace(cfg, batch_size=distributed.share(cfg.batch_size, ranks))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -297,17 +315,24 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     opt_cls = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.AdamW
     optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     speed = (cfg.speed_min, cfg.speed_max) if cfg.augment else None
-    sampler = Sampler(train_bank, seed=cfg.seed, speed=speed)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    seed = distributed.rank_seed(cfg.seed, ranks)  # cfg.seed on rank 0 and on one process
+    sampler = Sampler(train_bank, seed=seed, speed=speed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     history: list[dict[str, float]] = []
     best = -math.inf
     start = 0
     if cfg.resume and (out / "last.pt").is_file():
         start, best, history = _load_resume(out / "last.pt", encoder, heads, optimizer)
-        sampler.rng = np.random.default_rng(cfg.seed + start)
+        sampler.rng = np.random.default_rng(seed + start)
         console.print(f"resumed at step {start}")
 
     step_fn = _STEPS[cfg.objective]
+    if ranks.distributed:  # one DDP module runs the step, so its backward averages gradients
+        ddp = DistributedDataParallel(
+            _Step(step_fn, step_cfg, encoder, heads),
+            device_ids=[device.index] if device.type == "cuda" else None,
+        )
+        step_fn = lambda _cfg, _enc, _heads, *rest: ddp(*rest)  # noqa: E731
     autocast = device.type == "cuda" and cfg.amp
     encoder.train()
     columns = (
@@ -323,9 +348,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         task = progress.add_task("training", total=cfg.steps, completed=start, status="")
         running: list[float] = []
         for step in range(start, cfg.steps):
-            _set_lr(optimizer, cfg, step, time.time() - t0)
+            elapsed = time.time() - t0
+            if cfg.max_minutes > 0:  # the schedule follows rank 0's clock on every rank
+                elapsed = distributed.from_main(elapsed, ranks, device)
+            _set_lr(optimizer, cfg, step, elapsed)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, metrics = step_fn(cfg, encoder, heads, sampler, gen, device)
+                loss, metrics = step_fn(step_cfg, encoder, heads, sampler, gen, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -333,7 +361,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             running.append(loss.item())
             done = step + 1
             out_of_time = cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes
-            if done % cfg.val_every == 0 or done == cfg.steps or out_of_time:
+            if cfg.max_minutes > 0:  # every rank stops at rank 0's step
+                out_of_time = bool(distributed.from_main(float(out_of_time), ranks, device))
+            validating = done % cfg.val_every == 0 or done == cfg.steps or out_of_time
+            if validating and not ranks.main:
+                running = []
+            elif validating:
                 val = validate(
                     encoder, val_frags, device, cfg.val_ways, cfg.val_trials, val_targets
                 )
@@ -358,16 +391,34 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
                 console.print(f"[yellow]stopped at step {done}: max_minutes reached[/]")
                 break
 
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    _plot_history(history, out / "training_curves.png")
     summary = {
         "best": str(out / "best.safetensors"),
         "history": history[-1] if history else {},
         "split": split.as_dict(),
         "seconds": round(time.time() - t0, 1),
     }
+    if ranks.distributed:  # a collective: every rank takes part
+        summary["world_size"] = ranks.world
+        summary["ranks_in_sync"] = distributed.in_sync(encoder, ranks, device)
+    if not ranks.main:
+        return {**summary, "rank": ranks.rank}
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    _plot_history(history, out / "training_curves.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+class _Step(nn.Module):
+    """One training step's forward (the objective's loss) as a module, so that
+    DistributedDataParallel can wrap the encoder and the heads together."""
+
+    def __init__(self, step_fn: Callable[..., Any], cfg: TrainConfig, encoder, heads) -> None:
+        super().__init__()
+        self.step_fn, self.cfg = step_fn, cfg
+        self.encoder, self.heads = encoder, nn.ModuleDict(heads)
+
+    def forward(self, sampler: Sampler, gen: torch.Generator, device: torch.device):
+        return self.step_fn(self.cfg, self.encoder, dict(self.heads), sampler, gen, device)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, elapsed: float) -> None:
