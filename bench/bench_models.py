@@ -270,6 +270,7 @@ def main() -> None:
                 )
         embeddings[label] = out
 
+    thresholds = {"accurate (CAM++)": accurate.threshold, "fast (lstm_s3)": fast.threshold}
     results: dict[str, dict] = {}
     for label, by_set in embeddings.items():
         results[label] = {}
@@ -282,7 +283,16 @@ def main() -> None:
                 curve = kway_curve(emb, spk, rec, ks=KWAY, trials=2000, rng=0)
                 r.update({f"acc{k}": curve[k].accuracy for k in KWAY})
             else:
-                r = summarise(*pairs(emb, spk, rec)[2:])
+                s, lab = pairs(emb, spk, rec)[2:]
+                r = summarise(s, lab)
+            shipped = thresholds.get(label)
+            if shipped is not None:  # what the model's own calibrated threshold does here
+                accept = s >= shipped
+                r["at_model_threshold"] = {
+                    "threshold": shipped,
+                    "miss": float(np.mean(~accept[lab])),
+                    "false_alarm": float(np.mean(accept[~lab])),
+                }
             results[label][name] = r
 
     if args.readings and accurate.cohort is not None:
@@ -325,6 +335,15 @@ def main() -> None:
         lf = by_set.get("libri_fragments", {})
         ks = [f"{lf[f'acc{k}']:.3f}" if f"acc{k}" in lf else "" for k in KWAY]
         print(f"| {label} | " + " | ".join(cells + ks) + " |")
+    print("\nAt each model's own calibrated threshold (miss / false alarm):\n")
+    print("| model | threshold | " + " | ".join(names) + " |")
+    print("| --- | ---: |" + " ---: |" * len(names))
+    for label, threshold in thresholds.items():
+        cells = []
+        for n in names:
+            at = results[label][n]["at_model_threshold"]
+            cells.append(f"{100 * at['miss']:.1f}% / {100 * at['false_alarm']:.2f}%")
+        print(f"| {label} | {threshold:.4f} | " + " | ".join(cells) + " |")
     print()
     for name, note in notes.items():
         print(f"- {name}: {note}")

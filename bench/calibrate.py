@@ -4,8 +4,9 @@
 higher than single fragments'. This takes the checkpoint's validation speakers (never its
 test speakers), cuts each trimmed recording into pieces of ``--piece-seconds`` (at most
 ``--max-pieces``), embeds each piece as a recording, and sets the threshold at the EER point
-of all same-speaker vs different-speaker piece pairs. The checkpoint is rewritten with the
-new threshold and the calibration recorded in its info.
+of all same-speaker vs different-speaker piece pairs (when the pairs are fully separable,
+the middle of the gap between the lowest same-speaker and highest other score). The
+checkpoint is rewritten with the new threshold and the calibration recorded in its info.
 
     python bench/calibrate.py models/default.safetensors \
         --data ../shared/data/LibriSpeech/train-clean-100
@@ -23,7 +24,7 @@ from speakerid.audio import SAMPLE_RATE
 from speakerid.data import AudioBank, scan_corpora
 from speakerid.embed import Embedder
 from speakerid.evaluate import eer, match_speakers
-from speakerid.model import load_encoder, save_encoder
+from speakerid.model import load_encoder, resave
 
 
 def main() -> None:
@@ -52,7 +53,14 @@ def main() -> None:
     for i, j in itertools.combinations(range(len(emb_arr)), 2):
         scores.append(float(emb_arr[i] @ emb_arr[j]))
         labels.append(owner[i] == owner[j])
-    rate, threshold = eer(np.asarray(scores), np.asarray(labels))
+    score_arr, label_arr = np.asarray(scores), np.asarray(labels)
+    rate, threshold = eer(score_arr, label_arr)
+    lowest_target, highest_other = score_arr[label_arr].min(), score_arr[~label_arr].max()
+    separable = bool(lowest_target > highest_other)
+    if separable:
+        # Every threshold in the gap has EER 0; the EER point would sit on the lowest target
+        # score, the edge nearest to misses. The middle of the gap leaves room on both sides.
+        threshold = float(lowest_target + highest_other) / 2
     calibration = {
         "level": "recording",
         "speakers": "validation",
@@ -62,12 +70,13 @@ def main() -> None:
         "n_nontarget": int(len(labels) - np.sum(labels)),
         "eer": round(float(rate), 4),
         "threshold": round(float(threshold), 4),
+        "rule": "middle of the gap (pairs separable)" if separable else "EER point",
         "previous_threshold": model.threshold,
     }
     print(json.dumps(calibration, indent=1))
     if not args.dry_run:
         info = {**model.info, "calibration": calibration}
-        save_encoder(model.encoder, args.checkpoint, threshold=float(threshold), info=info)
+        resave(model, args.checkpoint, threshold=float(threshold), info=info)
 
 
 if __name__ == "__main__":

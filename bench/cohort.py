@@ -19,7 +19,7 @@ import numpy as np
 
 from speakerid.data import AudioBank, fragment_set, scan_corpus
 from speakerid.embed import Embedder, pool
-from speakerid.model import load_encoder, save_encoder
+from speakerid.model import load_encoder, resave
 
 
 def main() -> None:
@@ -46,9 +46,7 @@ def main() -> None:
     }
     print(json.dumps(summary))
     info = {**model.info, "cohort": summary}
-    save_encoder(
-        model.encoder, args.checkpoint, threshold=model.threshold, info=info, cohort=cohort
-    )
+    resave(model, args.checkpoint, info=info, cohort=cohort)
 
 
 if __name__ == "__main__":

@@ -383,6 +383,7 @@ class LoadedModel:
     path: Path
     info: dict[str, Any]
     cohort: np.ndarray | None = None  # (N, D) unit vectors of training speakers, or None
+    stored_half: bool = False  # the file stores its weights in fp16
 
 
 def load_encoder(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:
@@ -418,6 +419,7 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
         raise CheckpointError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({exc})") from None
+    stored_half = any(v.dtype == torch.float16 for v in state.values())
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     cohort = state.pop(COHORT_KEY, None)
     if cohort is not None and (cohort.ndim != 2 or cohort.shape[1] != cfg.embedding_dim):
@@ -431,4 +433,26 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
         raise CheckpointError(f"{path}: weights do not match the config ({first})") from None
     encoder.eval()
     cohort_np = None if cohort is None else cohort.numpy()
-    return LoadedModel(encoder, threshold, fingerprint, path, info, cohort_np)
+    return LoadedModel(encoder, threshold, fingerprint, path, info, cohort_np, stored_half)
+
+
+def resave(
+    model: LoadedModel,
+    path: str | Path,
+    threshold: float | None = None,
+    info: dict[str, Any] | None = None,
+    cohort: np.ndarray | None = None,
+) -> None:
+    """Write a loaded checkpoint again with a new threshold, info or cohort.
+
+    What is not given is kept (threshold, info, cohort), and so is the storage precision, so
+    that a calibration step never silently drops the cohort or doubles the file.
+    """
+    save_encoder(
+        model.encoder,
+        path,
+        threshold=model.threshold if threshold is None else threshold,
+        info=model.info if info is None else info,
+        half=model.stored_half,
+        cohort=model.cohort if cohort is None else cohort,
+    )

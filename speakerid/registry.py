@@ -37,7 +37,7 @@ SHIPPED: dict[str, ShippedModel] = {
         ShippedModel(
             "accurate",
             "campp_zh_en.safetensors",
-            "3f152f9776393bfb0533f104cefb5ca452d654b6cbb9e9d270211c3da9da89d7",
+            "c6f21446772f7cfac72fb48851be8e55a7147ae96b8e2092d71a74ef672fe82e",
             "CAM++ from 3D-Speaker (200k zh/en speakers)",
         ),
         ShippedModel(

@@ -42,6 +42,7 @@ from speakerid.model import (
     file_sha256,
     l1,
     load_encoder,
+    resave,
     save_encoder,
 )
 
@@ -673,3 +674,18 @@ def test_precision_auto_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> 
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
     with pytest.raises(SpeakerIDError, match="unknown precision 'fp8'"):
         resolve_precision("fp8", cpu)
+
+
+def test_resave_keeps_cohort_storage_and_threshold(tmp_path: Path) -> None:
+    cohort = l2_normalize(np.random.default_rng(1).standard_normal((4, 16)))
+    first = tmp_path / "a.safetensors"
+    save_encoder(small_encoder(), first, threshold=0.5, info={"x": 1}, half=True, cohort=cohort)
+    model = load_encoder(first)
+    assert model.stored_half
+    second = tmp_path / "b.safetensors"
+    resave(model, second, info={**model.info, "y": 2})
+    again = load_encoder(second)
+    assert again.stored_half and again.threshold == 0.5 and again.info == {"x": 1, "y": 2}
+    np.testing.assert_array_equal(again.cohort, cohort)
+    stored = load_file(str(second))
+    assert stored["body.embed.weight"].dtype == torch.float16  # the storage precision kept
