@@ -471,3 +471,24 @@ def test_audio_operations(store_path: Path, model_path: Path, voices_dir: Path) 
         assert [r.best for r in many] == [None, None]
         with pytest.raises(UnknownSpeakerError):
             verify(store, embedder, "zed", str(voices_dir / "alice_3.wav"))
+
+
+def test_store_of_a_shipped_model_names_it_in_the_refusal(store_path: Path) -> None:
+    from speakerid.registry import SHIPPED
+
+    fast = SHIPPED["fast"].sha256
+    with SpeakerStore(store_path) as store:
+        add(store, "alice", fp=fast)
+        with pytest.raises(StoreError) as info:
+            store.check_model(FP_B, DIM)
+    message = str(info.value)
+    assert "--model fast" in message and "re-enroll" in message and "\n" not in message
+    assert "--model" not in str(_refusal(store_path.with_name("other.sqlite")))
+
+
+def _refusal(path: Path) -> StoreError:
+    with SpeakerStore(path) as store:
+        add(store, "alice", fp=FP_A)
+        with pytest.raises(StoreError) as info:
+            store.check_model(FP_B, DIM)
+    return info.value
