@@ -605,30 +605,26 @@ def models_cmd(json_: JsonOpt = False) -> None:
     if json_:
         print_json([asdict(r) for r in rows])
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("model", "", "size", "params", "dim", "threshold"):
-        table.add_column(column, justify="left" if column in ("model", "") else "right")
-    sets = sorted({s for r in rows for s in r.measured.get("eer", {})})
-    for name in sets:
-        table.add_column(f"EER {name}", justify="right")
-    table.add_column("audio s/s, 1 thread", justify="right")
     for r in rows:
-        eer = r.measured.get("eer", {})
-        speed = r.measured.get("audio_s_per_s_1_thread")
-        table.add_row(
-            r.name + (" (default)" if r.default else ""),
-            r.summary if not r.error else f"[red]{escape(r.error)}[/red]",
-            f"{r.megabytes:.1f} MB",
-            f"{r.parameters / 1e6:.2f} M",
-            str(r.embedding_dim),
-            f"{r.threshold:.4f}" if r.threshold is not None else "-",
-            *[f"{100 * eer[s]:.2f}%" if s in eer else "-" for s in sets],
-            f"{speed:.0f}" if speed else "-",
+        out.print(f"[bold]{r.name}[/bold]{' (default)' if r.default else ''}  {r.summary}")
+        if r.error:
+            out.print(f"  [red]{escape(r.error)}[/red]", soft_wrap=True)
+            continue
+        threshold = f"{r.threshold:.4f}" if r.threshold is not None else "none"
+        out.print(
+            f"  {r.megabytes:.1f} MB, {r.parameters / 1e6:.2f} M parameters, "
+            f"{r.embedding_dim}-d, threshold {threshold}",
+            soft_wrap=True,
         )
-    out.print(table, soft_wrap=True)
+        eer = r.measured.get("eer", {})
+        if eer:
+            out.print(
+                "  EER " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in sorted(eer.items())),
+                soft_wrap=True,
+            )
     source = measured().get("_source")
     if source:
-        out.print(f"measured: {escape(source)}", soft_wrap=True)
+        out.print(f"measured by {escape(source)}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------- training and evaluation

@@ -599,3 +599,30 @@ def test_whiten_needs_a_checkpoint_with_a_split(runner, model_path: Path, tmp_pa
     argv = ["whiten", str(model_path), str(tmp_path), "--out", str(tmp_path / "w.safetensors")]
     error(runner.invoke(app, argv), "records no training speakers")
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_models_lists_the_shipped_models(cli) -> None:
+    from speakerid.registry import DEFAULT_MODEL, SHIPPED
+
+    rows = as_json(ok(cli("models", "--json", model=False)))
+    assert [r["name"] for r in rows] == list(SHIPPED)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name[DEFAULT_MODEL]["default"] and not by_name["fast"]["default"]
+    for r in rows:
+        assert r["error"] is None and r["sha256"] == SHIPPED[r["name"]].sha256
+        assert r["parameters"] > 1e6 and r["megabytes"] > 1 and -1 < r["threshold"] < 1
+        assert set(r["measured"]["eer"]) >= {"ravdess", "ami", "libri_fragments"}
+    text = ok(cli("models", model=False)).stdout
+    assert "accurate (default)" in text and "\nfast" in text and "ravdess" in text
+
+
+def test_fast_and_accurate_names_select_shipped_models(cli, tmp_path: Path) -> None:
+    from speakerid.registry import SHIPPED
+
+    for name in ("fast", "accurate"):
+        info = as_json(ok(cli("info", "--json", store=tmp_path / "s.sqlite", model=name)))
+        assert info["model"]["fingerprint"] == SHIPPED[name].sha256
+    sample = tmp_path / "x.wav"
+    write_wav(sample, synth_voice(VOICES["alice"], seconds=2.0))
+    missing = cli("embed", sample, "--out", tmp_path / "x.npz", model="nosuchmodel")
+    error(missing, "no such model file")
