@@ -451,7 +451,7 @@ def plot_timeline(timeline: Timeline, path: str | Path) -> None:
         spans = [(s.start, s.end - s.start) for s in timeline.segments if s.speaker == who]
         ax.broken_barh(spans, (i - 0.4, 0.8), color="0.6" if who is None else f"C{i % 10}")
     ax.set_yticks(range(rows), [*timeline.speakers, f"({UNKNOWN})"])
-    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_ylim(rows - 0.5, -0.5)
     ax.set_xlim(0, max(timeline.duration, 1e-3))
     ax.set_xlabel("time (s)")
     ax.set_title(Path(timeline.file).name)
