@@ -221,8 +221,7 @@ def to_segments(
 ) -> list[Segment]:
     """Turn per-window labels into segments on the voiced frames (see the module's step 5)."""
     steps = step_of_frames(len(windows.voiced), len(labels), cfg)
-    speech = windows.voiced & windows.scored[steps] if len(labels) else windows.voiced & False
-    frame_label = np.where(speech, labels[steps] if len(labels) else -1, -1)
+    frame_label = np.where(windows.voiced & windows.scored[steps], labels[steps], -1)
     # Bridge short pauses: a silent stretch between two frames of one label takes that label.
     max_gap_frames = cfg.max_gap * SAMPLE_RATE / TRIM_FRAME_SAMPLES
     runs = _runs(frame_label)
@@ -264,15 +263,17 @@ def _chunks_of(wav: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
 def voice_activity(chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
     """Pass 1: ``(frames,)`` bool voice activity and the recording's length in samples.
 
-    Chunks must hold whole 30-ms frames (all but the last); a trailing partial frame
-    follows the last whole frame's decision, as in ``audio.trim_silence``.
+    A trailing partial frame follows the last whole frame's decision, as in
+    ``audio.trim_silence``.
     """
-    levels, samples = [], 0
+    levels, samples, rest = [], 0, np.zeros(0, dtype=np.float32)
     for chunk in chunks:
-        whole = len(chunk) // TRIM_FRAME_SAMPLES * TRIM_FRAME_SAMPLES
-        if whole:
-            levels.append(frame_dbfs(chunk[:whole]))
         samples += len(chunk)
+        rest = np.concatenate([rest, chunk])  # a frame may straddle two chunks
+        whole = len(rest) // TRIM_FRAME_SAMPLES * TRIM_FRAME_SAMPLES
+        if whole:
+            levels.append(frame_dbfs(rest[:whole]))
+            rest = rest[whole:]
     voiced = speech_frames(np.concatenate(levels)) if levels else np.zeros(0, dtype=bool)
     if samples % TRIM_FRAME_SAMPLES and len(voiced):
         voiced = np.append(voiced, voiced[-1])
@@ -410,7 +411,6 @@ def identify_segments(
         chunks = _chunks_of(wav)
     else:
         label = name or str(audio)
-        stream_audio(audio).close()  # open it once now: a bad file fails before any work
         chunks = lambda: stream_audio(audio)  # noqa: E731
     windows = score_windows(chunks, embedder.embed_fragments, references, cfg, name=label)
     segments = segment_scores(windows, names, threshold, cfg)
