@@ -409,6 +409,9 @@ def identify_cmd(
     max_gap: Annotated[
         float | None, _seg_opt("Pauses shorter than this inside a turn are bridged, s [1.0]")
     ] = None,
+    threshold_offset: Annotated[
+        float | None, _seg_opt("Added to the model's threshold, not to --threshold [-0.15]")
+    ] = None,
     rttm: Annotated[bool, typer.Option("--rttm", help="Print RTTM lines (--segments).")] = False,
     plot: Annotated[Path | None, _seg_opt("Write the timeline as a PNG (one FILE)")] = None,
 ) -> None:
@@ -427,6 +430,7 @@ def identify_cmd(
         "switch_penalty": switch_penalty,
         "min_segment": min_segment,
         "max_gap": max_gap,
+        "threshold_offset": threshold_offset,
     }
     if segments:
         settings = {k: v for k, v in seg_values.items() if v is not None}

@@ -12,7 +12,8 @@ takes the memory of one chunk plus a few numbers per window. Five steps:
 3. scores: every window against every enrolled speaker, one matrix product per batch;
 4. smoothing: a Viterbi path over the enrolled speakers plus "unknown" (whose score is the
    threshold, so without smoothing each window goes to the best speaker above threshold,
-   as ``identify`` decides), paying ``switch_penalty`` per change of speaker; then runs
+   as ``identify`` decides, but with the threshold lowered by ``threshold_offset`` for short
+   windows), paying ``switch_penalty`` per change of speaker; then runs
    shorter than ``min_segment`` seconds of speech join the neighbour that fits them best;
 5. segments: each window labels the ``hop``-long stretch around its centre; voiced frames
    with one label form a segment, and pauses shorter than ``max_gap`` inside one speaker's
@@ -63,6 +64,10 @@ class SegmentConfig:
     switch_penalty: float = 0.3  # cosine-score units a change of speaker must earn
     min_segment: float = 1.0  # seconds of speech below which a run joins a neighbour
     max_gap: float = 1.0  # pauses shorter than this inside one speaker's turn are bridged
+    # Added to the model's recording-level threshold (never to an explicit --threshold): a
+    # short window scores lower against its own speaker than a whole recording does. -0.15
+    # was best on development conversations for both shipped models (docs/benchmarks.md).
+    threshold_offset: float = -0.15
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.window) and self.window >= MIN_WINDOW_SECONDS):
@@ -71,6 +76,8 @@ class SegmentConfig:
             raise SpeakerIDError("--hop must be positive and at most --window")
         if self.fit not in FITS:
             raise SpeakerIDError(f"--fit must be one of {list(FITS)}, not {self.fit!r}")
+        if not np.isfinite(self.threshold_offset):
+            raise SpeakerIDError("--threshold-offset must be a finite number")
         for name in ("switch_penalty", "min_segment", "max_gap"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
@@ -393,11 +400,13 @@ def identify_segments(
     ----------
     audio: a file path (read in chunks) or a float32 mono 16 kHz ``(samples,)`` array.
     threshold: cosine score a window needs to name an enrolled speaker; None: the model's
-        calibrated one (see ``store.resolve_threshold``).
+        calibrated one (see ``store.resolve_threshold``) plus ``config.threshold_offset``.
     name: how errors and the result name the recording (default: the path, or "audio").
     """
     cfg = config or SegmentConfig()
-    threshold, _ = resolve_threshold(embedder.model.threshold, threshold)
+    threshold, source = resolve_threshold(embedder.model.threshold, threshold)
+    if source != "--threshold":
+        threshold += cfg.threshold_offset
     fingerprint, dim, source = _model_id(embedder)
     store.check_model(fingerprint, dim, source)
     names, references = store.matrix()

@@ -249,6 +249,18 @@ def test_a_file_and_its_array_give_the_same_timeline(
     assert from_file == from_array
 
 
+def test_threshold_offset_applies_to_the_model_threshold_only(
+    fake: FakeEmbedder, fake_store: Path
+) -> None:
+    wav, _ = conversation([("alice", 3.0)])
+    with SpeakerStore(fake_store) as store:
+        default = identify_segments(store, fake, wav)
+        given = identify_segments(store, fake, wav, threshold=0.7)
+        none = identify_segments(store, fake, wav, config=SegmentConfig(threshold_offset=0.0))
+    assert default.threshold == pytest.approx(0.4 + SegmentConfig().threshold_offset)
+    assert given.threshold == 0.7 and none.threshold == pytest.approx(0.4)
+
+
 def test_silent_or_too_short_audio_is_refused(fake: FakeEmbedder, fake_store: Path) -> None:
     with SpeakerStore(fake_store) as store:
         with pytest.raises(AudioError, match="silent"):
