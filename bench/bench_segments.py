@@ -53,8 +53,9 @@ from speakerid.segments import (
     identify_segments,
     score_windows,
     segment_scores,
+    window_threshold,
 )
-from speakerid.store import SpeakerStore, enroll, resolve_threshold
+from speakerid.store import SpeakerStore, enroll
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 GRID = 0.01  # s, scoring resolution
@@ -270,7 +271,6 @@ def main_eval(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     embedder = Embedder(model, device="cpu", precision=args.precision)
-    threshold, source = resolve_threshold(model.threshold, args.threshold)
     cfg = SegmentConfig(
         **{
             k: v
@@ -278,12 +278,17 @@ def main_eval(args: argparse.Namespace) -> None:
             if k in SegmentConfig.__dataclass_fields__ and v is not None
         }
     )
+    threshold = window_threshold(model.threshold, args.threshold, cfg)
+    # The sweep tries offsets from the model's own threshold (or from --threshold).
+    base_threshold = window_threshold(
+        model.threshold, args.threshold, replace(cfg, threshold_offset=0.0)
+    )
     report = {
         "command": " ".join(["python", *sys.argv]),
         "model": str(model.path),
         "fingerprint": model.fingerprint,
         "threshold": threshold,
-        "threshold_source": source,
+        "model_threshold": model.threshold,
         "config": asdict(cfg),
         "conversations": args.conversations,
         "seed": args.seed,
@@ -296,7 +301,7 @@ def main_eval(args: argparse.Namespace) -> None:
             cache: dict = {}
             if args.sweep:
                 report["sets"][set_name] = sweep(
-                    convs, embedder, cfg, threshold, Path(tmp), cache, args.feeds
+                    convs, embedder, cfg, base_threshold, Path(tmp), cache, args.feeds
                 )
                 continue
             result = evaluate(convs, embedder, cfg, threshold, Path(tmp), cache)

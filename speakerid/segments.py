@@ -386,6 +386,14 @@ def segment_scores(
 # ---------------------------------------------------------------- the operation
 
 
+def window_threshold(
+    model_threshold: float | None, override: float | None, cfg: SegmentConfig
+) -> float:
+    """The score a window needs: ``override`` as given, else the model's plus the offset."""
+    threshold, source = resolve_threshold(model_threshold, override)
+    return threshold if source == "--threshold" else threshold + cfg.threshold_offset
+
+
 def identify_segments(
     store: SpeakerStore,
     embedder: Embedder,
@@ -404,9 +412,7 @@ def identify_segments(
     name: how errors and the result name the recording (default: the path, or "audio").
     """
     cfg = config or SegmentConfig()
-    threshold, source = resolve_threshold(embedder.model.threshold, threshold)
-    if source != "--threshold":
-        threshold += cfg.threshold_offset
+    threshold = window_threshold(embedder.model.threshold, threshold, cfg)
     fingerprint, dim, source = _model_id(embedder)
     store.check_model(fingerprint, dim, source)
     names, references = store.matrix()
