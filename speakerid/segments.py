@@ -408,7 +408,8 @@ def identify_segments(
     ----------
     audio: a file path (read in chunks) or a float32 mono 16 kHz ``(samples,)`` array.
     threshold: cosine score a window needs to name an enrolled speaker; None: the model's
-        calibrated one (see ``store.resolve_threshold``) plus ``config.threshold_offset``.
+        calibrated one plus ``config.threshold_offset``. A store's ``calibrate``d thresholds
+        are not used: they were set on whole recordings (and maybe on AS-norm scores).
     name: how errors and the result name the recording (default: the path, or "audio").
     """
     cfg = config or SegmentConfig()
