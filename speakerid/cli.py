@@ -377,7 +377,7 @@ def verify_cmd(
 
 
 def _seg_opt(help_: str) -> Any:
-    return typer.Option(help=help_ + " (--segments)", show_default=False)
+    return typer.Option(help=help_ + " (with --segments).", show_default=False)
 
 
 @command("identify")
@@ -395,25 +395,27 @@ def identify_cmd(
             "--segments", help="Who speaks when: a timeline of enrolled speakers per FILE."
         ),
     ] = False,
-    window: Annotated[float | None, _seg_opt("Seconds per scored window [1.5]")] = None,
-    hop: Annotated[float | None, _seg_opt("Seconds between windows [0.75]")] = None,
+    window: Annotated[float | None, _seg_opt("Seconds per scored window; default 1.5")] = None,
+    hop: Annotated[float | None, _seg_opt("Seconds between windows; default 0.75")] = None,
     fit: Annotated[
-        str | None, _seg_opt("How a window meets the encoder: tile (to 3 s) | direct [tile]")
+        str | None, _seg_opt("How a window meets the encoder: tile (to 3 s) | direct; default tile")
     ] = None,
     switch_penalty: Annotated[
-        float | None, _seg_opt("Score a change of speaker must earn [0.3]")
+        float | None, _seg_opt("Score a change of speaker must earn; default 0.3")
     ] = None,
     min_segment: Annotated[
-        float | None, _seg_opt("Shorter runs of speech join a neighbour, seconds [1.0]")
+        float | None, _seg_opt("Shorter runs of speech join a neighbour, seconds; default 1.0")
     ] = None,
     max_gap: Annotated[
-        float | None, _seg_opt("Pauses shorter than this inside a turn are bridged, s [1.0]")
+        float | None, _seg_opt("Pauses shorter than this inside a turn are bridged, s; default 1.0")
     ] = None,
     threshold_offset: Annotated[
-        float | None, _seg_opt("Added to the model's threshold, not to --threshold [-0.15]")
+        float | None, _seg_opt("Added to the model's threshold, not to --threshold; default -0.15")
     ] = None,
-    rttm: Annotated[bool, typer.Option("--rttm", help="Print RTTM lines (--segments).")] = False,
-    plot: Annotated[Path | None, _seg_opt("Write the timeline as a PNG (one FILE)")] = None,
+    rttm: Annotated[
+        bool, typer.Option("--rttm", help="Print RTTM lines (with --segments).")
+    ] = False,
+    plot: Annotated[Path | None, _seg_opt("Write the timeline of one FILE as a PNG")] = None,
 ) -> None:
     """1:N: who is speaking in each FILE? 'unknown' when no one scores above threshold.
 
