@@ -6,6 +6,8 @@ float32 numpy arrays of shape ``(samples,)`` at ``SAMPLE_RATE``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,9 @@ FRAGMENT_SAMPLES = int(FRAGMENT_SECONDS * SAMPLE_RATE)  # 48000
 MIN_SPEECH_SECONDS = 1.0  # less speech than this (after trimming) is refused
 MIN_SPEECH_SAMPLES = int(MIN_SPEECH_SECONDS * SAMPLE_RATE)  # 16000
 TAIL_KEEP_RATIO = 0.5  # a tail shorter than this fraction of a fragment is dropped
+
+STREAM_CHUNK_SECONDS = 60.0  # long recordings are read and resampled this much at a time
+RESAMPLE_CONTEXT_SAMPLES = 256  # input samples read beyond each block's edges when resampling
 
 TRIM_FRAME_SECONDS = 0.03  # energy frame for silence trimming
 TRIM_FRAME_SAMPLES = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # 480
@@ -39,11 +44,7 @@ def load_audio(path: str | Path) -> np.ndarray:
     -------
     np.ndarray, shape (samples,), float32 in [-1, 1].
     """
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not an audio file")
+    path = _existing_file(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -54,6 +55,60 @@ def load_audio(path: str | Path) -> np.ndarray:
     if data.size == 0:
         raise AudioError(f"{path}: the file holds no audio samples")
     return to_16k_mono(data, rate, name=str(path))
+
+
+def _existing_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    return path
+
+
+def stream_audio(
+    path: str | Path, chunk_seconds: float = STREAM_CHUNK_SECONDS
+) -> Iterator[np.ndarray]:
+    """Read an audio file as consecutive float32 mono 16 kHz chunks, never holding it whole.
+
+    Each chunk is ``chunk_seconds`` long (the last one shorter). Other rates are resampled
+    block by block, each block read with some context on both sides that is cut off after
+    resampling, so the seams match resampling the whole file; at 16 kHz the chunks join into
+    exactly ``load_audio(path)``. Raises ``AudioError`` as ``load_audio`` does.
+    """
+    path = _existing_file(path)
+    try:
+        handle = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{path}: cannot be read as audio ({reason})") from None
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with handle:
+        rate, total = int(handle.samplerate), int(handle.frames)
+        if total <= 0:
+            raise AudioError(f"{path}: the file holds no audio samples")
+        # Block edges fall on multiples of rate/gcd input samples, which map to whole output
+        # samples, so every block's output lands on the global output grid.
+        unit_in = rate // math.gcd(rate, SAMPLE_RATE)
+        unit_out = SAMPLE_RATE // math.gcd(rate, SAMPLE_RATE)
+        block = unit_in * max(1, round(chunk_seconds * rate / unit_in))
+        pad = 0 if rate == SAMPLE_RATE else unit_in * -(-RESAMPLE_CONTEXT_SAMPLES // unit_in)
+        total_out = -(-total * SAMPLE_RATE // rate)
+        for start in range(0, total, block):
+            first = max(0, start - pad)
+            try:
+                handle.seek(first)
+                data = handle.read(
+                    min(total, start + block + pad) - first, dtype="float32", always_2d=True
+                )
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                raise AudioError(f"{path}: cannot be read as audio ({exc})") from None
+            wav = to_16k_mono(data, rate, name=str(path))
+            offset = (start - first) // unit_in * unit_out
+            begin = start // unit_in * unit_out
+            count = min(block // unit_in * unit_out, total_out - begin)
+            yield wav[offset : offset + count]
 
 
 def to_16k_mono(data: np.ndarray, rate: int, name: str = "audio") -> np.ndarray:
@@ -80,19 +135,29 @@ def frame_dbfs(wav: np.ndarray, frame: int = TRIM_FRAME_SAMPLES) -> np.ndarray:
     return 20.0 * np.log10(np.maximum(rms, 1e-10))
 
 
+def speech_frames(levels: np.ndarray) -> np.ndarray:
+    """The trimming rule as frame-level voice activity: ``(frames,)`` dBFS -> ``(frames,)`` bool.
+
+    A frame is voiced above max(loudest frame - 40 dB, -60 dBFS); each voiced frame is
+    widened by 150 ms each side so that word onsets and decays survive the cut.
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    if levels.size == 0:
+        return np.zeros(0, dtype=bool)
+    threshold = max(float(levels.max()) - TRIM_TOP_DB, SILENCE_FLOOR_DBFS)
+    voiced = levels > threshold
+    kernel = np.ones(2 * TRIM_PAD_FRAMES + 1)
+    return np.convolve(voiced.astype(float), kernel, mode="same") > 0
+
+
 def trim_silence(wav: np.ndarray, name: str = "audio") -> np.ndarray:
     """Drop silent stretches (energy below peak-40 dB or -60 dBFS), keeping 150 ms margins.
 
     Raises ``AudioError`` when nothing is left, i.e. the input is silent.
     """
-    levels = frame_dbfs(wav)
-    threshold = max(float(levels.max()) - TRIM_TOP_DB, SILENCE_FLOOR_DBFS)
-    voiced = levels > threshold
-    if not voiced.any():
+    keep = speech_frames(frame_dbfs(wav))
+    if not keep.any():
         raise AudioError(f"{name}: the audio is silent")
-    # Widen each voiced frame so that word onsets and decays survive the cut.
-    kernel = np.ones(2 * TRIM_PAD_FRAMES + 1)
-    keep = np.convolve(voiced.astype(float), kernel, mode="same") > 0
     mask = np.repeat(keep, TRIM_FRAME_SAMPLES)
     tail = len(wav) - len(mask)
     if tail > 0:  # the last partial frame follows the last full frame's decision

@@ -376,6 +376,10 @@ def verify_cmd(
     raise typer.Exit(EXIT_OK if result.accepted else EXIT_REJECTED)
 
 
+def _seg_opt(help_: str) -> Any:
+    return typer.Option(help=help_ + " (with --segments).", show_default=False)
+
+
 @command("identify")
 def identify_cmd(
     files: AudioFiles,
@@ -385,11 +389,59 @@ def identify_cmd(
     precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    segments: Annotated[
+        bool,
+        typer.Option(
+            "--segments", help="Who speaks when: a timeline of enrolled speakers per FILE."
+        ),
+    ] = False,
+    window: Annotated[float | None, _seg_opt("Seconds per scored window; default 1.5")] = None,
+    hop: Annotated[float | None, _seg_opt("Seconds between windows; default 0.75")] = None,
+    fit: Annotated[
+        str | None, _seg_opt("How a window meets the encoder: tile (to 3 s) | direct; default tile")
+    ] = None,
+    switch_penalty: Annotated[
+        float | None, _seg_opt("Score a change of speaker must earn; default 0.3")
+    ] = None,
+    min_segment: Annotated[
+        float | None, _seg_opt("Shorter runs of speech join a neighbour, seconds; default 1.0")
+    ] = None,
+    max_gap: Annotated[
+        float | None, _seg_opt("Pauses shorter than this inside a turn are bridged, s; default 1.0")
+    ] = None,
+    threshold_offset: Annotated[
+        float | None, _seg_opt("Added to the model's threshold, not to --threshold; default -0.15")
+    ] = None,
+    rttm: Annotated[
+        bool, typer.Option("--rttm", help="Print RTTM lines (with --segments).")
+    ] = False,
+    plot: Annotated[Path | None, _seg_opt("Write the timeline of one FILE as a PNG")] = None,
 ) -> None:
     """1:N: who is speaking in each FILE? 'unknown' when no one scores above threshold.
 
     With --json: a list with one object per FILE, in the order given (even for one FILE).
+
+    With --segments: who speaks when along each FILE (long files stream in chunks). Each
+    window is scored against every enrolled speaker and the path is smoothed; overlapping
+    speech is out of scope (each instant gets at most one speaker).
     """
+    seg_values = {
+        "window": window,
+        "hop": hop,
+        "fit": fit,
+        "switch_penalty": switch_penalty,
+        "min_segment": min_segment,
+        "max_gap": max_gap,
+        "threshold_offset": threshold_offset,
+    }
+    if segments:
+        settings = {k: v for k, v in seg_values.items() if v is not None}
+        _identify_segments(files, settings, threshold, model, precision, store, json_, rttm, plot)
+        return
+    given = [k for k, v in seg_values.items() if v is not None]
+    given += [k for k, v in (("rttm", rttm), ("plot", plot)) if v]
+    if given:
+        fail(f"--{given[0].replace('_', '-')} needs --segments")
     embedder = _embedder(model, precision)
     with SpeakerStore(store) as db:
         results = identify(db, embedder, files, threshold, top)
@@ -415,6 +467,54 @@ def identify_cmd(
         out.print(table)
     origin = "" if results[0].threshold_source == "model" else f" ({results[0].threshold_source})"
     out.print(f"threshold {results[0].threshold:.4f}{origin}")
+
+
+def _identify_segments(
+    files: list[str],
+    settings: dict[str, Any],
+    threshold: float | None,
+    model: str | None,
+    precision: str,
+    store: Path | None,
+    json_: bool,
+    rttm: bool,
+    plot: Path | None,
+) -> None:
+    """``identify --segments``: one timeline per file, as a table, JSON, RTTM or a plot."""
+    from speakerid.segments import UNKNOWN, SegmentConfig, identify_segments, plot_timeline
+    from speakerid.segments import rttm_lines as to_rttm
+
+    if json_ and rttm:
+        fail("--rttm and --json are two output formats; choose one")
+    if plot is not None and len(files) != 1:
+        fail(f"--plot draws one FILE's timeline, not {len(files)}")
+    config = SegmentConfig(**settings)
+    with SpeakerStore(store) as db:
+        embedder = _embedder(model, precision)
+        timelines = [identify_segments(db, embedder, f, threshold, config) for f in files]
+    if plot is not None:
+        plot_timeline(timelines[0], plot)
+    if json_:
+        print_json([asdict(t) for t in timelines])
+        return
+    if rttm:
+        for timeline in timelines:
+            for line in to_rttm(timeline):
+                typer.echo(line)
+        return
+    for timeline in timelines:
+        table = Table(title=escape(f"{timeline.file} ({timeline.duration:.1f} s)"))
+        table.add_column("start", justify="right")
+        table.add_column("end", justify="right")
+        table.add_column("speaker")
+        table.add_column("score", justify="right")
+        for seg in timeline.segments:
+            who = escape(seg.speaker) if seg.speaker else f"[yellow]{UNKNOWN}[/yellow]"
+            table.add_row(f"{seg.start:.2f}", f"{seg.end:.2f}", who, f"{seg.score:.4f}")
+        out.print(table)
+    out.print(f"threshold {timelines[0].threshold:.4f}")
+    if plot is not None:
+        out.print(f"timeline plot: {escape(str(plot))}", soft_wrap=True)
 
 
 @command("embed")

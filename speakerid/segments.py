@@ -1,0 +1,480 @@
+"""Who speaks when: a timeline of enrolled speakers (and "unknown") along one recording.
+
+The recording streams through in chunks (``audio.stream_audio``), so an hour of audio
+takes the memory of one chunk plus a few numbers per window. Five steps:
+
+1. voice activity: the trimming rule of ``audio.speech_frames`` on 30-ms frames, with the
+   loudest frame of the whole recording as reference (a first, cheap pass over the chunks);
+2. sliding windows (``window`` s every ``hop`` s); a window's voiced samples, repeated to
+   fill the encoder's 3-s fragment (``fit="tile"``, the rule ``audio.fragment`` applies to
+   short recordings) or the window's own length (``fit="direct"``), give one embedding;
+   windows with less than half their length voiced are not scored;
+3. scores: every window against every enrolled speaker, one matrix product per batch;
+4. smoothing: a Viterbi path over the enrolled speakers plus "unknown" (whose score is the
+   threshold, so without smoothing each window goes to the best speaker above threshold,
+   as ``identify`` decides, but with the threshold lowered by ``threshold_offset`` for short
+   windows), paying ``switch_penalty`` per change of speaker; then runs
+   shorter than ``min_segment`` seconds of speech join the neighbour that fits them best;
+5. segments: each window labels the ``hop``-long stretch around its centre; voiced frames
+   with one label form a segment, and pauses shorter than ``max_gap`` inside one speaker's
+   turn are bridged.
+
+Overlapping speech is out of scope: each instant gets at most one speaker.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+
+from speakerid.audio import (
+    FRAGMENT_SAMPLES,
+    MIN_SPEECH_SECONDS,
+    SAMPLE_RATE,
+    STREAM_CHUNK_SECONDS,
+    TRIM_FRAME_SAMPLES,
+    frame_dbfs,
+    speech_frames,
+    stream_audio,
+)
+from speakerid.embed import Embedder
+from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
+from speakerid.store import SpeakerStore, _model_id, resolve_threshold
+
+Fit = Literal["tile", "direct"]
+FITS: tuple[str, ...] = get_args(Fit)
+UNKNOWN = "unknown"  # how the timeline's table, RTTM and plot name a voice nobody matches
+MIN_WINDOW_SECONDS = 0.5  # shorter windows carry too little of a voice to score
+WINDOW_SPEECH_RATIO = 0.5  # a window with less of its length voiced is not scored
+EMBED_BATCH = 64  # windows per forward pass
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """How a recording is cut, scored and smoothed (CLI flags use the field names)."""
+
+    window: float = 1.5  # seconds of audio per scored window
+    hop: float = 0.75  # seconds between window starts; the timeline's resolution
+    fit: str = "tile"  # tile: voiced samples repeated to a 3-s fragment; direct: to the window
+    switch_penalty: float = 0.3  # cosine-score units a change of speaker must earn
+    min_segment: float = 1.0  # seconds of speech below which a run joins a neighbour
+    max_gap: float = 1.0  # pauses shorter than this inside one speaker's turn are bridged
+    # Added to the model's recording-level threshold (never to an explicit --threshold): a
+    # short window scores lower against its own speaker than a whole recording does. -0.15
+    # was best on development conversations for both shipped models (docs/benchmarks.md).
+    threshold_offset: float = -0.15
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.window) and self.window >= MIN_WINDOW_SECONDS):
+            raise SpeakerIDError(f"--window must be at least {MIN_WINDOW_SECONDS} s")
+        if not (np.isfinite(self.hop) and 0 < self.hop <= self.window):
+            raise SpeakerIDError("--hop must be positive and at most --window")
+        if self.fit not in FITS:
+            raise SpeakerIDError(f"--fit must be one of {list(FITS)}, not {self.fit!r}")
+        if not np.isfinite(self.threshold_offset):
+            raise SpeakerIDError("--threshold-offset must be a finite number")
+        for name in ("switch_penalty", "min_segment", "max_gap"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise SpeakerIDError(f"--{name.replace('_', '-')} must be 0 or more")
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window * SAMPLE_RATE)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop * SAMPLE_RATE)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One stretch of one voice."""
+
+    start: float  # seconds from the start of the recording
+    end: float  # seconds
+    speaker: str | None  # an enrolled name, or None: a voice no enrolled speaker matches
+    score: float  # mean cosine of its windows against ``speaker`` (unknown: the best one)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """``identify --segments``: who speaks when in one recording."""
+
+    file: str
+    duration: float  # seconds
+    segments: list[Segment]
+    speakers: list[str]  # the enrolled speakers it was scored against, in store order
+    threshold: float
+    config: SegmentConfig
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """Step 1-3's output: one row per window (step) of the recording."""
+
+    scores: np.ndarray  # (T, S) cosine of each window against each enrolled speaker
+    scored: np.ndarray  # (T,) bool: the window held enough speech to be scored
+    voiced: np.ndarray  # (frames,) bool: voice activity per 30-ms frame
+    samples: int  # length of the recording
+
+
+# ---------------------------------------------------------------- pure steps
+
+
+def decode(
+    scores: np.ndarray, scored: np.ndarray, threshold: float, switch_penalty: float
+) -> np.ndarray:
+    """Viterbi path over ``S`` speakers plus unknown (label ``S``).
+
+    Maximises the sum of the chosen states' scores (unknown scores ``threshold``; unscored
+    windows score 0 for every state, so the path carries its speaker through pauses) minus
+    ``switch_penalty`` per change of state.
+
+    Parameters
+    ----------
+    scores: ``(T, S)`` cosine scores. scored: ``(T,)`` bool.
+
+    Returns
+    -------
+    np.ndarray, shape (T,), int labels in ``[0, S]``.
+    """
+    rewards = _rewards(scores, scored, threshold)
+    steps, states = rewards.shape
+    if steps == 0:
+        return np.zeros(0, dtype=np.int64)
+    back = np.zeros((steps, states), dtype=np.int64)
+    total = rewards[0].copy()
+    for t in range(1, steps):
+        best = int(np.argmax(total))
+        switch = total[best] - switch_penalty
+        stay = total >= switch  # ties keep the current speaker
+        back[t] = np.where(stay, np.arange(states), best)
+        total = np.where(stay, total, switch) + rewards[t]
+    path = np.empty(steps, dtype=np.int64)
+    path[-1] = int(np.argmax(total))
+    for t in range(steps - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+def _rewards(scores: np.ndarray, scored: np.ndarray, threshold: float) -> np.ndarray:
+    """``(T, S + 1)``: scores, then the threshold as unknown's score; 0 where not scored."""
+    scores = np.asarray(scores, dtype=np.float64)
+    rewards = np.concatenate([scores, np.full((len(scores), 1), float(threshold))], axis=1)
+    rewards[~np.asarray(scored, dtype=bool)] = 0.0
+    return rewards
+
+
+def _runs(labels: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, end)`` index ranges of equal consecutive labels."""
+    if len(labels) == 0:
+        return []
+    edges = np.flatnonzero(np.diff(labels)) + 1
+    bounds = [0, *edges.tolist(), len(labels)]
+    return list(itertools.pairwise(bounds))
+
+
+def enforce_min_duration(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    scored: np.ndarray,
+    threshold: float,
+    min_steps: float,
+) -> np.ndarray:
+    """Relabel runs holding fewer than ``min_steps`` scored windows, shortest first.
+
+    Each such run takes the label of the neighbouring run (before or after) whose label has
+    the higher total score over the run's windows; a lone run is left alone.
+
+    Returns
+    -------
+    np.ndarray, shape (T,), a new label array.
+    """
+    labels = np.array(labels, dtype=np.int64)
+    rewards = _rewards(scores, scored, threshold)
+    weight = np.asarray(scored, dtype=np.int64)
+    while True:
+        runs = _runs(labels)
+        if len(runs) < 2:
+            return labels
+        sizes = [int(weight[a:b].sum()) for a, b in runs]
+        shortest = int(np.argmin(sizes))
+        if sizes[shortest] >= min_steps:
+            return labels
+        a, b = runs[shortest]
+        options = [labels[runs[i][0]] for i in (shortest - 1, shortest + 1) if 0 <= i < len(runs)]
+        labels[a:b] = max(options, key=lambda lab: rewards[a:b, lab].sum())
+
+
+def step_of_frames(n_frames: int, n_steps: int, cfg: SegmentConfig) -> np.ndarray:
+    """For each 30-ms frame, the window whose centre ``hop`` stretch holds it: ``(frames,)``."""
+    centres = (np.arange(n_frames) + 0.5) * TRIM_FRAME_SAMPLES
+    lead = (cfg.window_samples - cfg.hop_samples) / 2  # window start -> its labelled stretch
+    steps = np.floor((centres - lead) / cfg.hop_samples).astype(np.int64)
+    return np.clip(steps, 0, max(n_steps - 1, 0))
+
+
+def to_segments(
+    labels: np.ndarray,
+    windows: WindowScores,
+    names: list[str],
+    cfg: SegmentConfig,
+) -> list[Segment]:
+    """Turn per-window labels into segments on the voiced frames (see the module's step 5)."""
+    steps = step_of_frames(len(windows.voiced), len(labels), cfg)
+    frame_label = np.where(windows.voiced & windows.scored[steps], labels[steps], -1)
+    # Bridge short pauses: a silent stretch between two frames of one label takes that label.
+    max_gap_frames = cfg.max_gap * SAMPLE_RATE / TRIM_FRAME_SAMPLES
+    runs = _runs(frame_label)
+    for i in range(1, len(runs) - 1):
+        a, b = runs[i]
+        before, after = frame_label[runs[i - 1][0]], frame_label[runs[i + 1][0]]
+        if frame_label[a] == -1 and before == after != -1 and b - a < max_gap_frames:
+            frame_label[a:b] = before
+    best = windows.scores.max(axis=1) if windows.scores.shape[1] else np.zeros(len(labels))
+    segments = []
+    frame_seconds = TRIM_FRAME_SAMPLES / SAMPLE_RATE
+    end_of_audio = windows.samples / SAMPLE_RATE
+    for a, b in _runs(frame_label):
+        label = int(frame_label[a])
+        if label < 0:
+            continue
+        in_run = np.unique(steps[a:b])
+        in_run = in_run[windows.scored[in_run]]
+        values = best[in_run] if label == len(names) else windows.scores[in_run, label]
+        segments.append(
+            Segment(
+                start=round(a * frame_seconds, 3),
+                end=round(min(b * frame_seconds, end_of_audio), 3),
+                speaker=None if label == len(names) else names[label],
+                score=float(values.mean()) if len(values) else float("nan"),
+            )
+        )
+    return segments
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def _chunks_of(wav: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
+    step = round(STREAM_CHUNK_SECONDS * SAMPLE_RATE)
+    return lambda: (wav[i : i + step] for i in range(0, len(wav), step))
+
+
+def voice_activity(chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Pass 1: ``(frames,)`` bool voice activity and the recording's length in samples.
+
+    A trailing partial frame follows the last whole frame's decision, as in
+    ``audio.trim_silence``.
+    """
+    levels, samples, rest = [], 0, np.zeros(0, dtype=np.float32)
+    for chunk in chunks:
+        samples += len(chunk)
+        rest = np.concatenate([rest, chunk])  # a frame may straddle two chunks
+        whole = len(rest) // TRIM_FRAME_SAMPLES * TRIM_FRAME_SAMPLES
+        if whole:
+            levels.append(frame_dbfs(rest[:whole]))
+            rest = rest[whole:]
+    voiced = speech_frames(np.concatenate(levels)) if levels else np.zeros(0, dtype=bool)
+    if samples % TRIM_FRAME_SAMPLES and len(voiced):
+        voiced = np.append(voiced, voiced[-1])
+    return voiced, samples
+
+
+def _windows(
+    chunks: Iterable[np.ndarray], voiced: np.ndarray, samples: int, cfg: SegmentConfig
+) -> Iterator[np.ndarray | None]:
+    """Pass 2: each window's voiced samples (None when too few), holding one window at a time."""
+    size, hop = cfg.window_samples, cfg.hop_samples
+    n_steps = max(1, -(-(samples - size) // hop) + 1)
+    buffer, offset, step = np.zeros(0, dtype=np.float32), 0, 0
+    source = iter(chunks)
+    done = False
+    while step < n_steps:
+        start = step * hop
+        while not done and offset + len(buffer) < min(start + size, samples):
+            try:
+                buffer = np.concatenate([buffer, next(source)])
+            except StopIteration:
+                done = True
+        part = buffer[start - offset : start - offset + size]
+        first, last = start // TRIM_FRAME_SAMPLES, -(-(start + len(part)) // TRIM_FRAME_SAMPLES)
+        mask = np.repeat(voiced[first:last], TRIM_FRAME_SAMPLES)
+        mask = mask[start - first * TRIM_FRAME_SAMPLES :][: len(part)]
+        speech = part[mask]
+        yield speech if len(speech) >= WINDOW_SPEECH_RATIO * size else None
+        step += 1
+        drop = min(len(buffer), step * hop - offset)
+        buffer, offset = buffer[drop:], offset + drop
+
+
+def fit_window(speech: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
+    """Repeat a window's voiced samples end to end to the encoder's input length."""
+    length = max(cfg.window_samples, FRAGMENT_SAMPLES) if cfg.fit == "tile" else cfg.window_samples
+    return np.resize(speech, length).astype(np.float32)
+
+
+def score_windows(
+    chunks: Callable[[], Iterable[np.ndarray]],
+    embed: Callable[[np.ndarray], np.ndarray],
+    references: np.ndarray,
+    cfg: SegmentConfig,
+    name: str = "audio",
+) -> WindowScores:
+    """Steps 1-3: voice activity, windows, and their ``(T, S)`` scores against ``references``.
+
+    Parameters
+    ----------
+    chunks: returns a fresh iterator over the recording's 16 kHz chunks (it is read twice).
+    embed: ``(n, samples)`` float32 -> ``(n, D)`` unit embeddings.
+    references: ``(S, D)`` unit vectors of the enrolled speakers.
+    """
+    voiced, samples = voice_activity(chunks())
+    if samples == 0:
+        raise AudioError(f"{name}: the audio holds no samples")
+    if not voiced.any():
+        raise AudioError(f"{name}: the audio is silent")
+    speech_seconds = voiced.sum() * TRIM_FRAME_SAMPLES / SAMPLE_RATE
+    if speech_seconds < MIN_SPEECH_SECONDS:
+        raise AudioError(
+            f"{name}: only {speech_seconds:.2f} s of speech; at least "
+            f"{MIN_SPEECH_SECONDS:.1f} s is needed"
+        )
+    rows: list[np.ndarray] = []
+    scored: list[bool] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        if batch:
+            emb = embed(np.stack(batch))
+            if not np.isfinite(emb).all():
+                raise CheckpointError("the model produced NaN or infinite values")
+            rows.append((emb @ references.T).astype(np.float32))
+            batch.clear()
+
+    for speech in _windows(chunks(), voiced, samples, cfg):
+        scored.append(speech is not None)
+        if speech is not None:
+            batch.append(fit_window(speech, cfg))
+            if len(batch) == EMBED_BATCH:
+                flush()
+    flush()
+    mask = np.array(scored, dtype=bool)
+    scores = np.zeros((len(mask), len(references)), dtype=np.float32)
+    if rows:
+        scores[mask] = np.concatenate(rows)
+    return WindowScores(scores, mask, voiced, samples)
+
+
+def segment_scores(
+    windows: WindowScores, names: list[str], threshold: float, cfg: SegmentConfig
+) -> list[Segment]:
+    """Steps 4-5: smooth the window scores and merge them into segments."""
+    labels = decode(windows.scores, windows.scored, threshold, cfg.switch_penalty)
+    labels = enforce_min_duration(
+        labels, windows.scores, windows.scored, threshold, cfg.min_segment / cfg.hop
+    )
+    return to_segments(labels, windows, names, cfg)
+
+
+# ---------------------------------------------------------------- the operation
+
+
+def window_threshold(
+    model_threshold: float | None, override: float | None, cfg: SegmentConfig
+) -> float:
+    """The score a window needs: ``override`` as given, else the model's plus the offset."""
+    threshold, source = resolve_threshold(model_threshold, override)
+    return threshold if source == "--threshold" else threshold + cfg.threshold_offset
+
+
+def identify_segments(
+    store: SpeakerStore,
+    embedder: Embedder,
+    audio: str | Path | np.ndarray,
+    threshold: float | None = None,
+    config: SegmentConfig | None = None,
+    name: str | None = None,
+) -> Timeline:
+    """Who speaks when in one recording, among the speakers enrolled in ``store``.
+
+    Parameters
+    ----------
+    audio: a file path (read in chunks) or a float32 mono 16 kHz ``(samples,)`` array.
+    threshold: cosine score a window needs to name an enrolled speaker; None: the model's
+        calibrated one plus ``config.threshold_offset``. A store's ``calibrate``d thresholds
+        are not used: they were set on whole recordings (and maybe on AS-norm scores).
+    name: how errors and the result name the recording (default: the path, or "audio").
+    """
+    cfg = config or SegmentConfig()
+    threshold = window_threshold(embedder.model.threshold, threshold, cfg)
+    fingerprint, dim, source = _model_id(embedder)
+    store.check_model(fingerprint, dim, source)
+    names, references = store.matrix()
+    if not names:
+        raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
+    if isinstance(audio, np.ndarray):
+        label = name or "audio"
+        wav = np.asarray(audio, dtype=np.float32)
+        if wav.ndim != 1 or not np.isfinite(wav).all():
+            raise AudioError(f"{label}: expected finite float32 samples of shape (samples,)")
+        chunks = _chunks_of(wav)
+    else:
+        label = name or str(audio)
+        chunks = lambda: stream_audio(audio)  # noqa: E731
+    windows = score_windows(chunks, embedder.embed_fragments, references, cfg, name=label)
+    segments = segment_scores(windows, names, threshold, cfg)
+    return Timeline(label, windows.samples / SAMPLE_RATE, segments, names, threshold, cfg)
+
+
+# ---------------------------------------------------------------- output
+
+
+def rttm_lines(timeline: Timeline, file_id: str | None = None) -> list[str]:
+    """Standard RTTM ``SPEAKER`` lines: file id, channel 1, onset, duration, name.
+
+    RTTM fields are separated by spaces, so spaces in names (and the file id) become ``_``;
+    the file id defaults to the file's name without its extension.
+    """
+    fid = (file_id or Path(timeline.file).stem or "audio").replace(" ", "_")
+    lines = []
+    for seg in timeline.segments:
+        who = (seg.speaker or UNKNOWN).replace(" ", "_")
+        lines.append(
+            f"SPEAKER {fid} 1 {seg.start:.3f} {seg.end - seg.start:.3f} <NA> <NA> {who} <NA> <NA>"
+        )
+    return lines
+
+
+def plot_timeline(timeline: Timeline, path: str | Path) -> None:
+    """Draw the timeline as a PNG: one row per enrolled speaker, plus unknown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = len(timeline.speakers) + 1  # the last row is unknown
+    fig = Figure(figsize=(10, 1.0 + 0.4 * rows))
+    ax = fig.add_subplot()
+    for i in range(rows):
+        who = timeline.speakers[i] if i < len(timeline.speakers) else None
+        spans = [(s.start, s.end - s.start) for s in timeline.segments if s.speaker == who]
+        ax.broken_barh(spans, (i - 0.4, 0.8), color="0.6" if who is None else f"C{i % 10}")
+    ax.set_yticks(range(rows), [*timeline.speakers, f"({UNKNOWN})"])
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.set_xlim(0, max(timeline.duration, 1e-3))
+    ax.set_xlabel("time (s)")
+    ax.set_title(Path(timeline.file).name)
+    fig.tight_layout()
+    try:
+        fig.savefig(str(path), dpi=100)
+    except OSError as exc:
+        raise SpeakerIDError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+    except ValueError as exc:  # matplotlib's word for an unknown file extension
+        raise SpeakerIDError(f"{path}: cannot write the plot ({exc})") from None
