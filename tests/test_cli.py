@@ -264,17 +264,27 @@ def test_enroll_dir(cli, tmp_path: Path, store_path: Path) -> None:
     write_wav(root / "bad name!" / "x.wav", synth_voice(VOICES["alice"], seed=99))
     (root / "empty").mkdir()
 
-    r = as_json(ok(cli("enroll-dir", root, "--json", store=store_path)))
+    # the good files are enrolled, each bad one is a line on stderr, and the exit status is 2
+    res = ok(cli("enroll-dir", root, "--json", store=store_path), code=2)
+    r = as_json(res)
     assert sorted(e["speaker"] for e in r["enrolled"]) == ["alice", "bob", "carol"]
     assert {e["speaker"]: e["recordings"] for e in r["enrolled"]}["carol"] == 2
-    skipped = {Path(s["path"]).name for s in r["skipped"]}
-    assert skipped == {"broken.wav", "bad name!"}
+    failed = {Path(s["file"]).name for s in r["errors"]}
+    assert failed == {"broken.wav", "bad name!"}
+    assert all(e["error"] for e in r["errors"])
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert any("broken.wav" in line for line in lines)
 
     # a second run adds nothing new: the same paths are re-embedded
-    r = as_json(ok(cli("enroll-dir", root, "--json", store=store_path)))
+    r = as_json(ok(cli("enroll-dir", root, "--json", store=store_path), code=2))
     assert all(e["added"] == 0 and e["updated"] == 2 for e in r["enrolled"])
-    text = ok(cli("enroll-dir", root, "--replace", store=store_path))
-    assert "3 speaker(s)" in text.stdout and "skipped" in text.stderr
+    text = ok(cli("enroll-dir", root, "--replace", store=store_path), code=2)
+    assert "3 speaker(s)" in text.stdout and "2 failed" in text.stdout
+    assert "broken.wav" in text.stderr
+
+    # --strict stops at the first failure (folders are taken in order: "bad name!" first)
+    error(cli("enroll-dir", root, "--strict", store=tmp_path / "strict.sqlite"), "bad name!")
 
     error(cli("enroll-dir", tmp_path / "nowhere", store=store_path), "no such directory")
     error(cli("enroll-dir", root / "empty", store=store_path), "no speaker folders")
@@ -283,12 +293,12 @@ def test_enroll_dir(cli, tmp_path: Path, store_path: Path) -> None:
 def test_keyboard_interrupt_is_clean(
     cli, store_path: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import speakerid.cli
+    import speakerid.api
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(speakerid.cli, "enroll_speaker", interrupted)
+    monkeypatch.setattr(speakerid.api, "enroll", interrupted)
     res = cli("enroll", "alice", voice(voices_dir, "alice", 1), store=store_path)
     assert res.exit_code == 130 and "interrupted" in res.stderr
     assert "Traceback" not in res.output
