@@ -236,7 +236,9 @@ class LSTMBody(nn.Module):
         emb = F.relu(self.linear(hidden[-1]))
         if self.windows == 1:
             return emb
-        return F.normalize(emb.float(), dim=-1).reshape(len(x), self.windows, -1).mean(dim=1)
+        # -1, not len(x): an ONNX trace would freeze len(x) to the example batch
+        unit = F.normalize(emb.float(), dim=-1)
+        return unit.reshape(-1, self.windows, unit.shape[-1]).mean(dim=1)
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {

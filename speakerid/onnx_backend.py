@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,9 @@ def export_onnx(
             return self.encoder.whitening(emb.float())
 
     body = Body(loaded.encoder).eval()
-    with torch.inference_mode():
-        example = loaded.encoder.frontend(torch.zeros(2, cfg.fragment_samples))
+    with torch.no_grad():  # not inference_mode: the tracer refuses inference tensors
+        # batch 1: the exporter's advice for LSTMs whose batch varies at run time
+        example = loaded.encoder.frontend(torch.zeros(1, cfg.fragment_samples))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -98,16 +100,19 @@ def export_onnx(
     }
     try:
         # The TorchScript exporter (dynamo=False): it handles the LSTM and needs no onnxscript.
-        torch.onnx.export(
-            body,
-            (example,),
-            str(tmp),
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=ONNX_OPSET,
-        )
+        # Its deprecation and LSTM-batch warnings are about the exporter, not the user's model.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                body,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=ONNX_OPSET,
+            )
         graph = onnx.load(str(tmp))
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)

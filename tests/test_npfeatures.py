@@ -1,0 +1,76 @@
+"""The numpy front-ends (onnx backend) against the torch ones they stand in for."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+import torchaudio.functional as AF
+from conftest import VOICES, synth_voice
+
+from speakerid import features, npfeatures
+from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
+from speakerid.errors import CheckpointError
+from speakerid.model import FRONTENDS, Encoder, ModelConfig
+
+CONFIGS = {
+    "raw": ModelConfig(frontend="raw", arch="cnn1d"),
+    "mfcc": ModelConfig(frontend="mfcc", arch="cnn2d", n_mfcc=20),
+    "fbank": ModelConfig(frontend="fbank", n_mels=64),
+    "powermel": ModelConfig(frontend="powermel", arch="lstm", stem_stride=3),
+}
+
+
+def _fragments() -> np.ndarray:
+    """Two voices, a quiet one (PowerMel's gain step) and noise: (4, FRAGMENT_SAMPLES)."""
+    rng = np.random.default_rng(0)
+    rows = [
+        synth_voice(v, seconds=FRAGMENT_SAMPLES / SAMPLE_RATE, seed=i)
+        for i, v in enumerate(VOICES.values())
+    ]
+    rows[1] = rows[1] * 1e-3
+    rows.append((0.1 * rng.standard_normal(FRAGMENT_SAMPLES)).astype(np.float32))
+    return np.stack(rows).astype(np.float32)
+
+
+def test_every_numpy_frontend_has_a_torch_twin() -> None:
+    assert set(npfeatures.FRONTENDS_NP) <= set(FRONTENDS)
+    assert set(CONFIGS) == set(npfeatures.FRONTENDS_NP)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_numpy_frontend_equals_torch(name: str) -> None:
+    cfg = CONFIGS[name]
+    wav = _fragments()
+    with torch.inference_mode():
+        expected = Encoder(cfg).frontend(torch.from_numpy(wav)).numpy()
+    got = npfeatures.numpy_frontend(asdict(cfg))(wav)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    scale = float(np.abs(expected).max())
+    # float32 FFTs of two libraries: equal to a few parts in a million of the range
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * scale)
+
+
+@pytest.mark.parametrize(
+    ("n_fft", "n_mels", "f_min", "f_max", "scale", "norm"),
+    [(400, 40, 0.0, 8000.0, "slaney", "slaney"), (512, 80, 20.0, 7600.0, "htk", None)],
+)
+def test_mel_filterbank_matches_torchaudio(n_fft, n_mels, f_min, f_max, scale, norm) -> None:
+    expected = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, SAMPLE_RATE, norm, scale)
+    got = npfeatures.mel_filterbank(n_fft, n_mels, f_min, f_max, scale, norm == "slaney")
+    # torchaudio builds it in float32: equal to its rounding
+    np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=2e-5 * float(expected.max()))
+
+
+def test_constants_repeat_features() -> None:
+    names = [n for n in dir(npfeatures) if n.isupper() and hasattr(features, n)]
+    assert len(names) >= 14
+    for name in names:
+        assert getattr(npfeatures, name) == getattr(features, name), name
+
+
+def test_frontend_without_numpy_version_is_refused() -> None:
+    with pytest.raises(CheckpointError, match="--backend torch"):
+        npfeatures.numpy_frontend({"frontend": "vggish"})
