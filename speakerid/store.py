@@ -326,6 +326,9 @@ def _blob(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype=_VECTOR_DTYPE).tobytes()
 
 
+_LAZY = object()  # SpeakerStore._faiss before the first search decides it
+
+
 def _import_faiss() -> Any | None:
     try:
         return importlib.import_module("faiss")
@@ -354,7 +357,9 @@ class SpeakerStore:
         self.path = Path(path) if path is not None else default_store_path()
         self._conn: sqlite3.Connection | None = None
         self._empty: sqlite3.Connection | None = None
-        self._faiss = _import_faiss() if use_faiss is not False else None
+        # faiss takes about 0.2 s to import: unless asked for, it is imported by the first
+        # search, so that list, remove and info do not pay for it.
+        self._faiss: Any = _import_faiss() if use_faiss else (_LAZY if use_faiss is None else None)
         if use_faiss and self._faiss is None:
             raise StoreError("faiss was asked for but is not installed (pip install faiss-cpu)")
         self._cache: tuple[int, list[str], np.ndarray, Any] | None = None
@@ -965,6 +970,8 @@ class SpeakerStore:
             mat = np.zeros((0, max(dim, 1)), np.float32)
         del rows
         index = None
+        if self._faiss is _LAZY:
+            self._faiss = _import_faiss()
         if self._faiss is not None and len(names):
             index = self._faiss.IndexFlatIP(mat.shape[1])
             index.add(mat)

@@ -1,0 +1,133 @@
+"""Cold-start wall time of the CLI, as a user meets it: one new process per command.
+
+Each command runs ``--repeats`` times as ``python -m speakerid.cli ...`` in a fresh
+interpreter (the console script does the same imports); the table gives the median and the
+fastest run. Measured: ``--help``, ``list`` and ``info`` (no model), ``verify`` of one 3-s
+clip and ``identify`` of ten 3-s clips against a store of two enrolled speakers, each with
+the torch and the onnx backend. The onnx backend's graph is built into a temporary cache
+before timing (its one-off first-use export is timed separately).
+
+Clips are cut from LibriSpeech train-clean-100 in ``../shared/data`` when it is there,
+else synthetic. Usage::
+
+    python bench/bench_latency.py                  # writes docs/results/latency.json
+    python bench/bench_latency.py --repeats 3 --out -
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_store import machine
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "LibriSpeech" / "train-clean-100"
+CLIP_SECONDS = 3.0
+RATE = 16_000
+
+
+def clips(folder: Path, n: int) -> list[Path]:
+    """``n`` 3-s clips (plus two enrollment clips) written as WAV; real speech if present."""
+    sources = sorted(DATA.rglob("*.flac"))[: n + 2] if DATA.is_dir() else []
+    paths = []
+    for i in range(n + 2):
+        if i < len(sources):
+            wav, rate = sf.read(str(sources[i]), dtype="float32")
+            wav = wav[int(0.5 * rate) : int((0.5 + CLIP_SECONDS) * rate)]
+        else:  # a noisy harmonic stand-in: enough to time the pipeline
+            rng = np.random.default_rng(i)
+            t = np.arange(int(CLIP_SECONDS * RATE)) / RATE
+            wav = 0.3 * np.sin(2 * np.pi * (120 + 10 * i) * t) + 0.05 * rng.standard_normal(len(t))
+            rate = RATE
+        path = folder / f"clip{i:02d}.wav"
+        sf.write(str(path), wav.astype(np.float32), rate)
+        paths.append(path)
+    return paths
+
+
+def run(args: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of one ``speakerid ARGS`` in a new process; exit 0/1 expected."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "speakerid.cli", *args], env=env, cwd=REPO, capture_output=True
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"speakerid {' '.join(args)} failed: {proc.stderr.decode()[-500:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default=str(REPO / "docs" / "results" / "latency.json"))
+    opts = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "SPEAKERID_STORE": str(tmp_path / "store.sqlite"),
+            "SPEAKERID_CACHE": str(tmp_path / "cache"),
+        }
+        env.pop("SPEAKERID_BACKEND", None)
+        paths = clips(tmp_path, 10)
+        enroll, queries = paths[:2], paths[2:]
+        run(["enroll", "a", str(enroll[0])], env)
+        run(["enroll", "b", str(enroll[1])], env)
+        first_use = run(["verify", "a", str(queries[0]), "--backend", "onnx"], env)
+
+        commands: dict[str, list[str]] = {
+            "--help": ["--help"],
+            "list": ["list"],
+            "info": ["info"],
+        }
+        for backend in ("torch", "onnx"):
+            flags = ["--backend", backend]
+            commands[f"verify 3-s clip ({backend})"] = ["verify", "a", str(queries[0]), *flags]
+            commands[f"identify 10 clips ({backend})"] = [
+                "identify",
+                *map(str, queries),
+                *flags,
+            ]
+        results = {}
+        for label, args in commands.items():
+            times = [run(args, env) for _ in range(opts.repeats)]
+            results[label] = {
+                "median_s": round(statistics.median(times), 3),
+                "min_s": round(min(times), 3),
+                "runs": [round(t, 3) for t in times],
+            }
+            print(f"{label:<28} median {results[label]['median_s']:.3f} s", file=sys.stderr)
+
+    report = {
+        "machine": machine(),
+        "load_average_at_end": os.getloadavg(),
+        "repeats": opts.repeats,
+        "clips": "LibriSpeech train-clean-100" if DATA.is_dir() else "synthetic",
+        "onnx_first_use_export_s": round(first_use, 2),
+        "results": results,
+    }
+    lines = ["| command | median (s) | fastest (s) |", "| --- | ---: | ---: |"]
+    lines += [f"| `{k}` | {v['median_s']:.2f} | {v['min_s']:.2f} |" for k, v in results.items()]
+    print("\n".join(lines))
+    print(f"\nmachine: {report['machine']}; first onnx use (export): {first_use:.1f} s")
+    if opts.out != "-":
+        Path(opts.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
