@@ -34,6 +34,16 @@ POWERMEL_WIN = 400
 POWERMEL_HOP = 160
 POWERMEL_TARGET_DBFS = -30.0
 
+# Kaldi's fbank as ``torchaudio.compliance.kaldi.fbank`` computes it with CAM++'s settings.
+KALDI_WIN = 400  # 25 ms
+KALDI_HOP = 160  # 10 ms
+KALDI_N_FFT = 512  # the window rounded up to a power of two
+KALDI_PREEMPHASIS = 0.97
+KALDI_POVEY_POWER = 0.85  # Povey window: a Hann window to this power
+KALDI_F_MIN = 20.0
+KALDI_F_MAX = 8_000.0
+KALDI_N_MELS = 80
+
 Frontend = Callable[[np.ndarray], np.ndarray]
 
 
@@ -169,11 +179,63 @@ def powermel_frontend(config: Mapping[str, Any]) -> Frontend:
     return apply
 
 
+def kaldi_mel_filterbank(n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    """Kaldi's triangular filters on its mel scale (1127 ln(1 + f/700)): (n_fft//2 + 1, n_mels).
+
+    As ``torchaudio.compliance.kaldi.get_mel_banks`` with no VTLN warp; the Nyquist bin gets
+    no weight, as in Kaldi.
+    """
+    n_bins = KALDI_N_FFT // 2
+    mel = lambda f: 1127.0 * np.log(1.0 + np.asarray(f, np.float64) / 700.0)  # noqa: E731
+    low, high = mel(f_min), mel(f_max)
+    delta = (high - low) / (n_mels + 1)
+    k = np.arange(n_mels)[:, None]
+    left, centre, right = low + k * delta, low + (k + 1) * delta, low + (k + 2) * delta
+    bins = mel(SAMPLE_RATE / KALDI_N_FFT * np.arange(n_bins))[None, :]
+    up = (bins - left) / (centre - left)
+    down = (right - bins) / (right - centre)
+    fb = np.maximum(0.0, np.minimum(up, down))  # (n_mels, n_bins)
+    return np.pad(fb, ((0, 0), (0, 1))).T.astype(np.float32)
+
+
+def kaldi_fbank(wav: np.ndarray, n_mels: int = KALDI_N_MELS) -> np.ndarray:
+    """Kaldi fbank of ``(B, samples)``: ``(B, frames, n_mels)`` log mel energies.
+
+    Frames of 25 ms every 10 ms that fit inside the signal (snip_edges), DC removed,
+    pre-emphasis 0.97, Povey window, 512-point power spectrum, 20 Hz-8 kHz filters, log with
+    a float32-epsilon floor; no dither, no energy term.
+    """
+    frames = np.lib.stride_tricks.sliding_window_view(wav.astype(np.float64), KALDI_WIN, axis=-1)
+    frames = frames[:, ::KALDI_HOP]
+    frames = frames - frames.mean(axis=-1, keepdims=True)
+    previous = np.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)
+    frames = frames - KALDI_PREEMPHASIS * previous
+    n = np.arange(KALDI_WIN)
+    hann = 0.5 - 0.5 * np.cos(2 * math.pi * n / (KALDI_WIN - 1))  # symmetric
+    spec = np.fft.rfft(frames * hann**KALDI_POVEY_POWER, n=KALDI_N_FFT, axis=-1)
+    power = spec.real**2 + spec.imag**2
+    energies = power @ kaldi_mel_filterbank(n_mels, KALDI_F_MIN, KALDI_F_MAX).astype(np.float64)
+    return np.log(np.maximum(energies, np.finfo(np.float32).eps)).astype(np.float32)
+
+
+def kaldi_fbank_frontend(config: Mapping[str, Any]) -> Frontend:
+    """Kaldi fbank with the mean over each fragment's frames removed: (B, n_mels, frames)."""
+    n_mels = int(config.get("n_mels", KALDI_N_MELS))
+
+    def apply(wav: np.ndarray) -> np.ndarray:
+        x = kaldi_fbank(wav, n_mels)
+        x = x - x.mean(axis=1, keepdims=True)
+        return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
+
+    return apply
+
+
 FRONTENDS_NP: dict[str, Callable[[Mapping[str, Any]], Frontend]] = {
     "raw": raw_frontend,
     "mfcc": mfcc_frontend,
     "fbank": fbank_frontend,
     "powermel": powermel_frontend,
+    "kaldi_fbank": kaldi_fbank_frontend,
 }
 
 
