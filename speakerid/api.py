@@ -87,6 +87,11 @@ class SpeakerID:
             self._store = SpeakerStore(self._store_path)
         return self._store
 
+    def load(self) -> SpeakerID:
+        """Load the model now rather than on first use (e.g. before a progress bar starts)."""
+        _ = self.embedder
+        return self
+
     def close(self) -> None:
         """Close the store (the model needs no closing)."""
         if self._store is not None:

@@ -381,7 +381,7 @@ def enroll_dir(
         _embed_dir_to_npz(_embedder(model, precision), directory, part, out_path, json_)
         return
     with _sid(store, model, backend, precision, min_speech) as sid, _progress() as progress:
-        sid.embedder  # noqa: B018 - load the model before the bar starts
+        sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:
@@ -578,7 +578,7 @@ def embed_cmd(
     sources = _sources(files, sample_rate)
     sid = _sid(None, model, backend, precision, min_speech)
     with _progress() as progress:
-        sid.embedder  # noqa: B018 - load the model before the bar starts
+        sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=len(sources))
         result = sid.embed_many(
             sources,
