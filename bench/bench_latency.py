@@ -7,11 +7,12 @@ clip and ``identify`` of ten 3-s clips against a store of two enrolled speakers,
 the torch and the onnx backend. The onnx backend's graph is built into a temporary cache
 before timing (its one-off first-use export is timed separately).
 
-Clips are cut from LibriSpeech train-clean-100 in ``../shared/data`` when it is there,
-else synthetic. Usage::
+Clips are cut from LibriSpeech train-clean-100 under ``--data`` when it is there, else
+synthetic. Usage::
 
-    python bench/bench_latency.py                  # writes docs/results/latency.json
+    python bench/bench_latency.py --data ../shared/data   # writes docs/results/latency.json
     python bench/bench_latency.py --repeats 3 --out -
+    python bench/bench_latency.py --parity 40     # torch vs onnx cosine on 40 real files
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_store import machine
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "LibriSpeech" / "train-clean-100"
+LIBRISPEECH = Path("LibriSpeech") / "train-clean-100"
 CLIP_SECONDS = 3.0
 RATE = 16_000
 
 
-def clips(folder: Path, n: int) -> list[Path]:
+def clips(folder: Path, n: int, data: Path) -> list[Path]:
     """``n`` 3-s clips (plus two enrollment clips) written as WAV; real speech if present."""
-    sources = sorted(DATA.rglob("*.flac"))[: n + 2] if DATA.is_dir() else []
+    sources = sorted(data.rglob("*.flac"))[: n + 2] if data.is_dir() else []
     paths = []
     for i in range(n + 2):
         if i < len(sources):
@@ -77,11 +78,35 @@ def run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     return seconds, cpu
 
 
+def parity(n: int, data: Path) -> None:
+    """Cosine between the torch (fp32) and onnx embeddings of ``n`` LibriSpeech files."""
+    from speakerid.embed import open_embedder
+
+    files = sorted(data.rglob("*.flac"))[:n]
+    if not files:
+        raise SystemExit(f"{data}: no LibriSpeech files for the parity check")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SPEAKERID_CACHE"] = tmp
+        torch_side = open_embedder(None, "torch", precision="fp32")
+        onnx_side = open_embedder(None, "onnx")
+        cos = np.array([float(torch_side.embed_file(f) @ onnx_side.embed_file(f)) for f in files])
+    print(
+        f"{len(files)} files: cosine torch fp32 vs onnx min {cos.min():.7f}, "
+        f"median {np.median(cos):.7f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "latency.json"))
+    parser.add_argument("--parity", type=int, default=0, help="Only the parity check, N files.")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     opts = parser.parse_args()
+    data = opts.data / LIBRISPEECH
+    if opts.parity:
+        parity(opts.parity, data)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -92,7 +117,7 @@ def main() -> None:
             "SPEAKERID_CACHE": str(tmp_path / "cache"),
         }
         env.pop("SPEAKERID_BACKEND", None)
-        paths = clips(tmp_path, 10)
+        paths = clips(tmp_path, 10, data)
         enroll, queries = paths[:2], paths[2:]
         run(["enroll", "a", str(enroll[0])], env)
         run(["enroll", "b", str(enroll[1])], env)
@@ -129,7 +154,7 @@ def main() -> None:
         "machine": machine(),
         "load_average_1min": [round(x, 2) for x in loads],
         "repeats": opts.repeats,
-        "clips": "LibriSpeech train-clean-100" if DATA.is_dir() else "synthetic",
+        "clips": str(data) if data.is_dir() else "synthetic",
         "onnx_first_use_export_s": round(first_use, 2),
         "results": results,
     }
