@@ -200,4 +200,4 @@ class SpeakerID:
         return self.store.remove(name)
 
     def __repr__(self) -> str:
-        return f"SpeakerID(store={str(self.store.path)!r}, model={self._model!r})"
+        return f"SpeakerID(store={self._store_path!r}, model={self._model!r})"

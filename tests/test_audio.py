@@ -402,6 +402,15 @@ def test_read_stdin_file_bytes_and_raw_pcm(tmp_path: Path) -> None:
     pcm = (wav * 32767).astype("<i2").tobytes()
     raw = read_stdin(8_000, stream=io.BytesIO(pcm + b"\x01"))  # an odd trailing byte is dropped
     assert len(raw.samples) == 2 * len(wav) and abs(peak_hz(raw.samples) - 440) < 5
+    # arecord writing WAV to a pipe cannot know the length: its header claims ~2 GB
+    wav_bytes = io.BytesIO()
+    sf.write(wav_bytes, wav, 8_000, format="WAV", subtype="PCM_16")
+    piped = bytearray(wav_bytes.getvalue())
+    at = piped.find(b"data")
+    piped[4:8] = (0x7FFFFFFF).to_bytes(4, "little")
+    piped[at + 4 : at + 8] = (0x7FFFFFFF - 36).to_bytes(4, "little")
+    streamed = read_stdin(stream=io.BytesIO(bytes(piped)))
+    np.testing.assert_allclose(streamed.samples, clip.samples, atol=1e-4)
     for data, rate, needle in (
         (b"", None, "nothing was read"),
         (b"junk" * 50, None, "--sample-rate"),
