@@ -38,7 +38,7 @@ POWERMEL_TARGET_DBFS = -30.0
 KALDI_WIN = 400  # 25 ms
 KALDI_HOP = 160  # 10 ms
 KALDI_N_FFT = 512  # the window rounded up to a power of two
-KALDI_PREEMPHASIS = 0.97
+KALDI_PREEMPH = 0.97
 KALDI_POVEY_POWER = 0.85  # Povey window: a Hann window to this power
 KALDI_F_MIN = 20.0
 KALDI_F_MAX = 8_000.0
@@ -209,7 +209,7 @@ def kaldi_fbank(wav: np.ndarray, n_mels: int = KALDI_N_MELS) -> np.ndarray:
     frames = frames[:, ::KALDI_HOP]
     frames = frames - frames.mean(axis=-1, keepdims=True)
     previous = np.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)
-    frames = frames - KALDI_PREEMPHASIS * previous
+    frames = frames - KALDI_PREEMPH * previous
     n = np.arange(KALDI_WIN)
     hann = 0.5 - 0.5 * np.cos(2 * math.pi * n / (KALDI_WIN - 1))  # symmetric
     spec = np.fft.rfft(frames * hann**KALDI_POVEY_POWER, n=KALDI_N_FFT, axis=-1)

@@ -13,13 +13,14 @@ from conftest import VOICES, synth_voice
 from speakerid import features, npfeatures
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
 from speakerid.errors import CheckpointError
-from speakerid.model import FRONTENDS, Encoder, ModelConfig
+from speakerid.model import FRONTENDS, ModelConfig
 
 CONFIGS = {
     "raw": ModelConfig(frontend="raw", arch="cnn1d"),
     "mfcc": ModelConfig(frontend="mfcc", arch="cnn2d", n_mfcc=20),
     "fbank": ModelConfig(frontend="fbank", n_mels=64),
     "powermel": ModelConfig(frontend="powermel", arch="lstm", stem_stride=3),
+    "kaldi_fbank": ModelConfig(frontend="kaldi_fbank", n_mels=80),
 }
 
 
@@ -36,10 +37,8 @@ def _fragments() -> np.ndarray:
 
 
 def test_every_numpy_frontend_has_a_torch_twin() -> None:
-    # kaldi_fbank's twin is torchaudio's Kaldi-compliance fbank (tested below) until a
-    # model front-end of that name exists
-    assert set(npfeatures.FRONTENDS_NP) - {"kaldi_fbank"} <= set(FRONTENDS)
-    assert set(CONFIGS) == set(npfeatures.FRONTENDS_NP) - {"kaldi_fbank"}
+    assert set(npfeatures.FRONTENDS_NP) <= set(FRONTENDS)
+    assert set(CONFIGS) == set(npfeatures.FRONTENDS_NP)
 
 
 def test_kaldi_fbank_equals_torchaudio_compliance() -> None:
@@ -75,12 +74,15 @@ def test_numpy_frontend_equals_torch(name: str) -> None:
     cfg = CONFIGS[name]
     wav = _fragments()
     with torch.inference_mode():
-        expected = Encoder(cfg).frontend(torch.from_numpy(wav)).numpy()
+        expected = FRONTENDS[name](cfg)(torch.from_numpy(wav)).numpy()
     got = npfeatures.numpy_frontend(asdict(cfg))(wav)
     assert got.shape == expected.shape and got.dtype == np.float32
     scale = float(np.abs(expected).max())
-    # float32 FFTs of two libraries: equal to a few parts in a million of the range
-    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * scale)
+    # float32 FFTs of two libraries: equal to a few parts in a million of the range; the
+    # Kaldi fbank's torch side sums its unfolded frames in float32, numpy in float64, which
+    # moves the log of weak bins by up to ~5e-4 (the embeddings agree, test_onnx_backend)
+    atol = 1e-3 if name == "kaldi_fbank" else 2e-5 * scale
+    np.testing.assert_allclose(got, expected, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize(

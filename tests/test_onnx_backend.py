@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import VOICES, synth_voice
 
+from speakerid import registry
 from speakerid.embed import Embedder, load_model, open_embedder
 from speakerid.errors import CheckpointError
 from speakerid.model import Encoder, ModelConfig, save_encoder
@@ -49,8 +50,8 @@ TINY = {
     "mfcc-cnn2d": ModelConfig(frontend="mfcc", arch="cnn2d", channels=16, embedding_dim=8),
     "raw-cnn1d": ModelConfig(frontend="raw", arch="cnn1d", channels=16, embedding_dim=8),
 }
-# Models that ship with speakerid (None: the default). Every one must run on onnx.
-SHIPPED: list[str | None] = [None]
+# Every model that ships with speakerid must run on onnx.
+SHIPPED = list(registry.SHIPPED)
 
 
 def _recordings() -> list[np.ndarray]:
@@ -93,8 +94,8 @@ def test_exported_tiny_models_match_torch(name: str, tmp_path: Path) -> None:
     _assert_parity(Embedder(load_model(ckpt), precision="fp32"), OnnxEmbedder(model))
 
 
-@pytest.mark.parametrize("shipped", SHIPPED, ids=lambda s: s or "default")
-def test_shipped_models_match_torch_on_onnx(shipped: str | None) -> None:
+@pytest.mark.parametrize("shipped", SHIPPED)
+def test_shipped_models_match_torch_on_onnx(shipped: str) -> None:
     torch_side = open_embedder(shipped, "torch", precision="fp32")
     onnx_side = open_embedder(shipped, "onnx")
     assert isinstance(onnx_side, OnnxEmbedder)
