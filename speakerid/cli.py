@@ -617,9 +617,10 @@ def export_cmd(
         Path, typer.Option("--onnx", help="Where to write the ONNX graph.", show_default=False)
     ],
     model: Annotated[
-        Path | None,
+        str | None,
         typer.Argument(
-            help="Checkpoint (.safetensors). Default: the shipped model.",
+            help="A shipped model's name (accurate, fast) or a checkpoint (.safetensors). "
+            "Default: the default shipped model.",
             metavar="[MODEL]",
             show_default=False,
         ),
@@ -632,7 +633,7 @@ def export_cmd(
     """Export a model for --backend onnx (needs torch and the onnx package).
 
     The graph holds the encoder body and whitening; the front-end runs in numpy. Run it
-    with --backend onnx --model OUT.onnx. The shipped model needs no export: the onnx
+    with --backend onnx --model OUT.onnx. Shipped models need no export: the onnx
     backend builds its graph once into the user cache.
     """
     from speakerid.onnx_backend import export_onnx
@@ -1184,7 +1185,7 @@ def calibrate_cmd(
         print_json({**report.as_dict(), "store": str(db.path), "plot": plot and str(plot)})
         return
     for item in report.skipped:
-        err.print(f"skipped: {item.reason}", style="yellow", markup=False, soft_wrap=True)
+        err.print(f"skipped: {item.error}", style="yellow", markup=False, soft_wrap=True)
     table = Table(title=f"{cal.n_speakers} speakers, {cal.n_recordings} recordings")
     for col in ("trials", "n", "mean", "std", "p1", "p5", "p50", "p95", "p99"):
         table.add_column(col, justify="right")
