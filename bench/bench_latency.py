@@ -78,7 +78,7 @@ def run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     return seconds, cpu
 
 
-def parity(n: int, data: Path) -> None:
+def parity(n: int, data: Path, model: str | None) -> None:
     """Cosine between the torch (fp32) and onnx embeddings of ``n`` LibriSpeech files."""
     from speakerid.embed import open_embedder
 
@@ -87,8 +87,8 @@ def parity(n: int, data: Path) -> None:
         raise SystemExit(f"{data}: no LibriSpeech files for the parity check")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SPEAKERID_CACHE"] = tmp
-        torch_side = open_embedder(None, "torch", precision="fp32")
-        onnx_side = open_embedder(None, "onnx")
+        torch_side = open_embedder(model, "torch", precision="fp32")
+        onnx_side = open_embedder(model, "onnx")
         cos = np.array([float(torch_side.embed_file(f) @ onnx_side.embed_file(f)) for f in files])
     print(
         f"{len(files)} files: cosine torch fp32 vs onnx min {cos.min():.7f}, "
@@ -102,10 +102,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "latency.json"))
     parser.add_argument("--parity", type=int, default=0, help="Only the parity check, N files.")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--model", default=None, help="Shipped name or path (default model).")
     opts = parser.parse_args()
     data = opts.data / LIBRISPEECH
     if opts.parity:
-        parity(opts.parity, data)
+        parity(opts.parity, data, opts.model)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,11 +118,12 @@ def main() -> None:
             "SPEAKERID_CACHE": str(tmp_path / "cache"),
         }
         env.pop("SPEAKERID_BACKEND", None)
+        model = ["--model", opts.model] if opts.model else []
         paths = clips(tmp_path, 10, data)
         enroll, queries = paths[:2], paths[2:]
-        run(["enroll", "a", str(enroll[0])], env)
-        run(["enroll", "b", str(enroll[1])], env)
-        first_use = run(["verify", "a", str(queries[0]), "--backend", "onnx"], env)[0]
+        run(["enroll", "a", str(enroll[0]), *model], env)
+        run(["enroll", "b", str(enroll[1]), *model], env)
+        first_use = run(["verify", "a", str(queries[0]), "--backend", "onnx", *model], env)[0]
 
         commands: dict[str, list[str]] = {
             "--help": ["--help"],
@@ -129,7 +131,7 @@ def main() -> None:
             "info": ["info"],
         }
         for backend in ("torch", "onnx"):
-            flags = ["--backend", backend]
+            flags = ["--backend", backend, *model]
             commands[f"verify 3-s clip ({backend})"] = ["verify", "a", str(queries[0]), *flags]
             commands[f"identify 10 clips ({backend})"] = [
                 "identify",
@@ -152,6 +154,7 @@ def main() -> None:
 
     report = {
         "machine": machine(),
+        "model": opts.model or "(default)",
         "load_average_1min": [round(x, 2) for x in loads],
         "repeats": opts.repeats,
         "clips": str(data) if data.is_dir() else "synthetic",
