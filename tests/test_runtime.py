@@ -68,6 +68,7 @@ def env(tmp_path: Path, onnx_cache: Path) -> dict[str, str]:
         (("enroll", "alice", "x.wav", "--backend", "tensorflow"), 2),
         (("nonsense",), 2),
         (("verify", "--help"), 0),
+        (("models",), 0),
     ],
 )
 def test_commands_without_a_model_never_import_torch(args, code, env) -> None:
