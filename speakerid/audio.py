@@ -1,26 +1,29 @@
 """Audio in: load, mix to mono, resample to 16 kHz, trim silence, cut into 3-second fragments.
 
-``load_audio`` is the only function here that touches files; everything after it works on
-float32 numpy arrays of shape ``(samples,)`` at ``SAMPLE_RATE``.
+``load_audio`` is the only function here that touches files (or stdin, named ``-``);
+everything after it works on float32 numpy arrays of shape ``(samples,)`` at ``SAMPLE_RATE``.
+Numpy and soundfile only: every backend, the torch-free one included, reads audio here.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from speakerid.errors import AudioError
 
 SAMPLE_RATE = 16_000  # Hz, the rate every array in the core is at
 FRAGMENT_SECONDS = 3.0  # the case study's fragment length
 FRAGMENT_SAMPLES = int(FRAGMENT_SECONDS * SAMPLE_RATE)  # 48000
-MIN_SPEECH_SECONDS = 1.0  # less speech than this (after trimming) is refused
+MIN_SPEECH_SECONDS = 1.0  # less speech than this (after trimming) is refused (--min-speech)
 MIN_SPEECH_SAMPLES = int(MIN_SPEECH_SECONDS * SAMPLE_RATE)  # 16000
 TAIL_KEEP_RATIO = 0.5  # a tail shorter than this fraction of a fragment is dropped
 
@@ -33,17 +36,44 @@ TRIM_TOP_DB = 40.0  # frames this far below the loudest frame count as silence
 SILENCE_FLOOR_DBFS = -60.0  # frames below this level are silence whatever the peak
 TRIM_PAD_FRAMES = 5  # voiced regions are widened by this many frames (150 ms) each side
 
+STDIN = "-"  # the FILE name that means "read the audio from standard input"
+RAW_SAMPLE_WIDTH = 2  # bytes per sample of raw PCM on stdin: signed 16-bit little-endian
 
-def load_audio(path: str | Path) -> np.ndarray:
+# Band-limited resampling (windowed sinc, Hann window), the same kernel as torchaudio's
+# default ``resample`` so that both backends see the same samples.
+RESAMPLE_ZERO_CROSSINGS = 6  # sinc lobes each side of the kernel's centre
+RESAMPLE_ROLLOFF = 0.99  # cutoff as a fraction of the lower Nyquist frequency
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Audio already in memory (16 kHz mono float32) standing in for a file, e.g. stdin.
+
+    ``name`` is what messages, stores and ``embed`` keys show for it.
+    """
+
+    name: str
+    samples: np.ndarray
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def load_audio(path: str | Path | Clip) -> np.ndarray:
     """Read an audio file as float32 mono at ``SAMPLE_RATE``.
 
     Any format libsndfile reads (wav, flac, ogg/vorbis/opus, mp3 with libsndfile >= 1.1)
-    is accepted; channels are averaged and other rates are resampled.
+    is accepted; channels are averaged and other rates are resampled. A ``Clip`` is
+    returned as it is; ``-`` reads stdin (see ``read_stdin``).
 
     Returns
     -------
     np.ndarray, shape (samples,), float32 in [-1, 1].
     """
+    if isinstance(path, Clip):
+        return path.samples
+    if str(path) == STDIN:
+        return read_stdin().samples
     path = _existing_file(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -111,6 +141,68 @@ def stream_audio(
             yield wav[offset : offset + count]
 
 
+def read_stdin(sample_rate: int | None = None, stream: BinaryIO | None = None) -> Clip:
+    """Read one recording from stdin: an audio file's bytes, or raw PCM with ``sample_rate``.
+
+    Without ``sample_rate`` the bytes must be a file libsndfile reads (wav, flac, ogg, ...);
+    with it they are headerless mono signed 16-bit little-endian samples at that rate (what
+    ``arecord -f S16_LE -t raw`` writes).
+    """
+    stream = stream if stream is not None else sys.stdin.buffer
+    data = stream.read()
+    if not data:
+        raise AudioError(f"{STDIN}: nothing was read from stdin")
+    if sample_rate is not None:
+        if sample_rate <= 0:
+            raise AudioError(f"{STDIN}: invalid sample rate {sample_rate}")
+        usable = len(data) - len(data) % RAW_SAMPLE_WIDTH
+        pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+        if pcm.size == 0:
+            raise AudioError(f"{STDIN}: less than one 16-bit sample was read from stdin")
+        return Clip(STDIN, to_16k_mono(pcm, sample_rate, name=STDIN))
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(
+            f"{STDIN}: stdin cannot be read as audio ({reason}); for raw PCM pass --sample-rate"
+        ) from None
+    if samples.size == 0:
+        raise AudioError(f"{STDIN}: stdin holds no audio samples")
+    return Clip(STDIN, to_16k_mono(samples, rate, name=STDIN))
+
+
+def _sinc_kernel(orig: int, new: int) -> tuple[np.ndarray, int]:
+    """Resampling filters for coprime rates ``orig -> new``: ``(new, taps)`` float32 and the
+    padding width in input samples. One filter per output phase."""
+    base = min(orig, new) * RESAMPLE_ROLLOFF
+    width = math.ceil(RESAMPLE_ZERO_CROSSINGS * orig / base)
+    idx = np.arange(-width, width + orig, dtype=np.float64) / orig
+    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx[None, :]) * base
+    t = np.clip(t, -RESAMPLE_ZERO_CROSSINGS, RESAMPLE_ZERO_CROSSINGS)
+    window = np.cos(t * math.pi / RESAMPLE_ZERO_CROSSINGS / 2) ** 2
+    t = t * math.pi
+    safe = np.where(t == 0, 1.0, t)
+    kernel = np.where(t == 0, 1.0, np.sin(safe) / safe) * window * (base / orig)
+    return kernel.astype(np.float32), width
+
+
+def resample(wav: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """Band-limited resampling of ``(samples,)`` float32 audio; output ``ceil(n * new / orig)``.
+
+    Numerically the same as ``torchaudio.functional.resample`` with its defaults (tested).
+    """
+    g = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = int(orig_rate) // g, int(new_rate) // g
+    if orig == new:
+        return np.asarray(wav, dtype=np.float32)
+    kernel, width = _sinc_kernel(orig, new)
+    padded = np.pad(np.asarray(wav, dtype=np.float32), (width, width + orig))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[::orig]
+    out = (windows @ kernel.T).reshape(-1)  # (frames, phases) -> interleaved samples
+    return np.ascontiguousarray(out[: math.ceil(new * len(wav) / orig)], dtype=np.float32)
+
+
 def to_16k_mono(data: np.ndarray, rate: int, name: str = "audio") -> np.ndarray:
     """Mix ``(samples, channels)`` or ``(samples,)`` audio to mono and resample to 16 kHz."""
     data = np.asarray(data, dtype=np.float32)
@@ -123,7 +215,7 @@ def to_16k_mono(data: np.ndarray, rate: int, name: str = "audio") -> np.ndarray:
     if rate != SAMPLE_RATE:
         if rate <= 0:
             raise AudioError(f"{name}: invalid sample rate {rate}")
-        data = AF.resample(torch.from_numpy(data), int(rate), SAMPLE_RATE).numpy()
+        data = resample(data, int(rate), SAMPLE_RATE)
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
@@ -169,13 +261,15 @@ def fragment(
     wav: np.ndarray,
     hop_seconds: float = FRAGMENT_SECONDS,
     name: str = "audio",
+    min_speech: float = MIN_SPEECH_SECONDS,
 ) -> np.ndarray:
     """Cut speech into 3-second fragments.
 
     The rule: fragments start every ``hop_seconds``. A tail of at least half a fragment gets
     one more fragment aligned to the end of the recording (overlapping its neighbour); a
     shorter tail is dropped. A recording shorter than one fragment but at least
-    ``MIN_SPEECH_SECONDS`` long is repeated end to end up to 3 s; a shorter one is refused.
+    ``min_speech`` seconds long (``MIN_SPEECH_SECONDS`` unless overridden) is repeated end to
+    end up to 3 s; a shorter one is refused with its measured length.
 
     Returns
     -------
@@ -183,11 +277,13 @@ def fragment(
     """
     if hop_seconds <= 0:
         raise ValueError("hop_seconds must be positive")
+    if min_speech <= 0:
+        raise AudioError(f"the minimum speech must be positive, not {min_speech} s")
     n = len(wav)
-    if n < MIN_SPEECH_SAMPLES:
+    if n == 0 or n < round(min_speech * SAMPLE_RATE):
         raise AudioError(
             f"{name}: only {n / SAMPLE_RATE:.2f} s of speech; at least "
-            f"{MIN_SPEECH_SECONDS:.1f} s is needed"
+            f"{min_speech:g} s is needed (--min-speech)"
         )
     if n < FRAGMENT_SAMPLES:
         reps = -(-FRAGMENT_SAMPLES // n)
@@ -200,9 +296,14 @@ def fragment(
     return np.stack([wav[s : s + FRAGMENT_SAMPLES] for s in starts]).astype(np.float32)
 
 
-def prepare(wav: np.ndarray, name: str = "audio", trim: bool = True) -> np.ndarray:
+def prepare(
+    wav: np.ndarray,
+    name: str = "audio",
+    trim: bool = True,
+    min_speech: float = MIN_SPEECH_SECONDS,
+) -> np.ndarray:
     """Trim silence (optional) and fragment: the path every recording takes to the encoder."""
     speech = trim_silence(wav, name=name) if trim else wav
     if not trim and float(frame_dbfs(wav).max()) <= SILENCE_FLOOR_DBFS:
         raise AudioError(f"{name}: the audio is silent")
-    return fragment(speech, name=name)
+    return fragment(speech, name=name, min_speech=min_speech)

@@ -298,7 +298,7 @@ def enroll_embeddings(
     per speaker, without running a model: the file's model header binds or must match the
     store's model. Folders with unusable names are skipped and reported."""
     from speakerid.errors import DataError
-    from speakerid.store import BulkEnrollResult, SkippedItem, validate_name
+    from speakerid.store import BulkEnrollResult, FileError, validate_name
 
     groups = speakers_of(emb)
     if emb.model_fingerprint is None:
@@ -310,7 +310,7 @@ def enroll_embeddings(
         try:
             name = validate_name(speaker)
         except InvalidNameError as exc:
-            skipped.append(SkippedItem(str(Path(emb.root or "") / speaker), str(exc)))
+            skipped.append(FileError(str(Path(emb.root or "") / speaker), str(exc)))
             continue
         vectors = np.stack([emb.vectors[k] for k in keys])
         enrolled.append(

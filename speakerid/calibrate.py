@@ -33,9 +33,9 @@ from speakerid.calibration import (
     power_threshold,
     rates_at,
 )
-from speakerid.embed import Embedder, l2_normalize
+from speakerid.embed import BaseEmbedder, l2_normalize
 from speakerid.errors import AudioError, DataError
-from speakerid.store import SkippedItem, SpeakerStore, _embed, _model_id, speaker_folders
+from speakerid.store import FileError, SpeakerStore, _embed, _model_id, speaker_folders
 
 NORMS = ("none", "asnorm")
 COHORTS = ("auto", "model", "store")
@@ -50,7 +50,7 @@ class Labelled:
     speakers: np.ndarray  # (R,) labels, unique across roots ("<root #>:<folder>")
     names: np.ndarray  # (R,) speaker folder names (matched against enrolled names)
     paths: list[str]
-    skipped: list[SkippedItem] = field(default_factory=list)
+    skipped: list[FileError] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class CalibrationReport:
     model_false_accept_rate: float | None  # at the model's threshold, these trials (raw)
     model_miss_rate: float | None
     notes: list[str]
-    skipped: list[SkippedItem]
+    skipped: list[FileError]
     written: bool  # False with dry_run
     trials: Trials = field(repr=False, compare=False)  # the scored trials (for plots)
 
@@ -77,7 +77,7 @@ class CalibrationReport:
 
 
 def embed_folders(
-    embedder: Embedder,
+    embedder: BaseEmbedder,
     roots: Sequence[str | Path],
     on_file: Callable[[str, int, int], None] | None = None,
 ) -> Labelled:
@@ -100,7 +100,7 @@ def embed_folders(
                 names.append(name)
                 paths.append(str(path))
             except AudioError as exc:
-                skipped.append(SkippedItem(str(path), str(exc)))
+                skipped.append(FileError(str(path), str(exc)))
             done += 1
             if on_file:
                 on_file(name, done, total)
@@ -308,7 +308,7 @@ def _open_set(
 
 def calibrate(
     store: SpeakerStore,
-    embedder: Embedder,
+    embedder: BaseEmbedder,
     roots: Sequence[str | Path],
     *,
     far: float | None = None,

@@ -22,21 +22,28 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from speakerid.embed import PRECISIONS, Embedder, load_model
+from speakerid.api import SpeakerID
+from speakerid.audio import MIN_SPEECH_SECONDS, STDIN, read_stdin
+from speakerid.embed import (
+    BACKEND_ENV,
+    BACKENDS,
+    PRECISIONS,
+    BaseEmbedder,
+    load_model,
+    open_embedder,
+)
 from speakerid.errors import SpeakerIDError
 from speakerid.store import (
     DEFAULT_THRESHOLD,
     STORE_ENV,
+    FileError,
+    Identification,
+    Source,
     SpeakerStore,
     calibration_notes,
     describe,
-    embed_files,
-    enroll_directory,
-    identify,
     save_embeddings,
-    verify,
 )
-from speakerid.store import enroll as enroll_speaker
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # verify: the voice did not match
@@ -95,13 +102,51 @@ PrecisionOpt = Annotated[
         "bf16 (about 2x faster, same accuracy), else fp32.",
     ),
 ]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        envvar=BACKEND_ENV,
+        help=f"What runs the model: {' | '.join(BACKENDS)} (onnxruntime, no torch; "
+        "pip install 'speakerid[onnx]'). Default: torch.",
+        show_default=False,
+    ),
+]
+MinSpeechOpt = Annotated[
+    float,
+    typer.Option(
+        "--min-speech",
+        help="Seconds of speech (after trimming silence) a recording needs.",
+    ),
+]
+SampleRateOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--sample-rate",
+        min=1,
+        help="FILE - is raw PCM (mono signed 16-bit little-endian) at this rate in Hz.",
+        show_default=False,
+    ),
+]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Stop at the first file that fails (exit 2).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 AudioFiles = Annotated[
     list[str],
-    typer.Argument(help="Audio files (wav, flac, ...).", metavar="FILE...", show_default=False),
+    typer.Argument(
+        help="Audio files (wav, flac, ...); - reads one from stdin.",
+        metavar="FILE...",
+        show_default=False,
+    ),
 ]
 AudioFile = Annotated[
-    str, typer.Argument(help="An audio file (wav, flac, ...).", metavar="FILE", show_default=False)
+    str,
+    typer.Argument(
+        help="An audio file (wav, flac, ...); - reads it from stdin.",
+        metavar="FILE",
+        show_default=False,
+    ),
 ]
 SpeakerName = Annotated[
     str,
@@ -157,8 +202,47 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _embedder(model: str | None, precision: str) -> Embedder:
-    return Embedder(load_model(model), precision=precision)
+def _embedder(model: str | None, precision: str) -> BaseEmbedder:
+    return open_embedder(model, None, precision)
+
+
+def _sid(
+    store: Path | None,
+    model: str | None,
+    backend: str | None,
+    precision: str,
+    min_speech: float,
+) -> SpeakerID:
+    return SpeakerID(store, model, backend=backend, precision=precision, min_speech=min_speech)
+
+
+def _sources(files: list[str], sample_rate: int | None) -> list[Source]:
+    """FILE arguments with ``-`` read from stdin (once: a pipe holds one recording)."""
+    if files.count(STDIN) > 1:
+        fail("- (stdin) can be given only once")
+    if sample_rate is not None and STDIN not in files:
+        fail("--sample-rate is for raw PCM on stdin; give - as FILE")
+    return [read_stdin(sample_rate) if f == STDIN else f for f in files]
+
+
+def _progress() -> Progress:
+    """A bar on stderr, drawn only when stderr is a terminal."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+def report_failures(failures: list[FileError]) -> None:
+    """One red ``error: path: reason`` line on stderr per file that failed."""
+    for item in failures:
+        line = item.error if item.error.startswith(item.file) else f"{item.file}: {item.error}"
+        err.print(f"error: {line}", style="red", markup=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- commands
@@ -189,7 +273,10 @@ def enroll(
         ),
     ] = None,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
+    min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -201,12 +288,10 @@ def enroll(
         return
     if name is None or not files:
         fail("enroll needs NAME and at least one FILE (or --from-npz FILE.npz)")
-    with SpeakerStore(store) as db:
-        result = enroll_speaker(
-            db, _embedder(model, precision), name, files, replace=replace, strict=strict
-        )
+    with _sid(store, model, backend, precision, min_speech) as sid:
+        result = sid.enroll(name, _sources(files, sample_rate), replace=replace, strict=strict)
     if json_:
-        print_json({**asdict(result), "store": str(db.path)})
+        print_json({**asdict(result), "store": str(sid.store.path)})
         return
     for quality in result.quality:
         for problem in quality.problems:
@@ -231,22 +316,27 @@ def _enroll_from_npz(path: Path, replace: bool, store: Path | None, json_: bool)
 
 
 def _report_bulk(result: Any, store_path: Path, json_: bool) -> None:
+    """Each failed file or folder on stderr, the summary (or JSON); exit 2 if any failed."""
+    report_failures(result.errors)
     if json_:
         print_json({**asdict(result), "store": str(store_path)})
-        return
-    for item in result.skipped:
-        err.print(f"skipped: {item.reason}", style="yellow", markup=False, soft_wrap=True)
-    for quality in (q for r in result.enrolled for q in r.quality):
-        for problem in quality.problems:
-            err.print(
-                f"warning: {quality.path}: {problem}", style="yellow", markup=False, soft_wrap=True
-            )
-    recordings = sum(r.added + r.updated for r in result.enrolled)
-    out.print(
-        f"[green]enrolled[/green] {len(result.enrolled)} speaker(s) from {recordings} "
-        f"recording(s); {len(result.skipped)} skipped",
-        soft_wrap=True,
-    )
+    else:
+        for quality in (q for r in result.enrolled for q in r.quality):
+            for problem in quality.problems:
+                err.print(
+                    f"warning: {quality.path}: {problem}",
+                    style="yellow",
+                    markup=False,
+                    soft_wrap=True,
+                )
+        recordings = sum(r.added + r.updated for r in result.enrolled)
+        out.print(
+            f"[green]enrolled[/green] {len(result.enrolled)} speaker(s) from {recordings} "
+            f"recording(s); {len(result.errors)} failed",
+            soft_wrap=True,
+        )
+    if result.errors:
+        raise typer.Exit(EXIT_ERROR)
 
 
 @command("enroll-dir")
@@ -275,47 +365,40 @@ def enroll_dir(
         ),
     ] = None,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
+    min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    strict: StrictOpt = False,
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Enroll every speaker folder under DIR; unreadable files are skipped and listed."""
+    """Enroll every speaker folder under DIR. A file that fails is reported on stderr and the
+    rest are enrolled; exit status 2 if any failed."""
     from speakerid.bulk import parse_shard
 
     part = parse_shard(shard)
-    embedder = _embedder(model, precision)
     if out_path is not None:
-        _embed_dir_to_npz(embedder, directory, part, out_path, json_)
+        _embed_dir_to_npz(_embedder(model, precision), directory, part, out_path, json_)
         return
-    with (
-        SpeakerStore(store) as db,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as progress,
-    ):
+    with _sid(store, model, backend, precision, min_speech) as sid, _progress() as progress:
+        sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:
             progress.update(task, completed=done, total=total, description=speaker)
 
-        result = enroll_directory(
-            db,
-            embedder,
+        result = sid.enroll_dir(
             directory,
             replace=replace,
+            strict=strict,
             on_file=on_file,
             shard=(part.index, part.count),
         )
-    _report_bulk(result, db.path, json_)
+    _report_bulk(result, sid.store.path, json_)
 
 
 def _embed_dir_to_npz(
-    embedder: Embedder, directory: Path, part: Any, out_path: Path, json_: bool
+    embedder: BaseEmbedder, directory: Path, part: Any, out_path: Path, json_: bool
 ) -> None:
     from speakerid.bulk import embed_directory, header
 
@@ -353,13 +436,17 @@ def verify_cmd(
     file: AudioFile,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
+    min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """1:1 check that FILE is NAME. Exit status 0 accepted, 1 rejected, 2 error."""
-    with SpeakerStore(store) as db:
-        result = verify(db, _embedder(model, precision), name, file, threshold)
+    with _sid(store, model, backend, precision, min_speech) as sid:
+        (source,) = _sources([file], sample_rate)
+        result = sid.verify(name, source, threshold=threshold)
     if json_:
         print_json(asdict(result))
     else:
@@ -386,7 +473,11 @@ def identify_cmd(
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="Candidates to show.")] = 5,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
+    min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    sample_rate: SampleRateOpt = None,
+    strict: StrictOpt = False,
     store: StoreOpt = None,
     json_: JsonOpt = False,
     segments: Annotated[
@@ -419,7 +510,8 @@ def identify_cmd(
 ) -> None:
     """1:N: who is speaking in each FILE? 'unknown' when no one scores above threshold.
 
-    With --json: a list with one object per FILE, in the order given (even for one FILE).
+    With --json: a list with one object per FILE, in the order given (even for one FILE); a
+    FILE that fails is {"file": ..., "error": ...} there and a line on stderr (exit 2).
 
     With --segments: who speaks when along each FILE (long files stream in chunks). Each
     window is scored against every enrolled speaker and the path is smoothed; overlapping
@@ -442,15 +534,34 @@ def identify_cmd(
     given += [k for k, v in (("rttm", rttm), ("plot", plot)) if v]
     if given:
         fail(f"--{given[0].replace('_', '-')} needs --segments")
-    embedder = _embedder(model, precision)
-    with SpeakerStore(store) as db:
-        results = identify(db, embedder, files, threshold, top)
-        notes = calibration_notes(db, embedder.model.fingerprint) if threshold is None else []
+    sources = _sources(files, sample_rate)
+    with _sid(store, model, backend, precision, min_speech) as sid, _progress() as progress:
+        task = progress.add_task("identifying", total=len(sources))
+        everything = sid.identify_many(
+            sources,
+            top,
+            threshold=threshold,
+            strict=strict,
+            on_file=lambda done, total: progress.update(task, completed=done),
+        )
+        fingerprint = sid.embedder.model.fingerprint
+        notes = calibration_notes(sid.store, fingerprint) if threshold is None else []
     for note in notes:
         if not note.startswith("not calibrated"):  # the usual case needs no warning
             err.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
+    failures = [r for r in everything if isinstance(r, FileError)]
+    results = [r for r in everything if isinstance(r, Identification)]
+    report_failures(failures)
     if json_:
-        print_json([asdict(r) for r in results])
+        print_json([asdict(r) for r in everything])
+    else:
+        _print_identifications(results)
+    if failures:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _print_identifications(results: list[Identification]) -> None:
+    if not results:
         return
     for result in results:
         best = f"[green]{result.best}[/green]" if result.best else "[yellow]unknown[/yellow]"
@@ -530,10 +641,18 @@ def embed_cmd(
         typer.Option("--merge", help="FILE... are .npz files of one model: join them into --out."),
     ] = False,
     model: ModelOpt = None,
+    backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
+    min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    sample_rate: SampleRateOpt = None,
+    strict: StrictOpt = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Write one L2-normalised embedding per FILE to an .npz file."""
+    """Write one L2-normalised embedding per FILE to an .npz file (atomically).
+
+    Every FILE is tried: one that fails is reported on stderr (and under "errors" with
+    --json), the others are written, and the exit status is 2.
+    """
     from speakerid.bulk import header, merge_embeddings, parse_shard
 
     if merge:
@@ -556,18 +675,78 @@ def embed_cmd(
         files = part.take(files)
         if not files:
             fail(f"shard {part} holds no file (fewer files than N)")
-    embedder = _embedder(model, precision)
-    vectors = embed_files(embedder, files)
-    source = str(Path(embedder.model.path).resolve())
-    save_embeddings(out_path, vectors, header(embedder.model.fingerprint, embedder.dim, source))
-    dim = len(next(iter(vectors.values())))
+    sources = _sources(files, sample_rate)
+    sid = _sid(None, model, backend, precision, min_speech)
+    with _progress() as progress:
+        sid.load()  # before the bar starts: loading prints nothing and takes a while
+        task = progress.add_task("embedding", total=len(sources))
+        result = sid.embed_many(
+            sources,
+            strict=strict,
+            on_file=lambda done, total: progress.update(task, completed=done),
+        )
+    vectors = result.vectors
+    report_failures(result.errors)
+    if vectors:  # nothing is written when every file failed
+        model_used = sid.embedder.model
+        source = str(Path(model_used.path).resolve())
+        head = header(model_used.fingerprint, sid.embedder.dim, source)
+        save_embeddings(out_path, vectors, head)
     if json_:
-        print_json({"out": str(out_path), "files": list(vectors), "dim": dim})
+        print_json(
+            {
+                "out": str(out_path) if vectors else None,
+                "files": list(vectors),
+                "dim": sid.embedder.dim,
+                "errors": [asdict(e) for e in result.errors],
+            }
+        )
+    elif vectors:
+        out.print(
+            f"wrote {len(vectors)} embedding(s) of size {sid.embedder.dim} to "
+            f"{escape(str(out_path))}",
+            soft_wrap=True,
+        )
+    if result.errors:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@command("export")
+def export_cmd(
+    onnx: Annotated[
+        Path, typer.Option("--onnx", help="Where to write the ONNX graph.", show_default=False)
+    ],
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="A shipped model's name (accurate, fast) or a checkpoint (.safetensors). "
+            "Default: the default shipped model.",
+            metavar="[MODEL]",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the file if it exists.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Export a model for --backend onnx (needs torch and the onnx package).
+
+    The graph holds the encoder body and whitening; the front-end runs in numpy. Run it
+    with --backend onnx --model OUT.onnx. Shipped models need no export: the onnx
+    backend builds its graph once into the user cache.
+    """
+    from speakerid.onnx_backend import export_onnx
+    from speakerid.registry import resolve_model
+
+    if onnx.exists() and not force:
+        fail(f"{onnx} exists; pass --force to overwrite it")
+    checkpoint, expected = resolve_model(model)
+    written = export_onnx(checkpoint, onnx, expected_sha256=expected)
+    if json_:
+        print_json({"model": str(checkpoint), "onnx": str(written)})
         return
-    out.print(
-        f"wrote {len(vectors)} embedding(s) of size {dim} to {escape(str(out_path))}",
-        soft_wrap=True,
-    )
+    out.print(f"[green]exported[/green] {escape(str(checkpoint))} to {escape(str(written))}")
 
 
 @command("list")
@@ -1102,7 +1281,7 @@ def calibrate_cmd(
         print_json({**report.as_dict(), "store": str(db.path), "plot": plot and str(plot)})
         return
     for item in report.skipped:
-        err.print(f"skipped: {item.reason}", style="yellow", markup=False, soft_wrap=True)
+        err.print(f"skipped: {item.error}", style="yellow", markup=False, soft_wrap=True)
     table = Table(title=f"{cal.n_speakers} speakers, {cal.n_recordings} recordings")
     for col in ("trials", "n", "mean", "std", "p1", "p5", "p50", "p95", "p99"):
         table.add_column(col, justify="right")

@@ -3,23 +3,35 @@
 A recording's embedding is the L2-normalised mean of its fragment embeddings; a speaker's
 is the L2-normalised mean of their recordings' embeddings (as Resemblyzer's
 ``embed_utterance`` / ``embed_speaker``).
+
+Two backends run the encoder: ``Embedder`` (torch) and ``onnx_backend.OnnxEmbedder``
+(onnxruntime, no torch). Both share ``BaseEmbedder``'s path from audio to one vector, and
+``open_embedder`` picks one. torch is imported only when the torch backend is used, so that
+commands that embed nothing start fast.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
-import torch
 
-from speakerid.audio import load_audio, prepare
+from speakerid.audio import MIN_SPEECH_SECONDS, Clip, load_audio, prepare
 from speakerid.errors import SpeakerIDError
-from speakerid.model import LoadedModel, load_encoder
 from speakerid.registry import resolve_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from speakerid.model import LoadedModel
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+Backend = Literal["torch", "onnx"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+BACKEND_ENV = "SPEAKERID_BACKEND"  # environment variable choosing the backend
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -30,6 +42,8 @@ def native_bf16(device: torch.device) -> bool:
     """
     if device.type != "cpu":
         return False
+    import torch
+
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
@@ -60,8 +74,40 @@ def pool(embeddings: np.ndarray) -> np.ndarray:
     return l2_normalize(l2_normalize(np.asarray(embeddings, dtype=np.float32)).mean(axis=0))
 
 
-class Embedder:
-    """Runs a loaded encoder over fragments in batches, on CPU or GPU.
+class BaseEmbedder:
+    """From audio to one unit vector, whatever runs the encoder (``embed_fragments``).
+
+    Subclasses set ``model`` (with ``threshold``, ``fingerprint`` and ``path``), ``dim`` and
+    ``min_speech`` (seconds of speech a recording needs after trimming).
+    """
+
+    model: Any
+    min_speech: float = MIN_SPEECH_SECONDS
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def embed_fragments(self, fragments: np.ndarray) -> np.ndarray:
+        """``(n, FRAGMENT_SAMPLES)`` float32 -> ``(n, D)`` unit-length embeddings."""
+        raise NotImplementedError
+
+    def embed_waveform(self, wav: np.ndarray, name: str = "audio", trim: bool = True) -> np.ndarray:
+        """One 16 kHz mono recording -> ``(D,)`` unit vector (mean of its fragments)."""
+        fragments = prepare(wav, name=name, trim=trim, min_speech=self.min_speech)
+        return pool(self.embed_fragments(fragments))
+
+    def embed_file(self, path: str | Path | Clip) -> np.ndarray:
+        """An audio file (or a ``Clip``) -> ``(D,)`` unit vector. Raises ``AudioError``."""
+        return self.embed_waveform(load_audio(path), name=str(path))
+
+    def embed_speaker(self, paths: list[str | Path]) -> np.ndarray:
+        """Several recordings of one speaker -> ``(D,)`` unit vector."""
+        return pool(np.stack([self.embed_file(p) for p in paths]))
+
+
+class Embedder(BaseEmbedder):
+    """Runs a loaded encoder over fragments in batches, on CPU or GPU (torch backend).
 
     Parameters
     ----------
@@ -72,6 +118,7 @@ class Embedder:
         the whitening stay fp32), or ``auto``: bf16 on CPUs with native bf16, which about
         halves the LSTM's time at a cosine of at least 0.998 (median 0.9998) to the fp32
         embedding on the held-out fragments (docs/benchmarks.md).
+    min_speech: seconds of speech (after trimming) a recording needs.
     """
 
     def __init__(
@@ -80,8 +127,12 @@ class Embedder:
         device: str | None = None,
         batch_size: int = 64,
         precision: Precision | str = "auto",
+        min_speech: float = MIN_SPEECH_SECONDS,
     ):
+        import torch
+
         self.model = model
+        self.min_speech = min_speech
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.encoder = model.encoder.to(self.device).eval()
         self.batch_size = batch_size
@@ -91,31 +142,21 @@ class Embedder:
     def dim(self) -> int:
         return self.model.encoder.config.embedding_dim
 
-    @torch.inference_mode()
     def embed_fragments(self, fragments: np.ndarray) -> np.ndarray:
         """``(n, FRAGMENT_SAMPLES)`` float32 -> ``(n, D)`` unit-length embeddings."""
+        import torch
+
         out = []
         bf16 = self.precision == "bf16"
-        for start in range(0, len(fragments), self.batch_size):
-            chunk = np.ascontiguousarray(fragments[start : start + self.batch_size])
-            batch = torch.from_numpy(chunk).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                out.append(self.encoder(batch).float().cpu().numpy())
+        with torch.inference_mode():
+            for start in range(0, len(fragments), self.batch_size):
+                chunk = np.ascontiguousarray(fragments[start : start + self.batch_size])
+                batch = torch.from_numpy(chunk).to(self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    out.append(self.encoder(batch).float().cpu().numpy())
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalize(np.concatenate(out))
-
-    def embed_waveform(self, wav: np.ndarray, name: str = "audio", trim: bool = True) -> np.ndarray:
-        """One 16 kHz mono recording -> ``(D,)`` unit vector (mean of its fragments)."""
-        return pool(self.embed_fragments(prepare(wav, name=name, trim=trim)))
-
-    def embed_file(self, path: str | Path) -> np.ndarray:
-        """An audio file -> ``(D,)`` unit vector. Raises ``AudioError`` for unusable audio."""
-        return self.embed_waveform(load_audio(path), name=str(path))
-
-    def embed_speaker(self, paths: list[str | Path]) -> np.ndarray:
-        """Several recordings of one speaker -> ``(D,)`` unit vector."""
-        return pool(np.stack([self.embed_file(p) for p in paths]))
 
 
 def load_model(spec: str | Path | None = None) -> LoadedModel:
@@ -123,5 +164,37 @@ def load_model(spec: str | Path | None = None) -> LoadedModel:
 
     ``None`` is the default shipped model (``registry.DEFAULT_MODEL``).
     """
+    from speakerid.model import load_encoder
+
     path, sha256 = resolve_model(spec)
     return load_encoder(path, expected_sha256=sha256)
+
+
+def resolve_backend(backend: str | None) -> str:
+    """``backend``, else ``$SPEAKERID_BACKEND``, else ``torch``; refuses unknown names."""
+    name = backend or os.environ.get(BACKEND_ENV) or "torch"
+    if name not in BACKENDS:
+        raise SpeakerIDError(f"unknown backend {name!r}; one of {list(BACKENDS)}")
+    return name
+
+
+def open_embedder(
+    model: str | Path | None = None,
+    backend: str | None = None,
+    precision: Precision | str = "auto",
+    min_speech: float = MIN_SPEECH_SECONDS,
+) -> BaseEmbedder:
+    """The embedder every runtime command uses: ``model`` run by ``backend``.
+
+    ``model``: a shipped name, a checkpoint path, an ``.onnx`` file (onnx backend) or None
+    for the default. ``onnx`` runs onnxruntime on an exported graph (built once from a
+    checkpoint and cached, see ``onnx_backend``) and never imports torch; ``precision``
+    applies to torch only.
+    """
+    if min_speech <= 0:
+        raise SpeakerIDError(f"--min-speech must be positive, not {min_speech}")
+    if resolve_backend(backend) == "onnx":
+        from speakerid.onnx_backend import OnnxEmbedder, load_onnx_model
+
+        return OnnxEmbedder(load_onnx_model(model), min_speech=min_speech)
+    return Embedder(load_model(model), precision=precision, min_speech=min_speech)

@@ -9,7 +9,6 @@ the encoder alone, in safetensors with its ``ModelConfig`` in the metadata.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import itertools
 import json
@@ -36,8 +35,8 @@ from speakerid.features import (
     RawFrontend,
     equal_windows,
 )
+from speakerid.modelinfo import CHECKPOINT_FORMAT, file_sha256
 
-CHECKPOINT_FORMAT = "speakerid-encoder/1"
 COHORT_KEY = "cohort"  # optional (N, D) unit embeddings of training speakers, for AS-norm
 
 
@@ -237,7 +236,9 @@ class LSTMBody(nn.Module):
         emb = F.relu(self.linear(hidden[-1]))
         if self.windows == 1:
             return emb
-        return F.normalize(emb.float(), dim=-1).reshape(len(x), self.windows, -1).mean(dim=1)
+        # -1, not len(x): an ONNX trace would freeze len(x) to the example batch
+        unit = F.normalize(emb.float(), dim=-1)
+        return unit.reshape(-1, self.windows, unit.shape[-1]).mean(dim=1)
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -327,15 +328,6 @@ DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 # ---------------------------------------------------------------- checkpoints
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_encoder(

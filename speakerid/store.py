@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from platformdirs import user_data_path
 
-from speakerid.audio import FRAGMENT_SECONDS, SAMPLE_RATE, load_audio, trim_silence
+from speakerid.audio import FRAGMENT_SECONDS, SAMPLE_RATE, Clip, load_audio, trim_silence
 from speakerid.calibration import (
     ASNORM_TOP_K,
     Calibration,
@@ -55,7 +55,7 @@ from speakerid.calibration import (
     as_norm_scores,
     expected_fpir,
 )
-from speakerid.embed import Embedder, l2_normalize, load_model, pool
+from speakerid.embed import BaseEmbedder, l2_normalize, pool
 from speakerid.errors import (
     AudioError,
     CheckpointError,
@@ -66,7 +66,7 @@ from speakerid.errors import (
     StoreError,
     UnknownSpeakerError,
 )
-from speakerid.registry import DEFAULT_MODEL, shipped_name
+from speakerid.registry import DEFAULT_MODEL, resolve_model, shipped_name
 from speakerid.search import IndexInfo, VectorIndex, pointer_path, remove_index, requested_kind
 from speakerid.search import top_k as _top_k
 
@@ -165,11 +165,11 @@ class EnrollResult:
 
 
 @dataclass(frozen=True)
-class SkippedItem:
-    """A file or speaker folder that bulk enrollment could not use, and why."""
+class FileError:
+    """A file (or speaker folder) a batch could not use, and why (one line, path first)."""
 
-    path: str
-    reason: str
+    file: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,15 @@ class BulkEnrollResult:
 
     root: str
     enrolled: list[EnrollResult]
-    skipped: list[SkippedItem]
+    errors: list[FileError]
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """What ``embed_files`` made: vectors keyed by the path as given, and the files that failed."""
+
+    vectors: dict[str, np.ndarray]
+    errors: list[FileError]
 
 
 @dataclass(frozen=True)
@@ -318,6 +326,9 @@ def _blob(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype=_VECTOR_DTYPE).tobytes()
 
 
+_LAZY = object()  # SpeakerStore._faiss before the first search decides it
+
+
 def _import_faiss() -> Any | None:
     try:
         return importlib.import_module("faiss")
@@ -346,7 +357,9 @@ class SpeakerStore:
         self.path = Path(path) if path is not None else default_store_path()
         self._conn: sqlite3.Connection | None = None
         self._empty: sqlite3.Connection | None = None
-        self._faiss = _import_faiss() if use_faiss is not False else None
+        # faiss takes about 0.2 s to import: unless asked for, it is imported by the first
+        # search, so that list, remove and info do not pay for it.
+        self._faiss: Any = _import_faiss() if use_faiss else (_LAZY if use_faiss is None else None)
         if use_faiss and self._faiss is None:
             raise StoreError("faiss was asked for but is not installed (pip install faiss-cpu)")
         self._cache: tuple[int, list[str], np.ndarray, Any] | None = None
@@ -957,6 +970,8 @@ class SpeakerStore:
             mat = np.zeros((0, max(dim, 1)), np.float32)
         del rows
         index = None
+        if self._faiss is _LAZY:
+            self._faiss = _import_faiss()
         if self._faiss is not None and len(names):
             index = self._faiss.IndexFlatIP(mat.shape[1])
             index.add(mat)
@@ -1115,13 +1130,17 @@ def _new_generation(conn: sqlite3.Connection) -> None:
 # ---------------------------------------------------------------- operations
 
 
-def _model_id(embedder: Embedder) -> tuple[str, int, str]:
+Source = str | Path | Clip  # a recording: a path as given, ``-`` (stdin) or audio in memory
+OnFile = Callable[[int, int], None]  # progress: ``on_file(files_done, files_total)``
+
+
+def _model_id(embedder: BaseEmbedder) -> tuple[str, int, str]:
     """(fingerprint, embedding size, absolute path) of the embedder's model."""
     model = embedder.model
     return model.fingerprint, embedder.dim, str(Path(model.path).resolve())
 
 
-def _embed(embedder: Embedder, path: str | Path) -> np.ndarray:
+def _embed(embedder: BaseEmbedder, path: Source) -> np.ndarray:
     """``embedder.embed_file`` that refuses non-finite output (a damaged model's mark)."""
     vector = embedder.embed_file(path)
     if not np.isfinite(vector).all():
@@ -1132,7 +1151,7 @@ def _embed(embedder: Embedder, path: str | Path) -> np.ndarray:
     return vector
 
 
-def _embed_measured(embedder: Embedder, path: str | Path) -> tuple[np.ndarray, float]:
+def _embed_measured(embedder: BaseEmbedder, path: str | Path) -> tuple[np.ndarray, float]:
     """``_embed`` that also returns the recording's seconds of speech (after trimming).
 
     The same embedding as ``embed_file``: trimming here and not again in the embedder.
@@ -1193,7 +1212,7 @@ def recording_quality(
 
 def _quality(
     store: SpeakerStore,
-    embedder: Embedder,
+    embedder: BaseEmbedder,
     name: str,
     paths: list[str],
     embeddings: np.ndarray,
@@ -1214,9 +1233,9 @@ def _quality(
 
 def enroll(
     store: SpeakerStore,
-    embedder: Embedder,
+    embedder: BaseEmbedder,
     name: str,
-    paths: Sequence[str],
+    paths: Sequence[Source],
     *,
     replace: bool = False,
     strict: bool = False,
@@ -1286,18 +1305,20 @@ def speaker_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
 
 def enroll_directory(
     store: SpeakerStore,
-    embedder: Embedder,
+    embedder: BaseEmbedder,
     root: str | Path,
     *,
     replace: bool = False,
     on_file: Callable[[str, int, int], None] | None = None,
     shard: tuple[int, int] = (0, 1),
+    strict: bool = False,
 ) -> BulkEnrollResult:
     """Enroll every speaker folder under ``root`` (see ``speaker_folders``).
 
     Each speaker is one transaction, so an interrupted run keeps the speakers it finished.
-    Unreadable files and folders with unusable names are skipped and reported; a speaker
-    with no usable file is skipped. Raises ``DataError`` when nothing could be enrolled.
+    Unusable files and folders with unusable names are reported in ``errors`` and the rest
+    enrolled (with ``strict`` the first one raises instead); a speaker with no usable file
+    is left out. Raises ``DataError`` when nothing could be enrolled.
 
     Parameters
     ----------
@@ -1310,12 +1331,14 @@ def enroll_directory(
     total = sum(len(files) for _, files in folders)
     done = 0
     enrolled: list[EnrollResult] = []
-    skipped: list[SkippedItem] = []
+    skipped: list[FileError] = []
     for folder_name, files in folders:
         try:
             name = validate_name(folder_name)
         except InvalidNameError as exc:
-            skipped.append(SkippedItem(str(Path(root) / folder_name), str(exc)))
+            if strict:
+                raise InvalidNameError(f"{Path(root) / folder_name}: {exc}") from None
+            skipped.append(FileError(str(Path(root) / folder_name), str(exc)))
             done += len(files)
             if on_file:
                 on_file(folder_name, done, total)
@@ -1330,7 +1353,9 @@ def enroll_directory(
                 seconds.append(speech)
                 good.append(str(path))
             except AudioError as exc:
-                skipped.append(SkippedItem(str(path), str(exc)))
+                if strict:
+                    raise
+                skipped.append(FileError(str(path), str(exc)))
             done += 1
             if on_file:
                 on_file(name, done, total)
@@ -1347,16 +1372,16 @@ def enroll_directory(
             )
             enrolled.append(replace_fields(result, quality=quality))
     if not enrolled:
-        first = f"; first problem: {skipped[0].reason}" if skipped else ""
-        raise DataError(f"{root}: nothing could be enrolled ({len(skipped)} skipped){first}")
+        first = f"; first problem: {skipped[0].error}" if skipped else ""
+        raise DataError(f"{root}: nothing could be enrolled ({len(skipped)} failed){first}")
     return BulkEnrollResult(str(root), enrolled, skipped)
 
 
 def verify(
     store: SpeakerStore,
-    embedder: Embedder,
+    embedder: BaseEmbedder,
     name: str,
-    path: str,
+    path: Source,
     threshold: float | None = None,
 ) -> Verification:
     """1:1: does ``path`` sound like the enrolled speaker ``name``?
@@ -1383,7 +1408,11 @@ def verify(
 
 
 def _normalized(
-    store: SpeakerStore, embedder: Embedder, calibration: Calibration, query: np.ndarray, name: str
+    store: SpeakerStore,
+    embedder: BaseEmbedder,
+    calibration: Calibration,
+    query: np.ndarray,
+    name: str,
 ) -> float:
     """AS-norm score of one query against one enrolled speaker, with the calibrated cohort."""
     if calibration.cohort == "model":
@@ -1451,14 +1480,18 @@ def calibration_notes(store: SpeakerStore, fingerprint: str | None) -> list[str]
 
 def identify(
     store: SpeakerStore,
-    embedder: Embedder,
-    paths: Sequence[str],
+    embedder: BaseEmbedder,
+    paths: Sequence[Source],
     threshold: float | None = None,
     top_k: int = 5,
-) -> list[Identification]:
+    *,
+    strict: bool = False,
+    on_file: OnFile | None = None,
+) -> list[Identification | FileError]:
     """1:N, open set: rank enrolled speakers for each file; ``best`` is None below threshold.
 
-    All files are embedded first, then scored together with one matrix product.
+    All files are embedded first, then scored together with one matrix product. A file
+    that cannot be used gets a ``FileError`` in its place (with ``strict`` it raises).
     ``threshold`` None means the store's calibrated 1:N threshold, else the model's (see
     ``resolve_threshold``). With AS-norm, candidates are ranked by raw cosine and the top
     one is named when its normalised score passes.
@@ -1473,11 +1506,18 @@ def identify(
         raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
     if top_k < 1:
         raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
-    queries = np.stack([_embed(embedder, p) for p in paths])
-    ranked = store.search(queries, top_k)
+    embedded = embed_files(embedder, paths, strict=strict, on_file=on_file)
+    vectors = embedded.vectors
+    ranked = store.search(np.stack(list(vectors.values())), top_k) if vectors else []
+    found = dict(zip(vectors, zip(vectors.values(), ranked, strict=True), strict=True))
+    failed = {e.file: e for e in embedded.errors}
     normalize = origin == "store" and calibration is not None and calibration.norm == "asnorm"
-    results = []
-    for path, query, candidates in zip(paths, queries, ranked, strict=True):
+    results: list[Identification | FileError] = []
+    for path in map(str, paths):
+        if path in failed:
+            results.append(failed[path])
+            continue
+        query, candidates = found[path]
         normalized = None
         decided = candidates[0].score if candidates else -np.inf
         if normalize and candidates:
@@ -1485,15 +1525,34 @@ def identify(
             normalized = _normalized(store, embedder, calibration, query, candidates[0].speaker)
             decided = normalized
         best = candidates[0].speaker if candidates and decided >= threshold else None
-        results.append(
-            Identification(str(path), candidates, best, float(threshold), origin, normalized)
-        )
+        results.append(Identification(path, candidates, best, float(threshold), origin, normalized))
     return results
 
 
-def embed_files(embedder: Embedder, paths: Sequence[str]) -> dict[str, np.ndarray]:
-    """One ``(D,)`` unit embedding per file, keyed by the path exactly as given."""
-    return {str(p): _embed(embedder, p) for p in paths}
+def embed_files(
+    embedder: BaseEmbedder,
+    paths: Sequence[Source],
+    *,
+    strict: bool = False,
+    on_file: OnFile | None = None,
+) -> EmbedResult:
+    """One ``(D,)`` unit embedding per file, keyed by the path exactly as given.
+
+    Every file is tried: one that cannot be used is listed in ``errors`` (with ``strict``,
+    the first one raises instead). A damaged model still raises at once.
+    """
+    vectors: dict[str, np.ndarray] = {}
+    errors: list[FileError] = []
+    for done, path in enumerate(paths, 1):
+        try:
+            vectors[str(path)] = _embed(embedder, path)
+        except AudioError as exc:
+            if strict:
+                raise
+            errors.append(FileError(str(path), str(exc)))
+        if on_file:
+            on_file(done, len(paths))
+    return EmbedResult(vectors, errors)
 
 
 def save_embeddings(
@@ -1528,16 +1587,22 @@ def save_embeddings(
 
 
 def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:
-    """``speakerid info``: the model (or why it does not load) and the store's contents."""
+    """``speakerid info``: the model (or why it does not load) and the store's contents.
+
+    The model is described from its header (``modelinfo.read_header``), without loading
+    the weights or importing torch.
+    """
+    from speakerid.modelinfo import read_header
+
     shown = str(model_path) if model_path is not None else f"{DEFAULT_MODEL} (shipped default)"
     try:
-        model = load_model(model_path)
+        model = read_header(*resolve_model(model_path))
     except SpeakerIDError as exc:
         threshold, source = resolve_threshold(None, None)
         model_summary = ModelSummary(shown, None, threshold, source, None, error=str(exc))
     else:
         threshold, source = resolve_threshold(model.threshold, None)
-        dim = model.encoder.config.embedding_dim
+        dim = model.embedding_dim
         model_summary = ModelSummary(str(model.path), model.fingerprint, threshold, source, dim)
     summary = store.summary()
     compatible = None

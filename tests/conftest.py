@@ -158,8 +158,18 @@ def cli(runner: CliRunner, model_path: Path) -> Callable[..., object]:
     return invoke
 
 
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of exported ONNX graphs for the session (exporting takes seconds)."""
+    return tmp_path_factory.mktemp("speakerid-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_store_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test may touch the real user data dir or inherit ``$SPEAKERID_STORE``."""
+def _isolated_store_location(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, onnx_cache: Path
+) -> None:
+    """No test may touch the real user data or cache dirs or inherit ``$SPEAKERID_*``."""
     monkeypatch.delenv("SPEAKERID_STORE", raising=False)
+    monkeypatch.delenv("SPEAKERID_BACKEND", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("SPEAKERID_CACHE", str(onnx_cache))

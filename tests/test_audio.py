@@ -352,3 +352,69 @@ def test_prepare_refuses_silence(trim: bool) -> None:
         prepare(np.zeros(5 * SR, dtype=np.float32), name="blank.wav", trim=trim)
     message = assert_one_line(exc)
     assert "silent" in message and "blank.wav" in message
+
+
+@pytest.mark.parametrize(
+    ("orig", "new", "n"),
+    [
+        (44_100, 16_000, 44_100 + 17),
+        (48_000, 16_000, 4_801),
+        (8_000, 16_000, 8_001),
+        (22_050, 16_000, 5_000),
+        (16_000, 4_000, 48_000),
+        (11_025, 16_000, 11),
+    ],
+)
+def test_resample_equals_torchaudio(orig: int, new: int, n: int) -> None:
+    torch = pytest.importorskip("torch")
+    import torchaudio.functional as AF
+
+    from speakerid.audio import resample
+
+    wav = (0.3 * np.random.default_rng(n).standard_normal(n)).astype(np.float32)
+    expected = AF.resample(torch.from_numpy(wav), orig, new).numpy()
+    got = resample(wav, orig, new)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-5)
+
+
+def test_min_speech_override_and_message() -> None:
+    speech = ramp(int(0.6 * SR))
+    with pytest.raises(AudioError, match=r"only 0\.60 s of speech; at least 1 s"):
+        fragment(speech)
+    assert fragment(speech, min_speech=0.5).shape == (1, FRAGMENT_SAMPLES)
+    with pytest.raises(AudioError, match="positive"):
+        fragment(speech, min_speech=0.0)
+
+
+def test_read_stdin_file_bytes_and_raw_pcm(tmp_path: Path) -> None:
+    import io
+
+    from speakerid.audio import Clip, read_stdin
+
+    wav = sine(440, 1.5, rate=8_000)
+    path = tmp_path / "x.flac"
+    sf.write(str(path), wav, 8_000, subtype="PCM_16")
+    clip = read_stdin(stream=io.BytesIO(path.read_bytes()))
+    assert isinstance(clip, Clip) and str(clip) == "-"
+    np.testing.assert_allclose(clip.samples, load_audio(path), atol=1e-7)
+    assert load_audio(clip) is clip.samples
+    pcm = (wav * 32767).astype("<i2").tobytes()
+    raw = read_stdin(8_000, stream=io.BytesIO(pcm + b"\x01"))  # an odd trailing byte is dropped
+    assert len(raw.samples) == 2 * len(wav) and abs(peak_hz(raw.samples) - 440) < 5
+    # arecord writing WAV to a pipe cannot know the length: its header claims ~2 GB
+    wav_bytes = io.BytesIO()
+    sf.write(wav_bytes, wav, 8_000, format="WAV", subtype="PCM_16")
+    piped = bytearray(wav_bytes.getvalue())
+    at = piped.find(b"data")
+    piped[4:8] = (0x7FFFFFFF).to_bytes(4, "little")
+    piped[at + 4 : at + 8] = (0x7FFFFFFF - 36).to_bytes(4, "little")
+    streamed = read_stdin(stream=io.BytesIO(bytes(piped)))
+    np.testing.assert_allclose(streamed.samples, clip.samples, atol=1e-4)
+    for data, rate, needle in (
+        (b"", None, "nothing was read"),
+        (b"junk" * 50, None, "--sample-rate"),
+        (b"\x01", 16_000, "less than one"),
+    ):
+        with pytest.raises(AudioError, match=needle):
+            read_stdin(rate, stream=io.BytesIO(data))

@@ -264,17 +264,27 @@ def test_enroll_dir(cli, tmp_path: Path, store_path: Path) -> None:
     write_wav(root / "bad name!" / "x.wav", synth_voice(VOICES["alice"], seed=99))
     (root / "empty").mkdir()
 
-    r = as_json(ok(cli("enroll-dir", root, "--json", store=store_path)))
+    # the good files are enrolled, each bad one is a line on stderr, and the exit status is 2
+    res = ok(cli("enroll-dir", root, "--json", store=store_path), code=2)
+    r = as_json(res)
     assert sorted(e["speaker"] for e in r["enrolled"]) == ["alice", "bob", "carol"]
     assert {e["speaker"]: e["recordings"] for e in r["enrolled"]}["carol"] == 2
-    skipped = {Path(s["path"]).name for s in r["skipped"]}
-    assert skipped == {"broken.wav", "bad name!"}
+    failed = {Path(s["file"]).name for s in r["errors"]}
+    assert failed == {"broken.wav", "bad name!"}
+    assert all(e["error"] for e in r["errors"])
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert any("broken.wav" in line for line in lines)
 
     # a second run adds nothing new: the same paths are re-embedded
-    r = as_json(ok(cli("enroll-dir", root, "--json", store=store_path)))
+    r = as_json(ok(cli("enroll-dir", root, "--json", store=store_path), code=2))
     assert all(e["added"] == 0 and e["updated"] == 2 for e in r["enrolled"])
-    text = ok(cli("enroll-dir", root, "--replace", store=store_path))
-    assert "3 speaker(s)" in text.stdout and "skipped" in text.stderr
+    text = ok(cli("enroll-dir", root, "--replace", store=store_path), code=2)
+    assert "3 speaker(s)" in text.stdout and "2 failed" in text.stdout
+    assert "broken.wav" in text.stderr
+
+    # --strict stops at the first failure (folders are taken in order: "bad name!" first)
+    error(cli("enroll-dir", root, "--strict", store=tmp_path / "strict.sqlite"), "bad name!")
 
     error(cli("enroll-dir", tmp_path / "nowhere", store=store_path), "no such directory")
     error(cli("enroll-dir", root / "empty", store=store_path), "no speaker folders")
@@ -283,12 +293,12 @@ def test_enroll_dir(cli, tmp_path: Path, store_path: Path) -> None:
 def test_keyboard_interrupt_is_clean(
     cli, store_path: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import speakerid.cli
+    import speakerid.api
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(speakerid.cli, "enroll_speaker", interrupted)
+    monkeypatch.setattr(speakerid.api, "enroll", interrupted)
     res = cli("enroll", "alice", voice(voices_dir, "alice", 1), store=store_path)
     assert res.exit_code == 130 and "interrupted" in res.stderr
     assert "Traceback" not in res.output
@@ -626,3 +636,106 @@ def test_fast_and_accurate_names_select_shipped_models(cli, tmp_path: Path) -> N
     write_wav(sample, synth_voice(VOICES["alice"], seconds=2.0))
     missing = cli("embed", sample, "--out", tmp_path / "x.npz", model="nosuchmodel")
     error(missing, "no such model file")
+
+
+# ---------------------------------------------------------------- batches, stdin, limits
+
+
+def test_embed_batch_keeps_every_good_file(cli, voices_dir: Path, tmp_path: Path) -> None:
+    good = [voice(voices_dir, "alice", 1), voice(voices_dir, "bob", 1)]
+    bad = str(BAD_AUDIO["silent"](tmp_path))
+    missing = str(tmp_path / "missing.wav")
+    out = tmp_path / "e.npz"
+    res = ok(cli("embed", good[0], bad, good[1], missing, "--out", out, "--json"), code=2)
+    r = as_json(res)
+    assert r["files"] == good and r["out"] == str(out)
+    assert [e["file"] for e in r["errors"]] == [bad, missing]
+    assert "silent" in r["errors"][0]["error"] and "no such file" in r["errors"][1]["error"]
+    lines = res.stderr.strip().splitlines()
+    assert lines == [f"error: {e['error']}" for e in r["errors"]]
+    with np.load(out) as z:
+        assert sorted(z.files) == sorted(good)
+    # --strict stops at the first failure and writes nothing
+    strict = tmp_path / "strict.npz"
+    error(cli("embed", good[0], bad, good[1], "--out", strict, "--strict"), bad, "silent")
+    assert not strict.exists()
+    # text mode: the good ones are reported on stdout, the bad one on stderr
+    res = ok(cli("embed", bad, good[0], "--out", tmp_path / "t.npz"), code=2)
+    assert "wrote 1 embedding" in res.stdout and bad in res.stderr
+
+
+def test_identify_batch_reports_bad_files_in_place(
+    cli, enrolled_store: Path, voices_dir: Path, tmp_path: Path
+) -> None:
+    bad = str(BAD_AUDIO["too-short"](tmp_path))
+    query = voice(voices_dir, "alice", 3)
+    res = ok(cli("identify", bad, query, "--json", store=enrolled_store), code=2)
+    r = as_json(res)
+    assert r[0]["file"] == bad and "of speech" in r[0]["error"] and "candidates" not in r[0]
+    assert r[1]["file"] == query and r[1]["candidates"]
+    text = ok(cli("identify", query, bad, store=enrolled_store), code=2)
+    assert query in text.stdout and "threshold" in text.stdout and bad not in text.stdout
+    assert text.stderr.strip().startswith(f"error: {bad}")
+    error(cli("identify", query, bad, "--strict", store=enrolled_store), bad)
+
+
+def test_min_speech_is_named_measured_and_overridable(
+    cli, enrolled_store: Path, tmp_path: Path
+) -> None:
+    from speakerid.audio import MIN_SPEECH_SECONDS
+
+    short = write_wav(tmp_path / "short.wav", synth_voice(VOICES["alice"], 0.7))
+    line = error(cli("verify", "alice", short, store=enrolled_store))
+    assert f"at least {MIN_SPEECH_SECONDS:g} s" in line and "--min-speech" in line
+    measured = float(line.split("only ")[1].split(" s")[0])
+    assert 0.3 < measured < 0.8
+    res = cli("verify", "alice", short, "--min-speech", "0.3", store=enrolled_store)
+    assert res.exit_code in (0, 1), res.output
+    error(cli("verify", "alice", short, "--min-speech", "0", store=enrolled_store), "positive")
+
+
+def test_audio_from_stdin(cli, enrolled_store: Path, voices_dir: Path, runner) -> None:
+    from speakerid.cli import app
+
+    path = voice(voices_dir, "alice", 3)
+    by_path = as_json(ok(cli("verify", "alice", path, "--json", store=enrolled_store), code=0))
+    args = ["verify", "alice", "-", "--json", "--store", str(enrolled_store)]
+    args += ["--model", str(_model_of(enrolled_store))]
+    piped = runner.invoke(app, args, input=Path(path).read_bytes())
+    r = json.loads(piped.stdout)
+    assert r["file"] == "-" and abs(r["score"] - by_path["score"]) < 1e-5
+    # raw PCM: the same samples without a header, at the rate given
+    wav, rate = sf.read(path, dtype="int16")
+    raw = runner.invoke(app, [*args, "--sample-rate", str(rate)], input=wav.tobytes())
+    assert abs(json.loads(raw.stdout)["score"] - by_path["score"]) < 1e-4
+    # 8 kHz raw PCM is resampled
+    eight = runner.invoke(app, [*args, "--sample-rate", "8000"], input=wav[::2].tobytes())
+    assert eight.exit_code in (0, 1), eight.output
+    error(runner.invoke(app, args, input=b""), "nothing was read")
+    error(runner.invoke(app, args, input=b"\x00\x01" * 100), "--sample-rate")
+    error(runner.invoke(app, ["identify", "-", "-"], input=b""), "only once")
+    error(runner.invoke(app, ["identify", path, "--sample-rate", "8000"]), "stdin")
+
+
+def _model_of(store: Path) -> Path:
+    conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return Path(conn.execute("SELECT value FROM meta WHERE key='model_source'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_export_command(cli, model_path: Path, tmp_path: Path, voices_dir: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "m.onnx"
+    r = as_json(ok(cli("export", model_path, "--onnx", out, "--json", model=False)))
+    assert r["onnx"] == str(out) and out.is_file()
+    error(cli("export", model_path, "--onnx", out, model=False), "--force")
+    ok(cli("export", model_path, "--onnx", out, "--force", model=False))
+    sample = voice(voices_dir, "alice", 1)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    ok(cli("embed", sample, "--out", a, "--precision", "fp32"))
+    ok(cli("embed", sample, "--out", b, "--backend", "onnx", model=out))
+    with np.load(a) as za, np.load(b) as zb:
+        assert float(za[sample] @ zb[sample]) >= 0.9999
+    error(cli("export", tmp_path / "none.safetensors", "--onnx", tmp_path / "x.onnx", model=False))

@@ -1,0 +1,203 @@
+"""The Python API: one object that enrolls, verifies, identifies and embeds.
+
+The CLI is a thin layer over these calls (README, "Python API", has a tested example).
+The model and the store are opened on first use, so constructing a ``SpeakerID`` is free
+and ``list``-like calls never load a model. Results are the dataclasses the JSON output is
+made of; every failure is a ``SpeakerIDError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from speakerid.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE, Clip, to_16k_mono
+from speakerid.embed import BaseEmbedder, open_embedder
+from speakerid.errors import SpeakerIDError
+from speakerid.store import (
+    BulkEnrollResult,
+    EmbedResult,
+    EnrollResult,
+    FileError,
+    Identification,
+    OnFile,
+    Source,
+    SpeakerStore,
+    SpeakerSummary,
+    Verification,
+    embed_files,
+    enroll,
+    enroll_directory,
+    identify,
+    verify,
+)
+
+Verdict = Verification  # the 1:1 answer: speaker, file, score, threshold, accepted
+
+
+class SpeakerID:
+    """Speaker recognition over one enrollment store and one model.
+
+    Parameters
+    ----------
+    store: the store file (created by the first enrollment); None: ``$SPEAKERID_STORE`` or
+        the user data dir's ``speakerid/store.sqlite``.
+    model: a shipped model's name (``accurate``, ``fast``), a checkpoint (``.safetensors``),
+        an exported ``.onnx`` file (onnx backend), or None for the default shipped model.
+    backend: ``torch`` or ``onnx`` (onnxruntime, no torch); None: ``$SPEAKERID_BACKEND``,
+        else torch.
+    precision: torch only: ``auto`` | ``fp32`` | ``bf16``.
+    min_speech: seconds of speech (after trimming silence) a recording needs.
+    """
+
+    def __init__(
+        self,
+        store: str | Path | None = None,
+        model: str | Path | None = None,
+        *,
+        backend: str | None = None,
+        precision: str = "auto",
+        min_speech: float = MIN_SPEECH_SECONDS,
+    ) -> None:
+        self._store_path = store
+        self._model = model
+        self._backend = backend
+        self._precision = precision
+        self._min_speech = min_speech
+        self._embedder: BaseEmbedder | None = None
+        self._store: SpeakerStore | None = None
+
+    # -- what is opened on first use
+
+    @property
+    def embedder(self) -> BaseEmbedder:
+        """The model and the backend running it, loaded on first use."""
+        if self._embedder is None:
+            self._embedder = open_embedder(
+                self._model, self._backend, self._precision, self._min_speech
+            )
+        return self._embedder
+
+    @property
+    def store(self) -> SpeakerStore:
+        """The enrollment store, opened on first use."""
+        if self._store is None:
+            self._store = SpeakerStore(self._store_path)
+        return self._store
+
+    def load(self) -> SpeakerID:
+        """Load the model now rather than on first use (e.g. before a progress bar starts)."""
+        _ = self.embedder
+        return self
+
+    def close(self) -> None:
+        """Close the store (the model needs no closing)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> SpeakerID:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the four operations
+
+    def enroll(
+        self,
+        name: str,
+        files: Sequence[Source],
+        *,
+        replace: bool = False,
+        strict: bool = False,
+    ) -> EnrollResult:
+        """Add recordings to speaker ``name`` (created if new); all or nothing.
+
+        ``strict``: refuse recordings with too little speech or that disagree with the
+        speaker's others (``EnrollResult.quality`` reports them otherwise).
+        """
+        if isinstance(files, str | Path):  # one path is not a sequence of its characters
+            files = [files]
+        return enroll(self.store, self.embedder, name, list(files), replace=replace, strict=strict)
+
+    def enroll_dir(
+        self,
+        root: str | Path,
+        *,
+        replace: bool = False,
+        strict: bool = False,
+        on_file: Callable[[str, int, int], None] | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> BulkEnrollResult:
+        """Enroll every ``root/<speaker>/`` folder (of shard ``(index, count)``); files that
+        fail are listed in ``errors``, not fatal (with ``strict`` the first one raises)."""
+        return enroll_directory(
+            self.store,
+            self.embedder,
+            root,
+            replace=replace,
+            strict=strict,
+            on_file=on_file,
+            shard=shard,
+        )
+
+    def verify(self, name: str, file: Source, *, threshold: float | None = None) -> Verdict:
+        """1:1: is ``file`` the enrolled speaker ``name``? (``threshold`` None: the model's)."""
+        return verify(self.store, self.embedder, name, file, threshold)
+
+    def identify(
+        self, file: Source, top: int = 3, *, threshold: float | None = None
+    ) -> Identification:
+        """1:N for one recording: ranked candidates, ``best`` None when nobody is close enough."""
+        (result,) = identify(self.store, self.embedder, [file], threshold, top, strict=True)
+        assert isinstance(result, Identification)  # strict: a bad file raised instead
+        return result
+
+    def identify_many(
+        self,
+        files: Sequence[Source],
+        top: int = 5,
+        *,
+        threshold: float | None = None,
+        strict: bool = False,
+        on_file: OnFile | None = None,
+    ) -> list[Identification | FileError]:
+        """1:N for several recordings, in order; a file that fails gets a ``FileError``."""
+        return identify(
+            self.store, self.embedder, files, threshold, top, strict=strict, on_file=on_file
+        )
+
+    def embed(self, audio: Source | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
+        """One recording -> its ``(D,)`` unit embedding.
+
+        ``audio`` is a path, or samples (``(n,)`` or ``(n, channels)``, float in [-1, 1]) at
+        ``sample_rate`` Hz (default 16000), resampled as files are.
+        """
+        if isinstance(audio, np.ndarray):
+            rate = SAMPLE_RATE if sample_rate is None else int(sample_rate)
+            audio = Clip("array", to_16k_mono(audio, rate, name="array"))
+        elif sample_rate is not None:
+            raise SpeakerIDError("sample_rate applies to arrays; files carry their own rate")
+        return embed_files(self.embedder, [audio], strict=True).vectors[str(audio)]
+
+    def embed_many(
+        self, files: Sequence[Source], *, strict: bool = False, on_file: OnFile | None = None
+    ) -> EmbedResult:
+        """Embeddings of several files keyed by path; files that fail are in ``errors``."""
+        return embed_files(self.embedder, files, strict=strict, on_file=on_file)
+
+    # -- the store
+
+    def speakers(self) -> list[SpeakerSummary]:
+        """Enrolled speakers, by name."""
+        return self.store.speakers()
+
+    def remove(self, name: str) -> int:
+        """Remove a speaker; returns how many recordings went with them."""
+        return self.store.remove(name)
+
+    def __repr__(self) -> str:
+        return f"SpeakerID(store={self._store_path!r}, model={self._model!r})"

@@ -1,0 +1,95 @@
+"""What a checkpoint says about itself, read from its safetensors header without torch.
+
+A safetensors file starts with an 8-byte little-endian header length and a JSON header
+whose ``__metadata__`` holds speakerid's format name, config, threshold and info. Reading
+that (and hashing the file) is all ``info`` and the ONNX backend need, so neither imports
+torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speakerid.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "speakerid-encoder/1"  # metadata 'format' of every speakerid checkpoint
+HEADER_MAX_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelHeader:
+    """A checkpoint's identity and settings, as its header states them."""
+
+    path: Path
+    fingerprint: str  # sha256 of the file: the store's model identity
+    config: dict[str, Any]  # ``ModelConfig`` fields as saved (not validated beyond the below)
+    threshold: float | None  # calibrated cosine threshold, None if never calibrated
+    info: dict[str, Any]
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.config["embedding_dim"])
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file. Raises ``CheckpointError`` if unreadable."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise CheckpointError(f"{path}: not a readable speakerid model (file too short)")
+            (size,) = struct.unpack("<Q", raw)
+            if size > HEADER_MAX_BYTES:
+                raise CheckpointError(f"{path}: not a readable speakerid model (bad header size)")
+            header = json.loads(fh.read(size))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path}: not a readable speakerid model (bad header)") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def read_header(path: str | Path, expected_sha256: str | None = None) -> ModelHeader:
+    """Fingerprint and metadata of a speakerid checkpoint, checked as ``load_encoder`` does.
+
+    Raises ``CheckpointError`` for a missing, tampered (``expected_sha256``), foreign or
+    damaged file. The weights themselves are not read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    fingerprint = file_sha256(path)
+    if expected_sha256 is not None and fingerprint != expected_sha256:
+        raise CheckpointError(
+            f"{path}: sha256 {fingerprint[:12]}... does not match the shipped model; "
+            "the file is damaged or was replaced (reinstall speakerid)"
+        )
+    metadata = read_metadata(path)
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a speakerid encoder checkpoint")
+    try:
+        config = json.loads(metadata["config"])
+        info = json.loads(metadata.get("info", "{}"))
+        threshold = float(metadata["threshold"]) if "threshold" in metadata else None
+        dim = config["embedding_dim"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint metadata ({exc})") from None
+    if type(dim) is not int or dim <= 0 or not isinstance(info, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint metadata (embedding_dim {dim!r})")
+    return ModelHeader(path, fingerprint, config, threshold, info)

@@ -1,0 +1,250 @@
+"""Numpy twins of the torch front-ends in ``features.py``, for the torch-free ONNX backend.
+
+Each ``FRONTENDS_NP[name](config)`` returns a function from ``(batch, samples)`` float32
+16 kHz fragments to the same ``(batch, features, frames)`` array the torch front-end of that
+name computes (tested equal in ``tests/test_npfeatures.py``). The constants repeat
+``features.py``'s by name (a test checks that they agree) and the windows and filterbanks
+are rebuilt from their definitions, so this module imports neither torch nor torchaudio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from speakerid.audio import SAMPLE_RATE, resample
+from speakerid.errors import CheckpointError
+
+# The same values as features.py (which imports torch); tests check that they agree.
+RAW_RATE = 4_000
+MFCC_N_FFT = 2048
+MFCC_HOP = 512
+MFCC_N_MELS = 128
+MFCC_TOP_DB = 80.0
+FBANK_N_FFT = 512
+FBANK_WIN = 400
+FBANK_HOP = 160
+FBANK_F_MIN = 20.0
+FBANK_F_MAX = 7_600.0
+POWERMEL_N_MELS = 40
+POWERMEL_WIN = 400
+POWERMEL_HOP = 160
+POWERMEL_TARGET_DBFS = -30.0
+
+# Kaldi's fbank as ``torchaudio.compliance.kaldi.fbank`` computes it with CAM++'s settings.
+KALDI_WIN = 400  # 25 ms
+KALDI_HOP = 160  # 10 ms
+KALDI_N_FFT = 512  # the window rounded up to a power of two
+KALDI_PREEMPH = 0.97
+KALDI_POVEY_POWER = 0.85  # Povey window: a Hann window to this power
+KALDI_F_MIN = 20.0
+KALDI_F_MAX = 8_000.0
+KALDI_N_MELS = 80
+
+Frontend = Callable[[np.ndarray], np.ndarray]
+
+
+def periodic_window(kind: str, length: int) -> np.ndarray:
+    """``torch.hann_window`` / ``torch.hamming_window`` (periodic) as float32."""
+    phase = 2.0 * math.pi * np.arange(length) / length
+    alpha = {"hann": 0.5, "hamming": 0.54}[kind]
+    return (alpha - (1.0 - alpha) * np.cos(phase)).astype(np.float32)
+
+
+def _hz_to_mel(freq: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + freq / 700.0)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0  # Slaney: linear below 1 kHz, logarithmic above
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    safe = np.maximum(freq, min_log_hz)
+    return np.where(
+        freq >= min_log_hz, min_log_mel + np.log(safe / min_log_hz) / logstep, freq / f_sp
+    )
+
+
+def _mel_to_hz(mels: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "htk":
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    return np.where(
+        mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels
+    )
+
+
+def mel_filterbank(
+    n_fft: int, n_mels: int, f_min: float, f_max: float, scale: str, slaney_norm: bool
+) -> np.ndarray:
+    """Triangular mel filters as ``torchaudio.functional.melscale_fbanks``: (freqs, n_mels)."""
+    all_freqs = np.linspace(0, SAMPLE_RATE // 2, n_fft // 2 + 1)
+    mel_pts = np.linspace(
+        _hz_to_mel(np.array(f_min), scale), _hz_to_mel(np.array(f_max), scale), n_mels + 2
+    )
+    f_pts = _mel_to_hz(mel_pts, scale)
+    f_diff = np.diff(f_pts)
+    slopes = f_pts[None, :] - all_freqs[:, None]
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    fb = np.maximum(0.0, np.minimum(down, up))
+    if slaney_norm:  # equal area per filter
+        fb *= 2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels])[None, :]
+    return fb.astype(np.float32)
+
+
+def power_spectrogram(
+    wav: np.ndarray, n_fft: int, hop: int, window: np.ndarray, pad_mode: str
+) -> np.ndarray:
+    """``|torch.stft(center=True)|**2``: ``(B, samples)`` -> ``(B, frames, n_fft // 2 + 1)``.
+
+    A window shorter than ``n_fft`` is zero-padded on both sides, as torch does.
+    """
+    left = (n_fft - len(window)) // 2
+    full = np.zeros(n_fft, dtype=np.float32)
+    full[left : left + len(window)] = window
+    padded = np.pad(wav, ((0, 0), (n_fft // 2, n_fft // 2)), mode=pad_mode)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop]
+    spec = np.fft.rfft(frames * full, axis=-1)
+    return (spec.real**2 + spec.imag**2).astype(np.float32)
+
+
+def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
+    """Orthonormal DCT-II, ``torchaudio.functional.create_dct(norm="ortho")``: (mels, mfcc)."""
+    n = np.arange(n_mels)
+    k = np.arange(n_mfcc)[:, None]
+    dct = np.cos(math.pi / n_mels * (n + 0.5) * k)
+    dct[0] *= 1.0 / math.sqrt(2.0)
+    return (dct * math.sqrt(2.0 / n_mels)).T.astype(np.float32)
+
+
+def raw_frontend(config: Mapping[str, Any]) -> Frontend:
+    """``features.RawFrontend``: 4 kHz waveform, standardised per fragment, (B, 1, samples)."""
+
+    def apply(wav: np.ndarray) -> np.ndarray:
+        x = np.stack([resample(row, SAMPLE_RATE, RAW_RATE) for row in wav])
+        # torch's std is the unbiased one
+        x = (x - x.mean(axis=-1, keepdims=True)) / (x.std(axis=-1, ddof=1, keepdims=True) + 1e-5)
+        return x[:, None, :].astype(np.float32)
+
+    return apply
+
+
+def mfcc_frontend(config: Mapping[str, Any]) -> Frontend:
+    """``features.MFCCFrontend``: librosa-style MFCCs with a per-fragment 80 dB floor."""
+    fb = mel_filterbank(MFCC_N_FFT, MFCC_N_MELS, 0.0, SAMPLE_RATE / 2, "slaney", True)
+    window = periodic_window("hann", MFCC_N_FFT)
+    dct = dct_matrix(int(config["n_mfcc"]), MFCC_N_MELS)
+
+    def apply(wav: np.ndarray) -> np.ndarray:
+        power = power_spectrogram(wav, MFCC_N_FFT, MFCC_HOP, window, "constant") @ fb
+        db = 10.0 * np.log10(np.maximum(power, 1e-10))  # (B, frames, mels)
+        db = np.maximum(db, db.max(axis=(1, 2), keepdims=True) - MFCC_TOP_DB)
+        return np.einsum("btm,mc->bct", db, dct).astype(np.float32)
+
+    return apply
+
+
+def fbank_frontend(config: Mapping[str, Any]) -> Frontend:
+    """``features.FbankFrontend``: log mel (HTK scale), per-fragment mean removed."""
+    n_mels = int(config["n_mels"])
+    fb = mel_filterbank(FBANK_N_FFT, n_mels, FBANK_F_MIN, FBANK_F_MAX, "htk", False)
+    window = periodic_window("hamming", FBANK_WIN)
+
+    def apply(wav: np.ndarray) -> np.ndarray:
+        power = power_spectrogram(wav, FBANK_N_FFT, FBANK_HOP, window, "reflect")
+        x = np.log(power @ fb + 1e-6).transpose(0, 2, 1)  # (B, mels, frames)
+        return (x - x.mean(axis=-1, keepdims=True)).astype(np.float32)
+
+    return apply
+
+
+def powermel_frontend(config: Mapping[str, Any]) -> Frontend:
+    """``features.PowerMelFrontend``: GE2E's power mel, ``stem_stride`` frames stacked."""
+    stack = int(config["stem_stride"])
+    fb = mel_filterbank(POWERMEL_WIN, POWERMEL_N_MELS, 0.0, SAMPLE_RATE / 2, "slaney", True)
+    window = periodic_window("hann", POWERMEL_WIN)
+
+    def apply(wav: np.ndarray) -> np.ndarray:
+        rms = np.maximum(np.sqrt((wav.astype(np.float32) ** 2).mean(axis=-1, keepdims=True)), 1e-8)
+        gain_db = np.maximum(POWERMEL_TARGET_DBFS - 20.0 * np.log10(rms), 0.0)
+        wav = (wav * np.power(10.0, gain_db / 20.0)).astype(np.float32)
+        mels = power_spectrogram(wav, POWERMEL_WIN, POWERMEL_HOP, window, "constant") @ fb
+        batch, frames, n_mels = mels.shape
+        steps = frames // stack
+        x = mels[:, : steps * stack].reshape(batch, steps, n_mels * stack)
+        return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
+
+    return apply
+
+
+def kaldi_mel_filterbank(n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    """Kaldi's triangular filters on its mel scale (1127 ln(1 + f/700)): (n_fft//2 + 1, n_mels).
+
+    As ``torchaudio.compliance.kaldi.get_mel_banks`` with no VTLN warp; the Nyquist bin gets
+    no weight, as in Kaldi.
+    """
+    n_bins = KALDI_N_FFT // 2
+    mel = lambda f: 1127.0 * np.log(1.0 + np.asarray(f, np.float64) / 700.0)  # noqa: E731
+    low, high = mel(f_min), mel(f_max)
+    delta = (high - low) / (n_mels + 1)
+    k = np.arange(n_mels)[:, None]
+    left, centre, right = low + k * delta, low + (k + 1) * delta, low + (k + 2) * delta
+    bins = mel(SAMPLE_RATE / KALDI_N_FFT * np.arange(n_bins))[None, :]
+    up = (bins - left) / (centre - left)
+    down = (right - bins) / (right - centre)
+    fb = np.maximum(0.0, np.minimum(up, down))  # (n_mels, n_bins)
+    return np.pad(fb, ((0, 0), (0, 1))).T.astype(np.float32)
+
+
+def kaldi_fbank(wav: np.ndarray, n_mels: int = KALDI_N_MELS) -> np.ndarray:
+    """Kaldi fbank of ``(B, samples)``: ``(B, frames, n_mels)`` log mel energies.
+
+    Frames of 25 ms every 10 ms that fit inside the signal (snip_edges), DC removed,
+    pre-emphasis 0.97, Povey window, 512-point power spectrum, 20 Hz-8 kHz filters, log with
+    a float32-epsilon floor; no dither, no energy term.
+    """
+    frames = np.lib.stride_tricks.sliding_window_view(wav.astype(np.float64), KALDI_WIN, axis=-1)
+    frames = frames[:, ::KALDI_HOP]
+    frames = frames - frames.mean(axis=-1, keepdims=True)
+    previous = np.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)
+    frames = frames - KALDI_PREEMPH * previous
+    n = np.arange(KALDI_WIN)
+    hann = 0.5 - 0.5 * np.cos(2 * math.pi * n / (KALDI_WIN - 1))  # symmetric
+    spec = np.fft.rfft(frames * hann**KALDI_POVEY_POWER, n=KALDI_N_FFT, axis=-1)
+    power = spec.real**2 + spec.imag**2
+    energies = power @ kaldi_mel_filterbank(n_mels, KALDI_F_MIN, KALDI_F_MAX).astype(np.float64)
+    return np.log(np.maximum(energies, np.finfo(np.float32).eps)).astype(np.float32)
+
+
+def kaldi_fbank_frontend(config: Mapping[str, Any]) -> Frontend:
+    """Kaldi fbank with the mean over each fragment's frames removed: (B, n_mels, frames)."""
+    n_mels = int(config.get("n_mels", KALDI_N_MELS))
+
+    def apply(wav: np.ndarray) -> np.ndarray:
+        x = kaldi_fbank(wav, n_mels)
+        x = x - x.mean(axis=1, keepdims=True)
+        return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
+
+    return apply
+
+
+FRONTENDS_NP: dict[str, Callable[[Mapping[str, Any]], Frontend]] = {
+    "raw": raw_frontend,
+    "mfcc": mfcc_frontend,
+    "fbank": fbank_frontend,
+    "powermel": powermel_frontend,
+    "kaldi_fbank": kaldi_fbank_frontend,
+}
+
+
+def numpy_frontend(config: Mapping[str, Any]) -> Frontend:
+    """The numpy front-end a model config names; ``CheckpointError`` if there is none."""
+    name = config.get("frontend")
+    if name not in FRONTENDS_NP:
+        raise CheckpointError(
+            f"the {name!r} front-end has no numpy version, so this model cannot run on the "
+            f"onnx backend (front-ends it can: {', '.join(FRONTENDS_NP)}); use --backend torch"
+        )
+    return FRONTENDS_NP[name](config)

@@ -1,0 +1,133 @@
+"""The runtime's weight: which commands import torch, run in fresh processes as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("torch", "torchaudio", "sklearn", "matplotlib")
+REPO = Path(__file__).resolve().parent.parent
+
+# Runs the CLI, then reports which heavy modules the command imported and its exit status.
+PROBE = """
+import json, sys
+from speakerid.cli import app
+try:
+    app(sys.argv[1:], prog_name="speakerid")
+    code = 0
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else 1
+heavy = [m for m in {heavy!r} if m in sys.modules]
+sys.stderr.write("\\nPROBE " + json.dumps({{"code": code, "heavy": heavy}}) + "\\n")
+""".format(heavy=(*HEAVY, "onnxruntime"))
+
+
+def run_cli(*args: str | Path, env: dict[str, str], stdin: bytes | None = None) -> dict:
+    """Run ``speakerid ARGS`` in a new interpreter; returns code, heavy modules, stdout, stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    stderr = proc.stderr.decode()
+    probe = json.loads(stderr.rsplit("PROBE ", 1)[1])
+    return {**probe, "stdout": proc.stdout.decode(), "stderr": stderr.rsplit("\nPROBE ", 1)[0]}
+
+
+@pytest.fixture
+def env(tmp_path: Path, onnx_cache: Path) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("SPEAKERID_")}
+    return {
+        **keep,
+        "PYTHONPATH": str(REPO),
+        "XDG_DATA_HOME": str(tmp_path / "xdg"),
+        "SPEAKERID_CACHE": str(onnx_cache),
+        "SPEAKERID_STORE": str(tmp_path / "store.sqlite"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("--help",), 0),
+        (("list",), 0),
+        (("list", "--json"), 0),
+        (("info",), 0),
+        (("info", "--json"), 0),
+        (("remove", "nobody"), 2),
+        (("verify",), 2),  # argument errors
+        (("identify", "x.wav", "--top", "0"), 2),
+        (("enroll", "alice", "x.wav", "--backend", "tensorflow"), 2),
+        (("nonsense",), 2),
+        (("verify", "--help"), 0),
+        (("models",), 0),
+    ],
+)
+def test_commands_without_a_model_never_import_torch(args, code, env) -> None:
+    result = run_cli(*args, env=env)
+    assert result["code"] == code, result
+    assert result["heavy"] == [], result
+    assert "Traceback" not in result["stderr"]
+
+
+def test_info_describes_the_model_without_torch(env, model_path: Path) -> None:
+    result = run_cli("info", "--json", "--model", model_path, env=env)
+    info = json.loads(result["stdout"])
+    assert info["model"]["embedding_dim"] == 16 and info["model"]["threshold"] == 0.5
+    assert result["heavy"] == []
+
+
+def test_onnx_backend_runs_every_embedding_command_without_torch(
+    env, model_path: Path, voices_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from speakerid.onnx_backend import export_onnx
+
+    graph = export_onnx(model_path, tmp_path / "m.onnx")
+    alice = [voices_dir / f"alice_{k}.wav" for k in (1, 2)]
+    common = ("--backend", "onnx", "--model", graph)
+    steps = [
+        (("enroll", "alice", *alice, *common), 0),
+        (("verify", "alice", voices_dir / "alice_3.wav", *common), None),
+        (("identify", voices_dir / "alice_3.wav", voices_dir / "bob_1.wav", *common), 0),
+        (("embed", voices_dir / "bob_1.wav", "--out", tmp_path / "e.npz", *common), 0),
+    ]
+    for args, code in steps:
+        result = run_cli(*args, env=env)
+        assert code is None or result["code"] == code, result
+        assert result["code"] in (0, 1), result
+        assert [m for m in result["heavy"] if m != "onnxruntime"] == [], (args, result)
+    # SPEAKERID_BACKEND chooses it too; a checkpoint's graph comes from the cache once built
+    run_cli(
+        "embed",
+        voices_dir / "bob_1.wav",
+        "--out",
+        tmp_path / "f.npz",
+        "--backend",
+        "onnx",
+        "--model",
+        model_path,
+        env=env,
+    )  # builds the cache (imports torch)
+    result = run_cli(
+        "verify",
+        "alice",
+        voices_dir / "alice_3.wav",
+        "--model",
+        model_path,
+        env={**env, "SPEAKERID_BACKEND": "onnx"},
+    )
+    assert result["code"] in (0, 1) and "torch" not in result["heavy"], result
+    # the same store serves both backends: the fingerprint is the checkpoint's
+    result = run_cli(
+        "verify", "alice", voices_dir / "alice_3.wav", "--model", model_path, "--json", env=env
+    )
+    assert result["code"] in (0, 1) and "torch" in result["heavy"], result
