@@ -87,7 +87,6 @@ SEARCH_CHUNK = 256  # queries per matrix product: bounds the (queries, speakers)
 INSERT_BATCH = 10_000  # rows per executemany in bulk inserts
 GENERATION_KEY = "vectors_generation"  # meta: random token renewed by each vector change
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _VECTOR_DTYPE = np.dtype("<f4")
 _NAME_CHARS = re.compile(r"[\w .\-]+")  # \w: Unicode letters, digits and underscore
 
@@ -381,17 +380,16 @@ class SpeakerStore:
         path = self.path
         if path.is_dir():
             raise StoreError(f"{path}: is a directory, not a speakerid store")
+        # The file is never opened with Python's open(): closing any descriptor of a file
+        # drops every POSIX lock this process holds on it, including the locks of SQLite
+        # connections (another store on the same file), and then another process may
+        # checkpoint the write-ahead log away under them. SQLite reads the header itself.
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(len(_SQLITE_MAGIC))
+            size = path.stat().st_size
         except OSError as exc:
             raise StoreError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-        if head != _SQLITE_MAGIC:
-            what = "is empty" if not head else "is not an SQLite database"
-            raise StoreError(
-                f"{path}: {what}, so not a speakerid store; it was left as it is "
-                "(pass --store to use another file)"
-            )
+        if size == 0:
+            raise self._not_a_store("is empty")
         mode = "rw" if os.access(path, os.W_OK) else "ro"
         try:
             conn = sqlite3.connect(
@@ -404,6 +402,11 @@ class SpeakerStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot be opened as a store ({exc})") from None
         try:
+            try:
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.DatabaseError as exc:
+                if "not a database" in str(exc):
+                    raise self._not_a_store("is not an SQLite database") from None
             with self._db_errors():
                 tables = {
                     row[0]
@@ -421,6 +424,12 @@ class SpeakerStore:
             raise
         self._conn = conn
         self._cache = None
+
+    def _not_a_store(self, what: str) -> StoreError:
+        return StoreError(
+            f"{self.path}: {what}, so not a speakerid store; it was left as it is "
+            "(pass --store to use another file)"
+        )
 
     def _check_meta(self, meta: dict[str, str]) -> None:
         if meta.get("format") != STORE_FORMAT:

@@ -471,3 +471,69 @@ def test_audio_operations(store_path: Path, model_path: Path, voices_dir: Path) 
         assert [r.best for r in many] == [None, None]
         with pytest.raises(UnknownSpeakerError):
             verify(store, embedder, "zed", str(voices_dir / "alice_3.wav"))
+
+
+# ---------------------------------------------------------------- one process, two stores
+
+
+def _open_close_until(path: str, stop: str) -> None:
+    while not os.path.exists(stop):
+        conn = sqlite3.connect(path, timeout=30)
+        conn.execute("SELECT COUNT(*) FROM speakers").fetchone()
+        conn.close()
+
+
+def test_two_stores_in_one_process_lose_nothing(store_path: Path) -> None:
+    """A second ``SpeakerStore`` on the same file must not drop the first one's locks.
+
+    Closing *any* descriptor of a file releases the process's POSIX locks on it, so the
+    store must never open the database file with plain ``open()`` while SQLite uses it.
+    """
+    import threading
+
+    with SpeakerStore(store_path) as store:
+        add(store, "seed")
+    acknowledged: list[str] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            with SpeakerStore(store_path) as store:
+                for k in range(60):
+                    add(store, f"w{k}", n=1, seed=k)
+                    acknowledged.append(f"w{k}")
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            errors.append(f"writer: {exc}")
+        finally:
+            done.set()
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                with SpeakerStore(store_path) as other:  # a fresh open each time
+                    other.speakers()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"reader: {exc}")
+
+    # Another process opening and closing the store, as `speakerid list` would: with no
+    # lock left on the file it takes itself for the last user and checkpoints the log away.
+    other = multiprocessing.get_context("fork").Process(
+        target=_open_close_until, args=(str(store_path), str(store_path) + ".stop")
+    )
+    other.start()
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    Path(str(store_path) + ".stop").touch()
+    other.join(60)
+    with SpeakerStore(store_path) as store:
+        present = {s.name for s in store.speakers()}
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    assert errors == []
+    assert set(acknowledged) <= present
+    assert len(acknowledged) == 60
