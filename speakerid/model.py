@@ -39,6 +39,7 @@ from speakerid.features import (
 
 CHECKPOINT_FORMAT = "speakerid-encoder/1"
 COHORT_KEY = "cohort"  # optional (N, D) unit embeddings of training speakers, for AS-norm
+SCORE_RANGE = (-1.0, 1.0)  # cosine: every score, and so every useful threshold, lies here
 
 
 @dataclass(frozen=True)
@@ -368,9 +369,22 @@ def save_encoder(
         "info": json.dumps(info or {}),
     }
     if threshold is not None:
-        metadata["threshold"] = repr(float(threshold))
+        metadata["threshold"] = repr(check_threshold(threshold))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
+
+
+def check_threshold(value: float, what: str = "threshold") -> float:
+    """``value`` as a float if it is a cosine threshold (finite, in ``SCORE_RANGE``).
+
+    A threshold outside the score range silently accepts or rejects everything, so it is
+    refused (``ValueError``; callers turn it into their own error).
+    """
+    low, high = SCORE_RANGE
+    value = float(value)
+    if not low <= value <= high:  # also False for NaN
+        raise ValueError(f"{what} must be a cosine score in [{low:g}, {high:g}], not {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -383,6 +397,30 @@ class LoadedModel:
     path: Path
     info: dict[str, Any]
     cohort: np.ndarray | None = None  # (N, D) unit vectors of training speakers, or None
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """The first difference between two state dicts in words ('' when they fit).
+
+    torch's own message starts with "Error(s) in loading state_dict", which says nothing
+    to someone holding a checkpoint; this names the tensor and both shapes.
+    """
+    missing = sorted(expected.keys() - found.keys())
+    extra = sorted(found.keys() - expected.keys())
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return f"the file lacks the tensor {missing[0]}{more}"
+    if extra:
+        more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+        return f"the file holds the tensor {extra[0]}{more}, which the config has no place for"
+    for key, want in expected.items():
+        got = found[key]
+        if tuple(got.shape) != tuple(want.shape):
+            return (
+                f"{key} has shape {tuple(got.shape)} in the file, the config needs "
+                f"{tuple(want.shape)}"
+            )
+    return ""
 
 
 def load_encoder(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:
@@ -412,7 +450,11 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
     try:
         cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
         info = json.loads(metadata.get("info", "{}"))
-        threshold = float(metadata["threshold"]) if "threshold" in metadata else None
+        threshold = (
+            check_threshold(float(metadata["threshold"]), "its threshold")
+            if "threshold" in metadata
+            else None
+        )
         encoder = Encoder(cfg)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
@@ -424,6 +466,9 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
         raise CheckpointError(
             f"{path}: cohort of shape {tuple(cohort.shape)} does not fit the model"
         )
+    mismatch = _state_mismatch(encoder.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not match the config ({mismatch})")
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as exc:

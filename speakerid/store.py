@@ -56,6 +56,7 @@ from speakerid.calibration import (
     expected_fpir,
 )
 from speakerid.embed import Embedder, l2_normalize, load_model, pool
+from speakerid.model import check_threshold
 from speakerid.errors import (
     AudioError,
     CheckpointError,
@@ -286,14 +287,19 @@ def resolve_threshold(
     store's ``calibrate``d value), ``"model"`` (the checkpoint's calibrated value) or
     ``"default"`` (``DEFAULT_THRESHOLD``, uncalibrated).
     """
-    if override is not None:
-        if not np.isfinite(override):
-            raise SpeakerIDError(f"threshold must be a finite number, not {override}")
-        return float(override), "--threshold"
-    if calibrated is not None:
-        return float(calibrated), "store"
-    if model_threshold is not None:
-        return float(model_threshold), "model"
+    try:
+        if override is not None:
+            return check_threshold(override, "--threshold"), "--threshold"
+        if calibrated is not None:
+            # A store's calibration may be on AS-normalised scores, which are not cosines
+            # and not bounded; it must still be a number.
+            if not np.isfinite(calibrated):
+                raise ValueError(f"the store's calibrated threshold is {calibrated}")
+            return float(calibrated), "store"
+        if model_threshold is not None:
+            return check_threshold(model_threshold, "the model's threshold"), "model"
+    except ValueError as exc:
+        raise SpeakerIDError(str(exc)) from None
     return DEFAULT_THRESHOLD, "default"
 
 
@@ -852,6 +858,10 @@ class SpeakerStore:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
+        try:
+            name = validate_name(name)
+        except InvalidNameError:
+            return False
         with self._db_errors():
             return (
                 self._reader().execute("SELECT 1 FROM speakers WHERE name = ?", (name,)).fetchone()
@@ -892,6 +902,7 @@ class SpeakerStore:
 
     def recordings(self, name: str) -> list[str]:
         """The paths enrolled for one speaker, as given when enrolling."""
+        name = validate_name(name)
         with self._db_errors():
             conn = self._reader()
             row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
@@ -906,6 +917,7 @@ class SpeakerStore:
 
     def vector(self, name: str) -> np.ndarray:
         """A speaker's pooled ``(D,)`` unit vector; ``UnknownSpeakerError`` if absent."""
+        name = validate_name(name)
         with self._db_errors():
             row = (
                 self._reader()
@@ -1373,6 +1385,7 @@ def verify(
     ``threshold`` None means the store's calibrated one, else the model's (see
     ``resolve_threshold``). A store calibrated with AS-norm decides on the normalised score.
     """
+    name = validate_name(name)
     fingerprint, dim, source = _model_id(embedder)
     calibration = calibration_for(store, fingerprint)
     threshold, origin = resolve_threshold(

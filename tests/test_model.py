@@ -673,3 +673,18 @@ def test_precision_auto_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> 
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
     with pytest.raises(SpeakerIDError, match="unknown precision 'fp8'"):
         resolve_precision("fp8", cpu)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "5.0", "-1.5"])
+def test_metadata_threshold_out_of_range_is_refused(
+    ckpt: Path, tmp_path: Path, value: str
+) -> None:
+    path = _rewrite(ckpt, tmp_path / "th.safetensors", threshold=value)
+    _refused(path, "threshold")
+
+
+def test_wrong_shape_names_the_tensor_and_both_shapes(ckpt: Path, tmp_path: Path) -> None:
+    path = _rewrite(ckpt, tmp_path / "w.safetensors", config=_config(ckpt, embedding_dim=8))
+    message = _refused(path, "weights do not match the config")
+    assert "Error(s)" not in message and "state_dict" not in message
+    assert "shape" in message and "(8," in message

@@ -461,7 +461,7 @@ def test_audio_operations(store_path: Path, model_path: Path, voices_dir: Path) 
         assert -1.0 <= v.score <= 1.0 and v.threshold == 0.5 and v.accepted == (v.score >= 0.5)
         one = identify(store, embedder, [str(voices_dir / "alice_3.wav")], top_k=1)[0]
         many = identify(
-            store, embedder, [str(voices_dir / f) for f in ("alice_3.wav", "bob_3.wav")], 2.0
+            store, embedder, [str(voices_dir / f) for f in ("alice_3.wav", "bob_3.wav")], 1.0
         )
         assert len(one.candidates) == 1
         # The same best candidate; the score to within float rounding (with bf16 arithmetic a
@@ -537,3 +537,27 @@ def test_two_stores_in_one_process_lose_nothing(store_path: Path) -> None:
     assert errors == []
     assert set(acknowledged) <= present
     assert len(acknowledged) == 60
+
+
+# ---------------------------------------------------------------- names are one name everywhere
+
+
+def test_decomposed_name_finds_the_composed_speaker(store_path: Path) -> None:
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    with SpeakerStore(store_path) as store:
+        add(store, composed)
+        assert decomposed in store
+        assert store.recordings(decomposed) == store.recordings(composed)
+        np.testing.assert_array_equal(store.vector(decomposed), store.vector(composed))
+        assert store.remove(decomposed) == 2
+        assert composed not in store
+
+
+def test_every_threshold_is_a_cosine() -> None:
+    for bad in (5.0, -5.0, 1.0001, -1.0001, float("nan"), float("inf")):
+        with pytest.raises(SpeakerIDError, match="threshold"):
+            resolve_threshold(0.5, bad)
+    with pytest.raises(SpeakerIDError, match="threshold"):
+        resolve_threshold(float("nan"), None)
+    assert resolve_threshold(0.5, 1.0) == (1.0, "--threshold")
+    assert resolve_threshold(0.5, -1.0) == (-1.0, "--threshold")
