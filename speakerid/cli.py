@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -34,6 +35,7 @@ from speakerid.store import (
     enroll_directory,
     identify,
     save_embeddings,
+    validate_name,
     verify,
 )
 from speakerid.store import enroll as enroll_speaker
@@ -124,6 +126,9 @@ ShardOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Whether the running command was given --json: then its errors are JSON on stdout too.
+_json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
+
 
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     """Register a command on ``app`` with the one error handler around it."""
@@ -131,13 +136,16 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     def decorator(fn: F) -> F:
         @functools.wraps(fn)
         def guarded(*args: Any, **kw: Any) -> Any:
+            token = _json_errors.set(bool(kw.get("json_")))
             try:
                 return fn(*args, **kw)
             except SpeakerIDError as exc:
                 fail(str(exc))
-            except KeyboardInterrupt:
-                err.print("interrupted", style="red", markup=False, soft_wrap=True)
-                raise typer.Exit(EXIT_INTERRUPTED) from None
+            except KeyboardInterrupt as exc:
+                # An interrupt may say what was kept (enroll-dir); a bare Ctrl-C says nothing.
+                fail(str(exc) or "interrupted", EXIT_INTERRUPTED, prefix="")
+            finally:
+                _json_errors.reset(token)
 
         app.command(name, **kwargs)(guarded)
         return fn
@@ -145,16 +153,29 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     return decorator
 
 
-def fail(message: str) -> NoReturn:
-    """One red line on stderr (the message's first line), then exit status 2."""
+def fail(message: str, code: int = EXIT_ERROR, prefix: str = "error: ") -> NoReturn:
+    """One red line on stderr (the message's first line), then exit status ``code`` (2).
+
+    Under ``--json`` the same message is also printed on stdout as
+    ``{"error": MESSAGE, "code": CODE}``, so that a script can parse every outcome.
+    """
     first = message.splitlines()[0] if message else "error"
-    err.print(f"error: {first}", style="red", markup=False, soft_wrap=True)
-    raise typer.Exit(EXIT_ERROR)
+    err.print(f"{prefix}{first}", style="red", markup=False, soft_wrap=True)
+    if _json_errors.get():
+        typer.echo(json.dumps({"error": first, "code": code}, ensure_ascii=False))
+    raise typer.Exit(code)
 
 
 def print_json(data: Any) -> None:
-    """JSON on stdout, unwrapped and uncoloured."""
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """JSON on stdout, unwrapped and uncoloured; never the invalid ``NaN`` / ``Infinity``."""
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise SpeakerIDError(
+            "the result holds a non-finite number (NaN or infinity), which JSON cannot "
+            "carry; the model or the store is damaged"
+        ) from None
+    typer.echo(text)
 
 
 def _embedder(model: str | None, precision: str) -> Embedder:
@@ -361,7 +382,7 @@ def verify_cmd(
     with SpeakerStore(store) as db:
         result = verify(db, _embedder(model, precision), name, file, threshold)
     if json_:
-        print_json(asdict(result))
+        print_json({**asdict(result), "store": str(db.path)})
     else:
         verdict = "[green]accepted[/green]" if result.accepted else "[red]rejected[/red]"
         normalized = (
@@ -379,7 +400,7 @@ def verify_cmd(
 @command("identify")
 def identify_cmd(
     files: AudioFiles,
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Candidates to show.")] = 5,
+    top: Annotated[int, typer.Option("--top", "-k", help="Candidates to show (1 or more).")] = 5,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
@@ -398,7 +419,7 @@ def identify_cmd(
         if not note.startswith("not calibrated"):  # the usual case needs no warning
             err.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
     if json_:
-        print_json([asdict(r) for r in results])
+        print_json([{**asdict(r), "store": str(db.path)} for r in results])
         return
     for result in results:
         best = f"[green]{result.best}[/green]" if result.best else "[yellow]unknown[/yellow]"
@@ -490,19 +511,20 @@ def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
     for s in speakers:
         seconds = "?" if s.speech_seconds is None else f"{s.speech_seconds:.1f}"
         weakest = "-" if s.weakest_agreement is None else f"{s.weakest_agreement:.4f}"
-        table.add_row(s.name, str(s.recordings), seconds, weakest, s.updated)
+        table.add_row(s.speaker, str(s.recordings), seconds, weakest, s.updated)
     out.print(table)
 
 
 @command("remove")
 def remove_cmd(name: SpeakerName, store: StoreOpt = None, json_: JsonOpt = False) -> None:
     """Remove an enrolled speaker and their recordings."""
+    speaker = validate_name(name)
     with SpeakerStore(store) as db:
-        count = db.remove(name)
+        count = db.remove(speaker)
     if json_:
-        print_json({"removed": name, "recordings": count, "store": str(db.path)})
+        print_json({"speaker": speaker, "recordings": count, "store": str(db.path)})
         return
-    out.print(f"removed {name} ({count} recording(s))", soft_wrap=True)
+    out.print(f"removed {speaker} ({count} recording(s))", soft_wrap=True)
 
 
 @command("index")

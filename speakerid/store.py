@@ -133,7 +133,7 @@ class Candidate:
 class SpeakerSummary:
     """An enrolled speaker as ``list`` shows them."""
 
-    name: str
+    speaker: str
     recordings: int
     created: str  # UTC, ISO 8601
     updated: str  # UTC, ISO 8601
@@ -1485,6 +1485,8 @@ def identify(
     ``resolve_threshold``). With AS-norm, candidates are ranked by raw cosine and the top
     one is named when its normalised score passes.
     """
+    if top_k < 1:
+        raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
     fingerprint, dim, source = _model_id(embedder)
     calibration = calibration_for(store, fingerprint)
     threshold, origin = resolve_threshold(
@@ -1493,8 +1495,6 @@ def identify(
     store.check_model(fingerprint, dim, source)
     if len(store) == 0:
         raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
-    if top_k < 1:
-        raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
     queries = np.stack([_embed(embedder, p) for p in paths])
     ranked = store.search(queries, top_k)
     normalize = origin == "store" and calibration is not None and calibration.norm == "asnorm"

@@ -126,7 +126,7 @@ def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_d
     assert ok(cli("identify", files[0], "--top", "0", store=store_path), 2)
 
     listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
-    assert [(s["name"], s["recordings"]) for s in listed["speakers"]] == [("alice", 2), ("bob", 2)]
+    assert [(s["speaker"], s["recordings"]) for s in listed["speakers"]] == [("alice", 2), ("bob", 2)]
     assert "alice" in ok(cli("list", store=store_path, model=False)).stdout
 
     info = as_json(ok(cli("info", "--json", store=store_path)))
@@ -138,9 +138,9 @@ def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_d
     assert "fingerprint" in text and "threshold" in text
 
     r = as_json(ok(cli("remove", "bob", "--json", store=store_path, model=False)))
-    assert r == {"removed": "bob", "recordings": 2, "store": str(store_path)}
+    assert r == {"speaker": "bob", "recordings": 2, "store": str(store_path)}
     listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
-    assert [s["name"] for s in listed["speakers"]] == ["alice"]
+    assert [s["speaker"] for s in listed["speakers"]] == ["alice"]
 
     r = as_json(
         ok(
@@ -240,7 +240,7 @@ def test_store_from_environment(cli, runner, tmp_path: Path, voices_dir: Path) -
     assert env_store.exists()
     listed = as_json(ok(cli("list", "--json", model=False, env=env)))
     assert listed["store"] == str(env_store)
-    assert [s["name"] for s in listed["speakers"]] == ["carol"]
+    assert [s["speaker"] for s in listed["speakers"]] == ["carol"]
     # --store wins over the environment
     other = tmp_path / "other.sqlite"
     listed = as_json(ok(cli("list", "--json", store=other, model=False, env=env)))
@@ -599,3 +599,97 @@ def test_whiten_needs_a_checkpoint_with_a_split(runner, model_path: Path, tmp_pa
     argv = ["whiten", str(model_path), str(tmp_path), "--out", str(tmp_path / "w.safetensors")]
     error(runner.invoke(app, argv), "records no training speakers")
     assert not (tmp_path / "w.safetensors").exists()
+
+
+# ---------------------------------------------------------------- one name, valid JSON, errors
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"invalid JSON: {name}")
+
+
+def json_error(result, *needles: str, code: int = 2) -> dict:
+    """With --json: the one stderr line, and ``{"error": ..., "code": ...}`` on stdout."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    obj = json.loads(result.stdout, parse_constant=_refuse_constant)  # strict JSON
+    assert set(obj) == {"error", "code"} and obj["code"] == code
+    for needle in needles:
+        assert needle in obj["error"], (needle, obj)
+    return obj
+
+
+def test_decomposed_name_verifies_and_removes(cli, store_path: Path, voices_dir: Path) -> None:
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    ok(cli("enroll", composed, voice(voices_dir, "alice", 1), store=store_path))
+    res = cli("verify", decomposed, voice(voices_dir, "alice", 2), "--json", store=store_path)
+    assert as_json(ok(res, res.exit_code))["speaker"] == composed
+    r = as_json(ok(cli("remove", decomposed, "--json", store=store_path, model=False)))
+    assert r["speaker"] == composed
+
+
+@pytest.mark.parametrize("value", ["5", "-5", "1.5", "nan"])
+def test_threshold_out_of_range_is_one_line(cli, enrolled_store: Path, value: str, voices_dir):
+    sample = voice(voices_dir, "alice", 3)
+    error(cli("verify", "alice", sample, "--threshold", value, store=enrolled_store), "threshold")
+    error(cli("identify", sample, "-t", value, store=enrolled_store), "threshold")
+
+
+def test_top_zero_is_one_line(cli, enrolled_store: Path, voices_dir: Path) -> None:
+    error(cli("identify", voice(voices_dir, "alice", 3), "--top", "0", store=enrolled_store), "--top")
+
+
+def test_json_errors_are_json_on_stdout(
+    cli, enrolled_store: Path, voices_dir: Path, tmp_path: Path
+) -> None:
+    sample = voice(voices_dir, "alice", 3)
+    json_error(cli("verify", "zed", sample, "--json", store=enrolled_store), "'zed'")
+    json_error(cli("identify", sample, "--top", "0", "--json", store=enrolled_store), "--top")
+    json_error(cli("enroll", "x", tmp_path / "none.wav", "--json", store=enrolled_store), "no such")
+    damaged = tmp_path / "d.sqlite"
+    damaged.write_text("not a store\n")
+    json_error(cli("list", "--json", store=damaged, model=False), "not an SQLite")
+    json_error(cli("embed", tmp_path / "none.wav", "--out", tmp_path / "e.npz", "--json"))
+
+
+def test_json_interrupt_is_json(cli, store_path, voices_dir, monkeypatch) -> None:
+    import speakerid.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(speakerid.cli, "enroll_speaker", interrupted)
+    res = cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json", store=store_path)
+    json_error(res, "interrupted", code=130)
+
+
+def test_non_finite_result_never_prints_invalid_json(
+    cli, enrolled_store: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speakerid.cli
+    from speakerid.store import Verification
+
+    def nan_verify(store, embedder, name, path, threshold=None):
+        return Verification(name, str(path), float("nan"), 0.5, False)
+
+    monkeypatch.setattr(speakerid.cli, "verify", nan_verify)
+    res = cli("verify", "alice", voice(voices_dir, "alice", 3), "--json", store=enrolled_store)
+    json_error(res, "non-finite")
+
+
+def test_json_keys_are_consistent(cli, store_path: Path, voices_dir: Path) -> None:
+    store = str(store_path)
+    r = as_json(ok(cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json", store=store_path)))
+    assert r["speaker"] == "alice" and r["store"] == store
+    res = cli("verify", "alice", voice(voices_dir, "alice", 2), "--json", store=store_path)
+    v = as_json(ok(res, res.exit_code))
+    assert v["speaker"] == "alice" and v["store"] == store
+    (i,) = as_json(ok(cli("identify", voice(voices_dir, "alice", 2), "--json", store=store_path)))
+    assert i["store"] == store and "speaker" in i["candidates"][0]
+    listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
+    assert listed["store"] == store and listed["speakers"][0]["speaker"] == "alice"
+    assert "name" not in listed["speakers"][0]
+    r = as_json(ok(cli("remove", "alice", "--json", store=store_path, model=False)))
+    assert r == {"speaker": "alice", "recordings": 1, "store": store}

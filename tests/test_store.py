@@ -139,7 +139,7 @@ def test_add_pool_replace_upsert_remove(store_path: Path) -> None:
         assert store.recordings("alice") == ["alice/3-0.wav"]
 
         add(store, "bob", seed=4)
-        assert [s.name for s in store.speakers()] == ["alice", "bob"]
+        assert [s.speaker for s in store.speakers()] == ["alice", "bob"]
         assert "bob" in store and "carol" not in store
         assert store.remove("bob") == 2
         assert "bob" not in store
@@ -261,7 +261,7 @@ def test_concurrent_enrollment_loses_nothing(store_path: Path) -> None:
         p.join(120)
     assert [p.exitcode for p in workers] == [0, 0]
     with SpeakerStore(store_path) as store:
-        names = {s.name for s in store.speakers()}
+        names = {s.speaker for s in store.speakers()}
         assert names == {"shared"} | {f"w{w}-{k}" for w in (1, 2) for k in range(rounds)}
         shared = store.recordings("shared")
         assert len(shared) == 2 * rounds
@@ -530,7 +530,7 @@ def test_two_stores_in_one_process_lose_nothing(store_path: Path) -> None:
     Path(str(store_path) + ".stop").touch()
     other.join(60)
     with SpeakerStore(store_path) as store:
-        present = {s.name for s in store.speakers()}
+        present = {s.speaker for s in store.speakers()}
     conn = sqlite3.connect(store_path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
