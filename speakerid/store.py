@@ -56,7 +56,6 @@ from speakerid.calibration import (
     expected_fpir,
 )
 from speakerid.embed import Embedder, l2_normalize, load_model, pool
-from speakerid.model import check_threshold
 from speakerid.errors import (
     AudioError,
     CheckpointError,
@@ -67,6 +66,7 @@ from speakerid.errors import (
     StoreError,
     UnknownSpeakerError,
 )
+from speakerid.model import check_threshold
 from speakerid.registry import DEFAULT_MODEL, shipped_name
 from speakerid.search import IndexInfo, VectorIndex, pointer_path, remove_index, requested_kind
 from speakerid.search import top_k as _top_k

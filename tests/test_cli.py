@@ -126,7 +126,10 @@ def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_d
     assert ok(cli("identify", files[0], "--top", "0", store=store_path), 2)
 
     listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
-    assert [(s["speaker"], s["recordings"]) for s in listed["speakers"]] == [("alice", 2), ("bob", 2)]
+    assert [(s["speaker"], s["recordings"]) for s in listed["speakers"]] == [
+        ("alice", 2),
+        ("bob", 2),
+    ]
     assert "alice" in ok(cli("list", store=store_path, model=False)).stdout
 
     info = as_json(ok(cli("info", "--json", store=store_path)))
@@ -638,7 +641,9 @@ def test_threshold_out_of_range_is_one_line(cli, enrolled_store: Path, value: st
 
 
 def test_top_zero_is_one_line(cli, enrolled_store: Path, voices_dir: Path) -> None:
-    error(cli("identify", voice(voices_dir, "alice", 3), "--top", "0", store=enrolled_store), "--top")
+    error(
+        cli("identify", voice(voices_dir, "alice", 3), "--top", "0", store=enrolled_store), "--top"
+    )
 
 
 def test_json_errors_are_json_on_stdout(
@@ -681,7 +686,9 @@ def test_non_finite_result_never_prints_invalid_json(
 
 def test_json_keys_are_consistent(cli, store_path: Path, voices_dir: Path) -> None:
     store = str(store_path)
-    r = as_json(ok(cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json", store=store_path)))
+    r = as_json(
+        ok(cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json", store=store_path))
+    )
     assert r["speaker"] == "alice" and r["store"] == store
     res = cli("verify", "alice", voice(voices_dir, "alice", 2), "--json", store=store_path)
     v = as_json(ok(res, res.exit_code))

@@ -676,9 +676,7 @@ def test_precision_auto_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "5.0", "-1.5"])
-def test_metadata_threshold_out_of_range_is_refused(
-    ckpt: Path, tmp_path: Path, value: str
-) -> None:
+def test_metadata_threshold_out_of_range_is_refused(ckpt: Path, tmp_path: Path, value: str) -> None:
     path = _rewrite(ckpt, tmp_path / "th.safetensors", threshold=value)
     _refused(path, "threshold")
 

@@ -503,7 +503,7 @@ def test_two_stores_in_one_process_lose_nothing(store_path: Path) -> None:
                 for k in range(60):
                     add(store, f"w{k}", n=1, seed=k)
                     acknowledged.append(f"w{k}")
-        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+        except Exception as exc:
             errors.append(f"writer: {exc}")
         finally:
             done.set()
@@ -513,7 +513,7 @@ def test_two_stores_in_one_process_lose_nothing(store_path: Path) -> None:
             try:
                 with SpeakerStore(store_path) as other:  # a fresh open each time
                     other.speakers()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(f"reader: {exc}")
 
     # Another process opening and closing the store, as `speakerid list` would: with no
