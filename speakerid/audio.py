@@ -6,6 +6,9 @@ float32 numpy arrays of shape ``(samples,)`` at ``SAMPLE_RATE``.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -40,20 +43,64 @@ def load_audio(path: str | Path) -> np.ndarray:
     np.ndarray, shape (samples,), float32 in [-1, 1].
     """
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not an audio file")
+    check_audio_file(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(f"{path}: cannot be read as audio ({reason})") from None
+        raise read_error(path, exc) from None
     except OSError as exc:
-        raise AudioError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise AudioError(f"{path}: {os_problem(path, exc)}") from None
     if data.size == 0:
         raise AudioError(f"{path}: the file holds no audio samples")
     return to_16k_mono(data, rate, name=str(path))
+
+
+def os_problem(path: Path, exc: OSError) -> str:
+    """What an ``OSError`` on ``path`` means, in the user's words."""
+    if exc.errno == errno.ELOOP:
+        return "is a symbolic link loop (the link leads back to itself)"
+    if exc.errno == errno.ENOENT:
+        if path.is_symlink():
+            return "is a symbolic link to a file that does not exist"
+        return "no such file"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (this user may not read the file)"
+    if exc.errno == errno.EISDIR:
+        return "is a directory, not an audio file"
+    return f"cannot be read ({exc.strerror or exc})"
+
+
+def check_audio_file(path: Path) -> None:
+    """Raise ``AudioError`` unless ``path`` is a regular file this user may read.
+
+    Done before libsndfile opens it, whose messages for these cases ("System error.", or
+    "no such file" for a symbolic link loop) do not say what is wrong.
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise AudioError(f"{path}: {os_problem(path, exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{path}: {os_problem(path, PermissionError(errno.EACCES, ''))}")
+
+
+# libsndfile's words for a file whose data ends or breaks off early.
+_CUT_SHORT = ("lost sync", "psf_fseek", "unexpected end", "truncated", "premature")
+
+
+def read_error(path: Path, exc: Exception) -> AudioError:
+    """An ``AudioError`` for a failed libsndfile read, saying what is wrong in words."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if any(mark in reason.lower() for mark in _CUT_SHORT):
+        return AudioError(
+            f"{path}: the audio is cut short or damaged: its data breaks off before the end "
+            f"the file announces ({reason.strip()})"
+        )
+    if "system error" in reason.lower() and not os.access(path, os.R_OK):
+        return AudioError(f"{path}: {os_problem(path, PermissionError(errno.EACCES, ''))}")
+    return AudioError(f"{path}: cannot be read as audio ({reason})")
 
 
 def to_16k_mono(data: np.ndarray, rate: int, name: str = "audio") -> np.ndarray:

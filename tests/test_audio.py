@@ -168,7 +168,7 @@ def test_truncated_flac(tmp_path: Path, keep: float) -> None:
     data = whole.read_bytes()
     path = tmp_path / "cut.flac"
     path.write_bytes(data[: int(len(data) * keep)])
-    _expect_audio_error(path, "cannot be read as audio")
+    _expect_audio_error(path, "cut short or damaged")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -352,3 +352,43 @@ def test_prepare_refuses_silence(trim: bool) -> None:
         prepare(np.zeros(5 * SR, dtype=np.float32), name="blank.wav", trim=trim)
     message = assert_one_line(exc)
     assert "silent" in message and "blank.wav" in message
+
+
+# ---------------------------------------------------------------- what is wrong, in words
+
+
+def test_symlink_loop_says_loop(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    _expect_audio_error(a, "symbolic link loop")
+    dangling = tmp_path / "d.wav"
+    dangling.symlink_to(tmp_path / "gone.wav")
+    _expect_audio_error(dangling, "symbolic link to a file that does not exist")
+
+
+def test_truncated_flac_says_cut_short(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.flac"
+    sf.write(str(whole), sine(440.0, 4.0), SR)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    message = _expect_audio_error(cut, "cut short or damaged")
+    assert "lost sync" not in message.split("(")[0]
+
+
+def _load_message(path: str) -> str:
+    try:
+        load_audio(path)
+    except AudioError as exc:
+        return str(exc)
+    return "loaded"
+
+
+def test_permission_denied_says_so(open_tmp: Path) -> None:
+    from conftest import run_unprivileged
+
+    path = open_tmp / "secret.wav"
+    sf.write(str(path), sine(440.0, 2.0), SR)
+    path.chmod(0)
+    message = run_unprivileged(_load_message, str(path))
+    assert "permission denied" in str(message) and "System error" not in str(message)

@@ -341,8 +341,8 @@ BAD_AUDIO_REASON = {
     "zero-samples": "no audio samples",
     "silent": "silent",
     "too-short": "of speech",
-    "corrupt-flac": "cannot be read as audio",
-    "truncated-flac": "cannot be read as audio",
+    "corrupt-flac": "damaged",
+    "truncated-flac": "cut short or damaged",
     "text-as-wav": "cannot be read as audio",
 }
 
