@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
@@ -182,6 +183,22 @@ def _embedder(model: str | None, precision: str) -> Embedder:
     return Embedder(load_model(model), precision=precision)
 
 
+@contextmanager
+def _writing_store(path: Path | None) -> Iterator[SpeakerStore]:
+    """``SpeakerStore(path)`` for a command that writes; says on stderr when the store's
+    folder did not exist and was created with it (a mistyped --store goes unseen else)."""
+    with SpeakerStore(path) as db:
+        folder_missing = not db.path.parent.exists()
+        yield db
+    if folder_missing and db.path.exists():
+        err.print(
+            f"created the store {db.path} in the new folder {db.path.parent}",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -222,7 +239,7 @@ def enroll(
         return
     if name is None or not files:
         fail("enroll needs NAME and at least one FILE (or --from-npz FILE.npz)")
-    with SpeakerStore(store) as db:
+    with _writing_store(store) as db:
         result = enroll_speaker(
             db, _embedder(model, precision), name, files, replace=replace, strict=strict
         )
@@ -309,7 +326,7 @@ def enroll_dir(
         _embed_dir_to_npz(embedder, directory, part, out_path, json_)
         return
     with (
-        SpeakerStore(store) as db,
+        _writing_store(store) as db,
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -324,14 +341,21 @@ def enroll_dir(
         def on_file(speaker: str, done: int, total: int) -> None:
             progress.update(task, completed=done, total=total, description=speaker)
 
-        result = enroll_directory(
-            db,
-            embedder,
-            directory,
-            replace=replace,
-            on_file=on_file,
-            shard=(part.index, part.count),
-        )
+        try:
+            result = enroll_directory(
+                db,
+                embedder,
+                directory,
+                replace=replace,
+                on_file=on_file,
+                shard=(part.index, part.count),
+            )
+        except KeyboardInterrupt:
+            # Each speaker is one transaction: the finished ones are in the store.
+            kept = len(dict.fromkeys(db.written_speakers))
+            raise KeyboardInterrupt(
+                f"interrupted: the {kept} speaker(s) finished before it were kept in {db.path}"
+            ) from None
     _report_bulk(result, db.path, json_)
 
 

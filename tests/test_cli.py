@@ -700,3 +700,37 @@ def test_json_keys_are_consistent(cli, store_path: Path, voices_dir: Path) -> No
     assert "name" not in listed["speakers"][0]
     r = as_json(ok(cli("remove", "alice", "--json", store=store_path, model=False)))
     assert r == {"speaker": "alice", "recordings": 1, "store": store}
+
+
+def test_store_in_a_new_folder_says_so(cli, tmp_path: Path, voices_dir: Path) -> None:
+    path = tmp_path / "new" / "folder" / "s.sqlite"
+    res = ok(cli("enroll", "alice", voice(voices_dir, "alice", 1), store=path))
+    assert "created" in res.stderr and str(path.parent) in res.stderr
+    res = ok(cli("enroll", "alice", voice(voices_dir, "alice", 2), store=path))
+    assert "created" not in res.stderr
+
+
+def test_interrupted_enroll_dir_says_what_was_kept(
+    cli, tmp_path: Path, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from speakerid.embed import Embedder
+
+    root = tmp_path / "corpus"
+    for i, (name, v) in enumerate(VOICES.items()):
+        for k in (1, 2):
+            write_wav(root / name / f"{name}_{k}.wav", synth_voice(v, seed=10 * i + k))
+    real = Embedder.embed_waveform
+    calls = []
+
+    def interrupt_third(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:  # the first speaker (two files) is written by then
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Embedder, "embed_waveform", interrupt_third)
+    res = cli("enroll-dir", root, store=store_path)
+    assert res.exit_code == 130 and "Traceback" not in res.output
+    assert "1 speaker(s)" in res.stderr and "kept" in res.stderr
+    listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
+    assert [s["speaker"] for s in listed["speakers"]] == ["alice"]

@@ -561,3 +561,149 @@ def test_every_threshold_is_a_cosine() -> None:
         resolve_threshold(float("nan"), None)
     assert resolve_threshold(0.5, 1.0) == (1.0, "--threshold")
     assert resolve_threshold(0.5, -1.0) == (-1.0, "--threshold")
+
+
+# ---------------------------------------------------------------- read-only stays read-only
+
+
+def _read_then_write(path: str) -> tuple:
+    folder = Path(path).parent
+    with SpeakerStore(path) as store:
+        count = len(store)
+        side_after_read = sorted(p.name for p in folder.iterdir())
+        try:
+            add(store, "bob")
+            wrote = "wrote"
+        except StoreError as exc:
+            wrote = str(exc)
+    return count, side_after_read, wrote, sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_read_only_store_stays_read_only(open_tmp: Path) -> None:
+    from conftest import run_unprivileged
+
+    path = open_tmp / "s.sqlite"
+    with SpeakerStore(path) as store:
+        add(store, "alice")
+    os.chown(path, 65534, 65534) if os.geteuid() == 0 else None
+    path.chmod(0o444)
+    count, after_read, wrote, after_write = run_unprivileged(_read_then_write, str(path))
+    assert count == 1
+    assert after_read == after_write == ["s.sqlite"]  # no -wal / -shm left behind
+    assert "read-only" in wrote
+    path.chmod(0o644)  # writable again: the store must be writable again
+    count, _, wrote, _ = run_unprivileged(_read_then_write, str(path))
+    assert (count, wrote) == (1, "wrote")
+
+
+# ---------------------------------------------------------------- recordings are files
+
+
+def test_recordings_are_keyed_by_content_and_resolved_path(
+    store_path: Path, tmp_path: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d1, d2, d3 = (tmp_path / d for d in ("d1", "d2", "d3"))
+    for d, k in ((d1, 1), (d2, 2)):
+        d.mkdir()
+        (d / "take.wav").write_bytes((voices_dir / f"alice_{k}.wav").read_bytes())
+    d3.mkdir()
+    (d3 / "copy.wav").write_bytes((d1 / "take.wav").read_bytes())
+    rng = np.random.default_rng(0)
+    with SpeakerStore(store_path) as store:
+
+        def enroll_one(path: str):
+            return store.add_recordings("bob", [path], unit(rng, 1), fingerprint=FP_A)
+
+        monkeypatch.chdir(d1)
+        r = enroll_one("take.wav")
+        assert (r.added, r.updated, r.recordings) == (1, 0, 1)
+        monkeypatch.chdir(d2)  # another file of the same name: a new recording
+        r = enroll_one("take.wav")
+        assert (r.added, r.updated, r.recordings) == (1, 0, 2)
+        # the first file again, copied elsewhere: recognised by its content
+        r = enroll_one(str(d3 / "copy.wav"))
+        assert (r.added, r.updated, r.recordings) == (0, 1, 2)
+        assert sorted(store.recordings("bob")) == sorted(
+            [str((d2 / "take.wav").resolve()), str((d3 / "copy.wav").resolve())]
+        )
+
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE speakers (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, vector BLOB NOT NULL,
+    n_recordings INTEGER NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL
+);
+CREATE TABLE recordings (
+    id INTEGER PRIMARY KEY,
+    speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    path TEXT NOT NULL, embedding BLOB NOT NULL, added TEXT NOT NULL,
+    UNIQUE (speaker_id, path)
+);
+"""
+
+
+def test_schema_1_store_is_read_as_is_and_migrated_on_write(
+    store_path: Path, tmp_path: Path
+) -> None:
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF-not-really-audio-but-a-file")
+    vec = unit(np.random.default_rng(0), 1)[0]
+    conn = sqlite3.connect(store_path)
+    conn.executescript(_SCHEMA_V1)
+    conn.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [
+            ("format", "speakerid-store"),
+            ("schema_version", "1"),
+            ("model_fingerprint", FP_A),
+            ("model_source", ""),
+            ("embedding_dim", str(DIM)),
+            ("created", "2026-01-01T00:00:00+00:00"),
+        ],
+    )
+    conn.execute("INSERT INTO speakers VALUES (1, 'alice', ?, 1, 't', 't')", (vec.tobytes(),))
+    conn.execute(
+        "INSERT INTO recordings VALUES (1, 1, ?, ?, 't')", (str(audio.resolve()), vec.tobytes())
+    )
+    conn.execute("INSERT INTO recordings VALUES (2, 1, 'rel/b.wav', ?, 't')", (vec.tobytes(),))
+    conn.commit()
+    conn.close()
+    with SpeakerStore(store_path) as store:
+        assert store.recordings("alice") == [str(audio.resolve()), "rel/b.wav"]
+        assert store.meta()["schema_version"] == "1"  # reading changes nothing
+        r = store.add_recordings(
+            "alice", [str(audio)], unit(np.random.default_rng(1), 1), fingerprint=FP_A
+        )
+        assert (r.added, r.updated, r.recordings) == (0, 1, 2)  # the old row is the same file
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+    conn = sqlite3.connect(store_path)
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(recordings)")]
+    assert "sha256" in columns
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+# ---------------------------------------------------------------- leftovers
+
+
+def test_leftovers_of_a_killed_creation_are_cleaned_on_open(store_path: Path) -> None:
+    import fcntl
+
+    with SpeakerStore(store_path) as store:
+        add(store, "alice")
+    folder = store_path.parent
+    dead = [folder / f".store.sqlite.dead1.new{s}" for s in ("", "-wal", "-shm")]
+    for p in dead:
+        p.write_bytes(b"x")
+    live = folder / ".store.sqlite.live1.new"  # a creation in progress holds its lock
+    other = folder / ".other.sqlite.x1.new"
+    other.write_bytes(b"x")
+    with open(live, "wb") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with SpeakerStore(store_path) as store:
+            assert len(store) == 1
+        assert live.exists()
+    assert not any(p.exists() for p in dead)
+    assert other.exists()
