@@ -1,20 +1,25 @@
 """Audio in: load, mix to mono, resample to 16 kHz, trim silence, cut into 3-second fragments.
 
-``load_audio`` is the only function here that touches files; everything after it works on
-float32 numpy arrays of shape ``(samples,)`` at ``SAMPLE_RATE``.
+``load_audio`` reads a whole file; everything after it works on float32 numpy arrays of
+shape ``(samples,)`` at ``SAMPLE_RATE``. Long files take the streamed path instead
+(``stream_audio`` -> ``stream_fragments``): the same reading, mixing, resampling, trimming
+and cutting, done block by block, so memory stays flat whatever the length and the rate.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+import torchaudio.transforms as T
 
 from speakerid.errors import AudioError
 
@@ -30,6 +35,16 @@ TRIM_FRAME_SAMPLES = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # 480
 TRIM_TOP_DB = 40.0  # frames this far below the loudest frame count as silence
 SILENCE_FLOOR_DBFS = -60.0  # frames below this level are silence whatever the peak
 TRIM_PAD_FRAMES = 5  # voiced regions are widened by this many frames (150 ms) each side
+
+STREAM_BLOCK_SECONDS = 10.0  # input read, mixed and resampled at a time on the streamed path
+# Files holding more decoded values than this (frames x channels; 16 MB as float32, about
+# 4 min of 16 kHz mono or 42 s of 48 kHz stereo) are streamed. Reading a whole file costs
+# several copies of it (decode, mix, resample, trim, fragments): 1.45 GB for an hour of
+# 16 kHz mono, 7.1 GB at 48 kHz stereo (docs/reliability.md).
+STREAM_ABOVE_VALUES = 4_000_000
+# torchaudio's sinc resampler (``AF.resample``) defaults, which set its kernel's reach.
+_RESAMPLE_LOWPASS_WIDTH = 6
+_RESAMPLE_ROLLOFF = 0.99
 
 
 def load_audio(path: str | Path) -> np.ndarray:
@@ -127,19 +142,26 @@ def frame_dbfs(wav: np.ndarray, frame: int = TRIM_FRAME_SAMPLES) -> np.ndarray:
     return 20.0 * np.log10(np.maximum(rms, 1e-10))
 
 
-def trim_silence(wav: np.ndarray, name: str = "audio") -> np.ndarray:
-    """Drop silent stretches (energy below peak-40 dB or -60 dBFS), keeping 150 ms margins.
+def keep_frames(levels: np.ndarray, name: str = "audio") -> np.ndarray:
+    """Which trimming frames to keep, from their ``frame_dbfs`` levels: bool (frames,).
 
-    Raises ``AudioError`` when nothing is left, i.e. the input is silent.
+    Raises ``AudioError`` when none is voiced, i.e. the audio is silent.
     """
-    levels = frame_dbfs(wav)
     threshold = max(float(levels.max()) - TRIM_TOP_DB, SILENCE_FLOOR_DBFS)
     voiced = levels > threshold
     if not voiced.any():
         raise AudioError(f"{name}: the audio is silent")
     # Widen each voiced frame so that word onsets and decays survive the cut.
     kernel = np.ones(2 * TRIM_PAD_FRAMES + 1)
-    keep = np.convolve(voiced.astype(float), kernel, mode="same") > 0
+    return np.convolve(voiced.astype(float), kernel, mode="same") > 0
+
+
+def trim_silence(wav: np.ndarray, name: str = "audio") -> np.ndarray:
+    """Drop silent stretches (energy below peak-40 dB or -60 dBFS), keeping 150 ms margins.
+
+    Raises ``AudioError`` when nothing is left, i.e. the input is silent.
+    """
+    keep = keep_frames(frame_dbfs(wav), name)
     mask = np.repeat(keep, TRIM_FRAME_SAMPLES)
     tail = len(wav) - len(mask)
     if tail > 0:  # the last partial frame follows the last full frame's decision
@@ -188,3 +210,211 @@ def prepare(wav: np.ndarray, name: str = "audio", trim: bool = True) -> np.ndarr
     if not trim and float(frame_dbfs(wav).max()) <= SILENCE_FLOOR_DBFS:
         raise AudioError(f"{name}: the audio is silent")
     return fragment(speech, name=name)
+
+
+# ---------------------------------------------------------------- the streamed path
+
+
+def is_long(path: str | Path) -> bool:
+    """Whether ``path`` holds more than ``STREAM_ABOVE_VALUES`` decoded values (streamed).
+
+    False when the header cannot be read: the whole-file path then reports the problem.
+    """
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+        return False
+    return info.frames * info.channels > STREAM_ABOVE_VALUES
+
+
+class StreamResampler:
+    """torchaudio's sinc resampler applied block by block, with the same output.
+
+    The input is cut into steps of a multiple of ``orig / gcd`` samples (so each step maps
+    to a whole number of output samples) and each step is resampled with real neighbouring
+    samples, as far as the kernel reaches, on both sides. Outside the signal the kernel
+    sees zeros, as ``AF.resample`` pads; so ``push``-ing a signal in any blocks and then
+    calling ``flush`` gives ``AF.resample`` of the whole signal (to float rounding).
+    """
+
+    def __init__(self, orig: int, new: int = SAMPLE_RATE, step_seconds: float = 5.0) -> None:
+        if orig <= 0:
+            raise ValueError(f"invalid sample rate {orig}")
+        self.orig, self.new = int(orig), int(new)
+        g = math.gcd(self.orig, self.new)
+        self._o, self._n = self.orig // g, self.new // g
+        base = min(self._o, self._n) * _RESAMPLE_ROLLOFF
+        reach = math.ceil(_RESAMPLE_LOWPASS_WIDTH * self._o / base) + self._o
+        self._context = self._o * math.ceil(reach / self._o)  # input samples, each side
+        step = max(1, round(step_seconds * self.orig / self._o)) * self._o
+        self._step = max(step, self._context)
+        self._buf = np.zeros(0, np.float32)
+        self._left = 0  # context samples at the start of ``_buf`` (0 at the signal's start)
+        # The module builds ``AF.resample``'s kernel once (AF.resample rebuilds it per call,
+        # which for 44.1 kHz costs more than the filtering itself).
+        self._kernel = None if self.orig == self.new else T.Resample(self.orig, self.new)
+
+    @torch.inference_mode()
+    def _resample(self, chunk: np.ndarray) -> np.ndarray:
+        if self._kernel is None:
+            return chunk
+        return self._kernel(torch.from_numpy(chunk)).numpy()
+
+    def _out(self, samples: int) -> int:
+        return samples * self._n // self._o  # exact: ``samples`` is a multiple of _o
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Take more input; return the output that is final so far (may be empty)."""
+        self._buf = np.concatenate([self._buf, np.asarray(block, np.float32)])
+        out = []
+        while len(self._buf) >= self._left + self._step + self._context:
+            chunk = self._buf[: self._left + self._step + self._context]
+            start = self._out(self._left)
+            out.append(self._resample(chunk)[start : start + self._out(self._step)])
+            self._buf = self._buf[self._left + self._step - self._context :]
+            self._left = self._context
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def flush(self) -> np.ndarray:
+        """The rest of the output, once all input was pushed."""
+        if len(self._buf) <= self._left:
+            return np.zeros(0, np.float32)
+        out = self._resample(self._buf)[self._out(self._left) :]
+        self._buf = np.zeros(0, np.float32)
+        return out
+
+
+def stream_audio(
+    path: str | Path, block_seconds: float = STREAM_BLOCK_SECONDS
+) -> Iterator[np.ndarray]:
+    """Read a file as float32 mono ``SAMPLE_RATE`` blocks, a block of input at a time.
+
+    The concatenated blocks equal ``load_audio(path)`` to float rounding; memory is a few
+    blocks whatever the file's length. Raises ``AudioError`` as ``load_audio`` does (also
+    part-way, for a file whose data breaks off).
+    """
+    path = Path(path)
+    check_audio_file(path)
+    name = str(path)
+    try:
+        with sf.SoundFile(name) as fh:
+            rate = int(fh.samplerate)
+            if fh.frames == 0:
+                raise AudioError(f"{path}: the file holds no audio samples")
+            if rate <= 0:
+                raise AudioError(f"{path}: invalid sample rate {rate}")
+            resampler = StreamResampler(rate)
+            size = max(1, int(block_seconds * rate))
+            total = 0
+            for block in fh.blocks(blocksize=size, dtype="float32", always_2d=True):
+                total += len(block)
+                mono = block.mean(axis=1, dtype=np.float32)
+                if not np.isfinite(mono).all():
+                    raise AudioError(f"{path}: the audio contains NaN or infinite samples")
+                out = resampler.push(mono)
+                if len(out):
+                    yield out
+            if total == 0:
+                raise AudioError(f"{path}: the file holds no audio samples")
+            out = resampler.flush()
+            if len(out):
+                yield out
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise read_error(path, exc) from None
+    except OSError as exc:
+        raise AudioError(f"{path}: {os_problem(path, exc)}") from None
+
+
+def _frames(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Re-cut a stream into ``(k, TRIM_FRAME_SAMPLES)`` arrays of whole frames, then the
+    last partial frame (if any) as a ``(1, r)`` array."""
+    carry = np.zeros(0, np.float32)
+    for block in blocks:
+        carry = np.concatenate([carry, block])
+        whole = len(carry) // TRIM_FRAME_SAMPLES * TRIM_FRAME_SAMPLES
+        if whole:
+            yield carry[:whole].reshape(-1, TRIM_FRAME_SAMPLES)
+            carry = carry[whole:]
+    if len(carry):
+        yield carry[None, :]
+
+
+def stream_fragments(
+    path: str | Path,
+    hop_seconds: float = FRAGMENT_SECONDS,
+    block_seconds: float = STREAM_BLOCK_SECONDS,
+    batch: int = 64,
+    on_speech: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """``prepare(load_audio(path))`` as a stream: batches of ``(k, FRAGMENT_SAMPLES)`` fragments.
+
+    Two passes over the file: the first measures the trimming frames' levels (one number
+    per 30 ms) and the speech length, the second trims and cuts, keeping only the speech
+    not yet cut. Same rules as ``trim_silence`` and ``fragment``, same fragments.
+    ``on_speech(samples)`` is told the length of the speech kept, once it is known.
+    """
+    if hop_seconds <= 0:
+        raise ValueError("hop_seconds must be positive")
+    name = str(path)
+    levels, tail = [], 0
+    for frames in _frames(stream_audio(path, block_seconds)):
+        if frames.shape[1] == TRIM_FRAME_SAMPLES:
+            levels.append(frame_dbfs(frames.ravel()))
+        else:
+            tail = frames.shape[1]
+    if not levels:  # shorter than one trimming frame: too short for the stream to matter
+        wav = trim_silence(np.concatenate(list(stream_audio(path, block_seconds))), name)
+        if on_speech:
+            on_speech(len(wav))
+        yield fragment(wav, hop_seconds, name)
+        return
+    keep = keep_frames(np.concatenate(levels), name)
+    speech = int(keep.sum()) * TRIM_FRAME_SAMPLES + (tail if keep[-1] else 0)
+    if on_speech:
+        on_speech(speech)
+    if speech < FRAGMENT_SAMPLES:  # repeated end to end: short enough to hold
+        kept = [f.ravel() for f, k in _kept_frames(path, keep, block_seconds) if k]
+        yield fragment(np.concatenate(kept), hop_seconds, name)
+        return
+    hop = max(1, round(hop_seconds * SAMPLE_RATE))
+    starts = list(range(0, speech - FRAGMENT_SAMPLES + 1, hop))
+    if speech - (starts[-1] + FRAGMENT_SAMPLES) >= TAIL_KEEP_RATIO * FRAGMENT_SAMPLES:
+        starts.append(speech - FRAGMENT_SAMPLES)
+    buf, offset, next_start, ready = np.zeros(0, np.float32), 0, 0, []
+    for frames, kept in _kept_frames(path, keep, block_seconds):
+        if not kept:
+            continue
+        buf = np.concatenate([buf, frames.ravel()])
+        while next_start < len(starts) and starts[next_start] + FRAGMENT_SAMPLES <= offset + len(
+            buf
+        ):
+            s = starts[next_start] - offset
+            ready.append(buf[s : s + FRAGMENT_SAMPLES])
+            next_start += 1
+            if len(ready) == batch:
+                yield np.stack(ready)
+                ready = []
+        drop = (starts[next_start] if next_start < len(starts) else offset + len(buf)) - offset
+        if drop > 0:
+            buf, offset = buf[drop:], offset + drop
+    if ready:
+        yield np.stack(ready)
+
+
+def _kept_frames(
+    path: str | Path, keep: np.ndarray, block_seconds: float
+) -> Iterator[tuple[np.ndarray, bool]]:
+    """The stream's frames, each with whether trimming keeps it (the tail follows the last
+    whole frame, as in ``trim_silence``)."""
+    index = 0
+    for frames in _frames(stream_audio(path, block_seconds)):
+        if frames.shape[1] != TRIM_FRAME_SAMPLES:
+            yield frames, bool(keep[-1])
+            continue
+        flags = keep[index : index + len(frames)]
+        index += len(frames)
+        # consecutive runs of equal decisions, so whole runs are passed on at once
+        edges = np.flatnonzero(np.diff(flags.astype(np.int8))) + 1
+        for run in np.split(np.arange(len(frames)), edges):
+            if len(run):
+                yield frames[run[0] : run[-1] + 1], bool(flags[run[0]])

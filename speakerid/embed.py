@@ -7,13 +7,14 @@ is the L2-normalised mean of their recordings' embeddings (as Resemblyzer's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-from speakerid.audio import load_audio, prepare
+from speakerid.audio import is_long, load_audio, prepare, stream_fragments
 from speakerid.errors import SpeakerIDError
 from speakerid.model import LoadedModel, load_encoder
 from speakerid.registry import resolve_model
@@ -110,8 +111,30 @@ class Embedder:
         return pool(self.embed_fragments(prepare(wav, name=name, trim=trim)))
 
     def embed_file(self, path: str | Path) -> np.ndarray:
-        """An audio file -> ``(D,)`` unit vector. Raises ``AudioError`` for unusable audio."""
+        """An audio file -> ``(D,)`` unit vector. Raises ``AudioError`` for unusable audio.
+
+        Long files (``audio.is_long``) are streamed (``embed_stream``), so that memory
+        does not grow with the file's length and rate.
+        """
+        if is_long(path):
+            return self.embed_stream(path)
         return self.embed_waveform(load_audio(path), name=str(path))
+
+    def embed_stream(
+        self, path: str | Path, on_speech: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """``embed_file`` through ``audio.stream_fragments``: the same vector, flat memory.
+
+        The mean of the fragments' unit embeddings is accumulated batch by batch;
+        ``on_speech(samples)`` is told the speech length (see ``stream_fragments``).
+        """
+        total = np.zeros(self.dim, np.float64)
+        count = 0
+        for batch in stream_fragments(path, batch=self.batch_size, on_speech=on_speech):
+            embeddings = self.embed_fragments(batch)
+            total += embeddings.sum(axis=0, dtype=np.float64)
+            count += len(embeddings)
+        return l2_normalize((total / max(count, 1)).astype(np.float32))
 
     def embed_speaker(self, paths: list[str | Path]) -> np.ndarray:
         """Several recordings of one speaker -> ``(D,)`` unit vector."""

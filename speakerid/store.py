@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from platformdirs import user_data_path
 
-from speakerid.audio import FRAGMENT_SECONDS, SAMPLE_RATE, load_audio, trim_silence
+from speakerid.audio import FRAGMENT_SECONDS, SAMPLE_RATE, is_long, load_audio, trim_silence
 from speakerid.calibration import (
     ASNORM_TOP_K,
     Calibration,
@@ -1309,14 +1309,20 @@ def _embed_measured(embedder: Embedder, path: str | Path) -> tuple[np.ndarray, f
 
     The same embedding as ``embed_file``: trimming here and not again in the embedder.
     """
-    speech = trim_silence(load_audio(path), name=str(path))
-    vector = embedder.embed_waveform(speech, name=str(path), trim=False)
+    if is_long(path):  # streamed: memory stays flat whatever the length and the rate
+        samples: list[int] = []
+        vector = embedder.embed_stream(path, on_speech=samples.append)
+        seconds = samples[0] / SAMPLE_RATE
+    else:
+        speech = trim_silence(load_audio(path), name=str(path))
+        vector = embedder.embed_waveform(speech, name=str(path), trim=False)
+        seconds = len(speech) / SAMPLE_RATE
     if not np.isfinite(vector).all():
         raise CheckpointError(
             f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
             "the checkpoint is damaged"
         )
-    return vector, len(speech) / SAMPLE_RATE
+    return vector, seconds
 
 
 def calibration_for(store: SpeakerStore, fingerprint: str) -> Calibration | None:

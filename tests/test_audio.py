@@ -392,3 +392,59 @@ def test_permission_denied_says_so(open_tmp: Path) -> None:
     path.chmod(0)
     message = run_unprivileged(_load_message, str(path))
     assert "permission denied" in str(message) and "System error" not in str(message)
+
+
+# ---------------------------------------------------------------- the streamed path
+
+
+def _speechy(seconds: float, rate: int, channels: int, seed: int = 0) -> np.ndarray:
+    """Bursts of tones and noise with silent gaps, ``(samples, channels)`` at ``rate``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    wav = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(len(t))
+    wav *= (np.sin(2 * np.pi * 0.4 * t) > -0.3).astype(float)  # gaps trimming removes
+    wav[: rate // 2] = 0.0  # leading silence
+    out = np.stack([wav * (0.8 + 0.2 * c) for c in range(channels)], axis=1)
+    return out.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "subtype"),
+    [(16_000, 1, "PCM_16"), (48_000, 2, "PCM_24"), (44_100, 2, "PCM_16"), (22_050, 1, "FLOAT")],
+)
+def test_streamed_equals_whole_file(tmp_path: Path, rate: int, channels: int, subtype: str):
+    from speakerid.audio import stream_audio, stream_fragments
+
+    path = tmp_path / f"long_{rate}.wav"
+    sf.write(str(path), _speechy(23.3, rate, channels), rate, subtype=subtype)
+    whole = load_audio(path)
+    for block in (0.37, 2.0, 60.0):  # blocks smaller and larger than the resampler's steps
+        streamed = np.concatenate(list(stream_audio(path, block_seconds=block)))
+        assert streamed.shape == whole.shape
+        np.testing.assert_allclose(streamed, whole, atol=1e-5)
+        fragments = np.concatenate(list(stream_fragments(path, block_seconds=block, batch=3)))
+        expected = prepare(whole)
+        assert fragments.shape == expected.shape
+        np.testing.assert_allclose(fragments, expected, atol=1e-5)
+
+
+def test_streamed_short_and_bad_files_follow_the_whole_file_rules(tmp_path: Path) -> None:
+    from speakerid.audio import stream_fragments
+
+    short = tmp_path / "short.wav"  # under 3 s of speech: repeated to one fragment
+    sf.write(str(short), _speechy(2.5, 48_000, 1), 48_000)
+    np.testing.assert_allclose(
+        np.concatenate(list(stream_fragments(short, block_seconds=0.5))),
+        prepare(load_audio(short)),
+        atol=1e-5,
+    )
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(5 * SR, np.float32), SR)
+    with pytest.raises(AudioError, match="silent"):
+        list(stream_fragments(silent))
+    whole = tmp_path / "whole.flac"
+    sf.write(str(whole), _speechy(20.0, SR, 1), SR)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(AudioError, match="cut short"):
+        list(stream_fragments(cut))

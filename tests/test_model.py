@@ -686,3 +686,31 @@ def test_wrong_shape_names_the_tensor_and_both_shapes(ckpt: Path, tmp_path: Path
     message = _refused(path, "weights do not match the config")
     assert "Error(s)" not in message and "state_dict" not in message
     assert "shape" in message and "(8," in message
+
+
+def test_long_files_are_embedded_as_a_stream_with_the_same_vector(
+    embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speakerid.audio as audio_mod
+
+    path = tmp_path / "long.wav"
+    speech = np.concatenate(
+        [synth_voice(VOICES["alice"], 4.0, seed=s) for s in range(4)] + [np.zeros(8000)]
+    )
+    stereo = np.stack([speech, 0.5 * speech], axis=1)
+    sf.write(str(path), stereo, SAMPLE_RATE)
+    whole = embedder.embed_file(path)
+    assert not audio_mod.is_long(path)
+    monkeypatch.setattr(audio_mod, "STREAM_ABOVE_VALUES", 1000)
+    assert audio_mod.is_long(path)
+    streamed_calls = []
+    real = Embedder.embed_stream
+
+    def spy(self, p):
+        streamed_calls.append(p)
+        return real(self, p)
+
+    monkeypatch.setattr(Embedder, "embed_stream", spy)
+    streamed = embedder.embed_file(path)
+    assert streamed_calls == [path]
+    assert float(whole @ streamed) > 0.99999
