@@ -1,7 +1,8 @@
 """The ``speakerid`` command line: parse options, call one core function, render the result.
 
 No logic lives here. Every command is registered with ``@command()``, which turns any
-``SpeakerIDError`` into one red line on stderr and exit status 2, and Ctrl-C into exit 130.
+``SpeakerIDError`` into one red line on stderr and exit status 2, and Ctrl-C into exit 130;
+under ``--json`` the line is also printed on stdout as ``{"error": ..., "code": ...}``.
 Results go to stdout as Rich text, or as JSON with ``--json``; messages go to stderr.
 
 Exit status (like grep): 0 success / accepted, 1 rejected (``verify``), 2 error.
