@@ -74,7 +74,8 @@ def write_recording(path: Path, rate: int, channels: int, subtype: str, minutes:
 def peak_rss(argv: list[str]) -> tuple[float, float, int]:
     """Run ``argv``; return (peak RSS in MB, wall seconds, exit status)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +48,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from speakerid.model import Encoder, ModelConfig, save_encoder
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's speakerid, here and in the subprocesses
+
+from speakerid.model import Encoder, ModelConfig, save_encoder  # noqa: E402
+
 SR = 16_000
 NOBODY = 65534
 
@@ -92,25 +95,24 @@ def run_cli(argv: list[str], timeout: float = 600) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def run_cli_as_nobody(argv: list[str], folder: Path) -> Result:
+def run_cli_as_nobody(argv: list[str]) -> Result:
     """The CLI in a forked child with uid/gid 65534 (this process has it imported)."""
     if os.geteuid() != 0:
         return run_cli(argv)
     from speakerid.cli import app
 
-    out, err = folder / ".nobody.out", folder / ".nobody.err"
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 70
-        try:
-            os.setgid(NOBODY)
-            os.setgroups([])
-            os.setuid(NOBODY)
-            with open(out, "w") as fo, open(err, "w") as fe:
-                os.dup2(fo.fileno(), 1)
-                os.dup2(fe.fileno(), 2)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 70
+            try:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
                 sys.stdout = os.fdopen(1, "w", closefd=False)
                 sys.stderr = os.fdopen(2, "w", closefd=False)
+                os.setgid(NOBODY)
+                os.setgroups([])
+                os.setuid(NOBODY)
                 try:
                     app(argv, prog_name="speakerid", standalone_mode=True)
                     code = 0
@@ -118,13 +120,37 @@ def run_cli_as_nobody(argv: list[str], folder: Path) -> Result:
                     code = exc.code if isinstance(exc.code, int) else 1
                 sys.stdout.flush()
                 sys.stderr.flush()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    result = Result(os.waitstatus_to_exitcode(status), out.read_text(), err.read_text())
-    out.unlink()
-    err.unlink()
-    return result
+            except BaseException:  # shown as the case's stderr (a traceback fails the case)
+                traceback.print_exc()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        out.seek(0)
+        err.seek(0)
+        return Result(os.waitstatus_to_exitcode(status), out.read(), err.read())
+
+
+def warm_up(p: dict[str, Path], s: dict[str, Path]) -> None:
+    """Run a verify and a list in this process, so that the modules the CLI imports lazily
+    are loaded before a child drops to uid 65534 (which cannot read this Python's stdlib)."""
+    import contextlib
+    import io
+    import zoneinfo  # noqa: F401  (pydantic, through typer, imports it on first use)
+
+    from speakerid.cli import app
+
+    for argv in (
+        ["verify", "alice", str(p["bob2"]), "--model", str(p["model"]), "--store", str(s["good"])],
+        ["list", "--store", str(s["good"]), "--json"],
+    ):
+        sink = io.StringIO()
+        with (
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+            contextlib.suppress(SystemExit),
+        ):
+            app(argv, prog_name="speakerid", standalone_mode=False)
 
 
 def store_state(path: Path) -> object:
@@ -144,15 +170,15 @@ def store_state(path: Path) -> object:
         return path.read_bytes()
 
 
-def check(case: Case, folder: Path) -> Case:
+def check(case: Case) -> Case:
     before = store_state(case.store) if case.store else None
     argv = [*case.argv, "--json"] if case.json else case.argv
-    r = run_cli_as_nobody(argv, folder) if case.as_nobody else run_cli(argv)
+    r = run_cli_as_nobody(argv) if case.as_nobody else run_cli(argv)
     if "Traceback" in r.out + r.err:
         case.problems.append("traceback")
     if case.expect == "ok":
         if r.code not in (0, 1):
-            case.problems.append(f"exit {r.code}: {r.err.strip()[:200]}")
+            case.problems.append(f"exit {r.code}: {r.err.strip()[-600:]}")
         elif case.needle and case.needle not in r.err + r.out:
             case.problems.append(f"{case.needle!r} not said")
         return case
@@ -634,9 +660,10 @@ def main() -> None:
         d.chmod(0o777)  # the uid-65534 cases must reach their files
         p = build(d)
         s = stores(d, p)
+        warm_up(p, s)
         cases = [c for c in corpus(d, p, s, args.every) if args.only in c.name]
         with ThreadPoolExecutor(args.jobs) as pool:
-            done = list(pool.map(lambda c: check(c, d), cases))
+            done = list(pool.map(check, cases))
         failed = [c for c in done if c.problems]
         for c in failed:
             print(f"FAIL {c.name}: {'; '.join(c.problems)}")
