@@ -186,7 +186,7 @@ def check(case: Case) -> Case:
     if r.code != 2:
         case.problems.append(f"exit {r.code}, not 2")
     if len(lines) != 1 or not lines[0].startswith("error: "):
-        case.problems.append(f"stderr is not one 'error:' line: {r.err.strip()[:200]!r}")
+        case.problems.append(f"stderr is not one 'error:' line: {r.err.strip()[-400:]!r}")
     elif case.needle.lower() not in lines[0].lower():
         case.problems.append(f"{case.needle!r} not in {lines[0]!r}")
     if case.json:
@@ -246,6 +246,8 @@ def build(d: Path) -> dict[str, Path]:
     data[-101] ^= 0x10
     p["model_tampered"] = d / "tampered.safetensors"
     p["model_tampered"].write_bytes(bytes(data))
+    for path in d.glob("*.safetensors"):  # safetensors writes 0600; the uid-65534 runs read them
+        path.chmod(0o644)
 
     for i, (name, pitch, formants) in enumerate(
         [("alice", 215, (800, 1750, 2900)), ("bob", 110, (550, 1150, 2450))]

@@ -431,7 +431,10 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
-    fingerprint = file_sha256(path)
+    try:
+        fingerprint = file_sha256(path)
+    except OSError as exc:  # e.g. a file this user may not read: is_file() does not tell
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if expected_sha256 is not None and fingerprint != expected_sha256:
         raise CheckpointError(
             f"{path}: sha256 {fingerprint[:12]}... does not match the shipped model; "

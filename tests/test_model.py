@@ -714,3 +714,21 @@ def test_long_files_are_embedded_as_a_stream_with_the_same_vector(
     streamed = embedder.embed_file(path)
     assert streamed_calls == [path]
     assert float(whole @ streamed) > 0.99999
+
+
+def _load_message(path: str) -> str:
+    try:
+        load_encoder(path)
+    except CheckpointError as exc:
+        return str(exc)
+    return "loaded"
+
+
+def test_unreadable_checkpoint_is_one_line(ckpt: Path, open_tmp: Path) -> None:
+    from conftest import run_unprivileged
+
+    path = open_tmp / "secret.safetensors"
+    path.write_bytes(ckpt.read_bytes())
+    path.chmod(0)
+    message = str(run_unprivileged(_load_message, str(path)))
+    assert "cannot be read" in message and "secret.safetensors" in message
