@@ -135,6 +135,7 @@ def warm_up(p: dict[str, Path], s: dict[str, Path]) -> None:
     """Run a verify and a list in this process, so that the modules the CLI imports lazily
     are loaded before a child drops to uid 65534 (which cannot read this Python's stdlib)."""
     import contextlib
+    import html.entities  # noqa: F401  (markdown_it, through rich, on an error's first use)
     import io
     import zoneinfo  # noqa: F401  (pydantic, through typer, imports it on first use)
 
@@ -143,6 +144,7 @@ def warm_up(p: dict[str, Path], s: dict[str, Path]) -> None:
     for argv in (
         ["verify", "alice", str(p["bob2"]), "--model", str(p["model"]), "--store", str(s["good"])],
         ["list", "--store", str(s["good"]), "--json"],
+        ["verify", "zed", str(p["bob2"]), "--model", str(p["model"]), "--store", str(s["good"])],
     ):
         sink = io.StringIO()
         with (
@@ -417,9 +419,9 @@ def corpus(d: Path, p: dict[str, Path], s: dict[str, Path], every: bool) -> list
     cases.append(
         Case(
             "audio/unreadable (as uid 65534): verify",
-            ["verify", "alice", str(p["bad_unreadable"]), *m, *st],
+            ["verify", "alice", str(p["bad_unreadable"]), *m, "--store", str(s["read_only"])],
             needle="permission denied",
-            store=good_store,
+            store=s["read_only"],
             as_nobody=True,
         )
     )
@@ -465,6 +467,9 @@ def corpus(d: Path, p: dict[str, Path], s: dict[str, Path], every: bool) -> list
                 json=True,
             )
         )
+    cases.append(  # the reference store is root's, mode 0600 (as SQLite stores are made)
+        Case("store/unreadable (as uid 65534): list", ["list", *st], needle="store", as_nobody=True)
+    )
     ro = ["--store", str(s["read_only"])]
     cases.append(
         Case(

@@ -77,6 +77,7 @@ StoreOpt = Annotated[
         envvar=STORE_ENV,
         help="Enrollment store file. Default: the user data dir's speakerid/store.sqlite.",
         show_default=False,
+        readable=False,  # else Click answers an unreadable store with a usage box
     ),
 ]
 ThresholdOpt = Annotated[

@@ -734,3 +734,26 @@ def test_interrupted_enroll_dir_says_what_was_kept(
     assert "1 speaker(s)" in res.stderr and "kept" in res.stderr
     listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
     assert [s["speaker"] for s in listed["speakers"]] == ["alice"]
+
+
+def _list_as(store: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from speakerid.cli import app
+
+    res = CliRunner().invoke(app, ["list", "--store", store])
+    return res.exit_code, res.stderr
+
+
+def test_unreadable_store_is_one_line(open_tmp: Path) -> None:
+    from conftest import run_unprivileged
+
+    from speakerid.store import SpeakerStore
+
+    path = open_tmp / "s.sqlite"
+    with SpeakerStore(path) as db:
+        db.add_vectors(["a"], np.ones((1, 4), np.float32), fingerprint="f" * 64)
+    path.chmod(0)
+    code, stderr = run_unprivileged(_list_as, str(path))
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
