@@ -2,15 +2,21 @@
 
 ``load_audio`` is the only function here that touches files (or stdin, named ``-``);
 everything after it works on float32 numpy arrays of shape ``(samples,)`` at ``SAMPLE_RATE``.
-Numpy and soundfile only: every backend, the torch-free one included, reads audio here.
+Long files take the streamed path instead (``stream_audio`` -> ``stream_fragments``): the
+same reading, mixing, resampling, trimming and cutting, done block by block, so memory stays
+flat whatever the length and the rate. Numpy and soundfile only: every backend, the
+torch-free one included, reads audio here.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import math
+import os
+import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +44,12 @@ TRIM_PAD_FRAMES = 5  # voiced regions are widened by this many frames (150 ms) e
 
 STDIN = "-"  # the FILE name that means "read the audio from standard input"
 RAW_SAMPLE_WIDTH = 2  # bytes per sample of raw PCM on stdin: signed 16-bit little-endian
+STREAM_BLOCK_SECONDS = 10.0  # input read, mixed and resampled at a time on the streamed path
+# Files holding more decoded values than this (frames x channels; 16 MB as float32, about
+# 4 min of 16 kHz mono or 42 s of 48 kHz stereo) are streamed. Reading a whole file costs
+# several copies of it (decode, mix, resample, trim, fragments): 1.45 GB for an hour of
+# 16 kHz mono, 7.1 GB at 48 kHz stereo (docs/reliability.md).
+STREAM_ABOVE_VALUES = 4_000_000
 
 # Band-limited resampling (windowed sinc, Hann window), the same kernel as torchaudio's
 # default ``resample`` so that both backends see the same samples.
@@ -74,26 +86,65 @@ def load_audio(path: str | Path | Clip) -> np.ndarray:
         return path.samples
     if str(path) == STDIN:
         return read_stdin().samples
-    path = _existing_file(path)
+    path = Path(path)
+    check_audio_file(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(f"{path}: cannot be read as audio ({reason})") from None
+        raise read_error(path, exc) from None
     except OSError as exc:
-        raise AudioError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise AudioError(f"{path}: {os_problem(path, exc)}") from None
     if data.size == 0:
         raise AudioError(f"{path}: the file holds no audio samples")
     return to_16k_mono(data, rate, name=str(path))
 
 
-def _existing_file(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
+def os_problem(path: Path, exc: OSError) -> str:
+    """What an ``OSError`` on ``path`` means, in the user's words."""
+    if exc.errno == errno.ELOOP:
+        return "is a symbolic link loop (the link leads back to itself)"
+    if exc.errno == errno.ENOENT:
+        if path.is_symlink():
+            return "is a symbolic link to a file that does not exist"
+        return "no such file"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (this user may not read the file)"
+    if exc.errno == errno.EISDIR:
+        return "is a directory, not an audio file"
+    return f"cannot be read ({exc.strerror or exc})"
+
+
+def check_audio_file(path: Path) -> None:
+    """Raise ``AudioError`` unless ``path`` is a regular file this user may read.
+
+    Done before libsndfile opens it, whose messages for these cases ("System error.", or
+    "no such file" for a symbolic link loop) do not say what is wrong.
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise AudioError(f"{path}: {os_problem(path, exc)}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise AudioError(f"{path}: is a directory, not an audio file")
-    return path
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{path}: {os_problem(path, PermissionError(errno.EACCES, ''))}")
+
+
+# libsndfile's words for a file whose data ends or breaks off early.
+_CUT_SHORT = ("lost sync", "psf_fseek", "unexpected end", "truncated", "premature")
+
+
+def read_error(path: Path, exc: Exception) -> AudioError:
+    """An ``AudioError`` for a failed libsndfile read, saying what is wrong in words."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if any(mark in reason.lower() for mark in _CUT_SHORT):
+        return AudioError(
+            f"{path}: the audio is cut short or damaged: its data breaks off before the end "
+            f"the file announces ({reason.strip()})"
+        )
+    if "system error" in reason.lower() and not os.access(path, os.R_OK):
+        return AudioError(f"{path}: {os_problem(path, PermissionError(errno.EACCES, ''))}")
+    return AudioError(f"{path}: cannot be read as audio ({reason})")
 
 
 def stream_audio(
@@ -106,14 +157,14 @@ def stream_audio(
     resampling, so the seams match resampling the whole file; at 16 kHz the chunks join into
     exactly ``load_audio(path)``. Raises ``AudioError`` as ``load_audio`` does.
     """
-    path = _existing_file(path)
+    path = Path(path)
+    check_audio_file(path)
     try:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(f"{path}: cannot be read as audio ({reason})") from None
+        raise read_error(path, exc) from None
     except OSError as exc:
-        raise AudioError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise AudioError(f"{path}: {os_problem(path, exc)}") from None
     with handle:
         rate, total = int(handle.samplerate), int(handle.frames)
         if total <= 0:
@@ -133,7 +184,7 @@ def stream_audio(
                     min(total, start + block + pad) - first, dtype="float32", always_2d=True
                 )
             except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-                raise AudioError(f"{path}: cannot be read as audio ({exc})") from None
+                raise read_error(path, exc) from None
             wav = to_16k_mono(data, rate, name=str(path))
             offset = (start - first) // unit_in * unit_out
             begin = start // unit_in * unit_out
@@ -242,14 +293,23 @@ def speech_frames(levels: np.ndarray) -> np.ndarray:
     return np.convolve(voiced.astype(float), kernel, mode="same") > 0
 
 
+def keep_frames(levels: np.ndarray, name: str = "audio") -> np.ndarray:
+    """Which trimming frames to keep, from their ``frame_dbfs`` levels: bool (frames,).
+
+    Raises ``AudioError`` when none is voiced, i.e. the audio is silent.
+    """
+    keep = speech_frames(levels)
+    if not keep.any():
+        raise AudioError(f"{name}: the audio is silent")
+    return keep
+
+
 def trim_silence(wav: np.ndarray, name: str = "audio") -> np.ndarray:
     """Drop silent stretches (energy below peak-40 dB or -60 dBFS), keeping 150 ms margins.
 
     Raises ``AudioError`` when nothing is left, i.e. the input is silent.
     """
-    keep = speech_frames(frame_dbfs(wav))
-    if not keep.any():
-        raise AudioError(f"{name}: the audio is silent")
+    keep = keep_frames(frame_dbfs(wav), name)
     mask = np.repeat(keep, TRIM_FRAME_SAMPLES)
     tail = len(wav) - len(mask)
     if tail > 0:  # the last partial frame follows the last full frame's decision
@@ -307,3 +367,113 @@ def prepare(
     if not trim and float(frame_dbfs(wav).max()) <= SILENCE_FLOOR_DBFS:
         raise AudioError(f"{name}: the audio is silent")
     return fragment(speech, name=name, min_speech=min_speech)
+
+
+# ---------------------------------------------------------------- the streamed path
+
+
+def is_long(path: str | Path) -> bool:
+    """Whether ``path`` holds more than ``STREAM_ABOVE_VALUES`` decoded values (streamed).
+
+    False when the header cannot be read: the whole-file path then reports the problem.
+    """
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+        return False
+    return info.frames * info.channels > STREAM_ABOVE_VALUES
+
+
+def _frames(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Re-cut a stream into ``(k, TRIM_FRAME_SAMPLES)`` arrays of whole frames, then the
+    last partial frame (if any) as a ``(1, r)`` array."""
+    carry = np.zeros(0, np.float32)
+    for block in blocks:
+        carry = np.concatenate([carry, block])
+        whole = len(carry) // TRIM_FRAME_SAMPLES * TRIM_FRAME_SAMPLES
+        if whole:
+            yield carry[:whole].reshape(-1, TRIM_FRAME_SAMPLES)
+            carry = carry[whole:]
+    if len(carry):
+        yield carry[None, :]
+
+
+def stream_fragments(
+    path: str | Path,
+    hop_seconds: float = FRAGMENT_SECONDS,
+    block_seconds: float = STREAM_BLOCK_SECONDS,
+    batch: int = 64,
+    on_speech: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """``prepare(load_audio(path))`` as a stream: batches of ``(k, FRAGMENT_SAMPLES)`` fragments.
+
+    Two passes over the file: the first measures the trimming frames' levels (one number
+    per 30 ms) and the speech length, the second trims and cuts, keeping only the speech
+    not yet cut. Same rules as ``trim_silence`` and ``fragment``, same fragments.
+    ``on_speech(samples)`` is told the length of the speech kept, once it is known.
+    """
+    if hop_seconds <= 0:
+        raise ValueError("hop_seconds must be positive")
+    name = str(path)
+    levels, tail = [], 0
+    for frames in _frames(stream_audio(path, block_seconds)):
+        if frames.shape[1] == TRIM_FRAME_SAMPLES:
+            levels.append(frame_dbfs(frames.ravel()))
+        else:
+            tail = frames.shape[1]
+    if not levels:  # shorter than one trimming frame: too short for the stream to matter
+        wav = trim_silence(np.concatenate(list(stream_audio(path, block_seconds))), name)
+        if on_speech:
+            on_speech(len(wav))
+        yield fragment(wav, hop_seconds, name)
+        return
+    keep = keep_frames(np.concatenate(levels), name)
+    speech = int(keep.sum()) * TRIM_FRAME_SAMPLES + (tail if keep[-1] else 0)
+    if on_speech:
+        on_speech(speech)
+    if speech < FRAGMENT_SAMPLES:  # repeated end to end: short enough to hold
+        kept = [f.ravel() for f, k in _kept_frames(path, keep, block_seconds) if k]
+        yield fragment(np.concatenate(kept), hop_seconds, name)
+        return
+    hop = max(1, round(hop_seconds * SAMPLE_RATE))
+    starts = list(range(0, speech - FRAGMENT_SAMPLES + 1, hop))
+    if speech - (starts[-1] + FRAGMENT_SAMPLES) >= TAIL_KEEP_RATIO * FRAGMENT_SAMPLES:
+        starts.append(speech - FRAGMENT_SAMPLES)
+    buf, offset, next_start, ready = np.zeros(0, np.float32), 0, 0, []
+    for frames, kept in _kept_frames(path, keep, block_seconds):
+        if not kept:
+            continue
+        buf = np.concatenate([buf, frames.ravel()])
+        while next_start < len(starts) and starts[next_start] + FRAGMENT_SAMPLES <= offset + len(
+            buf
+        ):
+            s = starts[next_start] - offset
+            ready.append(buf[s : s + FRAGMENT_SAMPLES])
+            next_start += 1
+            if len(ready) == batch:
+                yield np.stack(ready)
+                ready = []
+        drop = (starts[next_start] if next_start < len(starts) else offset + len(buf)) - offset
+        if drop > 0:
+            buf, offset = buf[drop:], offset + drop
+    if ready:
+        yield np.stack(ready)
+
+
+def _kept_frames(
+    path: str | Path, keep: np.ndarray, block_seconds: float
+) -> Iterator[tuple[np.ndarray, bool]]:
+    """The stream's frames, each with whether trimming keeps it (the tail follows the last
+    whole frame, as in ``trim_silence``)."""
+    index = 0
+    for frames in _frames(stream_audio(path, block_seconds)):
+        if frames.shape[1] != TRIM_FRAME_SAMPLES:
+            yield frames, bool(keep[-1])
+            continue
+        flags = keep[index : index + len(frames)]
+        index += len(frames)
+        # consecutive runs of equal decisions, so whole runs are passed on at once
+        edges = np.flatnonzero(np.diff(flags.astype(np.int8))) + 1
+        for run in np.split(np.arange(len(frames)), edges):
+            if len(run):
+                yield frames[run[0] : run[-1] + 1], bool(flags[run[0]])

@@ -1,7 +1,8 @@
 """The ``speakerid`` command line: parse options, call one core function, render the result.
 
 No logic lives here. Every command is registered with ``@command()``, which turns any
-``SpeakerIDError`` into one red line on stderr and exit status 2, and Ctrl-C into exit 130.
+``SpeakerIDError`` into one red line on stderr and exit status 2, and Ctrl-C into exit 130;
+under ``--json`` the line is also printed on stdout as ``{"error": ..., "code": ...}``.
 Results go to stdout as Rich text, or as JSON with ``--json``; messages go to stderr.
 
 Exit status (like grep): 0 success / accepted, 1 rejected (``verify``), 2 error.
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -41,8 +44,10 @@ from speakerid.store import (
     Source,
     SpeakerStore,
     calibration_notes,
+    default_store_path,
     describe,
     save_embeddings,
+    validate_name,
 )
 
 EXIT_OK = 0
@@ -80,6 +85,7 @@ StoreOpt = Annotated[
         envvar=STORE_ENV,
         help="Enrollment store file. Default: the user data dir's speakerid/store.sqlite.",
         show_default=False,
+        readable=False,  # else Click answers an unreadable store with a usage box
     ),
 ]
 ThresholdOpt = Annotated[
@@ -169,6 +175,9 @@ ShardOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Whether the running command was given --json: then its errors are JSON on stdout too.
+_json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
+
 
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     """Register a command on ``app`` with the one error handler around it."""
@@ -176,13 +185,16 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     def decorator(fn: F) -> F:
         @functools.wraps(fn)
         def guarded(*args: Any, **kw: Any) -> Any:
+            token = _json_errors.set(bool(kw.get("json_")))
             try:
                 return fn(*args, **kw)
             except SpeakerIDError as exc:
                 fail(str(exc))
-            except KeyboardInterrupt:
-                err.print("interrupted", style="red", markup=False, soft_wrap=True)
-                raise typer.Exit(EXIT_INTERRUPTED) from None
+            except KeyboardInterrupt as exc:
+                # An interrupt may say what was kept (enroll-dir); a bare Ctrl-C says nothing.
+                fail(str(exc) or "interrupted", EXIT_INTERRUPTED, prefix="")
+            finally:
+                _json_errors.reset(token)
 
         app.command(name, **kwargs)(guarded)
         return fn
@@ -190,16 +202,29 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     return decorator
 
 
-def fail(message: str) -> NoReturn:
-    """One red line on stderr (the message's first line), then exit status 2."""
+def fail(message: str, code: int = EXIT_ERROR, prefix: str = "error: ") -> NoReturn:
+    """One red line on stderr (the message's first line), then exit status ``code`` (2).
+
+    Under ``--json`` the same message is also printed on stdout as
+    ``{"error": MESSAGE, "code": CODE}``, so that a script can parse every outcome.
+    """
     first = message.splitlines()[0] if message else "error"
-    err.print(f"error: {first}", style="red", markup=False, soft_wrap=True)
-    raise typer.Exit(EXIT_ERROR)
+    err.print(f"{prefix}{first}", style="red", markup=False, soft_wrap=True)
+    if _json_errors.get():
+        typer.echo(json.dumps({"error": first, "code": code}, ensure_ascii=False))
+    raise typer.Exit(code)
 
 
 def print_json(data: Any) -> None:
-    """JSON on stdout, unwrapped and uncoloured."""
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """JSON on stdout, unwrapped and uncoloured; never the invalid ``NaN`` / ``Infinity``."""
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise SpeakerIDError(
+            "the result holds a non-finite number (NaN or infinity), which JSON cannot "
+            "carry; the model or the store is damaged"
+        ) from None
+    typer.echo(text)
 
 
 def _embedder(model: str | None, precision: str) -> BaseEmbedder:
@@ -245,6 +270,41 @@ def report_failures(failures: list[FileError]) -> None:
         err.print(f"error: {line}", style="red", markup=False, soft_wrap=True)
 
 
+@contextmanager
+def _writing_sid(
+    store: Path | None, model: str | None, backend: str | None, precision: str, min_speech: float
+) -> Iterator[SpeakerID]:
+    """``_sid`` for a command that writes; says on stderr when the store's folder did not
+    exist and was created with it (a mistyped --store goes unseen else)."""
+    target = Path(store) if store is not None else default_store_path()
+    folder_missing = not target.parent.exists()
+    with _sid(store, model, backend, precision, min_speech) as sid:
+        yield sid
+    if folder_missing and target.exists():
+        err.print(
+            f"created the store {target} in the new folder {target.parent}",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@contextmanager
+def _writing_store(path: Path | None) -> Iterator[SpeakerStore]:
+    """``SpeakerStore(path)`` for a command that writes; says on stderr when the store's
+    folder did not exist and was created with it (a mistyped --store goes unseen else)."""
+    with SpeakerStore(path) as db:
+        folder_missing = not db.path.parent.exists()
+        yield db
+    if folder_missing and db.path.exists():
+        err.print(
+            f"created the store {db.path} in the new folder {db.path.parent}",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -288,7 +348,7 @@ def enroll(
         return
     if name is None or not files:
         fail("enroll needs NAME and at least one FILE (or --from-npz FILE.npz)")
-    with _sid(store, model, backend, precision, min_speech) as sid:
+    with _writing_sid(store, model, backend, precision, min_speech) as sid:
         result = sid.enroll(name, _sources(files, sample_rate), replace=replace, strict=strict)
     if json_:
         print_json({**asdict(result), "store": str(sid.store.path)})
@@ -380,20 +440,31 @@ def enroll_dir(
     if out_path is not None:
         _embed_dir_to_npz(_embedder(model, precision), directory, part, out_path, json_)
         return
-    with _sid(store, model, backend, precision, min_speech) as sid, _progress() as progress:
+    with (
+        _writing_sid(store, model, backend, precision, min_speech) as sid,
+        _progress() as progress,
+    ):
         sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:
             progress.update(task, completed=done, total=total, description=speaker)
 
-        result = sid.enroll_dir(
-            directory,
-            replace=replace,
-            strict=strict,
-            on_file=on_file,
-            shard=(part.index, part.count),
-        )
+        try:
+            result = sid.enroll_dir(
+                directory,
+                replace=replace,
+                strict=strict,
+                on_file=on_file,
+                shard=(part.index, part.count),
+            )
+        except KeyboardInterrupt:
+            # Each speaker is one transaction: the finished ones are in the store.
+            kept = len(dict.fromkeys(sid.store.written_speakers))
+            raise KeyboardInterrupt(
+                f"interrupted: the {kept} speaker(s) finished before it were kept in "
+                f"{sid.store.path}"
+            ) from None
     _report_bulk(result, sid.store.path, json_)
 
 
@@ -447,8 +518,9 @@ def verify_cmd(
     with _sid(store, model, backend, precision, min_speech) as sid:
         (source,) = _sources([file], sample_rate)
         result = sid.verify(name, source, threshold=threshold)
+        store_path = str(sid.store.path)
     if json_:
-        print_json(asdict(result))
+        print_json({**asdict(result), "store": store_path})
     else:
         verdict = "[green]accepted[/green]" if result.accepted else "[red]rejected[/red]"
         normalized = (
@@ -470,7 +542,7 @@ def _seg_opt(help_: str) -> Any:
 @command("identify")
 def identify_cmd(
     files: AudioFiles,
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Candidates to show.")] = 5,
+    top: Annotated[int, typer.Option("--top", "-k", help="Candidates to show (1 or more).")] = 5,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
@@ -546,6 +618,7 @@ def identify_cmd(
         )
         fingerprint = sid.embedder.model.fingerprint
         notes = calibration_notes(sid.store, fingerprint) if threshold is None else []
+        store_path = str(sid.store.path)
     for note in notes:
         if not note.startswith("not calibrated"):  # the usual case needs no warning
             err.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
@@ -553,7 +626,7 @@ def identify_cmd(
     results = [r for r in everything if isinstance(r, Identification)]
     report_failures(failures)
     if json_:
-        print_json([asdict(r) for r in everything])
+        print_json([{**asdict(r), "store": store_path} for r in everything])
     else:
         _print_identifications(results)
     if failures:
@@ -769,19 +842,20 @@ def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
     for s in speakers:
         seconds = "?" if s.speech_seconds is None else f"{s.speech_seconds:.1f}"
         weakest = "-" if s.weakest_agreement is None else f"{s.weakest_agreement:.4f}"
-        table.add_row(s.name, str(s.recordings), seconds, weakest, s.updated)
+        table.add_row(s.speaker, str(s.recordings), seconds, weakest, s.updated)
     out.print(table)
 
 
 @command("remove")
 def remove_cmd(name: SpeakerName, store: StoreOpt = None, json_: JsonOpt = False) -> None:
     """Remove an enrolled speaker and their recordings."""
+    speaker = validate_name(name)
     with SpeakerStore(store) as db:
-        count = db.remove(name)
+        count = db.remove(speaker)
     if json_:
-        print_json({"removed": name, "recordings": count, "store": str(db.path)})
+        print_json({"speaker": speaker, "recordings": count, "store": str(db.path)})
         return
-    out.print(f"removed {name} ({count} recording(s))", soft_wrap=True)
+    out.print(f"removed {speaker} ({count} recording(s))", soft_wrap=True)
 
 
 @command("index")

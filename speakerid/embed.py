@@ -13,12 +13,20 @@ commands that embed nothing start fast.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
-from speakerid.audio import MIN_SPEECH_SECONDS, Clip, load_audio, prepare
+from speakerid.audio import (
+    MIN_SPEECH_SECONDS,
+    Clip,
+    is_long,
+    load_audio,
+    prepare,
+    stream_fragments,
+)
 from speakerid.errors import SpeakerIDError
 from speakerid.registry import resolve_model
 
@@ -98,8 +106,31 @@ class BaseEmbedder:
         return pool(self.embed_fragments(fragments))
 
     def embed_file(self, path: str | Path | Clip) -> np.ndarray:
-        """An audio file (or a ``Clip``) -> ``(D,)`` unit vector. Raises ``AudioError``."""
+        """An audio file (or a ``Clip``) -> ``(D,)`` unit vector. Raises ``AudioError``.
+
+        Long files (``audio.is_long``) are streamed (``embed_stream``), so that memory
+        does not grow with the file's length and rate.
+        """
+        if not isinstance(path, Clip) and str(path) != "-" and is_long(path):
+            return self.embed_stream(path)
         return self.embed_waveform(load_audio(path), name=str(path))
+
+    def embed_stream(
+        self, path: str | Path, on_speech: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """``embed_file`` through ``audio.stream_fragments``: the same vector, flat memory.
+
+        The mean of the fragments' unit embeddings is accumulated batch by batch;
+        ``on_speech(samples)`` is told the speech length (see ``stream_fragments``).
+        """
+        total = np.zeros(self.dim, np.float64)
+        count = 0
+        batch_size = getattr(self, "batch_size", 64)
+        for batch in stream_fragments(path, batch=batch_size, on_speech=on_speech):
+            embeddings = self.embed_fragments(batch)
+            total += embeddings.sum(axis=0, dtype=np.float64)
+            count += len(embeddings)
+        return l2_normalize((total / max(count, 1)).astype(np.float32))
 
     def embed_speaker(self, paths: list[str | Path]) -> np.ndarray:
         """Several recordings of one speaker -> ``(D,)`` unit vector."""

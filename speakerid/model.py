@@ -35,7 +35,7 @@ from speakerid.features import (
     RawFrontend,
     equal_windows,
 )
-from speakerid.modelinfo import CHECKPOINT_FORMAT, file_sha256
+from speakerid.modelinfo import CHECKPOINT_FORMAT, check_threshold, file_sha256
 
 COHORT_KEY = "cohort"  # optional (N, D) unit embeddings of training speakers, for AS-norm
 
@@ -360,7 +360,7 @@ def save_encoder(
         "info": json.dumps(info or {}),
     }
     if threshold is not None:
-        metadata["threshold"] = repr(float(threshold))
+        metadata["threshold"] = repr(check_threshold(threshold))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
 
@@ -378,6 +378,30 @@ class LoadedModel:
     stored_half: bool = False  # the file stores its weights in fp16
 
 
+def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """The first difference between two state dicts in words ('' when they fit).
+
+    torch's own message starts with "Error(s) in loading state_dict", which says nothing
+    to someone holding a checkpoint; this names the tensor and both shapes.
+    """
+    missing = sorted(expected.keys() - found.keys())
+    extra = sorted(found.keys() - expected.keys())
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return f"the file lacks the tensor {missing[0]}{more}"
+    if extra:
+        more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+        return f"the file holds the tensor {extra[0]}{more}, which the config has no place for"
+    for key, want in expected.items():
+        got = found[key]
+        if tuple(got.shape) != tuple(want.shape):
+            return (
+                f"{key} has shape {tuple(got.shape)} in the file, the config needs "
+                f"{tuple(want.shape)}"
+            )
+    return ""
+
+
 def load_encoder(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:
     """Rebuild an encoder from a safetensors checkpoint, strictly.
 
@@ -386,7 +410,10 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
-    fingerprint = file_sha256(path)
+    try:
+        fingerprint = file_sha256(path)
+    except OSError as exc:  # e.g. a file this user may not read: is_file() does not tell
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if expected_sha256 is not None and fingerprint != expected_sha256:
         raise CheckpointError(
             f"{path}: sha256 {fingerprint[:12]}... does not match the shipped model; "
@@ -405,7 +432,11 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
     try:
         cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
         info = json.loads(metadata.get("info", "{}"))
-        threshold = float(metadata["threshold"]) if "threshold" in metadata else None
+        threshold = (
+            check_threshold(float(metadata["threshold"]), "its threshold")
+            if "threshold" in metadata
+            else None
+        )
         encoder = Encoder(cfg)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
@@ -418,6 +449,9 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
         raise CheckpointError(
             f"{path}: cohort of shape {tuple(cohort.shape)} does not fit the model"
         )
+    mismatch = _state_mismatch(encoder.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not match the config ({mismatch})")
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -19,6 +19,7 @@ from speakerid.errors import CheckpointError
 
 CHECKPOINT_FORMAT = "speakerid-encoder/1"  # metadata 'format' of every speakerid checkpoint
 HEADER_MAX_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+SCORE_RANGE = (-1.0, 1.0)  # cosine: every score, and so every useful threshold, lies here
 
 
 def file_sha256(path: str | Path) -> str:
@@ -28,6 +29,19 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_threshold(value: float, what: str = "threshold") -> float:
+    """``value`` as a float if it is a cosine threshold (finite, in ``SCORE_RANGE``).
+
+    A threshold outside the score range silently accepts or rejects everything, so it is
+    refused (``ValueError``; callers turn it into their own error).
+    """
+    low, high = SCORE_RANGE
+    value = float(value)
+    if not low <= value <= high:  # also False for NaN
+        raise ValueError(f"{what} must be a cosine score in [{low:g}, {high:g}], not {value}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ One SQLite file (stdlib ``sqlite3``, WAL mode) holds three tables:
   model that made every vector in the store, and where that model was loaded from;
 - ``speakers``: name, pooled vector (float32 little-endian blob of ``embedding_dim``),
   number of recordings, created/updated times (UTC, ISO 8601);
-- ``recordings``: speaker, the path exactly as the user gave it, its embedding, its seconds
+- ``recordings``: speaker, the file's resolved path and sha256 (its identity: the same file
+  enrolled from anywhere is one recording, another file of the same name is another), its
+  embedding, its seconds
   of speech (after trimming silence) and its agreement (cosine to the pool of the speaker's
   other recordings), both NULL where unknown (imported vectors, stores from schema 1).
 
@@ -27,6 +29,8 @@ dataclass, raising only ``SpeakerIDError`` subclasses.
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import importlib
 import json
 import os
@@ -47,7 +51,14 @@ from typing import Any
 import numpy as np
 from platformdirs import user_data_path
 
-from speakerid.audio import FRAGMENT_SECONDS, SAMPLE_RATE, Clip, load_audio, trim_silence
+from speakerid.audio import (
+    FRAGMENT_SECONDS,
+    SAMPLE_RATE,
+    Clip,
+    is_long,
+    load_audio,
+    trim_silence,
+)
 from speakerid.calibration import (
     ASNORM_TOP_K,
     Calibration,
@@ -66,12 +77,13 @@ from speakerid.errors import (
     StoreError,
     UnknownSpeakerError,
 )
+from speakerid.modelinfo import check_threshold, file_sha256
 from speakerid.registry import DEFAULT_MODEL, resolve_model, shipped_name
 from speakerid.search import IndexInfo, VectorIndex, pointer_path, remove_index, requested_kind
 from speakerid.search import top_k as _top_k
 
 STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
-SCHEMA_VERSION = 2  # meta 'schema_version': bump on any change to the tables below
+SCHEMA_VERSION = 3  # meta 'schema_version': bump on any change to the tables below
 MIGRATES_FROM = 1  # oldest schema this speakerid reads, and upgrades at its first write
 CALIBRATION_KEY = "calibration"  # meta key of the store's calibration (JSON)
 # Less speech than this is warned about: over half of its one fragment is repeated audio.
@@ -87,7 +99,6 @@ SEARCH_CHUNK = 256  # queries per matrix product: bounds the (queries, speakers)
 INSERT_BATCH = 10_000  # rows per executemany in bulk inserts
 GENERATION_KEY = "vectors_generation"  # meta: random token renewed by each vector change
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _VECTOR_DTYPE = np.dtype("<f4")
 _NAME_CHARS = re.compile(r"[\w .\-]+")  # \w: Unicode letters, digits and underscore
 
@@ -112,9 +123,34 @@ CREATE TABLE recordings (
     added      TEXT NOT NULL,
     speech_seconds REAL,
     agreement  REAL,
-    UNIQUE (speaker_id, path)
+    sha256     TEXT,
+    UNIQUE (speaker_id, sha256)
 );
+CREATE INDEX recordings_by_path ON recordings (speaker_id, path);
 """
+# Schema 2 keyed recordings by the path as typed, so `take.wav` enrolled from two folders was
+# one recording. Schema 3 keys them by content (sha256; NULL for rows it cannot hash: older
+# rows and paths that are not files) and stores the resolved path. SQLite cannot change a
+# table's constraints in place, so the table is rebuilt.
+_MIGRATE_2_TO_3 = [
+    """CREATE TABLE recordings_v3 (
+    id         INTEGER PRIMARY KEY,
+    speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    path       TEXT NOT NULL,
+    embedding  BLOB NOT NULL,
+    added      TEXT NOT NULL,
+    speech_seconds REAL,
+    agreement  REAL,
+    sha256     TEXT,
+    UNIQUE (speaker_id, sha256)
+)""",
+    "INSERT INTO recordings_v3 (id, speaker_id, path, embedding, added, speech_seconds, "
+    "agreement, sha256) SELECT id, speaker_id, path, embedding, added, speech_seconds, "
+    "agreement, NULL FROM recordings",
+    "DROP TABLE recordings",
+    "ALTER TABLE recordings_v3 RENAME TO recordings",
+    "CREATE INDEX recordings_by_path ON recordings (speaker_id, path)",
+]
 _TABLES = frozenset({"meta", "speakers", "recordings"})
 
 
@@ -133,7 +169,7 @@ class Candidate:
 class SpeakerSummary:
     """An enrolled speaker as ``list`` shows them."""
 
-    name: str
+    speaker: str
     recordings: int
     created: str  # UTC, ISO 8601
     updated: str  # UTC, ISO 8601
@@ -278,6 +314,22 @@ def validate_name(name: str) -> str:
     return name
 
 
+def recording_key(path: str | Path, hash_: bool = True) -> tuple[str, str | None]:
+    """How the store names a recording: ``(resolved path, sha256 of its bytes)``.
+
+    A path that is not a readable file (an imported vector, a test's placeholder) is kept
+    as given, with no hash.
+    """
+    p = Path(path)
+    try:
+        if not p.is_file():
+            return str(path), None
+        resolved = str(p.resolve())
+        return resolved, (file_sha256(p) if hash_ else None)
+    except OSError:
+        return str(path), None
+
+
 def default_store_path() -> Path:
     """``$SPEAKERID_STORE`` if set, else ``<user data dir>/speakerid/store.sqlite``."""
     env = os.environ.get(STORE_ENV)
@@ -295,14 +347,19 @@ def resolve_threshold(
     store's ``calibrate``d value), ``"model"`` (the checkpoint's calibrated value) or
     ``"default"`` (``DEFAULT_THRESHOLD``, uncalibrated).
     """
-    if override is not None:
-        if not np.isfinite(override):
-            raise SpeakerIDError(f"threshold must be a finite number, not {override}")
-        return float(override), "--threshold"
-    if calibrated is not None:
-        return float(calibrated), "store"
-    if model_threshold is not None:
-        return float(model_threshold), "model"
+    try:
+        if override is not None:
+            return check_threshold(override, "--threshold"), "--threshold"
+        if calibrated is not None:
+            # A store's calibration may be on AS-normalised scores, which are not cosines
+            # and not bounded; it must still be a number.
+            if not np.isfinite(calibrated):
+                raise ValueError(f"the store's calibrated threshold is {calibrated}")
+            return float(calibrated), "store"
+        if model_threshold is not None:
+            return check_threshold(model_threshold, "the model's threshold"), "model"
+    except ValueError as exc:
+        raise SpeakerIDError(str(exc)) from None
     return DEFAULT_THRESHOLD, "default"
 
 
@@ -336,6 +393,44 @@ def _import_faiss() -> Any | None:
         return None
 
 
+def _clean_leftovers(store: Path) -> None:
+    """Delete what a creator killed mid-way left: ``.NAME.*.new`` and its -wal / -shm.
+
+    A creator holds an flock on its ``.new`` file while it builds it, so a file that can
+    be locked here belongs to a dead process. Errors are ignored: a leftover that cannot
+    be deleted harms nothing but the folder's tidiness.
+    """
+    try:
+        candidates = sorted(store.parent.glob(f".{glob.escape(store.name)}.*.new"))
+        orphans = {
+            Path(str(p)[: -len(side)])
+            for side in ("-wal", "-shm")
+            for p in store.parent.glob(f".{glob.escape(store.name)}.*.new{side}")
+        }
+    except OSError:
+        return
+    for main in sorted(set(candidates) | orphans):
+        try:
+            fd = os.open(main, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None  # only side files are left
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live creator
+            for path in (main, Path(f"{main}-wal"), Path(f"{main}-shm")):
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
 # ---------------------------------------------------------------- the store
 
 
@@ -357,6 +452,10 @@ class SpeakerStore:
         self.path = Path(path) if path is not None else default_store_path()
         self._conn: sqlite3.Connection | None = None
         self._empty: sqlite3.Connection | None = None
+        self._read_only = False  # the file exists and this user may not write it
+        # Speakers whose recordings this instance has committed, in order: what an
+        # interrupted bulk enrollment kept.
+        self.written_speakers: list[str] = []
         # faiss takes about 0.2 s to import: unless asked for, it is imported by the first
         # search, so that list, remove and info do not pay for it.
         self._faiss: Any = _import_faiss() if use_faiss else (_LAZY if use_faiss is None else None)
@@ -394,21 +493,29 @@ class SpeakerStore:
         path = self.path
         if path.is_dir():
             raise StoreError(f"{path}: is a directory, not a speakerid store")
+        # The file is never opened with Python's open(): closing any descriptor of a file
+        # drops every POSIX lock this process holds on it, including the locks of SQLite
+        # connections (another store on the same file), and then another process may
+        # checkpoint the write-ahead log away under them. SQLite reads the header itself.
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(len(_SQLITE_MAGIC))
+            size = path.stat().st_size
         except OSError as exc:
             raise StoreError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-        if head != _SQLITE_MAGIC:
-            what = "is empty" if not head else "is not an SQLite database"
-            raise StoreError(
-                f"{path}: {what}, so not a speakerid store; it was left as it is "
-                "(pass --store to use another file)"
-            )
-        mode = "rw" if os.access(path, os.W_OK) else "ro"
+        if size == 0:
+            raise self._not_a_store("is empty")
+        _clean_leftovers(path)
+        self._read_only = not os.access(path, os.W_OK)
+        query = "mode=rw"
+        if self._read_only:
+            # A read-only connection still creates the -wal/-shm side files, with the
+            # store's own read-only mode, and they keep the store read-only after a
+            # `chmod u+w`. With no log beside it the file holds every committed write, so
+            # it is read as immutable: no side files, no locks. (A log, if there is one,
+            # belongs to a writer that may write, and it is read through as usual.)
+            query = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
         try:
             conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode={mode}",
+                f"{path.resolve().as_uri()}?{query}",
                 uri=True,
                 timeout=BUSY_TIMEOUT_SECONDS,
                 isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
@@ -417,6 +524,11 @@ class SpeakerStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot be opened as a store ({exc})") from None
         try:
+            try:
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.DatabaseError as exc:
+                if "not a database" in str(exc):
+                    raise self._not_a_store("is not an SQLite database") from None
             with self._db_errors():
                 tables = {
                     row[0]
@@ -434,6 +546,12 @@ class SpeakerStore:
             raise
         self._conn = conn
         self._cache = None
+
+    def _not_a_store(self, what: str) -> StoreError:
+        return StoreError(
+            f"{self.path}: {what}, so not a speakerid store; it was left as it is "
+            "(pass --store to use another file)"
+        )
 
     def _check_meta(self, meta: dict[str, str]) -> None:
         if meta.get("format") != STORE_FORMAT:
@@ -481,12 +599,27 @@ class SpeakerStore:
         return self._empty
 
     def _writer(self) -> sqlite3.Connection:
-        """The file's connection, creating the store file first if needed."""
+        """The file's connection, creating the store file first if needed.
+
+        A store this user may not write is refused here, before SQLite touches it, so that
+        no side file is made that a later writer could not write either.
+        """
         if self._conn is None and not self.path.exists():
             self._create()
         if self._conn is None:
             self._open()
         assert self._conn is not None
+        if self._read_only:
+            raise StoreError(
+                f"{self.path}: the store is read-only (this user may not write it); "
+                "nothing was changed"
+            )
+        folder = self.path.parent
+        if not os.access(folder, os.W_OK) and not Path(f"{self.path}-wal").exists():
+            raise StoreError(
+                f"{self.path}: the store's folder {folder} is read-only, and SQLite writes "
+                "its log beside the store; nothing was changed"
+            )
         return self._conn
 
     @staticmethod
@@ -509,11 +642,15 @@ class SpeakerStore:
         parent = self.path.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
+            _clean_leftovers(self.path)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".new", dir=parent)
         except OSError as exc:
             reason = exc.strerror or exc
             raise StoreError(f"{self.path}: cannot create the store ({reason})") from None
-        os.close(fd)
+        # Held while the file is built: ``_clean_leftovers`` takes only unlocked ones, i.e.
+        # those of a creator that died. (flock, unlike POSIX locks, is not dropped when
+        # SQLite closes its own descriptor of the file.)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         tmp = Path(tmp_name)
         try:
             conn = sqlite3.connect(str(tmp), isolation_level=None)
@@ -535,6 +672,7 @@ class SpeakerStore:
         finally:
             for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
                 leftover.unlink(missing_ok=True)
+            os.close(fd)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -558,19 +696,26 @@ class SpeakerStore:
         return int(row[0])
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Inside a write transaction: bring a schema-1 store up to this version.
+        """Inside a write transaction: bring an older store up to this version.
 
         Opening never writes, so an old store is read as it is and upgraded by its first
         write. Schema 2 adds each recording's speech seconds (unknown for old recordings:
-        the files may be gone) and agreement (recomputed from the stored embeddings).
+        the files may be gone) and agreement (recomputed from the stored embeddings);
+        schema 3 keys recordings by content (``_MIGRATE_2_TO_3``).
         """
-        if self._version(conn) >= SCHEMA_VERSION:
+        version = self._version(conn)
+        if version >= SCHEMA_VERSION:
             return
-        conn.execute("ALTER TABLE recordings ADD COLUMN speech_seconds REAL")
-        conn.execute("ALTER TABLE recordings ADD COLUMN agreement REAL")
-        dim = int(conn.execute("SELECT value FROM meta WHERE key = 'embedding_dim'").fetchone()[0])
-        for (speaker_id,) in conn.execute("SELECT id FROM speakers").fetchall():
-            self._store_agreement(conn, speaker_id, dim)
+        if version < 2:
+            conn.execute("ALTER TABLE recordings ADD COLUMN speech_seconds REAL")
+            conn.execute("ALTER TABLE recordings ADD COLUMN agreement REAL")
+            dim = int(
+                conn.execute("SELECT value FROM meta WHERE key = 'embedding_dim'").fetchone()[0]
+            )
+            for (speaker_id,) in conn.execute("SELECT id FROM speakers").fetchall():
+                self._store_agreement(conn, speaker_id, dim)
+        for statement in _MIGRATE_2_TO_3:
+            conn.execute(statement)
         conn.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )
@@ -673,20 +818,24 @@ class SpeakerStore:
         source: str = "",
         replace: bool = False,
         speech_seconds: Sequence[float | None] | None = None,
+        hashes: Sequence[str | None] | None = None,
     ) -> EnrollResult:
         """Add (or with ``replace`` swap in) a speaker's recordings, in ONE transaction.
 
         Parameters
         ----------
         name: the speaker (validated, see ``validate_name``).
-        paths: the recordings' paths as given by the user, one per embedding row.
+        paths: the recordings' files, one per embedding row.
         embeddings: ``(len(paths), D)`` float32 embeddings, computed beforehand.
         fingerprint, source: identity and location of the model that made them.
         replace: drop the speaker's earlier recordings first.
         speech_seconds: each recording's seconds of speech, if measured.
+        hashes: the files' sha256 (see ``recording_key``); computed here when None.
 
-        A path already enrolled for this speaker has its embedding replaced, not duplicated.
-        The speaker's pooled vector is recomputed from all their recordings.
+        A recording is its content: a file already enrolled for this speaker (the same
+        bytes, from any path) has its embedding and path replaced, not duplicated, and
+        another file of the same name is a new recording. Paths that are not files are
+        keyed by the path as given. The pooled vector is recomputed from all recordings.
         """
         name = validate_name(name)
         if len(paths) == 0:
@@ -696,6 +845,12 @@ class SpeakerStore:
         emb = _unit_rows(emb, dim, f"speaker {name!r}")
         if len(emb) != len(paths):
             raise ValueError(f"{len(paths)} paths but {len(emb)} embeddings")
+        if hashes is None:
+            keys = [recording_key(p) for p in paths]
+        else:
+            keys = [
+                (recording_key(p, hash_=False)[0], h) for p, h in zip(paths, hashes, strict=True)
+            ]
         now = _now()
         with self._transaction() as conn:
             self._bind(conn, fingerprint, dim, source)
@@ -712,24 +867,41 @@ class SpeakerStore:
                 speaker_id = row[0]
                 if replace:
                     conn.execute("DELETE FROM recordings WHERE speaker_id = ?", (speaker_id,))
-            known = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT path FROM recordings WHERE speaker_id = ?", (speaker_id,)
-                )
-            }
             seconds = list(speech_seconds) if speech_seconds is not None else [None] * len(paths)
-            rows = {  # last one wins
-                str(p): (_blob(e), sec) for p, e, sec in zip(paths, emb, seconds, strict=True)
+            # One row per recording: by content where known, else by path; last one wins.
+            rows = {
+                (h or p): (p, h, _blob(e), sec)
+                for (p, h), e, sec in zip(keys, emb, seconds, strict=True)
             }
-            updated = len(known & rows.keys())
-            conn.executemany(
-                "INSERT INTO recordings (speaker_id, path, embedding, added, speech_seconds) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (speaker_id, path) DO UPDATE SET "
-                "embedding = excluded.embedding, added = excluded.added, "
-                "speech_seconds = excluded.speech_seconds",
-                [(speaker_id, p, b, now, sec) for p, (b, sec) in rows.items()],
-            )
+            updated = 0
+            for path, sha, blob, sec in rows.values():
+                # The same bytes enrolled before; else a row that could not be hashed then
+                # (from an older schema, or a path that was no file) with this very path.
+                found = None
+                if sha is not None:
+                    found = conn.execute(
+                        "SELECT id FROM recordings WHERE speaker_id = ? AND sha256 = ?",
+                        (speaker_id, sha),
+                    ).fetchone()
+                if found is None:
+                    found = conn.execute(
+                        "SELECT id FROM recordings WHERE speaker_id = ? AND path = ? "
+                        "AND sha256 IS NULL",
+                        (speaker_id, path),
+                    ).fetchone()
+                if found is None:
+                    conn.execute(
+                        "INSERT INTO recordings (speaker_id, path, sha256, embedding, added, "
+                        "speech_seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                        (speaker_id, path, sha, blob, now, sec),
+                    )
+                else:
+                    updated += 1
+                    conn.execute(
+                        "UPDATE recordings SET path = ?, sha256 = ?, embedding = ?, added = ?, "
+                        "speech_seconds = ? WHERE id = ?",
+                        (path, sha, blob, now, sec, found[0]),
+                    )
             self._store_agreement(conn, speaker_id, dim)
             vector, count = self._pool_speaker(conn, speaker_id, dim)
             conn.execute(
@@ -737,6 +909,7 @@ class SpeakerStore:
                 (_blob(vector), count, now, speaker_id),
             )
             _new_generation(conn)
+        self.written_speakers.append(name)
         return EnrollResult(
             speaker=name,
             added=len(rows) - updated,
@@ -856,6 +1029,10 @@ class SpeakerStore:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
+        try:
+            name = validate_name(name)
+        except InvalidNameError:
+            return False
         with self._db_errors():
             return (
                 self._reader().execute("SELECT 1 FROM speakers WHERE name = ?", (name,)).fetchone()
@@ -896,6 +1073,7 @@ class SpeakerStore:
 
     def recordings(self, name: str) -> list[str]:
         """The paths enrolled for one speaker, as given when enrolling."""
+        name = validate_name(name)
         with self._db_errors():
             conn = self._reader()
             row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
@@ -910,6 +1088,7 @@ class SpeakerStore:
 
     def vector(self, name: str) -> np.ndarray:
         """A speaker's pooled ``(D,)`` unit vector; ``UnknownSpeakerError`` if absent."""
+        name = validate_name(name)
         with self._db_errors():
             row = (
                 self._reader()
@@ -1156,14 +1335,20 @@ def _embed_measured(embedder: BaseEmbedder, path: str | Path) -> tuple[np.ndarra
 
     The same embedding as ``embed_file``: trimming here and not again in the embedder.
     """
-    speech = trim_silence(load_audio(path), name=str(path))
-    vector = embedder.embed_waveform(speech, name=str(path), trim=False)
+    if is_long(path):  # streamed: memory stays flat whatever the length and the rate
+        samples: list[int] = []
+        vector = embedder.embed_stream(path, on_speech=samples.append)
+        seconds = samples[0] / SAMPLE_RATE
+    else:
+        speech = trim_silence(load_audio(path), name=str(path))
+        vector = embedder.embed_waveform(speech, name=str(path), trim=False)
+        seconds = len(speech) / SAMPLE_RATE
     if not np.isfinite(vector).all():
         raise CheckpointError(
             f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
             "the checkpoint is damaged"
         )
-    return vector, len(speech) / SAMPLE_RATE
+    return vector, seconds
 
 
 def calibration_for(store: SpeakerStore, fingerprint: str) -> Calibration | None:
@@ -1223,7 +1408,8 @@ def _quality(
     earlier = np.zeros((0, embeddings.shape[1]), np.float32)
     if not replace and name in store:
         known, vectors = store.recording_vectors(name)
-        earlier = vectors[[i for i, p in enumerate(known) if p not in set(paths)]]
+        again = {recording_key(p, hash_=False)[0] for p in paths}  # as the store names them
+        earlier = vectors[[i for i, p in enumerate(known) if p not in again]]
     calibration = calibration_for(store, embedder.model.fingerprint)
     threshold, _ = resolve_threshold(
         embedder.model.threshold, None, calibration.raw_threshold if calibration else None
@@ -1389,6 +1575,7 @@ def verify(
     ``threshold`` None means the store's calibrated one, else the model's (see
     ``resolve_threshold``). A store calibrated with AS-norm decides on the normalised score.
     """
+    name = validate_name(name)
     fingerprint, dim, source = _model_id(embedder)
     calibration = calibration_for(store, fingerprint)
     threshold, origin = resolve_threshold(
@@ -1496,6 +1683,8 @@ def identify(
     ``resolve_threshold``). With AS-norm, candidates are ranked by raw cosine and the top
     one is named when its normalised score passes.
     """
+    if top_k < 1:
+        raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
     fingerprint, dim, source = _model_id(embedder)
     calibration = calibration_for(store, fingerprint)
     threshold, origin = resolve_threshold(

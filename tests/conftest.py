@@ -8,8 +8,11 @@ the same set with another seed gives another recording of the same speaker.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,3 +176,47 @@ def _isolated_store_location(
     monkeypatch.delenv("SPEAKERID_BACKEND", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("SPEAKERID_CACHE", str(onnx_cache))
+
+
+def run_unprivileged(fn: Callable[..., object], *args: object) -> object:
+    """``fn(*args)`` where file permissions apply: as is for a user, as ``nobody`` for root.
+
+    Root reads and writes mode-000 files, so permission cases are run in a forked child
+    that drops to uid/gid 65534 (everything the child needs is imported already). Returns
+    what ``fn`` returns, or the ``repr`` of what it raised; the paths it uses must be
+    reachable by that user (see ``open_tmp``).
+    """
+    if os.geteuid() != 0:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            return repr(exc)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.SimpleQueue()
+
+    def child() -> None:
+        os.setgid(65534)
+        os.setgroups([])
+        os.setuid(65534)
+        try:
+            queue.put(fn(*args))
+        except Exception as exc:
+            queue.put(repr(exc))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 0, proc.exitcode
+    return queue.get()
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A temporary folder every user may enter (pytest's own is root-only under root)."""
+    path = Path(tempfile.mkdtemp(prefix="speakerid-test-"))
+    path.chmod(0o777)
+    yield path
+    for p in sorted(path.rglob("*"), reverse=True):
+        if not p.is_symlink():
+            p.chmod(0o777)
+    shutil.rmtree(path, ignore_errors=True)

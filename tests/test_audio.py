@@ -168,7 +168,7 @@ def test_truncated_flac(tmp_path: Path, keep: float) -> None:
     data = whole.read_bytes()
     path = tmp_path / "cut.flac"
     path.write_bytes(data[: int(len(data) * keep)])
-    _expect_audio_error(path, "cannot be read as audio")
+    _expect_audio_error(path, "cut short or damaged")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -418,3 +418,99 @@ def test_read_stdin_file_bytes_and_raw_pcm(tmp_path: Path) -> None:
     ):
         with pytest.raises(AudioError, match=needle):
             read_stdin(rate, stream=io.BytesIO(data))
+
+
+# ---------------------------------------------------------------- what is wrong, in words
+
+
+def test_symlink_loop_says_loop(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    _expect_audio_error(a, "symbolic link loop")
+    dangling = tmp_path / "d.wav"
+    dangling.symlink_to(tmp_path / "gone.wav")
+    _expect_audio_error(dangling, "symbolic link to a file that does not exist")
+
+
+def test_truncated_flac_says_cut_short(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.flac"
+    sf.write(str(whole), sine(440.0, 4.0), SR)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    message = _expect_audio_error(cut, "cut short or damaged")
+    assert "lost sync" not in message.split("(")[0]
+
+
+def _load_message(path: str) -> str:
+    try:
+        load_audio(path)
+    except AudioError as exc:
+        return str(exc)
+    return "loaded"
+
+
+def test_permission_denied_says_so(open_tmp: Path) -> None:
+    from conftest import run_unprivileged
+
+    path = open_tmp / "secret.wav"
+    sf.write(str(path), sine(440.0, 2.0), SR)
+    path.chmod(0)
+    message = run_unprivileged(_load_message, str(path))
+    assert "permission denied" in str(message) and "System error" not in str(message)
+
+
+# ---------------------------------------------------------------- the streamed path
+
+
+def _speechy(seconds: float, rate: int, channels: int, seed: int = 0) -> np.ndarray:
+    """Bursts of tones and noise with silent gaps, ``(samples, channels)`` at ``rate``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    wav = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(len(t))
+    wav *= (np.sin(2 * np.pi * 0.4 * t) > -0.3).astype(float)  # gaps trimming removes
+    wav[: rate // 2] = 0.0  # leading silence
+    out = np.stack([wav * (0.8 + 0.2 * c) for c in range(channels)], axis=1)
+    return out.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "subtype"),
+    [(16_000, 1, "PCM_16"), (48_000, 2, "PCM_24"), (44_100, 2, "PCM_16"), (22_050, 1, "FLOAT")],
+)
+def test_streamed_equals_whole_file(tmp_path: Path, rate: int, channels: int, subtype: str):
+    from speakerid.audio import stream_audio, stream_fragments
+
+    path = tmp_path / f"long_{rate}.wav"
+    sf.write(str(path), _speechy(23.3, rate, channels), rate, subtype=subtype)
+    whole = load_audio(path)
+    for block in (0.37, 2.0, 60.0):  # blocks smaller and larger than the resampler's steps
+        streamed = np.concatenate(list(stream_audio(path, block_seconds=block)))
+        assert streamed.shape == whole.shape
+        np.testing.assert_allclose(streamed, whole, atol=1e-5)
+        fragments = np.concatenate(list(stream_fragments(path, block_seconds=block, batch=3)))
+        expected = prepare(whole)
+        assert fragments.shape == expected.shape
+        np.testing.assert_allclose(fragments, expected, atol=1e-5)
+
+
+def test_streamed_short_and_bad_files_follow_the_whole_file_rules(tmp_path: Path) -> None:
+    from speakerid.audio import stream_fragments
+
+    short = tmp_path / "short.wav"  # under 3 s of speech: repeated to one fragment
+    sf.write(str(short), _speechy(2.5, 48_000, 1), 48_000)
+    np.testing.assert_allclose(
+        np.concatenate(list(stream_fragments(short, block_seconds=0.5))),
+        prepare(load_audio(short)),
+        atol=1e-5,
+    )
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(5 * SR, np.float32), SR)
+    with pytest.raises(AudioError, match="silent"):
+        list(stream_fragments(silent))
+    whole = tmp_path / "whole.flac"
+    sf.write(str(whole), _speechy(20.0, SR, 1), SR)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(AudioError, match="cut short"):
+        list(stream_fragments(cut))

@@ -107,7 +107,7 @@ def test_sharded_enroll_dir_into_one_store(cli, voices_dir: Path, tmp_path: Path
     for i in range(3):
         assert cli("enroll-dir", root, "--shard", f"{i}/3", store=store).exit_code == 0
     with SpeakerStore(store) as db:
-        assert [s.name for s in db.speakers()] == ["alice", "bob", "carol"]
+        assert [s.speaker for s in db.speakers()] == ["alice", "bob", "carol"]
 
 
 def test_sharded_embed_and_merge_keep_keys_and_model(

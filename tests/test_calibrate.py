@@ -205,7 +205,7 @@ def test_schema_1_store_is_read_then_migrated(cli, enrolled_store: Path, voices_
     assert cli("enroll", "carol", voices_dir / "carol_1.wav", store=enrolled_store).exit_code == 0
     with SpeakerStore(enrolled_store) as db:
         assert db.meta()["schema_version"] == str(SCHEMA_VERSION)
-        speakers = {s.name: s for s in db.speakers()}
+        speakers = {s.speaker: s for s in db.speakers()}
     assert speakers["alice"].weakest_agreement is not None  # recomputed from stored vectors
     assert speakers["alice"].speech_seconds is None  # unknown: the files were not reread
     assert speakers["carol"].speech_seconds == pytest.approx(2.5, abs=0.5)

@@ -87,13 +87,13 @@ def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_d
             "alice",
             voice(voices_dir, "alice", 3),
             "--threshold",
-            "1.01",
+            "1.0",
             "--json",
             store=store_path,
         ),
         1,
     )
-    assert as_json(res)["accepted"] is False and as_json(res)["threshold"] == 1.01
+    assert as_json(res)["accepted"] is False and as_json(res)["threshold"] == 1.0
 
     # identify: ranked, --top, open set
     (one,) = as_json(  # a list even for one file: scripts need not special-case it
@@ -113,7 +113,7 @@ def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_d
     assert one["file"] == voice(voices_dir, "bob", 3)
     assert len(one["candidates"]) == 1 and one["best"] == one["candidates"][0]["speaker"]
     files = [voice(voices_dir, "alice", 3), voice(voices_dir, "carol", 1)]
-    many = as_json(ok(cli("identify", *files, "--json", "--threshold", "1.01", store=store_path)))
+    many = as_json(ok(cli("identify", *files, "--json", "--threshold", "1.0", store=store_path)))
     assert [m["file"] for m in many] == files
     for m in many:
         assert m["best"] is None
@@ -121,12 +121,15 @@ def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_d
         scores = [c["score"] for c in m["candidates"]]
         assert scores == sorted(scores, reverse=True)
         assert all(-1.0 <= s <= 1.0 for s in scores)
-    text = ok(cli("identify", *files, "-t", "1.01", store=store_path)).stdout
+    text = ok(cli("identify", *files, "-t", "1.0", store=store_path)).stdout
     assert text.count("unknown") == 2
     assert ok(cli("identify", files[0], "--top", "0", store=store_path), 2)
 
     listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
-    assert [(s["name"], s["recordings"]) for s in listed["speakers"]] == [("alice", 2), ("bob", 2)]
+    assert [(s["speaker"], s["recordings"]) for s in listed["speakers"]] == [
+        ("alice", 2),
+        ("bob", 2),
+    ]
     assert "alice" in ok(cli("list", store=store_path, model=False)).stdout
 
     info = as_json(ok(cli("info", "--json", store=store_path)))
@@ -138,9 +141,9 @@ def test_enroll_verify_identify_list_remove_info(cli, store_path: Path, voices_d
     assert "fingerprint" in text and "threshold" in text
 
     r = as_json(ok(cli("remove", "bob", "--json", store=store_path, model=False)))
-    assert r == {"removed": "bob", "recordings": 2, "store": str(store_path)}
+    assert r == {"speaker": "bob", "recordings": 2, "store": str(store_path)}
     listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
-    assert [s["name"] for s in listed["speakers"]] == ["alice"]
+    assert [s["speaker"] for s in listed["speakers"]] == ["alice"]
 
     r = as_json(
         ok(
@@ -240,7 +243,7 @@ def test_store_from_environment(cli, runner, tmp_path: Path, voices_dir: Path) -
     assert env_store.exists()
     listed = as_json(ok(cli("list", "--json", model=False, env=env)))
     assert listed["store"] == str(env_store)
-    assert [s["name"] for s in listed["speakers"]] == ["carol"]
+    assert [s["speaker"] for s in listed["speakers"]] == ["carol"]
     # --store wins over the environment
     other = tmp_path / "other.sqlite"
     listed = as_json(ok(cli("list", "--json", store=other, model=False, env=env)))
@@ -348,8 +351,8 @@ BAD_AUDIO_REASON = {
     "zero-samples": "no audio samples",
     "silent": "silent",
     "too-short": "of speech",
-    "corrupt-flac": "cannot be read as audio",
-    "truncated-flac": "cannot be read as audio",
+    "corrupt-flac": "damaged",
+    "truncated-flac": "cut short or damaged",
     "text-as-wav": "cannot be read as audio",
 }
 
@@ -739,3 +742,158 @@ def test_export_command(cli, model_path: Path, tmp_path: Path, voices_dir: Path)
     with np.load(a) as za, np.load(b) as zb:
         assert float(za[sample] @ zb[sample]) >= 0.9999
     error(cli("export", tmp_path / "none.safetensors", "--onnx", tmp_path / "x.onnx", model=False))
+
+
+# ---------------------------------------------------------------- one name, valid JSON, errors
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"invalid JSON: {name}")
+
+
+def json_error(result, *needles: str, code: int = 2) -> dict:
+    """With --json: the one stderr line, and ``{"error": ..., "code": ...}`` on stdout."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    obj = json.loads(result.stdout, parse_constant=_refuse_constant)  # strict JSON
+    assert set(obj) == {"error", "code"} and obj["code"] == code
+    for needle in needles:
+        assert needle in obj["error"], (needle, obj)
+    return obj
+
+
+def test_decomposed_name_verifies_and_removes(cli, store_path: Path, voices_dir: Path) -> None:
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    ok(cli("enroll", composed, voice(voices_dir, "alice", 1), store=store_path))
+    res = cli("verify", decomposed, voice(voices_dir, "alice", 2), "--json", store=store_path)
+    assert as_json(ok(res, res.exit_code))["speaker"] == composed
+    r = as_json(ok(cli("remove", decomposed, "--json", store=store_path, model=False)))
+    assert r["speaker"] == composed
+
+
+@pytest.mark.parametrize("value", ["5", "-5", "1.5", "nan"])
+def test_threshold_out_of_range_is_one_line(cli, enrolled_store: Path, value: str, voices_dir):
+    sample = voice(voices_dir, "alice", 3)
+    error(cli("verify", "alice", sample, "--threshold", value, store=enrolled_store), "threshold")
+    error(cli("identify", sample, "-t", value, store=enrolled_store), "threshold")
+
+
+def test_top_zero_is_one_line(cli, enrolled_store: Path, voices_dir: Path) -> None:
+    error(
+        cli("identify", voice(voices_dir, "alice", 3), "--top", "0", store=enrolled_store), "--top"
+    )
+
+
+def test_json_errors_are_json_on_stdout(
+    cli, enrolled_store: Path, voices_dir: Path, tmp_path: Path
+) -> None:
+    sample = voice(voices_dir, "alice", 3)
+    json_error(cli("verify", "zed", sample, "--json", store=enrolled_store), "'zed'")
+    json_error(cli("identify", sample, "--top", "0", "--json", store=enrolled_store), "--top")
+    json_error(cli("enroll", "x", tmp_path / "none.wav", "--json", store=enrolled_store), "no such")
+    damaged = tmp_path / "d.sqlite"
+    damaged.write_text("not a store\n")
+    json_error(cli("list", "--json", store=damaged, model=False), "not an SQLite")
+    json_error(cli("embed", tmp_path / "none.wav", "--out", tmp_path / "e.npz", "--json"))
+
+
+def test_json_interrupt_is_json(cli, store_path, voices_dir, monkeypatch) -> None:
+    import speakerid.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(speakerid.cli, "enroll_speaker", interrupted)
+    res = cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json", store=store_path)
+    json_error(res, "interrupted", code=130)
+
+
+def test_non_finite_result_never_prints_invalid_json(
+    cli, enrolled_store: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speakerid.cli
+    from speakerid.store import Verification
+
+    def nan_verify(store, embedder, name, path, threshold=None):
+        return Verification(name, str(path), float("nan"), 0.5, False)
+
+    monkeypatch.setattr(speakerid.cli, "verify", nan_verify)
+    res = cli("verify", "alice", voice(voices_dir, "alice", 3), "--json", store=enrolled_store)
+    json_error(res, "non-finite")
+
+
+def test_json_keys_are_consistent(cli, store_path: Path, voices_dir: Path) -> None:
+    store = str(store_path)
+    r = as_json(
+        ok(cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json", store=store_path))
+    )
+    assert r["speaker"] == "alice" and r["store"] == store
+    res = cli("verify", "alice", voice(voices_dir, "alice", 2), "--json", store=store_path)
+    v = as_json(ok(res, res.exit_code))
+    assert v["speaker"] == "alice" and v["store"] == store
+    (i,) = as_json(ok(cli("identify", voice(voices_dir, "alice", 2), "--json", store=store_path)))
+    assert i["store"] == store and "speaker" in i["candidates"][0]
+    listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
+    assert listed["store"] == store and listed["speakers"][0]["speaker"] == "alice"
+    assert "name" not in listed["speakers"][0]
+    r = as_json(ok(cli("remove", "alice", "--json", store=store_path, model=False)))
+    assert r == {"speaker": "alice", "recordings": 1, "store": store}
+
+
+def test_store_in_a_new_folder_says_so(cli, tmp_path: Path, voices_dir: Path) -> None:
+    path = tmp_path / "new" / "folder" / "s.sqlite"
+    res = ok(cli("enroll", "alice", voice(voices_dir, "alice", 1), store=path))
+    assert "created" in res.stderr and str(path.parent) in res.stderr
+    res = ok(cli("enroll", "alice", voice(voices_dir, "alice", 2), store=path))
+    assert "created" not in res.stderr
+
+
+def test_interrupted_enroll_dir_says_what_was_kept(
+    cli, tmp_path: Path, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from speakerid.embed import Embedder
+
+    root = tmp_path / "corpus"
+    for i, (name, v) in enumerate(VOICES.items()):
+        for k in (1, 2):
+            write_wav(root / name / f"{name}_{k}.wav", synth_voice(v, seed=10 * i + k))
+    real = Embedder.embed_waveform
+    calls = []
+
+    def interrupt_third(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:  # the first speaker (two files) is written by then
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Embedder, "embed_waveform", interrupt_third)
+    res = cli("enroll-dir", root, store=store_path)
+    assert res.exit_code == 130 and "Traceback" not in res.output
+    assert "1 speaker(s)" in res.stderr and "kept" in res.stderr
+    listed = as_json(ok(cli("list", "--json", store=store_path, model=False)))
+    assert [s["speaker"] for s in listed["speakers"]] == ["alice"]
+
+
+def _list_as(store: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from speakerid.cli import app
+
+    res = CliRunner().invoke(app, ["list", "--store", store])
+    return res.exit_code, res.stderr
+
+
+def test_unreadable_store_is_one_line(open_tmp: Path) -> None:
+    from conftest import run_unprivileged
+
+    from speakerid.store import SpeakerStore
+
+    path = open_tmp / "s.sqlite"
+    with SpeakerStore(path) as db:
+        db.add_vectors(["a"], np.ones((1, 4), np.float32), fingerprint="f" * 64)
+    path.chmod(0)
+    code, stderr = run_unprivileged(_list_as, str(path))
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr

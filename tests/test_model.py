@@ -689,3 +689,62 @@ def test_resave_keeps_cohort_storage_and_threshold(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again.cohort, cohort)
     stored = load_file(str(second))
     assert stored["body.embed.weight"].dtype == torch.float16  # the storage precision kept
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "5.0", "-1.5"])
+def test_metadata_threshold_out_of_range_is_refused(ckpt: Path, tmp_path: Path, value: str) -> None:
+    path = _rewrite(ckpt, tmp_path / "th.safetensors", threshold=value)
+    _refused(path, "threshold")
+
+
+def test_wrong_shape_names_the_tensor_and_both_shapes(ckpt: Path, tmp_path: Path) -> None:
+    path = _rewrite(ckpt, tmp_path / "w.safetensors", config=_config(ckpt, embedding_dim=8))
+    message = _refused(path, "weights do not match the config")
+    assert "Error(s)" not in message and "state_dict" not in message
+    assert "shape" in message and "(8," in message
+
+
+def test_long_files_are_embedded_as_a_stream_with_the_same_vector(
+    embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speakerid.audio as audio_mod
+
+    path = tmp_path / "long.wav"
+    speech = np.concatenate(
+        [synth_voice(VOICES["alice"], 4.0, seed=s) for s in range(4)] + [np.zeros(8000)]
+    )
+    stereo = np.stack([speech, 0.5 * speech], axis=1)
+    sf.write(str(path), stereo, SAMPLE_RATE)
+    whole = embedder.embed_file(path)
+    assert not audio_mod.is_long(path)
+    monkeypatch.setattr(audio_mod, "STREAM_ABOVE_VALUES", 1000)
+    assert audio_mod.is_long(path)
+    streamed_calls = []
+    real = Embedder.embed_stream
+
+    def spy(self, p):
+        streamed_calls.append(p)
+        return real(self, p)
+
+    monkeypatch.setattr(Embedder, "embed_stream", spy)
+    streamed = embedder.embed_file(path)
+    assert streamed_calls == [path]
+    assert float(whole @ streamed) > 0.99999
+
+
+def _load_message(path: str) -> str:
+    try:
+        load_encoder(path)
+    except CheckpointError as exc:
+        return str(exc)
+    return "loaded"
+
+
+def test_unreadable_checkpoint_is_one_line(ckpt: Path, open_tmp: Path) -> None:
+    from conftest import run_unprivileged
+
+    path = open_tmp / "secret.safetensors"
+    path.write_bytes(ckpt.read_bytes())
+    path.chmod(0)
+    message = str(run_unprivileged(_load_message, str(path)))
+    assert "cannot be read" in message and "secret.safetensors" in message

@@ -139,7 +139,7 @@ def test_add_pool_replace_upsert_remove(store_path: Path) -> None:
         assert store.recordings("alice") == ["alice/3-0.wav"]
 
         add(store, "bob", seed=4)
-        assert [s.name for s in store.speakers()] == ["alice", "bob"]
+        assert [s.speaker for s in store.speakers()] == ["alice", "bob"]
         assert "bob" in store and "carol" not in store
         assert store.remove("bob") == 2
         assert "bob" not in store
@@ -261,7 +261,7 @@ def test_concurrent_enrollment_loses_nothing(store_path: Path) -> None:
         p.join(120)
     assert [p.exitcode for p in workers] == [0, 0]
     with SpeakerStore(store_path) as store:
-        names = {s.name for s in store.speakers()}
+        names = {s.speaker for s in store.speakers()}
         assert names == {"shared"} | {f"w{w}-{k}" for w in (1, 2) for k in range(rounds)}
         shared = store.recordings("shared")
         assert len(shared) == 2 * rounds
@@ -461,7 +461,7 @@ def test_audio_operations(store_path: Path, model_path: Path, voices_dir: Path) 
         assert -1.0 <= v.score <= 1.0 and v.threshold == 0.5 and v.accepted == (v.score >= 0.5)
         one = identify(store, embedder, [str(voices_dir / "alice_3.wav")], top_k=1)[0]
         many = identify(
-            store, embedder, [str(voices_dir / f) for f in ("alice_3.wav", "bob_3.wav")], 2.0
+            store, embedder, [str(voices_dir / f) for f in ("alice_3.wav", "bob_3.wav")], 1.0
         )
         assert len(one.candidates) == 1
         # The same best candidate; the score to within float rounding (with bf16 arithmetic a
@@ -492,3 +492,239 @@ def _refusal(path: Path) -> StoreError:
         with pytest.raises(StoreError) as info:
             store.check_model(FP_B, DIM)
     return info.value
+
+
+# ---------------------------------------------------------------- one process, two stores
+
+
+def _open_close_until(path: str, stop: str) -> None:
+    while not os.path.exists(stop):
+        conn = sqlite3.connect(path, timeout=30)
+        conn.execute("SELECT COUNT(*) FROM speakers").fetchone()
+        conn.close()
+
+
+def test_two_stores_in_one_process_lose_nothing(store_path: Path) -> None:
+    """A second ``SpeakerStore`` on the same file must not drop the first one's locks.
+
+    Closing *any* descriptor of a file releases the process's POSIX locks on it, so the
+    store must never open the database file with plain ``open()`` while SQLite uses it.
+    """
+    import threading
+
+    with SpeakerStore(store_path) as store:
+        add(store, "seed")
+    acknowledged: list[str] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            with SpeakerStore(store_path) as store:
+                for k in range(60):
+                    add(store, f"w{k}", n=1, seed=k)
+                    acknowledged.append(f"w{k}")
+        except Exception as exc:
+            errors.append(f"writer: {exc}")
+        finally:
+            done.set()
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                with SpeakerStore(store_path) as other:  # a fresh open each time
+                    other.speakers()
+            except Exception as exc:
+                errors.append(f"reader: {exc}")
+
+    # Another process opening and closing the store, as `speakerid list` would: with no
+    # lock left on the file it takes itself for the last user and checkpoints the log away.
+    other = multiprocessing.get_context("fork").Process(
+        target=_open_close_until, args=(str(store_path), str(store_path) + ".stop")
+    )
+    other.start()
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    Path(str(store_path) + ".stop").touch()
+    other.join(60)
+    with SpeakerStore(store_path) as store:
+        present = {s.speaker for s in store.speakers()}
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    assert errors == []
+    assert set(acknowledged) <= present
+    assert len(acknowledged) == 60
+
+
+# ---------------------------------------------------------------- names are one name everywhere
+
+
+def test_decomposed_name_finds_the_composed_speaker(store_path: Path) -> None:
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    with SpeakerStore(store_path) as store:
+        add(store, composed)
+        assert decomposed in store
+        assert store.recordings(decomposed) == store.recordings(composed)
+        np.testing.assert_array_equal(store.vector(decomposed), store.vector(composed))
+        assert store.remove(decomposed) == 2
+        assert composed not in store
+
+
+def test_every_threshold_is_a_cosine() -> None:
+    for bad in (5.0, -5.0, 1.0001, -1.0001, float("nan"), float("inf")):
+        with pytest.raises(SpeakerIDError, match="threshold"):
+            resolve_threshold(0.5, bad)
+    with pytest.raises(SpeakerIDError, match="threshold"):
+        resolve_threshold(float("nan"), None)
+    assert resolve_threshold(0.5, 1.0) == (1.0, "--threshold")
+    assert resolve_threshold(0.5, -1.0) == (-1.0, "--threshold")
+
+
+# ---------------------------------------------------------------- read-only stays read-only
+
+
+def _read_then_write(path: str) -> tuple:
+    folder = Path(path).parent
+    with SpeakerStore(path) as store:
+        count = len(store)
+        side_after_read = sorted(p.name for p in folder.iterdir())
+        try:
+            add(store, "bob")
+            wrote = "wrote"
+        except StoreError as exc:
+            wrote = str(exc)
+    return count, side_after_read, wrote, sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_read_only_store_stays_read_only(open_tmp: Path) -> None:
+    from conftest import run_unprivileged
+
+    path = open_tmp / "s.sqlite"
+    with SpeakerStore(path) as store:
+        add(store, "alice")
+    os.chown(path, 65534, 65534) if os.geteuid() == 0 else None
+    path.chmod(0o444)
+    count, after_read, wrote, after_write = run_unprivileged(_read_then_write, str(path))
+    assert count == 1
+    assert after_read == after_write == ["s.sqlite"]  # no -wal / -shm left behind
+    assert "read-only" in wrote
+    path.chmod(0o644)  # writable again: the store must be writable again
+    count, _, wrote, _ = run_unprivileged(_read_then_write, str(path))
+    assert (count, wrote) == (1, "wrote")
+
+
+# ---------------------------------------------------------------- recordings are files
+
+
+def test_recordings_are_keyed_by_content_and_resolved_path(
+    store_path: Path, tmp_path: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d1, d2, d3 = (tmp_path / d for d in ("d1", "d2", "d3"))
+    for d, k in ((d1, 1), (d2, 2)):
+        d.mkdir()
+        (d / "take.wav").write_bytes((voices_dir / f"alice_{k}.wav").read_bytes())
+    d3.mkdir()
+    (d3 / "copy.wav").write_bytes((d1 / "take.wav").read_bytes())
+    rng = np.random.default_rng(0)
+    with SpeakerStore(store_path) as store:
+
+        def enroll_one(path: str):
+            return store.add_recordings("bob", [path], unit(rng, 1), fingerprint=FP_A)
+
+        monkeypatch.chdir(d1)
+        r = enroll_one("take.wav")
+        assert (r.added, r.updated, r.recordings) == (1, 0, 1)
+        monkeypatch.chdir(d2)  # another file of the same name: a new recording
+        r = enroll_one("take.wav")
+        assert (r.added, r.updated, r.recordings) == (1, 0, 2)
+        # the first file again, copied elsewhere: recognised by its content
+        r = enroll_one(str(d3 / "copy.wav"))
+        assert (r.added, r.updated, r.recordings) == (0, 1, 2)
+        assert sorted(store.recordings("bob")) == sorted(
+            [str((d2 / "take.wav").resolve()), str((d3 / "copy.wav").resolve())]
+        )
+
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE speakers (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, vector BLOB NOT NULL,
+    n_recordings INTEGER NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL
+);
+CREATE TABLE recordings (
+    id INTEGER PRIMARY KEY,
+    speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    path TEXT NOT NULL, embedding BLOB NOT NULL, added TEXT NOT NULL,
+    UNIQUE (speaker_id, path)
+);
+"""
+
+
+def test_schema_1_store_is_read_as_is_and_migrated_on_write(
+    store_path: Path, tmp_path: Path
+) -> None:
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF-not-really-audio-but-a-file")
+    vec = unit(np.random.default_rng(0), 1)[0]
+    conn = sqlite3.connect(store_path)
+    conn.executescript(_SCHEMA_V1)
+    conn.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [
+            ("format", "speakerid-store"),
+            ("schema_version", "1"),
+            ("model_fingerprint", FP_A),
+            ("model_source", ""),
+            ("embedding_dim", str(DIM)),
+            ("created", "2026-01-01T00:00:00+00:00"),
+        ],
+    )
+    conn.execute("INSERT INTO speakers VALUES (1, 'alice', ?, 1, 't', 't')", (vec.tobytes(),))
+    conn.execute(
+        "INSERT INTO recordings VALUES (1, 1, ?, ?, 't')", (str(audio.resolve()), vec.tobytes())
+    )
+    conn.execute("INSERT INTO recordings VALUES (2, 1, 'rel/b.wav', ?, 't')", (vec.tobytes(),))
+    conn.commit()
+    conn.close()
+    with SpeakerStore(store_path) as store:
+        assert store.recordings("alice") == [str(audio.resolve()), "rel/b.wav"]
+        assert store.meta()["schema_version"] == "1"  # reading changes nothing
+        r = store.add_recordings(
+            "alice", [str(audio)], unit(np.random.default_rng(1), 1), fingerprint=FP_A
+        )
+        assert (r.added, r.updated, r.recordings) == (0, 1, 2)  # the old row is the same file
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+    conn = sqlite3.connect(store_path)
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(recordings)")]
+    assert "sha256" in columns
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+# ---------------------------------------------------------------- leftovers
+
+
+def test_leftovers_of_a_killed_creation_are_cleaned_on_open(store_path: Path) -> None:
+    import fcntl
+
+    with SpeakerStore(store_path) as store:
+        add(store, "alice")
+    folder = store_path.parent
+    dead = [folder / f".store.sqlite.dead1.new{s}" for s in ("", "-wal", "-shm")]
+    for p in dead:
+        p.write_bytes(b"x")
+    live = folder / ".store.sqlite.live1.new"  # a creation in progress holds its lock
+    other = folder / ".other.sqlite.x1.new"
+    other.write_bytes(b"x")
+    with open(live, "wb") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with SpeakerStore(store_path) as store:
+            assert len(store) == 1
+        assert live.exists()
+    assert not any(p.exists() for p in dead)
+    assert other.exists()
