@@ -186,7 +186,7 @@ def test_stream_audio_joins_into_the_whole_file(tmp_path: Path) -> None:
             rate,
             subtype="FLOAT",
         )
-        chunks = list(stream_audio(path, chunk_seconds=1.0))
+        chunks = list(stream_audio(path, block_seconds=1.0))
         assert all(len(c) == SR for c in chunks[:-1])
         np.testing.assert_allclose(np.concatenate(chunks), load_audio(path), atol=1e-6)
 
@@ -266,7 +266,7 @@ def test_silent_or_too_short_audio_is_refused(fake: FakeEmbedder, fake_store: Pa
         with pytest.raises(AudioError, match="silent"):
             identify_segments(store, fake, np.zeros(5 * SR, np.float32))
         with pytest.raises(AudioError, match="of speech"):
-            identify_segments(store, fake, synth_voice(VOICES["alice"], 0.5, seed=3))
+            identify_segments(store, fake, synth_voice(VOICES["alice"], 0.3, seed=3))
 
 
 RTTM_LINE = re.compile(r"^SPEAKER (\S+) 1 (\d+\.\d{3}) (\d+\.\d{3}) <NA> <NA> (\S+) <NA> <NA>$")
@@ -331,7 +331,9 @@ def test_cli_segments_bad_options(
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
-    assert "Traceback" not in r.output and r.stdout == ""
+    assert "Traceback" not in r.output
+    # with --json the error is also a JSON object on stdout; otherwise stdout stays empty
+    assert r.stdout == "" or json.loads(r.stdout)["code"] == 2
     assert enrolled_store.read_bytes() == before
 
 
