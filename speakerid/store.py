@@ -768,10 +768,10 @@ class SpeakerStore:
             made_by += f" ({meta['model_source']})"
         using = f"model {fingerprint[:12]}" + (f" ({source})" if source else "")
         shipped = shipped_name(bound)
-        use_it = f"pass --model {shipped} to keep using this store, " if shipped else ""
+        use_it = f"pass --model {shipped} to keep using this store, or " if shipped else ""
         return StoreError(
             f"{self.path} holds embeddings made by {made_by}, but the model in use is {using}; "
-            f"embeddings of different models cannot be compared: {use_it}or re-enroll with "
+            f"embeddings of different models cannot be compared: {use_it}re-enroll with "
             "this model into a new store (--store NEW.sqlite; enroll-dir re-enrolls a folder), "
             "or remove the enrolled speakers here and enroll them again"
         )
