@@ -602,6 +602,8 @@ def identify_cmd(
         settings = {k: v for k, v in seg_values.items() if v is not None}
         _identify_segments(files, settings, threshold, model, precision, store, json_, rttm, plot)
         return
+    if top < 1:  # before anything loads: a usage error costs no model
+        fail(f"--top must be at least 1, not {top}")
     given = [k for k, v in seg_values.items() if v is not None]
     given += [k for k, v in (("rttm", rttm), ("plot", plot)) if v]
     if given:

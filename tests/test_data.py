@@ -341,8 +341,8 @@ def test_augment_survives_silent_fragments() -> None:
 
 
 def test_fragment_set_labels_line_up() -> None:
-    # spk0: 7 s (2 fragments, 1 s tail dropped) + 4.6 s (2); spk1: 3 s (1) + 0.5 s (refused)
-    lengths = [[7.0, 4.6], [3.0, 0.5]]
+    # spk0: 7 s (2 fragments, 1 s tail dropped) + 4.6 s (2); spk1: 3 s (1) + 0.3 s (refused)
+    lengths = [[7.0, 4.6], [3.0, 0.3]]
     waves = [
         [np.full(round(sec * SR), code(s, r), np.float32) for r, sec in enumerate(row)]
         for s, row in enumerate(lengths)
@@ -377,7 +377,7 @@ def test_fragment_set_caps_fragments_per_speaker_evenly() -> None:
 
 
 def test_fragment_set_refuses_a_bank_without_fragments() -> None:
-    bank = constant_bank([1, 1], samples=SR // 2)
+    bank = constant_bank([1, 1], samples=SR // 4)  # under MIN_SPEECH_SECONDS
     with pytest.raises(DataError, match="no evaluation fragments"):
         fragment_set(bank)
 
