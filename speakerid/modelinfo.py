@@ -61,6 +61,16 @@ class ModelHeader:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file. Raises ``CheckpointError`` if unreadable."""
+    metadata = read_raw_header(path).get("__metadata__")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def read_raw_header(path: str | Path) -> dict[str, Any]:
+    """A safetensors file's JSON header: ``__metadata__`` and each tensor's dtype and shape.
+
+    The format: an 8-byte little-endian header length, then that many bytes of JSON.
+    Raises ``CheckpointError`` if unreadable.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -75,8 +85,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"{path}: not a readable speakerid model (bad header)") from None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata if isinstance(metadata, dict) else {}
+    return header if isinstance(header, dict) else {}
 
 
 def read_header(path: str | Path, expected_sha256: str | None = None) -> ModelHeader:

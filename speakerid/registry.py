@@ -8,17 +8,16 @@ that only describe models (``speakerid models``, ``info``) start fast.
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from speakerid.errors import CheckpointError
+from speakerid.modelinfo import read_raw_header
 
 PACKAGE_DIR = Path(__file__).parent / "_models"  # in an installed wheel
 REPO_DIR = Path(__file__).parent.parent / "models"  # in a source checkout
 MEASURED_FILE = "measured.json"  # benchmark summary per shipped model, beside the weights
-HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own cap on the JSON header
 
 
 @dataclass(frozen=True)
@@ -81,24 +80,6 @@ def resolve_model(spec: str | Path | None) -> tuple[Path, str | None]:
     return Path(spec), None  # type: ignore[arg-type]
 
 
-def read_header(path: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
-    """A safetensors file's metadata and tensor shapes, read without torch.
-
-    The format: an 8-byte little-endian header length, then that many bytes of JSON.
-    """
-    try:
-        with open(path, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            if size > HEADER_LIMIT:
-                raise ValueError("header too large")
-            header = json.loads(fh.read(size))
-    except (OSError, struct.error, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    metadata = header.pop("__metadata__", {}) or {}
-    shapes = {k: v["shape"] for k, v in header.items() if isinstance(v, dict) and "shape" in v}
-    return metadata, shapes
-
-
 def measured() -> dict[str, Any]:
     """The benchmark summary shipped beside the weights (``bench/bench_models.py`` writes it)."""
     for folder in (PACKAGE_DIR, REPO_DIR):
@@ -133,7 +114,9 @@ def list_models() -> list[ModelListing]:
         path = shipped_path(model)
         error, params, dim, threshold = None, 0, 0, None
         try:
-            metadata, shapes = read_header(path)
+            header = read_raw_header(path)
+            metadata = header.get("__metadata__") or {}
+            shapes = {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
             config = json.loads(metadata.get("config", "{}"))
             dim = int(config.get("embedding_dim", 0))
             threshold = float(metadata["threshold"]) if "threshold" in metadata else None
