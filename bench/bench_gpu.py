@@ -3,7 +3,7 @@
 Random-noise fragments (throughput does not depend on content), batches of several sizes,
 fp32 and bf16 autocast, CUDA-synchronised timing, median of repeats. Prints JSON.
 
-    python bench/bench_gpu.py --model models/default.safetensors
+    python bench/bench_gpu.py --model accurate      # or fast, or a checkpoint path
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ import time
 import torch
 
 from speakerid.audio import FRAGMENT_SECONDS
-from speakerid.model import load_encoder
+from speakerid.embed import load_model
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="models/default.safetensors")
+    ap.add_argument("--model", default="accurate", help="accurate | fast | checkpoint path")
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024, 4096])
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device")
-    enc = load_encoder(args.model).encoder.cuda().eval()
+    enc = load_model(args.model).encoder.cuda().eval()
     rows = []
     for batch in args.batches:
         x = torch.randn(batch, enc.config.fragment_samples, device="cuda") * 0.1
