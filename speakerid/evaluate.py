@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import det_curve as _sk_det_curve
 
 from speakerid.audio import FRAGMENT_SAMPLES
-from speakerid.calibration import error_rates
+from speakerid.calibration import eer_point, error_rates
 from speakerid.embed import l2_normalize
 from speakerid.errors import DataError
 from speakerid.features import MFCCFrontend
@@ -518,17 +518,10 @@ def eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     Returns
     -------
     (eer, threshold): the rate in [0, 1] and the score threshold (accept ``score >=
-    threshold``) at which it occurs, interpolated linearly between ROC points.
+    threshold``) at which it occurs, interpolated linearly between ROC points
+    (``calibration.eer_point``, the one computation of it).
     """
-    fpr, fnr, thr = _roc(scores, labels)
-    diff = fnr - fpr  # starts at 1, falls to -1
-    i = int(np.argmax(diff <= 0))
-    if diff[i] == 0 or i == 0:
-        return float(fpr[i]), float(thr[i])
-    t = diff[i - 1] / (diff[i - 1] - diff[i])
-    rate = fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
-    threshold = thr[i - 1] + t * (thr[i] - thr[i - 1])
-    return float(rate), float(threshold)
+    return eer_point(scores, labels)
 
 
 def min_dcf(
