@@ -21,17 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
+from speakerid.audio import SAMPLE_RATE, fragment
 from speakerid.data import AudioBank, scan_corpus
 from speakerid.embed import Embedder, l2_normalize, load_model
 from speakerid.evaluate import verification_summary
 
 LENGTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-
-
-def tile(wav: np.ndarray) -> np.ndarray:
-    reps = -(-FRAGMENT_SAMPLES // len(wav))
-    return np.tile(wav, reps)[:FRAGMENT_SAMPLES]
 
 
 def main() -> None:
@@ -73,7 +68,9 @@ def main() -> None:
         labels = np.asarray(crop_owner)[:, None] == owner_arr[None, :]
         for reading in readings:
             if reading == "tiled":
-                emb = embedder.embed_fragments(np.stack([tile(c) for c in crops]))
+                # the pipeline's rule (audio.fragment), below the CLI's minimum too
+                tiled = [fragment(c, min_speech=min(LENGTHS))[0] for c in crops]
+                emb = embedder.embed_fragments(np.stack(tiled))
             else:
                 with torch.inference_mode():
                     batch = torch.from_numpy(np.stack(crops))
