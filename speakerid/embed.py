@@ -21,6 +21,7 @@ import numpy as np
 
 from speakerid.audio import (
     MIN_SPEECH_SECONDS,
+    STDIN,
     Clip,
     is_long,
     load_audio,
@@ -91,6 +92,7 @@ class BaseEmbedder:
 
     model: Any
     min_speech: float = MIN_SPEECH_SECONDS
+    batch_size: int = 64  # fragments per forward pass
 
     @property
     def dim(self) -> int:
@@ -111,7 +113,8 @@ class BaseEmbedder:
         Long files (``audio.is_long``) are streamed (``embed_stream``), so that memory
         does not grow with the file's length and rate.
         """
-        if not isinstance(path, Clip) and str(path) != "-" and is_long(path):
+        # stdin is never probed: libsndfile would read it to answer
+        if not isinstance(path, Clip) and str(path) != STDIN and is_long(path):
             return self.embed_stream(path)
         return self.embed_waveform(load_audio(path), name=str(path))
 
@@ -125,8 +128,7 @@ class BaseEmbedder:
         """
         total = np.zeros(self.dim, np.float64)
         count = 0
-        batch_size = getattr(self, "batch_size", 64)
-        for batch in stream_fragments(path, batch=batch_size, on_speech=on_speech):
+        for batch in stream_fragments(path, batch=self.batch_size, on_speech=on_speech):
             embeddings = self.embed_fragments(batch)
             total += embeddings.sum(axis=0, dtype=np.float64)
             count += len(embeddings)
