@@ -102,7 +102,20 @@ GENERATION_KEY = "vectors_generation"  # meta: random token renewed by each vect
 _VECTOR_DTYPE = np.dtype("<f4")
 _NAME_CHARS = re.compile(r"[\w .\-]+")  # \w: Unicode letters, digits and underscore
 
-_SCHEMA = """
+# The recordings table's columns: the schema and the 2 -> 3 migration build it from this.
+_RECORDINGS_COLUMNS = """
+    id         INTEGER PRIMARY KEY,
+    speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    path       TEXT NOT NULL,
+    embedding  BLOB NOT NULL,
+    added      TEXT NOT NULL,
+    speech_seconds REAL,
+    agreement  REAL,
+    sha256     TEXT,
+    UNIQUE (speaker_id, sha256)
+"""
+_RECORDINGS_INDEX = "CREATE INDEX recordings_by_path ON recordings (speaker_id, path)"
+_SCHEMA = f"""
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -115,41 +128,21 @@ CREATE TABLE speakers (
     created      TEXT NOT NULL,
     updated      TEXT NOT NULL
 );
-CREATE TABLE recordings (
-    id         INTEGER PRIMARY KEY,
-    speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
-    path       TEXT NOT NULL,
-    embedding  BLOB NOT NULL,
-    added      TEXT NOT NULL,
-    speech_seconds REAL,
-    agreement  REAL,
-    sha256     TEXT,
-    UNIQUE (speaker_id, sha256)
-);
-CREATE INDEX recordings_by_path ON recordings (speaker_id, path);
+CREATE TABLE recordings ({_RECORDINGS_COLUMNS});
+{_RECORDINGS_INDEX};
 """
 # Schema 2 keyed recordings by the path as typed, so `take.wav` enrolled from two folders was
 # one recording. Schema 3 keys them by content (sha256; NULL for rows it cannot hash: older
 # rows and paths that are not files) and stores the resolved path. SQLite cannot change a
 # table's constraints in place, so the table is rebuilt.
 _MIGRATE_2_TO_3 = [
-    """CREATE TABLE recordings_v3 (
-    id         INTEGER PRIMARY KEY,
-    speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
-    path       TEXT NOT NULL,
-    embedding  BLOB NOT NULL,
-    added      TEXT NOT NULL,
-    speech_seconds REAL,
-    agreement  REAL,
-    sha256     TEXT,
-    UNIQUE (speaker_id, sha256)
-)""",
+    f"CREATE TABLE recordings_v3 ({_RECORDINGS_COLUMNS})",
     "INSERT INTO recordings_v3 (id, speaker_id, path, embedding, added, speech_seconds, "
     "agreement, sha256) SELECT id, speaker_id, path, embedding, added, speech_seconds, "
     "agreement, NULL FROM recordings",
     "DROP TABLE recordings",
     "ALTER TABLE recordings_v3 RENAME TO recordings",
-    "CREATE INDEX recordings_by_path ON recordings (speaker_id, path)",
+    _RECORDINGS_INDEX,
 ]
 _TABLES = frozenset({"meta", "speakers", "recordings"})
 
