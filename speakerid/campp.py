@@ -18,9 +18,14 @@ mean over the whole input plus the mean over the 100-step segment the frame fall
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # model.py imports this module to register the body
+    from speakerid.model import ModelConfig
 
 FCM_CHANNELS = 32  # width of the 2-D convolution front
 FCM_FREQ_STRIDE = 8  # the FCM halves the frequency axis three times
@@ -149,9 +154,9 @@ class CAMPPBody(nn.Module):
     than ``n_mels`` and ``embedding_dim`` do not apply (the widths above are the model's).
     """
 
-    def __init__(self, n_features: int, cfg: object) -> None:
+    def __init__(self, n_features: int, cfg: ModelConfig) -> None:
         super().__init__()
-        embedding_dim = int(getattr(cfg, "embedding_dim", 192))
+        embedding_dim = cfg.embedding_dim
         self.front = FrontConv(n_features)
         self.tdnn = nn.Conv1d(
             self.front.out_channels, TDNN_CHANNELS, 5, stride=2, padding=2, bias=False
