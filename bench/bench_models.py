@@ -37,9 +37,10 @@ from bench_accuracy import Resemblyzer  # the same baseline, run the same way
 from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
 from speakerid.calibration import as_norm, cohort_stats
 from speakerid.data import AudioBank, fragment_set, scan_corpus
-from speakerid.embed import Embedder, l2_normalize, load_model, pool
+from speakerid.embed import Embedder, load_model
 from speakerid.evaluate import kway_curve, verification_summary, verification_trials
 from speakerid.model import LoadedModel
+from speakerid.vectors import l2_normalize, pool
 
 P_TARGET = 0.01
 # The trial sets keep files with at least 1 s of speech after trimming: the CLI's minimum

@@ -33,9 +33,10 @@ from speakerid.calibration import (
     power_threshold,
     rates_at,
 )
-from speakerid.embed import BaseEmbedder, l2_normalize
+from speakerid.embed import BaseEmbedder
 from speakerid.errors import AudioError, DataError
 from speakerid.store import FileError, SpeakerStore, _embed, _model_id, speaker_folders
+from speakerid.vectors import l2_normalize
 
 NORMS = ("none", "asnorm")
 COHORTS = ("auto", "model", "store")

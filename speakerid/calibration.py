@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from speakerid.errors import DataError
+from speakerid.vectors import l2_normalize, pool
 
 ENROLL_SIZE = 3  # recordings pooled per trial model: a typical enrollment
 MIN_SPEAKERS = 4  # with fewer, different-speaker trials are too few and too alike
@@ -38,14 +39,7 @@ P_TARGET = 0.01  # prior of the reported minDCF (NIST SRE convention)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    # The same normalisation as embed.l2_normalize, kept here so this module needs no torch.
-    x = np.asarray(x, dtype=np.float32)
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-def pool(embeddings: np.ndarray) -> np.ndarray:
-    """Normalised mean of ``(n, D)`` unit vectors -> ``(D,)``: a speaker model, as enrolled."""
-    return _unit(_unit(embeddings).mean(axis=0))
+    return l2_normalize(np.asarray(x, dtype=np.float32))
 
 
 def agreements(embeddings: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from speakerid.audio import (
 )
 from speakerid.errors import SpeakerIDError
 from speakerid.registry import resolve_model
+from speakerid.vectors import l2_normalize, pool
 
 if TYPE_CHECKING:
     import torch
@@ -70,17 +71,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             "none: use auto or fp32"
         )
     return precision
-
-
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Scale vectors to unit length along ``axis`` (zero vectors stay zero)."""
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
-
-
-def pool(embeddings: np.ndarray) -> np.ndarray:
-    """Normalised mean of ``(n, D)`` unit vectors -> ``(D,)`` unit vector."""
-    return l2_normalize(l2_normalize(np.asarray(embeddings, dtype=np.float32)).mean(axis=0))
 
 
 class BaseEmbedder:

@@ -28,9 +28,9 @@ from sklearn.metrics import det_curve as _sk_det_curve
 
 from speakerid.audio import FRAGMENT_SAMPLES
 from speakerid.calibration import eer_point, error_rates
-from speakerid.embed import l2_normalize
 from speakerid.errors import DataError
 from speakerid.features import MFCCFrontend
+from speakerid.vectors import l2_normalize
 
 Method = Literal["prototype", "nearest"]
 Metric = Literal["cosine", "euclidean", "l1"]

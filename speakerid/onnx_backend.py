@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from speakerid.audio import FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS
-from speakerid.embed import BaseEmbedder, l2_normalize
+from speakerid.embed import BaseEmbedder
 from speakerid.errors import CheckpointError, SpeakerIDError
 from speakerid.modelinfo import ModelHeader, file_sha256, read_header
 from speakerid.npfeatures import numpy_frontend
 from speakerid.registry import resolve_model
+from speakerid.vectors import l2_normalize
 
 ONNX_FORMAT = "speakerid-onnx/1"  # metadata 'format' of an exported graph
 ONNX_OPSET = 17  # LSTM, convolutions and reductions all export at this opset

@@ -66,7 +66,7 @@ from speakerid.calibration import (
     as_norm_scores,
     expected_fpir,
 )
-from speakerid.embed import BaseEmbedder, l2_normalize, pool
+from speakerid.embed import BaseEmbedder
 from speakerid.errors import (
     AudioError,
     CheckpointError,
@@ -81,6 +81,7 @@ from speakerid.modelinfo import check_threshold, file_sha256
 from speakerid.registry import DEFAULT_MODEL, resolve_model, shipped_name
 from speakerid.search import IndexInfo, VectorIndex, pointer_path, remove_index, requested_kind
 from speakerid.search import top_k as _top_k
+from speakerid.vectors import l2_normalize, pool
 
 STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
 SCHEMA_VERSION = 3  # meta 'schema_version': bump on any change to the tables below

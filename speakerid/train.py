@@ -42,10 +42,10 @@ from speakerid.data import (
     scan_corpora,
     split_speakers,
 )
-from speakerid.embed import l2_normalize
 from speakerid.errors import CheckpointError, DataError
 from speakerid.evaluate import eer, kway_accuracy, match_speakers, verification_trials
 from speakerid.model import DISTANCES, Encoder, LoadedModel, ModelConfig, save_encoder
+from speakerid.vectors import l2_normalize
 
 OBJECTIVES = ("bce", "aam", "distill")
 SELECT_ON = ("accuracy", "distill")

@@ -23,14 +23,7 @@ from safetensors.torch import load_file, save_file
 
 import speakerid.registry as registry
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.embed import (
-    Embedder,
-    l2_normalize,
-    load_model,
-    native_bf16,
-    pool,
-    resolve_precision,
-)
+from speakerid.embed import Embedder, load_model, native_bf16, resolve_precision
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
 from speakerid.model import (
     CHECKPOINT_FORMAT,
@@ -45,6 +38,7 @@ from speakerid.model import (
     resave,
     save_encoder,
 )
+from speakerid.vectors import l2_normalize, pool
 
 SMALL = {"channels": 32, "embedding_dim": 16}
 
