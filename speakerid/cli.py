@@ -1018,6 +1018,13 @@ def train_cmd(
     windows: Annotated[
         int | None, _opt("lstm: equal windows a fragment is read as.", "--windows")
     ] = None,
+    teacher: Annotated[
+        str | None,
+        _opt("distill: ge2e, or a speakerid model (accurate, a path).", "--teacher"),
+    ] = None,
+    teacher_pool: Annotated[
+        int | None, _opt("distill, speakerid teacher: crops it labels once.", "--teacher-pool")
+    ] = None,
     teacher_windows: Annotated[
         int | None,
         _opt("distill: equal windows the teacher reads (0: its partials).", "--teacher-windows"),

@@ -7,9 +7,11 @@ Objectives (heads and losses live here, never in the shipped encoder):
   same-speaker logit by a learned affine head and trained with binary cross-entropy.
 - ``aam``: additive angular margin softmax (ArcFace/AAM) over the training speakers.
 - ``distill``: cosine distance to a frozen teacher's embedding of the clean fragment
-  (Resemblyzer's GE2E, ``speakerid[ge2e]``), the student seeing the augmented fragment,
-  plus ``aam_weight`` times the AAM loss when ``aam_weight > 0``. An ``lstm`` student may
-  start from the teacher's own weights (``init_teacher``), read at a coarser frame rate.
+  (Resemblyzer's GE2E, ``speakerid[ge2e]``, run on every batch; or a speakerid model such as
+  ``accurate``, which labels a fixed pool of crops once, ``teachers.TeacherPool``), the
+  student seeing the augmented fragment, plus ``aam_weight`` times the AAM loss when
+  ``aam_weight > 0``. An ``lstm`` student may start from GE2E's own weights
+  (``init_teacher``), read at a coarser frame rate.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from speakerid.data import (
 from speakerid.errors import CheckpointError, DataError
 from speakerid.evaluate import eer, kway_accuracy, match_speakers, verification_trials
 from speakerid.model import DISTANCES, Encoder, LoadedModel, ModelConfig, save_encoder
+from speakerid.teachers import TeacherPool
 from speakerid.vectors import l2_normalize
 
 OBJECTIVES = ("bce", "aam", "distill")
@@ -81,7 +84,9 @@ class TrainConfig:
     speed_max: float = 1.1  # range makes new voices the teacher labels, so it may be wider
     stem_stride: int = 2  # see ModelConfig
     windows: int = 1  # see ModelConfig (lstm body)
-    teacher_windows: int = 0  # distill: the teacher reads this many equal windows; 0: partials
+    teacher: str = "ge2e"  # distill: ge2e, or a speakerid model (name or checkpoint path)
+    teacher_pool: int = 8192  # distill, speakerid teacher: clean crops it labels once
+    teacher_windows: int = 0  # distill, ge2e: equal windows the teacher reads; 0: partials
     spec_augment: bool = False  # mask random bands and frame spans of the features (training)
     mix_prob: float = 0.0  # distill: share of fragments overlaid with another at 0-10 dB
     init_teacher: bool = False  # distill, lstm body: start from the teacher's weights
@@ -183,16 +188,49 @@ def embed_teacher(teacher: nn.Module, frags: FragmentSet, device: torch.device, 
 
 
 def init_from_checkpoint(encoder: Encoder, path: str | Path) -> None:
-    """Copy a speakerid checkpoint's weights into ``encoder``; its settings must be the same."""
+    """Copy a speakerid checkpoint's weights into ``encoder``; its settings must be the same.
+
+    The one setting allowed to differ is ``whiten``: a whitened checkpoint (a shipped model)
+    starts a run without the back-end, which ``speakerid whiten`` fits again afterwards. Its
+    front-end and body are still loaded strictly; only the whitening is left out.
+    """
     from speakerid.model import load_encoder
 
     loaded = load_encoder(path)
-    if loaded.encoder.config != encoder.config:
+    if replace(loaded.encoder.config, whiten=encoder.config.whiten) != encoder.config:
         raise CheckpointError(
             f"{path}: its model settings differ from this run's "
             f"({loaded.encoder.config} vs {encoder.config})"
         )
-    encoder.load_state_dict(loaded.encoder.state_dict(), strict=True)
+    state = {k: v for k, v in loaded.encoder.state_dict().items() if not k.startswith("whitening.")}
+    if encoder.whitening is not None:  # the run's back-end starts as the identity
+        state.update({f"whitening.{k}": v for k, v in encoder.whitening.state_dict().items()})
+    encoder.load_state_dict(state, strict=True)
+
+
+PROJECTION_FIT_CROPS = 2048  # pool crops the starting projection is fitted on
+
+
+def fit_projection(
+    project: nn.Linear, encoder: Encoder, pool: TeacherPool, device: torch.device
+) -> None:
+    """Start the student-to-teacher projection at the least-squares map of the pool.
+
+    A student that starts from trained weights (``init_from``) would otherwise send the
+    gradients of a random projection through its body in the first steps, undoing what it
+    knew; fitted, the projection starts where the student's embeddings already point.
+    """
+    n = min(len(pool.waves), PROJECTION_FIT_CROPS)
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():  # the raw embeddings the projection is given in training
+        student = _batched(encoder, pool.waves[:n], device, 128)
+    encoder.train(was_training)
+    x = np.hstack([student, np.ones((n, 1), np.float32)]).astype(np.float64)
+    solution, *_ = np.linalg.lstsq(x, pool.targets[:n].astype(np.float64), rcond=None)
+    with torch.no_grad():
+        project.weight.copy_(torch.from_numpy(solution[:-1].T).float())
+        project.bias.copy_(torch.from_numpy(solution[-1]).float())
 
 
 def validate(
@@ -260,6 +298,15 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         raise DataError("windows must be at least 1 and teacher_windows at least 0")
     if cfg.init_from and cfg.init_teacher:
         raise DataError("init_from and init_teacher both set the starting weights; pick one")
+    if cfg.teacher != "ge2e":
+        if cfg.objective != "distill":
+            raise DataError(f"teacher {cfg.teacher!r} needs the distill objective")
+        if cfg.init_teacher:
+            raise DataError("init_teacher starts from GE2E's weights: it needs teacher ge2e")
+        if cfg.mix_prob > 0:
+            raise DataError("mix_prob needs teacher ge2e: a pool teacher labels only its crops")
+        if cfg.select_on == "distill":
+            raise DataError("select_on distill needs teacher ge2e")
     device = _device(cfg)
     ranks = distributed.setup(device.type)
     try:
@@ -300,7 +347,14 @@ def _train(
     )
 
     encoder = Encoder(cfg.model_config()).to(device)
-    heads = _build_heads(cfg, len(train_bank), device)
+    speed = (cfg.speed_min, cfg.speed_max) if cfg.augment else None
+    seed = distributed.rank_seed(cfg.seed, ranks)  # cfg.seed on rank 0 and on one process
+    pool = None
+    if cfg.objective == "distill" and cfg.teacher != "ge2e":
+        pool = TeacherPool.build(
+            train_bank, cfg.teacher, cfg.teacher_pool, seed, speed, out, console
+        )
+    heads = _build_heads(cfg, len(train_bank), device, pool.dim if pool else None)
     if cfg.init_teacher:
         if "teacher" not in heads:
             raise DataError("init_teacher needs the distill objective")
@@ -309,14 +363,14 @@ def _train(
         init_from_ge2e(encoder.body, heads["teacher"])
     if cfg.init_from:
         init_from_checkpoint(encoder, cfg.init_from)
+    if pool is not None and isinstance(heads["project"], nn.Linear):
+        fit_projection(heads["project"], encoder, pool, device)
     # The teacher's embeddings of the fixed validation fragments, computed once.
     val_targets = embed_teacher(heads["teacher"], val_frags, device) if "teacher" in heads else None
     params = list(encoder.parameters()) + [p for h in heads.values() for p in h.parameters()]
     opt_cls = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.AdamW
     optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    speed = (cfg.speed_min, cfg.speed_max) if cfg.augment else None
-    seed = distributed.rank_seed(cfg.seed, ranks)  # cfg.seed on rank 0 and on one process
-    sampler = Sampler(train_bank, seed=seed, speed=speed)
+    sampler = pool or Sampler(train_bank, seed=seed, speed=speed)
     gen = torch.Generator(device=device).manual_seed(seed)
     history: list[dict[str, float]] = []
     best = -math.inf
@@ -453,14 +507,19 @@ def _plot_history(history: list[dict[str, float]], path: Path) -> None:
 # ---------------------------------------------------------------- objectives
 
 
-def _build_heads(cfg: TrainConfig, n_speakers: int, device: torch.device) -> dict[str, nn.Module]:
+def _build_heads(
+    cfg: TrainConfig, n_speakers: int, device: torch.device, pool_dim: int | None = None
+) -> dict[str, nn.Module]:
+    """The run's training-only modules; ``pool_dim``: a pool teacher's embedding size."""
     dim = cfg.embedding_dim
     heads: dict[str, nn.Module] = {}
     if cfg.objective == "bce":
         heads["pair"] = PairBCEHead(cfg.distance)
     if cfg.objective == "aam" or (cfg.objective == "distill" and cfg.aam_weight > 0):
         heads["aam"] = AAMHead(dim, n_speakers, cfg.aam_margin, cfg.aam_scale)
-    if cfg.objective == "distill":
+    if pool_dim is not None:  # the teacher's labels are in the pool; only the projection here
+        heads["project"] = nn.Identity() if dim == pool_dim else nn.Linear(dim, pool_dim)
+    elif cfg.objective == "distill":
         from speakerid.pretrained import GE2E, GE2E_DIM
 
         heads["teacher"] = GE2E(windows=cfg.teacher_windows)
@@ -529,17 +588,11 @@ def _aam_step(cfg, encoder, heads, sampler, gen, device):
 
 
 def _distill_step(cfg, encoder, heads, sampler, gen, device):
-    waves, labels = sampler.classes(cfg.batch_size)
-    clean = _to(waves, device)
-    if cfg.mix_prob > 0:  # overlay another voice: new inputs for the teacher to label
-        snr = torch.rand(len(clean), 1, generator=gen, device=device) * 10
-        other = clean.roll(1, dims=0)
-        gain = clean.norm(dim=1, keepdim=True) / other.norm(dim=1, keepdim=True).clamp_min(1e-8)
-        mixed = clean + other * gain * torch.pow(10.0, -snr / 20)
-        chosen = torch.rand(len(clean), 1, generator=gen, device=device) < cfg.mix_prob
-        clean = torch.where(chosen, mixed, clean)
-    with torch.no_grad(), torch.autocast(device.type, enabled=False):
-        target = heads["teacher"].embed(clean.float())
+    if isinstance(sampler, TeacherPool):  # labelled once, ahead of training
+        waves, labels, targets = sampler.draw(cfg.batch_size)
+        clean, target = _to(waves, device), _to(targets, device)
+    else:
+        clean, labels, target = _ge2e_targets(cfg, heads, sampler, gen, device)
     wav = augment(clean, gen) if cfg.augment else clean
     emb = _encode(cfg, encoder, wav, gen)
     pred = F.normalize(heads["project"](emb.float()), dim=-1)
@@ -556,6 +609,22 @@ def _distill_step(cfg, encoder, heads, sampler, gen, device):
         loss = loss + cfg.aam_weight * aam
         metrics["aam"] = aam.item()
     return loss, metrics
+
+
+def _ge2e_targets(cfg, heads, sampler, gen, device):
+    """A fresh batch, optionally overlaid with other voices, and GE2E's embeddings of it."""
+    waves, labels = sampler.classes(cfg.batch_size)
+    clean = _to(waves, device)
+    if cfg.mix_prob > 0:  # overlay another voice: new inputs for the teacher to label
+        snr = torch.rand(len(clean), 1, generator=gen, device=device) * 10
+        other = clean.roll(1, dims=0)
+        gain = clean.norm(dim=1, keepdim=True) / other.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        mixed = clean + other * gain * torch.pow(10.0, -snr / 20)
+        chosen = torch.rand(len(clean), 1, generator=gen, device=device) < cfg.mix_prob
+        clean = torch.where(chosen, mixed, clean)
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        target = heads["teacher"].embed(clean.float())
+    return clean, labels, target
 
 
 _STEPS: dict[str, Callable[..., tuple[torch.Tensor, dict[str, float]]]] = {
