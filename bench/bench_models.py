@@ -211,6 +211,13 @@ def main() -> None:
     ap.add_argument("--asnorm-top", type=int, nargs="+", default=[50, 100])
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="also score this checkpoint on the same trials (repeatable); shipped or not",
+    )
+    ap.add_argument(
         "--write-measured",
         type=Path,
         default=None,
@@ -239,6 +246,17 @@ def main() -> None:
             "rec": resemblyzer.utterance,
         },
     }
+    candidates = {}
+    for spec in args.candidate:
+        name, _, path = spec.partition("=")
+        if not name or not path or "(" in name or " " in name:
+            ap.error(f"--candidate {spec!r}: NAME=CHECKPOINT, NAME one word")
+        candidates[name] = load_model(path)
+        emb = Embedder(candidates[name], "cpu")
+        systems[f"{name} (candidate)"] = {
+            "frag": emb.embed_fragments,
+            "rec": lambda w, e=emb: e.embed_waveform(w, trim=False),
+        }
     if args.readings:
         systems["CAM++ one pass"] = {"rec": whole_pass(accurate)}
         systems["CAM++ 6-s windows"] = {"rec": windows(emb_acc, 6.0)}
@@ -248,6 +266,7 @@ def main() -> None:
         "accurate": accurate.fingerprint,
         "fast": fast.fingerprint,
         "CAM++": accurate.fingerprint,
+        **{name: m.fingerprint for name, m in candidates.items()},
     }
     embeddings: dict[str, dict[str, np.ndarray]] = {}
     for label, fns in systems.items():
@@ -275,6 +294,7 @@ def main() -> None:
         embeddings[label] = out
 
     thresholds = {"accurate (CAM++)": accurate.threshold, "fast (lstm_s3)": fast.threshold}
+    thresholds.update({f"{name} (candidate)": m.threshold for name, m in candidates.items()})
     results: dict[str, dict] = {}
     for label, by_set in embeddings.items():
         results[label] = {}
@@ -319,6 +339,7 @@ def main() -> None:
         "models": {
             "accurate": accurate.fingerprint,
             "fast": fast.fingerprint,
+            **{name: m.fingerprint for name, m in candidates.items()},
         },
         "threads": torch.get_num_threads(),
         "sets": notes,
