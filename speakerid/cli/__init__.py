@@ -1403,6 +1403,3 @@ def main() -> None:
     """Entry point of the ``speakerid`` console script."""
     app()
 
-
-if __name__ == "__main__":
-    main()
