@@ -801,12 +801,12 @@ def test_json_errors_are_json_on_stdout(
 
 
 def test_json_interrupt_is_json(cli, store_path, voices_dir, monkeypatch) -> None:
-    import speakerid.cli
+    from speakerid.api import SpeakerID
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(speakerid.cli.SpeakerID, "enroll", interrupted)
+    monkeypatch.setattr(SpeakerID, "enroll", interrupted)
     res = cli("enroll", "alice", voice(voices_dir, "alice", 1), "--json", store=store_path)
     json_error(res, "interrupted", code=130)
 
@@ -814,13 +814,13 @@ def test_json_interrupt_is_json(cli, store_path, voices_dir, monkeypatch) -> Non
 def test_non_finite_result_never_prints_invalid_json(
     cli, enrolled_store: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import speakerid.cli
+    from speakerid.api import SpeakerID
     from speakerid.store import Verification
 
     def nan_verify(self, name, path, threshold=None):
         return Verification(name, str(path), float("nan"), 0.5, False)
 
-    monkeypatch.setattr(speakerid.cli.SpeakerID, "verify", nan_verify)
+    monkeypatch.setattr(SpeakerID, "verify", nan_verify)
     res = cli("verify", "alice", voice(voices_dir, "alice", 3), "--json", store=enrolled_store)
     json_error(res, "non-finite")
 

@@ -1,0 +1,154 @@
+"""embed and export: write a model's output (embeddings) or the model itself (ONNX) to a file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from speakerid.audio import MIN_SPEECH_SECONDS
+from speakerid.cli.common import (
+    EXIT_ERROR,
+    AudioFiles,
+    BackendOpt,
+    JsonOpt,
+    MinSpeechOpt,
+    ModelOpt,
+    PrecisionOpt,
+    SampleRateOpt,
+    ShardOpt,
+    StrictOpt,
+    command,
+    fail,
+    open_sid,
+    out,
+    print_json,
+    progress_bar,
+    read_sources,
+    report_failures,
+)
+from speakerid.store import save_embeddings
+
+
+@command("embed")
+def embed_cmd(
+    files: AudioFiles,
+    out_path: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output .npz, one array per file keyed by its path."),
+    ],
+    shard: ShardOpt = None,
+    merge: Annotated[
+        bool,
+        typer.Option("--merge", help="FILE... are .npz files of one model: join them into --out."),
+    ] = False,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    precision: PrecisionOpt = "auto",
+    min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    sample_rate: SampleRateOpt = None,
+    strict: StrictOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Write one L2-normalised embedding per FILE to an .npz file (atomically).
+
+    Every FILE is tried: one that fails is reported on stderr (and under "errors" with
+    --json), the others are written, and the exit status is 2.
+    """
+    from speakerid.bulk import header, merge_embeddings, parse_shard
+
+    if merge:
+        merged = merge_embeddings(files)
+        head = header(
+            merged.model_fingerprint or "", merged.embedding_dim, merged.model_source, merged.root
+        )
+        save_embeddings(out_path, merged.vectors, head)
+        if json_:
+            print_json({"out": str(out_path), "merged": merged.parts, "keys": len(merged.vectors)})
+            return
+        out.print(
+            f"merged {len(merged.parts)} file(s), {len(merged.vectors)} embedding(s), "
+            f"into {escape(str(out_path))}",
+            soft_wrap=True,
+        )
+        return
+    if shard is not None:  # else the files keep the order given
+        part = parse_shard(shard)
+        files = part.take(files)
+        if not files:
+            fail(f"shard {part} holds no file (fewer files than N)")
+    sources = read_sources(files, sample_rate)
+    sid = open_sid(None, model, backend, precision, min_speech)
+    with progress_bar() as progress:
+        sid.load()  # before the bar starts: loading prints nothing and takes a while
+        task = progress.add_task("embedding", total=len(sources))
+        result = sid.embed_many(
+            sources,
+            strict=strict,
+            on_file=lambda done, total: progress.update(task, completed=done),
+        )
+    vectors = result.vectors
+    report_failures(result.errors)
+    if vectors:  # nothing is written when every file failed
+        model_used = sid.embedder.model
+        source = str(Path(model_used.path).resolve())
+        head = header(model_used.fingerprint, sid.embedder.dim, source)
+        save_embeddings(out_path, vectors, head)
+    if json_:
+        print_json(
+            {
+                "out": str(out_path) if vectors else None,
+                "files": list(vectors),
+                "dim": sid.embedder.dim,
+                "errors": [asdict(e) for e in result.errors],
+            }
+        )
+    elif vectors:
+        out.print(
+            f"wrote {len(vectors)} embedding(s) of size {sid.embedder.dim} to "
+            f"{escape(str(out_path))}",
+            soft_wrap=True,
+        )
+    if result.errors:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@command("export")
+def export_cmd(
+    onnx: Annotated[
+        Path, typer.Option("--onnx", help="Where to write the ONNX graph.", show_default=False)
+    ],
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="A shipped model's name (accurate, fast) or a checkpoint (.safetensors). "
+            "Default: the default shipped model.",
+            metavar="[MODEL]",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the file if it exists.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Export a model for --backend onnx (needs torch and the onnx package).
+
+    The graph holds the encoder body and whitening; the front-end runs in numpy. Run it
+    with --backend onnx --model OUT.onnx. Shipped models need no export: the onnx
+    backend builds its graph once into the user cache.
+    """
+    from speakerid.onnx_backend import export_onnx
+    from speakerid.registry import resolve_model
+
+    if onnx.exists() and not force:
+        fail(f"{onnx} exists; pass --force to overwrite it")
+    checkpoint, expected = resolve_model(model)
+    written = export_onnx(checkpoint, onnx, expected_sha256=expected)
+    if json_:
+        print_json({"model": str(checkpoint), "onnx": str(written)})
+        return
+    out.print(f"[green]exported[/green] {escape(str(checkpoint))} to {escape(str(written))}")

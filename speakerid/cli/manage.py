@@ -1,0 +1,88 @@
+"""list, remove and index: look after the enrollment store."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from speakerid.cli.common import JsonOpt, SpeakerName, StoreOpt, command, out, print_json
+from speakerid.store import SpeakerStore, validate_name
+
+
+@command("list")
+def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
+    """List enrolled speakers."""
+    with SpeakerStore(store) as db:
+        speakers = db.speakers()
+    if json_:
+        print_json({"store": str(db.path), "speakers": [asdict(s) for s in speakers]})
+        return
+    if not speakers:
+        out.print(f"no speakers enrolled in {escape(str(db.path))}", soft_wrap=True)
+        return
+    table = Table(title=escape(str(db.path)), title_justify="left")
+    table.add_column("speaker")
+    table.add_column("recordings", justify="right")
+    table.add_column("speech s", justify="right")
+    table.add_column("weakest agreement", justify="right")
+    table.add_column("updated (UTC)")
+    for s in speakers:
+        seconds = "?" if s.speech_seconds is None else f"{s.speech_seconds:.1f}"
+        weakest = "-" if s.weakest_agreement is None else f"{s.weakest_agreement:.4f}"
+        table.add_row(s.speaker, str(s.recordings), seconds, weakest, s.updated)
+    out.print(table)
+
+
+@command("remove")
+def remove_cmd(name: SpeakerName, store: StoreOpt = None, json_: JsonOpt = False) -> None:
+    """Remove an enrolled speaker and their recordings."""
+    speaker = validate_name(name)
+    with SpeakerStore(store) as db:
+        count = db.remove(speaker)
+    if json_:
+        print_json({"speaker": speaker, "recordings": count, "store": str(db.path)})
+        return
+    out.print(f"removed {speaker} ({count} recording(s))", soft_wrap=True)
+
+
+@command("index")
+def index_cmd(
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="auto | flat | pq | hnsw | ivf. auto: flat (exact scan of memory-mapped "
+            "vectors) below 50,000 speakers or without faiss, else pq (scan of compact "
+            "codes, best candidates re-scored exactly).",
+        ),
+    ] = "auto",
+    drop: Annotated[bool, typer.Option("--drop", help="Delete the index instead.")] = False,
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Build a search index beside the store for fast open and 1:N search at scale.
+
+    Once built it is kept: searches check it against the store and rebuild it (same --kind)
+    after enrollments and removals, so rebuild cost falls on the first search after a change.
+    """
+    with SpeakerStore(store) as db:
+        if drop:
+            dropped = db.drop_index()
+            if json_:
+                print_json({"dropped": dropped, "store": str(db.path)})
+            else:
+                out.print("index dropped" if dropped else "no index to drop", soft_wrap=True)
+            return
+        info = db.build_index(kind)
+    if json_:
+        print_json(asdict(info))
+        return
+    out.print(
+        f"[green]indexed[/green] {info.speakers} speaker(s) ({info.kind}, dimension {info.dim}) "
+        f"in {info.build_seconds:.1f} s: {escape(info.path)}",
+        soft_wrap=True,
+    )

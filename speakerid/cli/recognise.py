@@ -1,0 +1,243 @@
+"""verify (1:1) and identify (1:N, or who speaks when with --segments)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from speakerid.audio import MIN_SPEECH_SECONDS
+from speakerid.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REJECTED,
+    AudioFile,
+    AudioFiles,
+    BackendOpt,
+    JsonOpt,
+    MinSpeechOpt,
+    ModelOpt,
+    PrecisionOpt,
+    SampleRateOpt,
+    SpeakerName,
+    StoreOpt,
+    StrictOpt,
+    ThresholdOpt,
+    command,
+    err,
+    fail,
+    load_embedder,
+    open_sid,
+    out,
+    print_json,
+    progress_bar,
+    read_sources,
+    report_failures,
+)
+from speakerid.store import FileError, Identification, SpeakerStore, calibration_notes
+
+
+@command("verify")
+def verify_cmd(
+    name: SpeakerName,
+    file: AudioFile,
+    threshold: ThresholdOpt = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    precision: PrecisionOpt = "auto",
+    min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    sample_rate: SampleRateOpt = None,
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """1:1 check that FILE is NAME. Exit status 0 accepted, 1 rejected, 2 error."""
+    with open_sid(store, model, backend, precision, min_speech) as sid:
+        (source,) = read_sources([file], sample_rate)
+        result = sid.verify(name, source, threshold=threshold)
+        store_path = str(sid.store.path)
+    if json_:
+        print_json({**asdict(result), "store": store_path})
+    else:
+        verdict = "[green]accepted[/green]" if result.accepted else "[red]rejected[/red]"
+        normalized = (
+            "" if result.normalized_score is None else f", AS-norm {result.normalized_score:.4f}"
+        )
+        origin = "" if result.threshold_source == "model" else f" ({result.threshold_source})"
+        out.print(
+            f"{verdict} {result.speaker}: score {result.score:.4f}{normalized}, "
+            f"threshold {result.threshold:.4f}{origin}",
+            soft_wrap=True,
+        )
+    raise typer.Exit(EXIT_OK if result.accepted else EXIT_REJECTED)
+
+
+def _seg_opt(help_: str) -> Any:
+    return typer.Option(help=help_ + " (with --segments).", show_default=False)
+
+
+@command("identify")
+def identify_cmd(
+    files: AudioFiles,
+    top: Annotated[int, typer.Option("--top", "-k", help="Candidates to show (1 or more).")] = 5,
+    threshold: ThresholdOpt = None,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    precision: PrecisionOpt = "auto",
+    min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    sample_rate: SampleRateOpt = None,
+    strict: StrictOpt = False,
+    store: StoreOpt = None,
+    json_: JsonOpt = False,
+    segments: Annotated[
+        bool,
+        typer.Option(
+            "--segments", help="Who speaks when: a timeline of enrolled speakers per FILE."
+        ),
+    ] = False,
+    window: Annotated[float | None, _seg_opt("Seconds per scored window; default 1.5")] = None,
+    hop: Annotated[float | None, _seg_opt("Seconds between windows; default 0.75")] = None,
+    fit: Annotated[
+        str | None, _seg_opt("How a window meets the encoder: tile (to 3 s) | direct; default tile")
+    ] = None,
+    switch_penalty: Annotated[
+        float | None, _seg_opt("Score a change of speaker must earn; default 0.3")
+    ] = None,
+    min_segment: Annotated[
+        float | None, _seg_opt("Shorter runs of speech join a neighbour, seconds; default 1.0")
+    ] = None,
+    max_gap: Annotated[
+        float | None, _seg_opt("Pauses shorter than this inside a turn are bridged, s; default 1.0")
+    ] = None,
+    threshold_offset: Annotated[
+        float | None, _seg_opt("Added to the model's threshold, not to --threshold; default -0.15")
+    ] = None,
+    rttm: Annotated[
+        bool, typer.Option("--rttm", help="Print RTTM lines (with --segments).")
+    ] = False,
+    plot: Annotated[Path | None, _seg_opt("Write the timeline of one FILE as a PNG")] = None,
+) -> None:
+    """1:N: who is speaking in each FILE? 'unknown' when no one scores above threshold.
+
+    With --json: a list with one object per FILE, in the order given (even for one FILE); a
+    FILE that fails is {"file": ..., "error": ...} there and a line on stderr (exit 2).
+
+    With --segments: who speaks when along each FILE (long files stream in chunks). Each
+    window is scored against every enrolled speaker and the path is smoothed; overlapping
+    speech is out of scope (each instant gets at most one speaker).
+    """
+    seg_values = {
+        "window": window,
+        "hop": hop,
+        "fit": fit,
+        "switch_penalty": switch_penalty,
+        "min_segment": min_segment,
+        "max_gap": max_gap,
+        "threshold_offset": threshold_offset,
+    }
+    if segments:
+        settings = {k: v for k, v in seg_values.items() if v is not None}
+        _identify_segments(files, settings, threshold, model, precision, store, json_, rttm, plot)
+        return
+    if top < 1:  # before anything loads: a usage error costs no model
+        fail(f"--top must be at least 1, not {top}")
+    given = [k for k, v in seg_values.items() if v is not None]
+    given += [k for k, v in (("rttm", rttm), ("plot", plot)) if v]
+    if given:
+        fail(f"--{given[0].replace('_', '-')} needs --segments")
+    sources = read_sources(files, sample_rate)
+    with open_sid(store, model, backend, precision, min_speech) as sid, progress_bar() as progress:
+        task = progress.add_task("identifying", total=len(sources))
+        everything = sid.identify_many(
+            sources,
+            top,
+            threshold=threshold,
+            strict=strict,
+            on_file=lambda done, total: progress.update(task, completed=done),
+        )
+        fingerprint = sid.embedder.model.fingerprint
+        notes = calibration_notes(sid.store, fingerprint) if threshold is None else []
+        store_path = str(sid.store.path)
+    for note in notes:
+        if not note.startswith("not calibrated"):  # the usual case needs no warning
+            err.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
+    failures = [r for r in everything if isinstance(r, FileError)]
+    results = [r for r in everything if isinstance(r, Identification)]
+    report_failures(failures)
+    if json_:
+        print_json([{**asdict(r), "store": store_path} for r in everything])
+    else:
+        _print_identifications(results)
+    if failures:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _print_identifications(results: list[Identification]) -> None:
+    if not results:
+        return
+    for result in results:
+        best = f"[green]{result.best}[/green]" if result.best else "[yellow]unknown[/yellow]"
+        out.print(f"{escape(result.file)}: {best}", soft_wrap=True)
+        table = Table()
+        table.add_column("#", justify="right")
+        table.add_column("speaker")
+        table.add_column("score", justify="right")
+        for rank, cand in enumerate(result.candidates, 1):
+            mark = "" if cand.score >= result.threshold else " (below)"
+            if result.normalized_score is not None:  # the decision was on the AS-norm score
+                mark = f" (AS-norm {result.normalized_score:.4f})" if rank == 1 else ""
+            table.add_row(str(rank), cand.speaker, f"{cand.score:.4f}{mark}")
+        out.print(table)
+    origin = "" if results[0].threshold_source == "model" else f" ({results[0].threshold_source})"
+    out.print(f"threshold {results[0].threshold:.4f}{origin}")
+
+
+def _identify_segments(
+    files: list[str],
+    settings: dict[str, Any],
+    threshold: float | None,
+    model: str | None,
+    precision: str,
+    store: Path | None,
+    json_: bool,
+    rttm: bool,
+    plot: Path | None,
+) -> None:
+    """``identify --segments``: one timeline per file, as a table, JSON, RTTM or a plot."""
+    from speakerid.segments import UNKNOWN, SegmentConfig, identify_segments, plot_timeline
+    from speakerid.segments import rttm_lines as to_rttm
+
+    if json_ and rttm:
+        fail("--rttm and --json are two output formats; choose one")
+    if plot is not None and len(files) != 1:
+        fail(f"--plot draws one FILE's timeline, not {len(files)}")
+    config = SegmentConfig(**settings)
+    with SpeakerStore(store) as db:
+        embedder = load_embedder(model, precision)
+        timelines = [identify_segments(db, embedder, f, threshold, config) for f in files]
+    if plot is not None:
+        plot_timeline(timelines[0], plot)
+    if json_:
+        print_json([asdict(t) for t in timelines])
+        return
+    if rttm:
+        for timeline in timelines:
+            for line in to_rttm(timeline):
+                typer.echo(line)
+        return
+    for timeline in timelines:
+        table = Table(title=escape(f"{timeline.file} ({timeline.duration:.1f} s)"))
+        table.add_column("start", justify="right")
+        table.add_column("end", justify="right")
+        table.add_column("speaker")
+        table.add_column("score", justify="right")
+        for seg in timeline.segments:
+            who = escape(seg.speaker) if seg.speaker else f"[yellow]{UNKNOWN}[/yellow]"
+            table.add_row(f"{seg.start:.2f}", f"{seg.end:.2f}", who, f"{seg.score:.4f}")
+        out.print(table)
+    out.print(f"threshold {timelines[0].threshold:.4f}")
+    if plot is not None:
+        out.print(f"timeline plot: {escape(str(plot))}", soft_wrap=True)
