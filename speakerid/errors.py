@@ -1,4 +1,5 @@
-"""The one error family of the core. Only ``cli.py`` turns these into messages and exit codes."""
+"""The one error family of the core. Only the CLI (``speakerid.cli``) turns these into messages
+and exit codes."""
 
 from __future__ import annotations
 
