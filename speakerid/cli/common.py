@@ -250,6 +250,17 @@ def report_failures(failures: list[FileError]) -> None:
 
 
 @contextmanager
+def failures_reported(failures: list[FileError]) -> Iterator[None]:
+    """Around a batch command's output: first each file that failed on stderr
+    (``report_failures``), then the block (the summary or JSON), then exit status 2 if any
+    file failed. The rest of the batch is reported either way."""
+    report_failures(failures)
+    yield
+    if failures:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@contextmanager
 def writing_sid(
     store: Path | None, model: str | None, backend: str | None, precision: str, min_speech: float
 ) -> Iterator[SpeakerID]:

@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
-    EXIT_ERROR,
     AudioFiles,
     BackendOpt,
     JsonOpt,
@@ -23,12 +22,12 @@ from speakerid.cli.common import (
     StrictOpt,
     command,
     fail,
+    failures_reported,
     open_sid,
     out,
     print_json,
     progress_bar,
     read_sources,
-    report_failures,
 )
 from speakerid.store import save_embeddings
 
@@ -91,29 +90,27 @@ def embed_cmd(
             on_file=lambda done, total: progress.update(task, completed=done),
         )
     vectors = result.vectors
-    report_failures(result.errors)
-    if vectors:  # nothing is written when every file failed
-        model_used = sid.embedder.model
-        source = str(Path(model_used.path).resolve())
-        head = header(model_used.fingerprint, sid.embedder.dim, source)
-        save_embeddings(out_path, vectors, head)
-    if json_:
-        print_json(
-            {
-                "out": str(out_path) if vectors else None,
-                "files": list(vectors),
-                "dim": sid.embedder.dim,
-                "errors": [asdict(e) for e in result.errors],
-            }
-        )
-    elif vectors:
-        out.print(
-            f"wrote {len(vectors)} embedding(s) of size {sid.embedder.dim} to "
-            f"{escape(str(out_path))}",
-            soft_wrap=True,
-        )
-    if result.errors:
-        raise typer.Exit(EXIT_ERROR)
+    with failures_reported(result.errors):
+        if vectors:  # nothing is written when every file failed
+            model_used = sid.embedder.model
+            source = str(Path(model_used.path).resolve())
+            head = header(model_used.fingerprint, sid.embedder.dim, source)
+            save_embeddings(out_path, vectors, head)
+        if json_:
+            print_json(
+                {
+                    "out": str(out_path) if vectors else None,
+                    "files": list(vectors),
+                    "dim": sid.embedder.dim,
+                    "errors": [asdict(e) for e in result.errors],
+                }
+            )
+        elif vectors:
+            out.print(
+                f"wrote {len(vectors)} embedding(s) of size {sid.embedder.dim} to "
+                f"{escape(str(out_path))}",
+                soft_wrap=True,
+            )
 
 
 @command("export")

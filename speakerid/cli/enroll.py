@@ -11,7 +11,6 @@ from rich.markup import escape
 
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
-    EXIT_ERROR,
     AudioFiles,
     BackendOpt,
     JsonOpt,
@@ -26,12 +25,12 @@ from speakerid.cli.common import (
     command,
     err,
     fail,
+    failures_reported,
     load_embedder,
     out,
     print_json,
     progress_bar,
     read_sources,
-    report_failures,
     writing_sid,
 )
 from speakerid.embed import BaseEmbedder
@@ -107,26 +106,24 @@ def _enroll_from_npz(path: Path, replace: bool, store: Path | None, json_: bool)
 
 def _report_bulk(result: Any, store_path: Path, json_: bool) -> None:
     """Each failed file or folder on stderr, the summary (or JSON); exit 2 if any failed."""
-    report_failures(result.errors)
-    if json_:
-        print_json({**asdict(result), "store": str(store_path)})
-    else:
-        for quality in (q for r in result.enrolled for q in r.quality):
-            for problem in quality.problems:
-                err.print(
-                    f"warning: {quality.path}: {problem}",
-                    style="yellow",
-                    markup=False,
-                    soft_wrap=True,
-                )
-        recordings = sum(r.added + r.updated for r in result.enrolled)
-        out.print(
-            f"[green]enrolled[/green] {len(result.enrolled)} speaker(s) from {recordings} "
-            f"recording(s); {len(result.errors)} failed",
-            soft_wrap=True,
-        )
-    if result.errors:
-        raise typer.Exit(EXIT_ERROR)
+    with failures_reported(result.errors):
+        if json_:
+            print_json({**asdict(result), "store": str(store_path)})
+        else:
+            for quality in (q for r in result.enrolled for q in r.quality):
+                for problem in quality.problems:
+                    err.print(
+                        f"warning: {quality.path}: {problem}",
+                        style="yellow",
+                        markup=False,
+                        soft_wrap=True,
+                    )
+            recordings = sum(r.added + r.updated for r in result.enrolled)
+            out.print(
+                f"[green]enrolled[/green] {len(result.enrolled)} speaker(s) from {recordings} "
+                f"recording(s); {len(result.errors)} failed",
+                soft_wrap=True,
+            )
 
 
 @command("enroll-dir")

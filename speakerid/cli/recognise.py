@@ -12,7 +12,6 @@ from rich.table import Table
 
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
-    EXIT_ERROR,
     EXIT_OK,
     EXIT_REJECTED,
     AudioFile,
@@ -30,13 +29,13 @@ from speakerid.cli.common import (
     command,
     err,
     fail,
+    failures_reported,
     load_embedder,
     open_sid,
     out,
     print_json,
     progress_bar,
     read_sources,
-    report_failures,
 )
 from speakerid.store import FileError, Identification, SpeakerStore, calibration_notes
 
@@ -166,13 +165,11 @@ def identify_cmd(
             err.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
     failures = [r for r in everything if isinstance(r, FileError)]
     results = [r for r in everything if isinstance(r, Identification)]
-    report_failures(failures)
-    if json_:
-        print_json([{**asdict(r), "store": store_path} for r in everything])
-    else:
-        _print_identifications(results)
-    if failures:
-        raise typer.Exit(EXIT_ERROR)
+    with failures_reported(failures):
+        if json_:
+            print_json([{**asdict(r), "store": store_path} for r in everything])
+        else:
+            _print_identifications(results)
 
 
 def _print_identifications(results: list[Identification]) -> None:
