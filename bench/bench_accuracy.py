@@ -38,20 +38,18 @@ import torch
 from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
 from speakerid.data import AudioBank, FragmentSet, fragment_set, scan_corpus
 from speakerid.embed import Embedder, load_model
-from speakerid.evaluate import (
+from speakerid.evaluate import report_json
+from speakerid.kway import (
     CASE_STUDY_KWAY,
     KWayResult,
     eligible_speakers,
     kway_curve,
     mfcc_stats,
-    plot_det,
-    plot_kway_curve,
     random_baseline,
-    report_json,
-    verification_summary,
-    verification_trials,
 )
+from speakerid.metrics import verification_summary, verification_trials
 from speakerid.model import LoadedModel, load_encoder
+from speakerid.plots import plot_det, plot_kway_curve
 
 LIBRI = "LibriSpeech/train-clean-100"
 RAVDESS = "eval-only/ravdess"

@@ -38,7 +38,8 @@ from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
 from speakerid.calibration import as_norm, cohort_stats
 from speakerid.data import AudioBank, fragment_set, scan_corpus
 from speakerid.embed import Embedder, load_model
-from speakerid.evaluate import kway_curve, verification_summary, verification_trials
+from speakerid.kway import kway_curve
+from speakerid.metrics import verification_summary, verification_trials
 from speakerid.model import LoadedModel
 from speakerid.vectors import l2_normalize, pool
 

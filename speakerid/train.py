@@ -45,7 +45,9 @@ from speakerid.data import (
     split_speakers,
 )
 from speakerid.errors import CheckpointError, DataError
-from speakerid.evaluate import eer, kway_accuracy, match_speakers, verification_trials
+from speakerid.evaluate import match_speakers
+from speakerid.kway import kway_accuracy
+from speakerid.metrics import eer, verification_trials
 from speakerid.model import DISTANCES, Encoder, LoadedModel, ModelConfig, save_encoder
 from speakerid.teachers import TeacherPool
 from speakerid.vectors import l2_normalize
@@ -499,7 +501,7 @@ def _info(cfg: TrainConfig, split: Split, step: int, val: dict[str, float]) -> d
 def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     if not history:
         return
-    from speakerid.evaluate import plot_training_curves
+    from speakerid.plots import plot_training_curves
 
     plot_training_curves(history, path)
 

@@ -220,3 +220,31 @@ def open_tmp() -> Iterator[Path]:
         if not p.is_symlink():
             p.chmod(0o777)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def embedding_corpus(
+    n_speakers: int = 12,
+    n_recordings: int = 3,
+    per_recording: int = 5,
+    dim: int = 32,
+    noise: float = 0.05,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian clusters around random unit centres, projected back onto the sphere.
+
+    ``noise`` is the per-dimension standard deviation. Recording labels ("r0", "r1", ...)
+    repeat across speakers on purpose: they only mean something within a speaker.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_speakers, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    n = n_speakers * n_recordings * per_recording
+    spk = np.repeat(np.arange(n_speakers), n_recordings * per_recording)
+    rec = np.tile(np.repeat(np.arange(n_recordings), per_recording), n_speakers)
+    x = centres[spk] + noise * rng.standard_normal((n, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return (
+        x.astype(np.float32),
+        np.array([f"spk{s}" for s in spk]),
+        np.array([f"r{r}" for r in rec]),
+    )
