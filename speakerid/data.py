@@ -2,7 +2,8 @@
 
 Beside the embedding chain: nothing in audio -> features -> model -> embed -> store imports it.
 Two layouts are read: LibriSpeech (``<subset>/<speaker>/<chapter>/*.flac``) and plain
-``<root>/<speaker>/*.{wav,flac,ogg}``; every file counts as one recording.
+``<root>/<speaker>/*.{wav,flac,ogg}``; every file counts as one recording. Augmentation is of
+waveforms (``augment``) and of features (``spec_augment``), both on the training device.
 """
 
 from __future__ import annotations
@@ -259,6 +260,31 @@ def augment(wav: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     p_noise = noise.pow(2).mean(dim=1, keepdim=True).clamp_min(1e-10)
     noise = noise * torch.sqrt(p_sig / (p_noise * torch.pow(10.0, snr / 10)))
     return torch.where(rand(batch, 1) < 0.5, out + noise, out)
+
+
+SPEC_FREQ_MASK = 10  # widest masked band, in feature bins
+SPEC_TIME_MASK = 20  # widest masked span, in frames
+SPEC_MASKS = 2  # masks of each kind per fragment
+
+
+def spec_augment(feats: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """SpecAugment-style masking of ``(B, F, T)`` features: 2 bands and 2 spans set to 0.
+
+    Inputs with a single feature row (the raw waveform front-end) pass through unchanged.
+    """
+    batch, n_feat, n_time = feats.shape
+    if n_feat == 1:
+        return feats
+    dev = feats.device
+    keep = torch.ones_like(feats, dtype=torch.bool)
+    for size, width, axis in ((n_feat, SPEC_FREQ_MASK, 1), (n_time, SPEC_TIME_MASK, 2)):
+        pos = torch.arange(size, device=dev)
+        for _ in range(SPEC_MASKS):
+            w = (torch.rand(batch, 1, generator=generator, device=dev) * (width + 1)).long()
+            start = (torch.rand(batch, 1, generator=generator, device=dev) * (size - w)).long()
+            masked = (pos >= start) & (pos < start + w)  # (B, size)
+            keep &= ~(masked[:, :, None] if axis == 1 else masked[:, None, :])
+    return feats * keep
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Bodies: the case study's 1-D CNN (raw 4 kHz audio) and 2-D CNN (MFCC or any feature map),
 each with global max pooling and a dense embedding; ``ecapa_lite``, a compact ECAPA-style
 TDNN; ``lstm``, GE2E's shape (the fast student); and ``campp``, CAM++ (``campp.py``), the
-accurate default. Heads and losses live in ``train.py``; a checkpoint holds
+accurate default. Distances, heads and losses live in ``losses.py``; a checkpoint holds
 the encoder alone, in safetensors with its ``ModelConfig`` in the metadata.
 """
 
@@ -300,31 +300,6 @@ class Encoder(nn.Module):
             return emb
         with torch.autocast(wav.device.type, enabled=False):
             return self.whitening(emb.float())
-
-
-# ---------------------------------------------------------------- distances
-
-
-def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise L2 distance, (N, D) x (N, D) -> (N,)."""
-    return (a - b).pow(2).sum(dim=-1).clamp_min(1e-12).sqrt()
-
-
-def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise 1 - cosine similarity, in [0, 2]."""
-    return 1.0 - F.cosine_similarity(a, b, dim=-1)
-
-
-def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise L1 distance."""
-    return (a - b).abs().sum(dim=-1)
-
-
-DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "euclidean": euclidean,
-    "cosine": cosine_distance,
-    "l1": l1,
-}
 
 
 # ---------------------------------------------------------------- checkpoints

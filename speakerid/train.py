@@ -1,6 +1,6 @@
 """Training the twin encoder: objectives, validation on held-out speakers, checkpoints.
 
-Objectives (heads and losses live here, never in the shipped encoder):
+Objectives (their heads and distances are in ``losses``, never in the shipped encoder):
 
 - ``bce``: the case study's. Balanced same/different pairs go through the twin encoder;
   a distance (euclidean, cosine or l1) between the two embeddings is mapped to a
@@ -42,13 +42,15 @@ from speakerid.data import (
     augment,
     fragment_set,
     scan_corpora,
+    spec_augment,
     split_speakers,
 )
 from speakerid.errors import CheckpointError, DataError
 from speakerid.evaluate import match_speakers
 from speakerid.kway import kway_accuracy
+from speakerid.losses import DISTANCES, AAMHead, PairBCEHead
 from speakerid.metrics import eer, verification_trials
-from speakerid.model import DISTANCES, Encoder, LoadedModel, ModelConfig, save_encoder
+from speakerid.model import Encoder, LoadedModel, ModelConfig, save_encoder
 from speakerid.teachers import TeacherPool
 from speakerid.vectors import l2_normalize
 
@@ -117,41 +119,6 @@ class TrainConfig:
             stem_stride=self.stem_stride,
             windows=self.windows,
         )
-
-
-# ---------------------------------------------------------------- heads (training only)
-
-
-class PairBCEHead(nn.Module):
-    """Distance -> same-speaker logit: ``bias - exp(log_scale) * d`` (monotone in d)."""
-
-    def __init__(self, distance: str) -> None:
-        super().__init__()
-        self.distance = DISTANCES[distance]
-        self.log_scale = nn.Parameter(torch.zeros(()))
-        self.bias = nn.Parameter(torch.ones(()))
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.bias - self.log_scale.exp() * self.distance(a, b)
-
-
-class AAMHead(nn.Module):
-    """Additive angular margin softmax over ``n_classes`` speakers."""
-
-    def __init__(self, dim: int, n_classes: int, margin: float, scale: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_classes, dim) * 0.01)
-        self.margin, self.scale = margin, scale
-
-    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cos = F.linear(F.normalize(emb.float()), F.normalize(self.weight)).clamp(
-            -1 + 1e-6, 1 - 1e-6
-        )
-        theta = torch.acos(cos)
-        target = torch.cos(theta + self.margin)
-        onehot = F.one_hot(labels, cos.shape[1]).bool()
-        logits = self.scale * torch.where(onehot, target, cos)
-        return F.cross_entropy(logits, labels)
 
 
 # ---------------------------------------------------------------- the loop
@@ -546,31 +513,6 @@ def _bce_step(cfg, encoder, heads, sampler, gen, device):
     loss = F.binary_cross_entropy_with_logits(logits, target)
     acc = ((logits > 0).float() == target).float().mean()
     return loss, {"pair_acc": acc.item()}
-
-
-SPEC_FREQ_MASK = 10  # widest masked band, in feature bins
-SPEC_TIME_MASK = 20  # widest masked span, in frames
-SPEC_MASKS = 2  # masks of each kind per fragment
-
-
-def spec_augment(feats: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """SpecAugment-style masking of ``(B, F, T)`` features: 2 bands and 2 spans set to 0.
-
-    Inputs with a single feature row (the raw waveform front-end) pass through unchanged.
-    """
-    batch, n_feat, n_time = feats.shape
-    if n_feat == 1:
-        return feats
-    dev = feats.device
-    keep = torch.ones_like(feats, dtype=torch.bool)
-    for size, width, axis in ((n_feat, SPEC_FREQ_MASK, 1), (n_time, SPEC_TIME_MASK, 2)):
-        pos = torch.arange(size, device=dev)
-        for _ in range(SPEC_MASKS):
-            w = (torch.rand(batch, 1, generator=generator, device=dev) * (width + 1)).long()
-            start = (torch.rand(batch, 1, generator=generator, device=dev) * (size - w)).long()
-            masked = (pos >= start) & (pos < start + w)  # (B, size)
-            keep &= ~(masked[:, :, None] if axis == 1 else masked[:, None, :])
-    return feats * keep
 
 
 def _encode(cfg: TrainConfig, encoder: Encoder, wav: torch.Tensor, gen: torch.Generator):

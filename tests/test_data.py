@@ -22,6 +22,7 @@ from speakerid.data import (
     fragment_set,
     scan_corpora,
     scan_corpus,
+    spec_augment,
     split_speakers,
 )
 from speakerid.errors import DataError
@@ -403,3 +404,17 @@ def test_audio_bank_loads_trims_and_skips_silence(tmp_path: Path) -> None:
     assert 2.0 <= bank.seconds <= 2.4  # the tone plus 150 ms margins, silence trimmed
     with pytest.raises(DataError, match="usable speech"):
         AudioBank.load(corpus, ["b"])
+
+
+def test_spec_augment_masks_bands_and_spans() -> None:
+    feats = torch.ones(8, 80, 300)
+    out = spec_augment(feats, torch.Generator().manual_seed(0))
+    assert out.shape == feats.shape
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    # at most 2 bands of 10 and 2 spans of 20 per fragment are zeroed
+    kept = out.mean(dim=(1, 2))
+    assert (kept >= (1 - 20 / 80) * (1 - 40 / 300) - 1e-6).all() and (kept < 1).any()
+    again = spec_augment(feats, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    raw = torch.ones(2, 1, 1000)
+    assert torch.equal(spec_augment(raw, torch.Generator()), raw)  # raw waveforms pass through

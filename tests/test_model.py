@@ -1,6 +1,6 @@
 """The twin encoder (model.py) and the embedding rules on top of it (embed.py).
 
-Covers every front-end/body pairing, the pair distances, strict safetensors checkpoints and
+Covers every front-end/body pairing, strict safetensors checkpoints and
 their refusals, the pinned shipped model (with its paths redirected into tmp_path), and the
 Embedder's file/array/speaker embeddings.
 """
@@ -25,15 +25,12 @@ import speakerid.registry as registry
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
 from speakerid.embed import Embedder, load_model, native_bf16, resolve_precision
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
+from speakerid.losses import DISTANCES
 from speakerid.model import (
     CHECKPOINT_FORMAT,
-    DISTANCES,
     Encoder,
     ModelConfig,
-    cosine_distance,
-    euclidean,
     file_sha256,
-    l1,
     load_encoder,
     resave,
     save_encoder,
@@ -180,46 +177,6 @@ def test_whitened_checkpoint_round_trip(tmp_path: Path) -> None:
     assert torch.equal(loaded.whitening.matrix, encoder.whitening.matrix)
     with torch.no_grad():
         assert torch.allclose(loaded(waves(2)), encoder(waves(2)), atol=1e-6)
-
-
-# ----------------------------------------------------------------------------- distances
-
-
-@pytest.fixture(scope="module")
-def vectors() -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return torch.randn(64, 16, generator=gen), torch.randn(64, 16, generator=gen)
-
-
-@pytest.mark.parametrize("name", sorted(DISTANCES))
-def test_distance_properties(name: str, vectors: tuple[torch.Tensor, torch.Tensor]) -> None:
-    a, b = vectors
-    dist = DISTANCES[name]
-    d = dist(a, b)
-    assert d.shape == (64,)
-    assert (d >= 0).all() and (d > 1e-3).all()
-    torch.testing.assert_close(dist(a, b), dist(b, a))
-    assert (dist(a, a) < 1e-5).all()
-
-
-def test_distance_values(vectors: tuple[torch.Tensor, torch.Tensor]) -> None:
-    a, b = vectors
-    torch.testing.assert_close(euclidean(a, b), torch.linalg.vector_norm(a - b, dim=-1))
-    torch.testing.assert_close(l1(a, b), (a - b).abs().sum(-1))
-    cos = cosine_distance(a, b)
-    assert (cos >= 0).all() and (cos <= 2).all()
-    torch.testing.assert_close(cosine_distance(a, -a), torch.full((64,), 2.0))
-    torch.testing.assert_close(cosine_distance(a, 3.0 * a), torch.zeros(64), atol=1e-6, rtol=0)
-    # orthogonal vectors sit at distance 1
-    e = torch.eye(2)
-    torch.testing.assert_close(cosine_distance(e[:1], e[1:]), torch.ones(1))
-
-
-def test_euclidean_gradient_is_finite_at_zero() -> None:
-    """The clamp before sqrt keeps training finite when a pair's embeddings coincide."""
-    a = torch.ones(2, 4, requires_grad=True)
-    euclidean(a, a.detach()).sum().backward()
-    assert torch.isfinite(a.grad).all()
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -34,7 +34,6 @@ from speakerid.train import (
     _set_lr,
     config_from_overrides,
     fit_whitening,
-    spec_augment,
     train,
     wccn,
 )
@@ -425,20 +424,6 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert lrs[-1] < 1e-5
     timed = TrainConfig(data=(), steps=100, lr=1e-3, max_minutes=1.0)
     assert lr_at(10, elapsed=60.0, c=timed) == pytest.approx(0.0, abs=1e-12)  # budget spent
-
-
-def test_spec_augment_masks_bands_and_spans() -> None:
-    feats = torch.ones(8, 80, 300)
-    out = spec_augment(feats, torch.Generator().manual_seed(0))
-    assert out.shape == feats.shape
-    assert set(out.unique().tolist()) <= {0.0, 1.0}
-    # at most 2 bands of 10 and 2 spans of 20 per fragment are zeroed
-    kept = out.mean(dim=(1, 2))
-    assert (kept >= (1 - 20 / 80) * (1 - 40 / 300) - 1e-6).all() and (kept < 1).any()
-    again = spec_augment(feats, torch.Generator().manual_seed(0))
-    assert torch.equal(out, again)
-    raw = torch.ones(2, 1, 1000)
-    assert torch.equal(spec_augment(raw, torch.Generator()), raw)  # raw waveforms pass through
 
 
 # ----------------------------------------------------------------------------- whitening
