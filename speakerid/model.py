@@ -55,7 +55,7 @@ class ModelConfig:
     lstm_layers: int = 3  # lstm: recurrent layers
     windows: int = 1  # lstm: read the fragment as this many equal consecutive windows, batched,
     # and average their unit embeddings (GE2E learnt on 1.6-s windows; 2: 1.5 s each)
-    whiten: bool = False  # end with a fitted ``Whitening`` (see ``train.fit_whitening``)
+    whiten: bool = False  # end with a fitted ``Whitening`` (see ``whiten.fit_whitening``)
     fragment_samples: int = FRAGMENT_SAMPLES  # input length the encoder is built for
 
     @classmethod
@@ -254,7 +254,7 @@ class Whitening(nn.Module):
     """Within-speaker covariance normalisation (WCCN) of the body's embedding.
 
     ``(e / |e| - mean) @ matrix``: a fixed affine map, fitted on training speakers by
-    ``train.fit_whitening`` (identity until then), that shrinks the directions in which one
+    ``whiten.fit_whitening`` (identity until then), that shrinks the directions in which one
     speaker's fragments vary (what is said, the room, the noise), so that cosine scores weigh
     the directions that tell speakers apart.
     """

@@ -13,7 +13,7 @@ import soundfile as sf
 from conftest import SR, VOICES, synth_voice, write_wav
 
 from speakerid.model import load_encoder
-from speakerid.train import WHITEN_SHRINKAGE
+from speakerid.whiten import WHITEN_SHRINKAGE
 
 # ---------------------------------------------------------------- helpers
 

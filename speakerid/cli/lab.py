@@ -189,7 +189,7 @@ def whiten_cmd(
     left uncalibrated when the checkpoint has no validation speakers).
     """
     from speakerid.model import save_encoder
-    from speakerid.train import WHITEN_SHRINKAGE, fit_whitening
+    from speakerid.whiten import WHITEN_SHRINKAGE, fit_whitening
 
     if out_path.exists() and not force:
         fail(f"{out_path} exists; pass --force to overwrite it")
