@@ -9,7 +9,6 @@ the encoder alone, in safetensors with its ``ModelConfig`` in the metadata.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 from collections.abc import Callable
@@ -78,13 +77,17 @@ class ModelConfig:
         return cls(**data)
 
 
-def _lazy(module: str, name: str) -> Callable[[ModelConfig], nn.Module]:
-    """Front-ends with optional dependencies are imported only when asked for."""
+def _ge2e(cfg: ModelConfig) -> nn.Module:
+    # The pretrained front-ends (and their optional packages) load only when asked for.
+    from speakerid.pretrained import GE2EFrontend
 
-    def build(cfg: ModelConfig) -> nn.Module:
-        return getattr(importlib.import_module(module), name)(cfg)
+    return GE2EFrontend(cfg)
 
-    return build
+
+def _vggish(cfg: ModelConfig) -> nn.Module:
+    from speakerid.pretrained import VGGishFrontend
+
+    return VGGishFrontend(cfg)
 
 
 FRONTENDS: dict[str, Callable[[ModelConfig], nn.Module]] = {
@@ -93,8 +96,8 @@ FRONTENDS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "fbank": lambda cfg: FbankFrontend(cfg.n_mels),
     "kaldi_fbank": lambda cfg: KaldiFbankFrontend(cfg.n_mels),
     "powermel": lambda cfg: PowerMelFrontend(cfg.stem_stride),
-    "ge2e": _lazy("speakerid.pretrained", "GE2EFrontend"),
-    "vggish": _lazy("speakerid.pretrained", "VGGishFrontend"),
+    "ge2e": _ge2e,
+    "vggish": _vggish,
 }
 
 
