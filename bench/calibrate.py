@@ -5,7 +5,8 @@ higher than single fragments'. This takes the checkpoint's validation speakers (
 test speakers), cuts each trimmed recording into pieces of ``--piece-seconds`` (at most
 ``--max-pieces``), embeds each piece as a recording, and sets the threshold at the EER point
 of all same-speaker vs different-speaker piece pairs (when the pairs are fully separable,
-the middle of the gap between the lowest same-speaker and highest other score). The
+the middle of the gap between the lowest same-speaker and highest other score): the maths is
+``speakerid.calibration.pair_trials`` and ``gap_threshold``. The
 checkpoint is rewritten with the new threshold and the calibration recorded in its info.
 
     python bench/calibrate.py models/default.safetensors \
@@ -15,15 +16,15 @@ checkpoint is rewritten with the new threshold and the calibration recorded in i
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 
 import numpy as np
 
 from speakerid.audio import SAMPLE_RATE
+from speakerid.calibration import gap_threshold, pair_trials
 from speakerid.data import AudioBank, scan_corpora
 from speakerid.embed import Embedder
-from speakerid.evaluate import eer, match_speakers
+from speakerid.evaluate import match_speakers
 from speakerid.model import load_encoder, resave
 
 
@@ -48,26 +49,15 @@ def main() -> None:
             for i in range(min(len(wav) // piece, args.max_pieces)):
                 emb.append(embedder.embed_waveform(wav[i * piece : (i + 1) * piece], trim=False))
                 owner.append(spk)
-    emb_arr = np.stack(emb)
-    scores, labels = [], []
-    for i, j in itertools.combinations(range(len(emb_arr)), 2):
-        scores.append(float(emb_arr[i] @ emb_arr[j]))
-        labels.append(owner[i] == owner[j])
-    score_arr, label_arr = np.asarray(scores), np.asarray(labels)
-    rate, threshold = eer(score_arr, label_arr)
-    lowest_target, highest_other = score_arr[label_arr].min(), score_arr[~label_arr].max()
-    separable = bool(lowest_target > highest_other)
-    if separable:
-        # Every threshold in the gap has EER 0; the EER point would sit on the lowest target
-        # score, the edge nearest to misses. The middle of the gap leaves room on both sides.
-        threshold = float(lowest_target + highest_other) / 2
+    score_arr, label_arr = pair_trials(np.stack(emb), np.asarray(owner))
+    rate, threshold, separable = gap_threshold(score_arr, label_arr)
     calibration = {
         "level": "recording",
         "speakers": "validation",
         "n_speakers": len(bank.speakers),
         "piece_seconds": args.piece_seconds,
-        "n_target": int(np.sum(labels)),
-        "n_nontarget": int(len(labels) - np.sum(labels)),
+        "n_target": int(np.sum(label_arr)),
+        "n_nontarget": int(len(label_arr) - np.sum(label_arr)),
         "eer": round(float(rate), 4),
         "threshold": round(float(threshold), 4),
         "rule": "middle of the gap (pairs separable)" if separable else "EER point",

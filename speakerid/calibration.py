@@ -8,7 +8,10 @@ named as such); a trial is accepted when ``score >= threshold``.
   model pooled from up to ``enroll_size`` *other* recordings of its speaker (as ``verify``
   compares one recording with a speaker's pooled enrollment), and against every other
   speaker's models.
-- ``error_rates`` / ``eer_point`` / ``far_point`` / ``min_dcf``: operating points.
+- ``pair_trials``: every pair of recording embeddings, as ``bench/calibrate.py`` scores a
+  checkpoint's validation speakers at the recording level.
+- ``error_rates`` / ``eer_point`` / ``far_point`` / ``min_dcf``: operating points;
+  ``gap_threshold``: the EER point, or the middle of the gap when the trials separate.
 - ``cohort_stats`` / ``as_norm``: adaptive symmetric score normalisation (AS-norm).
 - ``best_other_scores`` / ``fpir_threshold`` / ``power_threshold``: the 1:N (open-set)
   threshold, set for a false-positive identification rate at the store's size.
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from speakerid.errors import DataError
-from speakerid.vectors import l2_normalize, pool
+from speakerid.vectors import l2_normalize, pool, score
 
 ENROLL_SIZE = 3  # recordings pooled per trial model: a typical enrollment
 MIN_SPEAKERS = 4  # with fewer, different-speaker trials are too few and too alike
@@ -135,6 +138,18 @@ def enrollment_trials(
     return Trials(all_scores, labels, mat, owner, held_out)
 
 
+def pair_trials(embeddings: np.ndarray, speakers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``i < j`` of unit recording embeddings: cosine scores and labels.
+
+    ``(R, D)`` embeddings and ``(R,)`` speaker labels -> ``(P,)`` float64 scores and
+    ``(P,)`` bool labels (True: same speaker), pairs in ``itertools.combinations`` order.
+    """
+    emb = np.asarray(embeddings, dtype=np.float32)
+    spk = np.asarray(speakers)
+    i, j = np.triu_indices(len(emb), k=1)
+    return score(emb, emb)[i, j].astype(np.float64), spk[i] == spk[j]
+
+
 # ---------------------------------------------------------------- operating points
 
 
@@ -177,6 +192,26 @@ def eer_point(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     t = diff[i - 1] / (diff[i - 1] - diff[i])
     rate = far[i - 1] + t * (far[i] - far[i - 1])
     return float(rate), float(thr[i - 1] + t * (thr[i] - thr[i - 1]))
+
+
+def gap_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, bool]:
+    """The EER and a threshold: the EER point's, or the middle of the gap if the trials separate.
+
+    When every same-speaker score lies above every different-speaker score, any threshold in
+    the gap has EER 0 and the EER point would sit on the lowest same-speaker score, the edge
+    nearest to misses; the middle of the gap leaves room on both sides.
+
+    Returns
+    -------
+    (eer, threshold, separable).
+    """
+    rate, threshold = eer_point(scores, labels)
+    scores, labels = _split(scores, labels)
+    lowest_target, highest_other = scores[labels].min(), scores[~labels].max()
+    separable = bool(lowest_target > highest_other)
+    if separable:
+        threshold = float(lowest_target + highest_other) / 2
+    return rate, threshold, separable
 
 
 def min_dcf(

@@ -227,3 +227,23 @@ def test_calibration_round_trips_and_regrows() -> None:
     assert not c.regrow_due(25)
     assert c.regrow_due(30)
     assert cal.expected_fpir(0.05, 20, 40) == pytest.approx(1 - 0.95**2)
+
+
+def test_pair_trials_score_every_pair_once() -> None:
+    emb, spk = synthetic_speakers(4, 3, spread=0.5, seed=5)
+    scores, labels = cal.pair_trials(emb, spk)
+    n = len(emb)
+    assert scores.shape == labels.shape == (n * (n - 1) // 2,)
+    assert labels.sum() == 4 * 3  # 3 same-speaker pairs per speaker
+    i, j = 1, 4  # the (1, 4) pair, in combinations order
+    k = sum(n - 1 - r for r in range(i)) + (j - i - 1)
+    assert scores[k] == pytest.approx(float(emb[i] @ emb[j]), abs=1e-6)
+
+
+def test_gap_threshold_takes_the_middle_of_a_gap_else_the_eer_point() -> None:
+    labels = np.array([True, True, False, False])
+    rate, threshold, separable = cal.gap_threshold(np.array([0.9, 0.7, 0.3, 0.1]), labels)
+    assert separable and rate == 0.0 and threshold == pytest.approx(0.5)
+    overlap = np.array([0.9, 0.2, 0.3, 0.1])
+    rate, threshold, separable = cal.gap_threshold(overlap, labels)
+    assert not separable and (rate, threshold) == cal.eer_point(overlap, labels)
