@@ -215,13 +215,26 @@ def gap_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float,
 
 
 def min_dcf(
-    scores: np.ndarray, labels: np.ndarray, p_target: float = P_TARGET
+    scores: np.ndarray,
+    labels: np.ndarray,
+    p_target: float = P_TARGET,
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
 ) -> tuple[float, float]:
-    """Minimum normalised detection cost (unit costs, NIST SRE) and its threshold."""
-    if not 0.0 < p_target < 1.0:
-        raise ValueError("need 0 < p_target < 1")
+    """Minimum normalised detection cost over all thresholds (NIST SRE definition).
+
+    ``DCF = c_miss p_target P_miss + c_fa (1 - p_target) P_fa``, divided by the cost of
+    the better trivial system, ``min(c_miss p_target, c_fa (1 - p_target))``.
+
+    Returns
+    -------
+    (min_dcf, threshold): the cost in [0, 1] and the threshold reaching it.
+    """
+    if not 0.0 < p_target < 1.0 or c_miss <= 0 or c_fa <= 0:
+        raise ValueError("need 0 < p_target < 1 and positive costs")
     far, miss, thr = error_rates(scores, labels)
-    cost = (p_target * miss + (1.0 - p_target) * far) / min(p_target, 1.0 - p_target)
+    cost = c_miss * p_target * miss + c_fa * (1.0 - p_target) * far
+    cost /= min(c_miss * p_target, c_fa * (1.0 - p_target))
     i = int(np.argmin(cost))
     return float(cost[i]), float(thr[i])
 

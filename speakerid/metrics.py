@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import det_curve as _sk_det_curve
 
-from speakerid.calibration import eer_point, error_rates
+from speakerid import calibration
+from speakerid.calibration import eer_point
 from speakerid.errors import DataError
 from speakerid.vectors import l2_normalize, similarity
 
@@ -124,12 +125,6 @@ def verification_trials(
     return scores, spk[i] == spk[j]
 
 
-def _roc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-    # One home for operating points: calibration.error_rates (the same points as sklearn's
-    # roc_curve without dropping any, "accept nothing" first at the next float above the top).
-    return error_rates(scores, labels)
-
-
 def eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Equal error rate, interpolated where the miss and false-alarm curves cross.
 
@@ -161,15 +156,10 @@ def min_dcf(
 
     Returns
     -------
-    (min_dcf, threshold): the cost in [0, 1] and the threshold reaching it.
+    (min_dcf, threshold): the cost in [0, 1] and the threshold reaching it
+    (``calibration.min_dcf``, the one computation of it).
     """
-    if not 0.0 < p_target < 1.0 or c_miss <= 0 or c_fa <= 0:
-        raise ValueError("need 0 < p_target < 1 and positive costs")
-    fpr, fnr, thr = _roc(scores, labels)
-    cost = c_miss * p_target * fnr + c_fa * (1.0 - p_target) * fpr
-    cost /= min(c_miss * p_target, c_fa * (1.0 - p_target))
-    i = int(np.argmin(cost))
-    return float(cost[i]), float(thr[i])
+    return calibration.min_dcf(scores, labels, p_target, c_miss, c_fa)
 
 
 def det_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
