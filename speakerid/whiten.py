@@ -3,7 +3,7 @@
 ``speakerid whiten`` runs ``fit_whitening``: embed the checkpoint's training speakers with
 its body, estimate the within-speaker covariance (``wccn``) for each candidate shrinkage,
 choose the shrinkage on the validation speakers as training chooses checkpoints
-(``train.validate``), and load the fit into the encoder's ``Whitening`` layer.
+(``validation.validate``), and load the fit into the encoder's ``Whitening`` layer.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from speakerid.data import AudioBank, fragment_set, scan_corpora
 from speakerid.errors import DataError
 from speakerid.evaluate import match_speakers
 from speakerid.model import Encoder, LoadedModel
-from speakerid.train import embed_set, selection_key, validate
+from speakerid.validation import embed_set, selection_key, validate
 
 # Candidate ridges for the within-speaker covariance, in units of its mean eigenvalue:
 # small trusts the estimate, large tends to plain centring.

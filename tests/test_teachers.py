@@ -138,14 +138,15 @@ def test_init_from_a_whitened_checkpoint_loads_its_body_and_leaves_the_back_end(
 def test_the_projection_starts_at_the_least_squares_map(
     corpus: Path, teacher: Path, tmp_path: Path
 ) -> None:
-    from speakerid.train import _batched, fit_projection
+    from speakerid.train import fit_projection
+    from speakerid.validation import batched
 
     pool = TeacherPool.build(_bank(corpus), str(teacher), 64, 0, None, tmp_path)
     torch.manual_seed(0)
     student = Encoder(ModelConfig(channels=16, embedding_dim=24))
     project = torch.nn.Linear(24, pool.dim)
     fit_projection(project, student, pool, torch.device("cpu"))
-    raw = torch.from_numpy(_batched(student.eval(), pool.waves, torch.device("cpu"), 64))
+    raw = torch.from_numpy(batched(student.eval(), pool.waves, torch.device("cpu"), 64))
     with torch.no_grad():
         fitted = ((project(raw) - torch.from_numpy(pool.targets)) ** 2).mean()
         other = torch.nn.Linear(24, pool.dim)

@@ -32,7 +32,6 @@ from speakerid.train import (
     TrainConfig,
     _set_lr,
     config_from_overrides,
-    selection_key,
     train,
 )
 
@@ -356,16 +355,6 @@ def test_init_from_continues_a_checkpoint_and_selects_on_distillation(
         train(replace(again, stem_stride=2, out=str(tmp_path / "c")), quiet())
     with pytest.raises(DataError, match="pick one"):
         train(replace(again, init_teacher=True), quiet())
-
-
-def test_selection_key_by_accuracy_or_distillation() -> None:
-    saturated = {"acc4": 0.999, "acc10": 0.999, "eer": 0.0073}
-    assert selection_key({**saturated, "val_distill": 0.10}) == selection_key(
-        {**saturated, "val_distill": 0.05}
-    )  # the accuracy key cannot tell these apart ...
-    assert selection_key({**saturated, "val_distill": 0.05}, "distill") > selection_key(
-        {**saturated, "val_distill": 0.10}, "distill"
-    )  # ... the distillation key prefers the closer student
 
 
 # ----------------------------------------------------------------------------- settings
