@@ -77,7 +77,10 @@ class TrainConfig:
     relation_weight: float = 0.0  # distill only: weight of matching the batch's cosine matrix
     speed_min: float = 0.9  # speed perturbation range (with augment); for distillation a wide
     speed_max: float = 1.1  # range makes new voices the teacher labels, so it may be wider
+    n_mels: int = 80  # see ModelConfig (fbank, kaldi_fbank)
+    n_mfcc: int = 32  # see ModelConfig (mfcc)
     stem_stride: int = 2  # see ModelConfig
+    lstm_layers: int = 3  # see ModelConfig (lstm body)
     windows: int = 1  # see ModelConfig (lstm body)
     teacher: str = "ge2e"  # distill: ge2e, or a speakerid model (name or checkpoint path)
     teacher_pool: int = 8192  # distill, speakerid teacher: clean crops it labels once
@@ -102,12 +105,18 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop early (validating and saving) after this long; 0 = never
 
     def model_config(self) -> ModelConfig:
+        """The encoder this run trains. Two ``ModelConfig`` fields are not the run's to set:
+        ``whiten`` (the back-end is fitted afterwards, by ``speakerid whiten``) and
+        ``fragment_samples`` (every fragment is ``audio.FRAGMENT_SAMPLES`` long)."""
         return ModelConfig(
             frontend=self.frontend,
             arch=self.arch,
             embedding_dim=self.embedding_dim,
             channels=self.channels,
+            n_mels=self.n_mels,
+            n_mfcc=self.n_mfcc,
             stem_stride=self.stem_stride,
+            lstm_layers=self.lstm_layers,
             windows=self.windows,
         )
 

@@ -9,6 +9,7 @@ support from different recordings) are not trivial.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import itertools
@@ -27,7 +28,7 @@ from scipy.signal import lfilter
 
 from speakerid.audio import SAMPLE_RATE
 from speakerid.errors import CheckpointError, DataError
-from speakerid.model import load_encoder
+from speakerid.model import ModelConfig, load_encoder
 from speakerid.train import (
     TrainConfig,
     _set_lr,
@@ -394,6 +395,18 @@ def test_config_from_overrides_ignores_unset_options() -> None:
     assert cfg.model_config().arch == "cnn2d"
     lstm = config_from_overrides(("a",), arch="lstm", windows=2, teacher_windows=2)
     assert lstm.model_config().windows == 2 and lstm.teacher_windows == 2
+
+
+def test_every_model_setting_a_run_may_choose_is_a_train_setting() -> None:
+    """TrainConfig carries each ModelConfig field by name, except the two a run does not set."""
+    derived = {"whiten", "fragment_samples"}  # set by `speakerid whiten`; audio.FRAGMENT_SAMPLES
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert model_fields - derived <= train_fields
+    assert TrainConfig(data=()).model_config() == ModelConfig()  # the same defaults
+    changed = {"n_mels": 40, "n_mfcc": 20, "lstm_layers": 2, "stem_stride": 3, "channels": 8}
+    cfg = TrainConfig(data=(), **changed).model_config()
+    assert all(getattr(cfg, k) == v for k, v in changed.items())
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
