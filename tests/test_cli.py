@@ -514,6 +514,34 @@ def test_model_mismatch_names_both_models(
     assert info["compatible"] is False
 
 
+def test_train_flags_are_the_train_config_fields(runner, tmp_path: Path, monkeypatch) -> None:
+    """Every TrainConfig field has a flag of its name, and the model settings reach the encoder."""
+    import dataclasses
+    import inspect
+
+    import speakerid.train as train_module
+    from speakerid.cli import app
+    from speakerid.cli.lab import train_cmd
+
+    params = set(inspect.signature(train_cmd).parameters)
+    fields = {f.name for f in dataclasses.fields(train_module.TrainConfig)}
+    assert fields - {"out"} <= params and "out_dir" in params  # --out is the run folder
+    seen = {}
+
+    def fake_train(cfg, console=None):
+        seen["cfg"] = cfg
+        return {"best": "x", "history": {}}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    argv = ["train", str(tmp_path), "--n-mels", "40", "--n-mfcc", "20", "--lstm-layers", "2"]
+    ok(runner.invoke(app, [*argv, "--arch", "campp", "--json"]))
+    cfg = seen["cfg"].model_config()
+    assert (cfg.n_mels, cfg.n_mfcc, cfg.lstm_layers, cfg.arch) == (40, 20, 2, "campp")
+    assert not cfg.whiten  # fitted afterwards by `speakerid whiten`
+    help_text = ok(runner.invoke(app, ["train", "--help"])).stdout
+    assert "campp" in help_text and "kaldi_fbank" in help_text
+
+
 def test_train_and_evaluate_commands(runner, tmp_path: Path) -> None:
     from conftest import Voice
 

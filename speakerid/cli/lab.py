@@ -54,14 +54,20 @@ def train_cmd(
         str | None, _opt("bce (case study) | aam | distill.", "--objective")
     ] = None,
     frontend: Annotated[
-        str | None, _opt("raw | mfcc | fbank | powermel | ge2e | vggish.", "--frontend")
+        str | None,
+        _opt("raw | mfcc | fbank | kaldi_fbank | powermel | ge2e | vggish.", "--frontend"),
     ] = None,
-    arch: Annotated[str | None, _opt("cnn1d | cnn2d | ecapa_lite | lstm.", "--arch")] = None,
+    arch: Annotated[
+        str | None, _opt("cnn1d | cnn2d | ecapa_lite | lstm | campp.", "--arch")
+    ] = None,
     embedding_dim: Annotated[int | None, _opt("Embedding size.", "--embedding-dim")] = None,
     channels: Annotated[int | None, _opt("Width of the encoder body.", "--channels")] = None,
+    n_mels: Annotated[int | None, _opt("fbank, kaldi_fbank: mel bands.", "--n-mels")] = None,
+    n_mfcc: Annotated[int | None, _opt("mfcc: coefficients.", "--n-mfcc")] = None,
     stem_stride: Annotated[
         int | None, _opt("ecapa_lite stem stride; powermel frames per step.", "--stem-stride")
     ] = None,
+    lstm_layers: Annotated[int | None, _opt("lstm: recurrent layers.", "--lstm-layers")] = None,
     windows: Annotated[
         int | None, _opt("lstm: equal windows a fragment is read as.", "--windows")
     ] = None,
