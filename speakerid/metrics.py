@@ -15,7 +15,6 @@ import numpy as np
 from sklearn.metrics import det_curve as _sk_det_curve
 
 from speakerid import calibration
-from speakerid.calibration import eer_point
 from speakerid.errors import DataError
 from speakerid.vectors import l2_normalize, similarity
 
@@ -139,7 +138,7 @@ def eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     threshold``) at which it occurs, interpolated linearly between ROC points
     (``calibration.eer_point``, the one computation of it).
     """
-    return eer_point(scores, labels)
+    return calibration.eer_point(scores, labels)
 
 
 def min_dcf(
