@@ -16,7 +16,7 @@ from sklearn.metrics import det_curve as _sk_det_curve
 
 from speakerid import calibration
 from speakerid.errors import DataError
-from speakerid.vectors import l2_normalize, similarity
+from speakerid.vectors import l2_normalize, score_pairs
 
 Seed = np.random.Generator | int | None
 
@@ -120,7 +120,7 @@ def verification_trials(
             pick = rng.choice(len(i), size=max_pairs, replace=False)
             i, j = i[pick], j[pick]
     xn = l2_normalize(x)
-    scores = similarity(xn[i], xn[j]).astype(np.float32)  # row-wise score()
+    scores = score_pairs(xn[i], xn[j]).astype(np.float32)
     return scores, spk[i] == spk[j]
 
 

@@ -43,6 +43,14 @@ def score(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ (b.T if b.ndim == 2 else b)
 
 
+def score_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``score`` of matched rows: ``(n, D)`` and ``(n, D)`` -> ``(n,)``, row i against row i.
+
+    What verification trials need (one score per listed pair) without the ``(n, n)`` matrix.
+    """
+    return np.einsum("pd,pd->p", a, b)
+
+
 def similarity(queries: np.ndarray, candidates: np.ndarray, metric: str = "cosine") -> np.ndarray:
     """Queries ``(B, D)`` against candidates ``(B, ..., D)`` -> ``(B, ...)``, larger = closer.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speakerid.vectors import l2_normalize, pool, score, similarity
+from speakerid.vectors import l2_normalize, pool, score, score_pairs, similarity
 
 
 def _unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -43,3 +43,8 @@ def test_similarity_metrics_rank_the_same_neighbour_first() -> None:
     np.testing.assert_allclose(similarity(q, cands, "l1"), [[-2.0, 0.0, -2.0]])
     with pytest.raises(ValueError, match="unknown metric"):
         similarity(q, cands, "dot")
+
+
+def test_score_pairs_is_the_diagonal_of_score() -> None:
+    a, b = _unit_rows(6, 8, 3), _unit_rows(6, 8, 4)
+    np.testing.assert_allclose(score_pairs(a, b), np.diag(score(a, b)), rtol=1e-6)
