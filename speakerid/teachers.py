@@ -17,12 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
 from speakerid.data import AudioBank, Sampler
 from speakerid.errors import DataError
+
+if TYPE_CHECKING:
+    from speakerid.embed import BaseEmbedder
 
 POOL_FILE = "teacher_pool.npz"
 EMBED_CHUNK = 256  # crops embedded per call: bounds the teacher's working memory
@@ -36,7 +40,12 @@ class TeacherPool:
     """
 
     def __init__(
-        self, waves: np.ndarray, labels: np.ndarray, targets: np.ndarray, seed: int
+        self,
+        waves: np.ndarray,
+        labels: np.ndarray,
+        targets: np.ndarray,
+        seed: int,
+        teacher: str | Path | None = None,
     ) -> None:
         if not len(waves) == len(labels) == len(targets):
             raise DataError("teacher pool: waves, labels and targets differ in length")
@@ -44,6 +53,13 @@ class TeacherPool:
         self.labels = labels
         self.targets = targets
         self.rng = np.random.default_rng(seed)
+        self.teacher = teacher  # the checkpoint, for ``label``
+
+    def label(self, waves: np.ndarray) -> np.ndarray:
+        """The teacher's unit embeddings of other fragments ``(n, samples)`` (validation's)."""
+        if self.teacher is None:
+            raise DataError("this teacher pool was built without its teacher")
+        return _label(_open_teacher(self.teacher), waves)
 
     @property
     def dim(self) -> int:
@@ -69,7 +85,6 @@ class TeacherPool:
         The teacher runs through the onnx backend when onnxruntime is installed (faster on a
         CPU), else torch. Labels found in ``folder / POOL_FILE`` under the same key are reused.
         """
-        from speakerid.embed import open_embedder
         from speakerid.modelinfo import read_header
         from speakerid.registry import resolve_model
 
@@ -85,20 +100,13 @@ class TeacherPool:
         cache = folder / POOL_FILE
         targets = _cached(cache, key)
         if targets is None:
-            backend = "onnx" if _has_onnxruntime() else "torch"
-            embedder = open_embedder(path, backend=backend, precision="fp32")
-            console.print(f"teacher {teacher} ({backend}) labels {size} crops once")
-            targets = np.concatenate(
-                [
-                    embedder.embed_fragments(waves[i : i + EMBED_CHUNK])
-                    for i in range(0, size, EMBED_CHUNK)
-                ]
-            ).astype(np.float32)
+            console.print(f"teacher {teacher} labels {size} crops once")
+            targets = _label(_open_teacher(path), waves)
             folder.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")
             np.savez(tmp, key=np.array(key), targets=targets)
             tmp.replace(cache)
-        return cls(waves, labels, targets, seed)
+        return cls(waves, labels, targets, seed, path)
 
 
 def pool_key(
@@ -121,6 +129,22 @@ def _cached(path: Path, key: str) -> np.ndarray | None:
             return data["targets"].astype(np.float32)
     except (OSError, KeyError, ValueError):
         return None  # a damaged cache is recomputed, never trusted
+
+
+def _open_teacher(path: str | Path) -> BaseEmbedder:
+    """The teacher's embedder: onnxruntime when installed (faster on a CPU), else torch."""
+    from speakerid.embed import open_embedder
+
+    backend = "onnx" if _has_onnxruntime() else "torch"
+    return open_embedder(path, backend=backend, precision="fp32")
+
+
+def _label(embedder: BaseEmbedder, waves: np.ndarray) -> np.ndarray:
+    chunks = [
+        embedder.embed_fragments(waves[i : i + EMBED_CHUNK])
+        for i in range(0, len(waves), EMBED_CHUNK)
+    ]
+    return np.concatenate(chunks).astype(np.float32)
 
 
 def _has_onnxruntime() -> bool:

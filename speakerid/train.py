@@ -154,6 +154,16 @@ def init_from_checkpoint(encoder: Encoder, path: str | Path) -> None:
 PROJECTION_FIT_CROPS = 2048  # pool crops the starting projection is fitted on
 
 
+def _projector(head: nn.Module, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """The run's student-to-teacher projection as a numpy function, for validation."""
+
+    def run(raw: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return head(torch.from_numpy(raw).to(device)).float().cpu().numpy()
+
+    return run
+
+
 def fit_projection(
     project: nn.Linear, encoder: Encoder, pool: TeacherPool, device: torch.device
 ) -> None:
@@ -192,8 +202,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         raise DataError(f"unknown distance {cfg.distance!r}; one of {list(DISTANCES)}")
     if cfg.select_on not in SELECT_ON:
         raise DataError(f"unknown select_on {cfg.select_on!r}; one of {list(SELECT_ON)}")
-    if cfg.select_on == "distill" and (cfg.objective != "distill" or cfg.embedding_dim != 256):
-        raise DataError("select_on distill needs the distill objective and embedding_dim 256")
+    if cfg.select_on == "distill" and cfg.objective != "distill":
+        raise DataError("select_on distill needs the distill objective")
     if cfg.windows < 1 or cfg.teacher_windows < 0:
         raise DataError("windows must be at least 1 and teacher_windows at least 0")
     if cfg.init_from and cfg.init_teacher:
@@ -205,8 +215,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             raise DataError("init_teacher starts from GE2E's weights: it needs teacher ge2e")
         if cfg.mix_prob > 0:
             raise DataError("mix_prob needs teacher ge2e: a pool teacher labels only its crops")
-        if cfg.select_on == "distill":
-            raise DataError("select_on distill needs teacher ge2e")
     device = _device(cfg)
     ranks = distributed.setup(device.type)
     try:
@@ -266,7 +274,12 @@ def _train(
     if pool is not None and isinstance(heads["project"], nn.Linear):
         fit_projection(heads["project"], encoder, pool, device)
     # The teacher's embeddings of the fixed validation fragments, computed once.
-    val_targets = embed_teacher(heads["teacher"], val_frags, device) if "teacher" in heads else None
+    val_targets = None
+    if pool is not None:
+        val_targets = pool.label(val_frags.waves)
+    elif "teacher" in heads:
+        val_targets = embed_teacher(heads["teacher"], val_frags, device)
+    project = _projector(heads["project"], device) if "project" in heads else None
     params = list(encoder.parameters()) + [p for h in heads.values() for p in h.parameters()]
     opt_cls = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.AdamW
     optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -322,7 +335,7 @@ def _train(
                 running = []
             elif validating:
                 val = validate(
-                    encoder, val_frags, device, cfg.val_ways, cfg.val_trials, val_targets
+                    encoder, val_frags, device, cfg.val_ways, cfg.val_trials, val_targets, project
                 )
                 record = {"step": done, "loss": float(np.mean(running)), **metrics, **val}
                 record["seconds"] = round(time.time() - t0, 1)

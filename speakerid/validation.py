@@ -19,7 +19,7 @@ from speakerid.data import FragmentSet
 from speakerid.kway import kway_accuracy
 from speakerid.metrics import verification_trials
 from speakerid.model import Encoder
-from speakerid.vectors import l2_normalize
+from speakerid.vectors import l2_normalize, score_pairs
 
 
 @torch.inference_mode()
@@ -55,15 +55,21 @@ def validate(
     ways: tuple[int, ...],
     trials: int,
     targets: np.ndarray | None = None,
+    project: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, float]:
     """1-shot k-way accuracies and fragment-level EER on held-out speakers.
 
     With the teacher's embeddings of the same fragments (``targets``, distillation runs), also
-    ``distill``: the mean cosine distance of the student's embeddings to them. Unlike the
-    accuracies, which a student started from its teacher saturates within a few hundred steps
-    on 20 speakers, it keeps telling checkpoints apart.
+    ``val_distill``: the mean cosine distance of the student's embeddings, mapped by the run's
+    ``project`` head when the teacher's space differs, to them. Unlike the accuracies, which a
+    student started from trained weights saturates within a few hundred steps on 20 speakers,
+    it keeps telling checkpoints apart.
     """
-    emb = embed_set(encoder, frags, device)
+    was_training = encoder.training
+    encoder.eval()
+    raw = batched(encoder, frags.waves, device, 128)
+    encoder.train(was_training)
+    emb = l2_normalize(raw)
     rng = np.random.default_rng(1234)  # the same tasks at every validation
     n_spk = len(set(frags.speakers.tolist()))
     out: dict[str, float] = {}
@@ -75,8 +81,10 @@ def validate(
         emb, frags.speakers, frags.recordings, max_pairs=200_000, rng=rng
     )
     out["eer"], out["threshold"] = eer_point(scores, labels)  # the model's threshold
-    if targets is not None and emb.shape[1] == targets.shape[1]:
-        out["val_distill"] = float(1.0 - (emb * targets).sum(axis=1).mean())
+    if targets is not None:
+        pred = emb if project is None else l2_normalize(project(raw))
+        if pred.shape[1] == targets.shape[1]:
+            out["val_distill"] = float(1.0 - score_pairs(pred, targets).mean())
     return out
 
 
