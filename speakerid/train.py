@@ -190,8 +190,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     """Run training; returns the summary written to ``out/summary.json``.
 
     Writes ``best.safetensors`` (the encoder alone, threshold calibrated at the validation
-    EER point), ``last.pt`` (resume state, loaded with ``weights_only=True``),
-    ``history.json`` and ``training_curves.png``.
+    EER point), ``final.safetensors`` (the same for the encoder where the run ended: the
+    choice when the selection metric saturates), ``last.pt`` (resume state, loaded with
+    ``weights_only=True``), ``history.json`` and ``training_curves.png``.
     """
     console = console or Console(stderr=True)
     if cfg.objective not in OBJECTIVES:
@@ -358,8 +359,24 @@ def _train(
                 console.print(f"[yellow]stopped at step {done}: max_minutes reached[/]")
                 break
 
+    if ranks.main and history:  # the encoder as the schedule left it, validated last
+        last = history[-1]
+        # validate's own numbers (k-way accuracies, eer, threshold, val_distill), not the
+        # step's training losses recorded beside them
+        val = {
+            k: v
+            for k, v in last.items()
+            if k.startswith("acc") or k in ("eer", "threshold", "val_distill")
+        }
+        save_encoder(
+            encoder,
+            out / "final.safetensors",
+            threshold=last["threshold"],
+            info=_info(cfg, split, int(last["step"]), val),
+        )
     summary = {
         "best": str(out / "best.safetensors"),
+        "final": str(out / "final.safetensors"),
         "history": history[-1] if history else {},
         "split": split.as_dict(),
         "seconds": round(time.time() - t0, 1),

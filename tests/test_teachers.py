@@ -154,3 +154,19 @@ def test_the_projection_starts_at_the_least_squares_map(
         fitted = ((project(raw) - torch.from_numpy(pool.targets)) ** 2).mean()
         other = torch.nn.Linear(24, pool.dim)
         assert fitted < ((other(raw) - torch.from_numpy(pool.targets)) ** 2).mean()
+
+
+def test_a_run_keeps_its_final_encoder_and_a_resume_at_the_end_rewrites_it(
+    corpus: Path, teacher: Path, tmp_path: Path
+) -> None:
+    cfg = tiny(corpus, tmp_path, test_speakers=2, steps=2)
+    train(cfg, console=quiet())
+    final = load_encoder(tmp_path / "final.safetensors")
+    assert final.info["step"] == 2 and set(final.info["validation"]) == {"acc2", "eer", "threshold"}
+    assert final.threshold == pytest.approx(final.info["validation"]["threshold"])
+    (tmp_path / "final.safetensors").unlink()
+    train(replace(cfg, resume=True), console=quiet())  # nothing left to train: only saved
+    again = load_encoder(tmp_path / "final.safetensors")
+    assert again.threshold == final.threshold and again.info["step"] == 2
+    for name, value in again.encoder.state_dict().items():
+        torch.testing.assert_close(value, final.encoder.state_dict()[name], atol=0, rtol=0)
