@@ -55,7 +55,8 @@ from speakerid.segments import (
     segment_scores,
     window_threshold,
 )
-from speakerid.store import SpeakerStore, enroll
+from speakerid.service import enroll
+from speakerid.store import SpeakerStore
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 GRID = 0.01  # s, scoring resolution

@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerid.store import SpeakerStore, _top_k
+from speakerid.search import top_k
+from speakerid.store import SpeakerStore
+from speakerid.vectors import score
 
 FINGERPRINT = "bench" + "0" * 59  # a stand-in model identity
 ANN_SECTION = "## Approximate search"  # the part of the report that bench_ann.py's tables fill
@@ -102,7 +104,7 @@ def bench_size(
         names = [f"spk{i:07d}" for i in range(n)]
 
         def search(q: np.ndarray, k: int) -> list:  # the same ranking code, no SQLite
-            scores, idx = _top_k(np.atleast_2d(q) @ matrix.T, k)
+            scores, idx = top_k(score(np.atleast_2d(q), matrix), k)
             return [
                 [(names[j], s) for s, j in zip(sr, ir, strict=True)]
                 for sr, ir in zip(scores, idx, strict=True)
@@ -115,7 +117,7 @@ def bench_size(
     )
     mat = vectors
     row["matmul_ms"] = 1e3 * median_seconds(
-        lambda: _top_k((mat @ queries[0])[None], args.top), args.repeats
+        lambda: top_k(score(mat, queries[0])[None], args.top), args.repeats
     )
     row["path"] = "SQLite store" if store is not None else "in-memory matrix only"
     if store is not None and args.index:

@@ -16,16 +16,13 @@ import numpy as np
 from speakerid.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE, Clip, to_16k_mono
 from speakerid.embed import BaseEmbedder, open_embedder
 from speakerid.errors import SpeakerIDError
-from speakerid.store import (
+from speakerid.service import (
     BulkEnrollResult,
     EmbedResult,
-    EnrollResult,
     FileError,
     Identification,
     OnFile,
     Source,
-    SpeakerStore,
-    SpeakerSummary,
     Verification,
     embed_files,
     enroll,
@@ -33,6 +30,7 @@ from speakerid.store import (
     identify,
     verify,
 )
+from speakerid.store import EnrollResult, SpeakerStore, SpeakerSummary
 
 Verdict = Verification  # the 1:1 answer: speaker, file, score, threshold, accepted
 

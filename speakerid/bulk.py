@@ -15,12 +15,13 @@ never merged or enrolled together.
 from __future__ import annotations
 
 import json
+import os
 import re
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from speakerid.errors import AudioError, InvalidNameError, SpeakerIDError
 
 if TYPE_CHECKING:
     from speakerid.embed import Embedder
-    from speakerid.store import BulkEnrollResult, SpeakerStore
+    from speakerid.service import BulkEnrollResult
+    from speakerid.store import SpeakerStore
 
 EMBEDDINGS_FORMAT = "speakerid-embeddings"
 BATCH_FRAGMENTS = 256  # fragments gathered across files per encoder call (GPU-sized)
@@ -91,6 +93,37 @@ def header(fingerprint: str, dim: int, source: str, root: str | None = None) -> 
     if root is not None:
         head["root"] = root
     return head
+
+
+def save_embeddings(
+    path: str | Path,
+    embeddings: Mapping[str, np.ndarray],
+    header: Mapping[str, Any] | None = None,
+) -> None:
+    """Write embeddings as ``.npz`` (``np.load(path)[key]``), atomically.
+
+    Written member by member rather than with ``np.savez(**embeddings)``, so that any key
+    (even ``"file"``, or one with slashes) survives unchanged. ``header`` (the model's
+    identity, see ``speakerid.bulk.header``) goes into the zip comment as JSON, where
+    ``np.load`` does not see it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise SpeakerIDError(f"{path}: is a directory; give a file name for --out")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            if header is not None:
+                zf.comment = json.dumps(dict(header)).encode()
+            for key, vector in embeddings.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(
+                        fh, np.asarray(vector, dtype=np.float32), allow_pickle=False
+                    )
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SpeakerIDError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def load_embeddings(path: str | Path) -> EmbeddingsFile:
@@ -261,14 +294,14 @@ def embed_directory(
     shard: Shard = Shard(),
     on_file: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
-    """Embed this shard's speaker folders under ``root`` (see ``store.speaker_folders``).
+    """Embed this shard's speaker folders under ``root`` (see ``service.speaker_folders``).
 
     Returns the vectors keyed by file path (``root/<speaker>/...``) and the skipped files
     as ``(path, reason)``. Raises ``DataError`` when the shard holds no speaker folder.
     """
     from speakerid.audio import load_audio, prepare
     from speakerid.errors import DataError
-    from speakerid.store import speaker_folders
+    from speakerid.service import speaker_folders
 
     folders = shard.take(speaker_folders(root), key=lambda f: f[0])
     if not folders:
@@ -298,7 +331,8 @@ def enroll_embeddings(
     per speaker, without running a model: the file's model header binds or must match the
     store's model. Folders with unusable names are skipped and reported."""
     from speakerid.errors import DataError
-    from speakerid.store import BulkEnrollResult, FileError, validate_name
+    from speakerid.service import BulkEnrollResult, FileError
+    from speakerid.store import validate_name
 
     groups = speakers_of(emb)
     if emb.model_fingerprint is None:

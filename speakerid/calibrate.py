@@ -35,7 +35,8 @@ from speakerid.calibration import (
 )
 from speakerid.embed import BaseEmbedder
 from speakerid.errors import AudioError, DataError
-from speakerid.store import FileError, SpeakerStore, _embed, _model_id, speaker_folders
+from speakerid.service import FileError, _embed, _model_id, speaker_folders
+from speakerid.store import SpeakerStore
 from speakerid.vectors import l2_normalize
 
 NORMS = ("none", "asnorm")

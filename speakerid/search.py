@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from speakerid.errors import StoreError
+from speakerid.vectors import score
 
 INDEX_FORMAT = "speakerid-index"
 INDEX_VERSION = 1
@@ -51,6 +53,7 @@ IVF_TRAIN_PER_LIST = 40  # training points per list for k-means (faiss warns bel
 IVF_NPROBE = 64  # lists scanned per query; measured in bench/bench_ann.py
 RERANK = 100  # candidates the approximate index proposes, re-scored exactly
 SCAN_CHUNK = 262_144  # rows per matrix product in the exact scan (bounds temporaries)
+SEARCH_CHUNK = 256  # queries per matrix product: bounds the (queries, speakers) score block
 ADD_CHUNK = 100_000  # rows per faiss add (bounds the float32 copies faiss makes)
 
 
@@ -104,10 +107,96 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.n
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
     best_i = np.zeros((len(queries), 0), np.int64)
     for start in range(0, len(vectors), SCAN_CHUNK):
-        scores, idx = top_k(queries @ vectors[start : start + SCAN_CHUNK].T, k)
+        scores, idx = top_k(score(queries, vectors[start : start + SCAN_CHUNK]), k)
         best_s, pick = top_k(np.concatenate([best_s, scores], axis=1), k)
         best_i = np.take_along_axis(np.concatenate([best_i, idx + start], axis=1), pick, axis=1)
     return best_s, best_i
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One enrolled speaker and the cosine score of a query against their vector."""
+
+    speaker: str
+    score: float
+
+
+def exact_index(faiss: Any, matrix: np.ndarray) -> Any:
+    """faiss's exact inner-product index (``IndexFlatIP``) over ``(N, D)`` unit rows: the
+    same cosines as ``score``, faster on many speakers."""
+    index = faiss.IndexFlatIP(matrix.shape[1])
+    index.add(matrix)
+    return index
+
+
+def _queries(queries: np.ndarray, dim: int, where: str) -> np.ndarray:
+    """``(Q, D)`` float32 queries of the store's size; a wrong size is a ``StoreError``."""
+    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise StoreError(
+            f"{where}: query vectors have size {q.shape[-1]}, the store holds size {dim}"
+        )
+    return q
+
+
+def rank(
+    names: Sequence[str],
+    matrix: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    index: Any | None = None,
+    where: str = "store",
+) -> list[list[Candidate]]:
+    """Rank speakers by cosine score for each query, over the store's whole matrix.
+
+    Parameters
+    ----------
+    names: the ``N`` speakers, row by row of ``matrix`` ``(N, D)`` (unit rows).
+    queries: ``(Q, D)`` or ``(D,)`` unit vectors.
+    k: candidates per query (fewer when fewer speakers are enrolled).
+    index: ``exact_index`` over ``matrix`` to score with faiss, None for numpy.
+    where: the store's path, for errors.
+
+    Returns
+    -------
+    list of Q lists of ``Candidate``, best first.
+    """
+    if len(names) == 0:
+        return [[] for _ in range(len(np.atleast_2d(np.asarray(queries, dtype=np.float32))))]
+    q = _queries(queries, matrix.shape[1], where)
+    k = min(k, len(names))
+    results: list[list[Candidate]] = []
+    for start in range(0, len(q), SEARCH_CHUNK):
+        chunk = np.ascontiguousarray(q[start : start + SEARCH_CHUNK])
+        if index is not None:
+            scores, idx = index.search(chunk, k)
+        else:
+            scores, idx = top_k(score(chunk, matrix), k)
+        results.extend(
+            [Candidate(names[j], float(s)) for s, j in zip(srow, irow, strict=True) if j >= 0]
+            for srow, irow in zip(scores, idx, strict=True)
+        )
+    return results
+
+
+def rank_index(
+    index: VectorIndex,
+    queries: np.ndarray,
+    k: int,
+    names_of: Callable[[Sequence[int]], dict[int, str]],
+    where: str = "store",
+) -> list[list[Candidate]]:
+    """``rank`` with a search index kept beside the store; ``names_of(ids)`` names the
+    speaker row ids it returns (a speaker removed meanwhile is left out)."""
+    if len(index) == 0:
+        return [[] for _ in range(len(np.atleast_2d(np.asarray(queries, dtype=np.float32))))]
+    q = _queries(queries, index.dim, where)
+    scores, ids = index.search(q, k)
+    names = names_of(sorted({int(i) for i in ids.ravel() if i >= 0}))
+    return [
+        [Candidate(names[int(i)], float(s)) for s, i in zip(srow, irow, strict=True) if i in names]
+        for srow, irow in zip(scores, ids, strict=True)
+    ]
 
 
 def paths(store_path: Path, generation: str) -> dict[str, Path]:
@@ -182,7 +271,7 @@ class VectorIndex:
         out_i = np.full((len(q), k), -1, np.int64)
         for row, found in enumerate(cand):
             found = np.unique(found[found >= 0])  # sorted rows read the memory map in order
-            exact = self.vectors[found] @ q[row]
+            exact = score(self.vectors[found], q[row])
             order = np.argsort(-exact, kind="stable")[:k]
             out_s[row, : len(order)] = exact[order]
             out_i[row, : len(order)] = self.ids[found[order]]

@@ -44,7 +44,9 @@ from speakerid.audio import (
 )
 from speakerid.embed import Embedder
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
-from speakerid.store import SpeakerStore, _model_id, resolve_threshold
+from speakerid.service import _model_id
+from speakerid.store import SpeakerStore
+from speakerid.thresholds import resolve_threshold
 
 Fit = Literal["tile", "direct"]
 FITS: tuple[str, ...] = get_args(Fit)

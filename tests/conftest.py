@@ -119,7 +119,8 @@ def _enrolled_template(
 ) -> Path:
     """A store with alice (recordings 1, 2) and bob (1, 2), built once."""
     from speakerid.embed import Embedder, load_model
-    from speakerid.store import SpeakerStore, enroll
+    from speakerid.service import enroll
+    from speakerid.store import SpeakerStore
 
     path = tmp_path_factory.mktemp("template") / "store.sqlite"
     embedder = Embedder(load_model(model_path), device="cpu")

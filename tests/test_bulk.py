@@ -15,10 +15,11 @@ from speakerid.bulk import (
     load_embeddings,
     merge_embeddings,
     parse_shard,
+    save_embeddings,
 )
 from speakerid.embed import Embedder, load_model
 from speakerid.errors import AudioError, SpeakerIDError
-from speakerid.store import SpeakerStore, save_embeddings
+from speakerid.store import SpeakerStore
 
 
 def test_shards_split_the_sorted_list_evenly_and_completely() -> None:

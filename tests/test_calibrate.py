@@ -13,13 +13,10 @@ import pytest
 from conftest import Voice, synth_voice, write_wav
 
 from speakerid.calibration import Calibration
-from speakerid.store import (
-    DEFAULT_THRESHOLD,
-    SCHEMA_VERSION,
-    SpeakerStore,
-    recording_quality,
-    resolve_threshold,
-)
+from speakerid.service import recording_quality
+from speakerid.store import SpeakerStore
+from speakerid.storedb import SCHEMA_VERSION
+from speakerid.thresholds import DEFAULT_THRESHOLD, resolve_threshold
 
 PITCHES = (100.0, 125.0, 150.0, 180.0, 210.0, 240.0)
 

@@ -843,7 +843,7 @@ def test_non_finite_result_never_prints_invalid_json(
     cli, enrolled_store: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from speakerid.api import SpeakerID
-    from speakerid.store import Verification
+    from speakerid.service import Verification
 
     def nan_verify(self, name, path, threshold=None):
         return Verification(name, str(path), float("nan"), 0.5, False)

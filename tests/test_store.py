@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from speakerid.bulk import save_embeddings
 from speakerid.embed import Embedder, load_model, pool
 from speakerid.errors import (
     DataError,
@@ -21,20 +22,10 @@ from speakerid.errors import (
     StoreError,
     UnknownSpeakerError,
 )
-from speakerid.store import (
-    DEFAULT_THRESHOLD,
-    IMPORTED_SOURCE,
-    SCHEMA_VERSION,
-    SpeakerStore,
-    default_store_path,
-    enroll,
-    identify,
-    resolve_threshold,
-    save_embeddings,
-    speaker_folders,
-    validate_name,
-    verify,
-)
+from speakerid.service import enroll, identify, speaker_folders, verify
+from speakerid.store import IMPORTED_SOURCE, SpeakerStore, default_store_path, validate_name
+from speakerid.storedb import SCHEMA_VERSION
+from speakerid.thresholds import DEFAULT_THRESHOLD, resolve_threshold
 
 FP_A = "a" * 64  # fake model fingerprints for tests that bypass audio
 FP_B = "b" * 64

@@ -1,0 +1,583 @@
+"""The service: enroll, verify, identify and describe, over a store and an embedder.
+
+What the CLI and the Python API call. Each function takes arrays or paths and returns a
+result dataclass, raising only ``SpeakerIDError`` subclasses. Files become embeddings here
+(``speakerid.embed``); the store (``speakerid.store``) only keeps vectors, and ranking is
+``speakerid.search``. The threshold rules live here too: ``resolve_threshold`` says which
+threshold a decision uses and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from dataclasses import replace as replace_fields
+from pathlib import Path
+
+import numpy as np
+
+from speakerid.audio import (
+    FRAGMENT_SECONDS,
+    SAMPLE_RATE,
+    Clip,
+    is_long,
+    load_audio,
+    trim_silence,
+)
+from speakerid.calibration import (
+    ASNORM_TOP_K,
+    Calibration,
+    agreements,
+    as_norm_scores,
+)
+from speakerid.embed import BaseEmbedder
+from speakerid.errors import (
+    AudioError,
+    CheckpointError,
+    DataError,
+    EnrollmentQualityError,
+    InvalidNameError,
+    SpeakerIDError,
+    StoreError,
+)
+from speakerid.registry import DEFAULT_MODEL, resolve_model
+from speakerid.search import Candidate
+from speakerid.store import (
+    EnrollResult,
+    RecordingQuality,
+    SpeakerStore,
+    StoreSummary,
+    recording_key,
+    validate_name,
+)
+from speakerid.thresholds import (
+    calibration_for,
+    calibration_notes,
+    identify_threshold,
+    resolve_threshold,
+)
+from speakerid.vectors import l2_normalize, score
+
+# Less speech than this is warned about: over half of its one fragment is repeated audio.
+GOOD_SPEECH_SECONDS = FRAGMENT_SECONDS / 2  # 1.5
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
+
+Source = str | Path | Clip  # a recording: a path as given, ``-`` (stdin) or audio in memory
+OnFile = Callable[[int, int], None]  # progress: ``on_file(files_done, files_total)``
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class FileError:
+    """A file (or speaker folder) a batch could not use, and why (one line, path first)."""
+
+    file: str
+    error: str
+
+
+@dataclass(frozen=True)
+class BulkEnrollResult:
+    """What ``enroll_directory`` did."""
+
+    root: str
+    enrolled: list[EnrollResult]
+    errors: list[FileError]
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """What ``embed_files`` made: vectors keyed by the path as given, and the files that failed."""
+
+    vectors: dict[str, np.ndarray]
+    errors: list[FileError]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A 1:1 decision: ``accepted`` is ``score >= threshold``."""
+
+    speaker: str
+    file: str
+    score: float  # raw cosine in [-1, 1]
+    threshold: float
+    accepted: bool
+    threshold_source: str = "model"  # see ``resolve_threshold``
+    normalized_score: float | None = None  # AS-norm score the decision used, if calibrated so
+
+
+@dataclass(frozen=True)
+class Identification:
+    """A 1:N answer for one file: ranked candidates, ``best`` None when below threshold."""
+
+    file: str
+    candidates: list[Candidate]
+    best: str | None
+    threshold: float
+    threshold_source: str = "model"  # see ``resolve_threshold``
+    normalized_score: float | None = None  # AS-norm score of the top candidate, if in use
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """The model a command would use, or why it cannot be loaded."""
+
+    path: str
+    fingerprint: str | None
+    threshold: float | None  # the model's threshold (``threshold_source`` says why)
+    threshold_source: str
+    embedding_dim: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Info:
+    """``speakerid info``: the model, the store, and whether they fit together."""
+
+    model: ModelSummary
+    store: StoreSummary
+    compatible: bool | None  # None when either side is unknown (no model, unbound store)
+    verify_threshold: float | None = None  # what verify uses without --threshold
+    verify_source: str = "model"
+    identify_threshold: float | None = None  # what identify uses without --threshold
+    identify_source: str = "model"
+    calibration: Calibration | None = None  # the store's, whatever model made it
+    notes: list[str] = field(default_factory=list)  # why a calibration applies or not
+
+
+# ---------------------------------------------------------------- operations
+
+
+def _model_id(embedder: BaseEmbedder) -> tuple[str, int, str]:
+    """(fingerprint, embedding size, absolute path) of the embedder's model."""
+    model = embedder.model
+    return model.fingerprint, embedder.dim, str(Path(model.path).resolve())
+
+
+def _embed(embedder: BaseEmbedder, path: Source) -> np.ndarray:
+    """``embedder.embed_file`` that refuses non-finite output (a damaged model's mark)."""
+    vector = embedder.embed_file(path)
+    if not np.isfinite(vector).all():
+        raise CheckpointError(
+            f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
+            "the checkpoint is damaged"
+        )
+    return vector
+
+
+def _embed_measured(embedder: BaseEmbedder, path: str | Path) -> tuple[np.ndarray, float]:
+    """``_embed`` that also returns the recording's seconds of speech (after trimming).
+
+    The same embedding as ``embed_file``: trimming here and not again in the embedder.
+    """
+    if is_long(path):  # streamed: memory stays flat whatever the length and the rate
+        samples: list[int] = []
+        vector = embedder.embed_stream(path, on_speech=samples.append)
+        seconds = samples[0] / SAMPLE_RATE
+    else:
+        speech = trim_silence(load_audio(path), name=str(path))
+        vector = embedder.embed_waveform(speech, name=str(path), trim=False)
+        seconds = len(speech) / SAMPLE_RATE
+    if not np.isfinite(vector).all():
+        raise CheckpointError(
+            f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
+            "the checkpoint is damaged"
+        )
+    return vector, seconds
+
+
+def recording_quality(
+    paths: Sequence[str],
+    embeddings: np.ndarray,
+    seconds: Sequence[float],
+    earlier: np.ndarray,
+    threshold: float,
+) -> list[RecordingQuality]:
+    """Speech and agreement of new recordings, with what is wrong with each.
+
+    Parameters
+    ----------
+    embeddings: ``(n, D)`` of the new recordings; ``earlier``: ``(m, D)`` the speaker keeps.
+    threshold: the 1:1 (raw cosine) threshold: a recording agreeing less with the speaker's
+        other recordings would be rejected by ``verify`` against them.
+    """
+    both = np.concatenate(
+        [np.asarray(earlier, np.float32).reshape(-1, embeddings.shape[1]), embeddings]
+    )
+    agree = agreements(both)[len(both) - len(embeddings) :]
+    out = []
+    for path, sec, value in zip(paths, seconds, agree, strict=True):
+        problems = []
+        if sec < GOOD_SPEECH_SECONDS:
+            problems.append(
+                f"only {sec:.1f} s of speech ({GOOD_SPEECH_SECONDS:g} s or more recommended)"
+            )
+        agreement = None if np.isnan(value) else float(value)
+        if agreement is not None and agreement < threshold:
+            problems.append(
+                f"agrees with the speaker's other recordings at {agreement:.4f}, below the "
+                f"threshold {threshold:.4f} (another voice, or a very different channel?)"
+            )
+        out.append(RecordingQuality(str(path), float(sec), agreement, problems))
+    return out
+
+
+def _quality(
+    store: SpeakerStore,
+    embedder: BaseEmbedder,
+    name: str,
+    paths: list[str],
+    embeddings: np.ndarray,
+    seconds: Sequence[float],
+    replace: bool,
+) -> list[RecordingQuality]:
+    """``recording_quality`` of new recordings against those the speaker keeps."""
+    earlier = np.zeros((0, embeddings.shape[1]), np.float32)
+    if not replace and name in store:
+        known, vectors = store.recording_vectors(name)
+        again = {recording_key(p, hash_=False)[0] for p in paths}  # as the store names them
+        earlier = vectors[[i for i, p in enumerate(known) if p not in again]]
+    calibration = calibration_for(store, embedder.model.fingerprint)
+    threshold, _ = resolve_threshold(
+        embedder.model.threshold, None, calibration.raw_threshold if calibration else None
+    )
+    return recording_quality(paths, embeddings, seconds, earlier, threshold)
+
+
+def enroll(
+    store: SpeakerStore,
+    embedder: BaseEmbedder,
+    name: str,
+    paths: Sequence[Source],
+    *,
+    replace: bool = False,
+    strict: bool = False,
+) -> EnrollResult:
+    """Embed recordings and add them to a speaker (all embeddings first, then one write).
+
+    Any unusable file raises ``AudioError`` before the store is touched. Each new
+    recording's speech and agreement are measured (``EnrollResult.quality``); with
+    ``strict``, a recording with a problem raises ``EnrollmentQualityError`` instead, and
+    nothing is written.
+    """
+    name = validate_name(name)
+    fingerprint, dim, source = _model_id(embedder)
+    store.check_model(fingerprint, dim, source)  # fail before the slow part
+    measured = [_embed_measured(embedder, p) for p in paths]
+    embeddings = np.stack([m[0] for m in measured]) if paths else np.zeros((0, dim))
+    seconds = [m[1] for m in measured]
+    quality = _quality(store, embedder, name, [str(p) for p in paths], embeddings, seconds, replace)
+    flagged = [q for q in quality if q.problems]
+    if strict and flagged:
+        more = f" (and {len(flagged) - 1} more)" if len(flagged) > 1 else ""
+        raise EnrollmentQualityError(
+            f"{flagged[0].path}: {flagged[0].problems[0]}{more}; nothing was enrolled "
+            "(leave out --strict to enroll anyway)"
+        )
+    result = store.add_recordings(
+        name,
+        [str(p) for p in paths],
+        embeddings,
+        fingerprint=fingerprint,
+        source=source,
+        replace=replace,
+        speech_seconds=seconds,
+    )
+    return replace_fields(result, quality=quality)
+
+
+def speaker_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
+    """Speaker folders under ``root`` and their audio files, sorted.
+
+    Layouts: ``root/<speaker>/*.wav|flac`` or LibriSpeech's
+    ``root/<speaker>/<chapter>/*.flac`` (any depth below the speaker folder). Hidden
+    files and folders are ignored. Raises ``DataError`` when none hold audio.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        problem = "not a directory" if root.exists() else "no such directory"
+        raise DataError(f"{root}: {problem}")
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            f
+            for f in folder.rglob("*")
+            if f.suffix.lower() in AUDIO_EXTENSIONS
+            and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+            and f.is_file()
+        )
+        if files:
+            found.append((folder.name, files))
+    if not found:
+        raise DataError(
+            f"{root}: no speaker folders with audio (expected {root}/<speaker>/*.wav|flac "
+            f"or {root}/<speaker>/<chapter>/*.flac)"
+        )
+    return found
+
+
+def enroll_directory(
+    store: SpeakerStore,
+    embedder: BaseEmbedder,
+    root: str | Path,
+    *,
+    replace: bool = False,
+    on_file: Callable[[str, int, int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    strict: bool = False,
+) -> BulkEnrollResult:
+    """Enroll every speaker folder under ``root`` (see ``speaker_folders``).
+
+    Each speaker is one transaction, so an interrupted run keeps the speakers it finished.
+    Unusable files and folders with unusable names are reported in ``errors`` and the rest
+    enrolled (with ``strict`` the first one raises instead); a speaker with no usable file
+    is left out. Raises ``DataError`` when nothing could be enrolled.
+
+    Parameters
+    ----------
+    on_file: called as ``on_file(speaker, files_done, files_total)`` after each file.
+    shard: ``(I, N)``: only every N-th speaker folder from the I-th (``speakerid.bulk``).
+    """
+    folders = speaker_folders(root)[shard[0] :: shard[1]]
+    fingerprint, dim, source = _model_id(embedder)
+    store.check_model(fingerprint, dim, source)
+    total = sum(len(files) for _, files in folders)
+    done = 0
+    enrolled: list[EnrollResult] = []
+    skipped: list[FileError] = []
+    for folder_name, files in folders:
+        try:
+            name = validate_name(folder_name)
+        except InvalidNameError as exc:
+            if strict:
+                raise InvalidNameError(f"{Path(root) / folder_name}: {exc}") from None
+            skipped.append(FileError(str(Path(root) / folder_name), str(exc)))
+            done += len(files)
+            if on_file:
+                on_file(folder_name, done, total)
+            continue
+        good: list[str] = []
+        vectors: list[np.ndarray] = []
+        seconds: list[float] = []
+        for path in files:
+            try:
+                vector, speech = _embed_measured(embedder, path)
+                vectors.append(vector)
+                seconds.append(speech)
+                good.append(str(path))
+            except AudioError as exc:
+                if strict:
+                    raise
+                skipped.append(FileError(str(path), str(exc)))
+            done += 1
+            if on_file:
+                on_file(name, done, total)
+        if good:
+            quality = _quality(store, embedder, name, good, np.stack(vectors), seconds, replace)
+            result = store.add_recordings(
+                name,
+                good,
+                np.stack(vectors),
+                fingerprint=fingerprint,
+                source=source,
+                replace=replace,
+                speech_seconds=seconds,
+            )
+            enrolled.append(replace_fields(result, quality=quality))
+    if not enrolled:
+        first = f"; first problem: {skipped[0].error}" if skipped else ""
+        raise DataError(f"{root}: nothing could be enrolled ({len(skipped)} failed){first}")
+    return BulkEnrollResult(str(root), enrolled, skipped)
+
+
+def verify(
+    store: SpeakerStore,
+    embedder: BaseEmbedder,
+    name: str,
+    path: Source,
+    threshold: float | None = None,
+) -> Verification:
+    """1:1: does ``path`` sound like the enrolled speaker ``name``?
+
+    ``threshold`` None means the store's calibrated one, else the model's (see
+    ``resolve_threshold``). A store calibrated with AS-norm decides on the normalised score.
+    """
+    name = validate_name(name)
+    fingerprint, dim, source = _model_id(embedder)
+    calibration = calibration_for(store, fingerprint)
+    threshold, origin = resolve_threshold(
+        embedder.model.threshold, threshold, calibration.threshold if calibration else None
+    )
+    store.check_model(fingerprint, dim, source)
+    reference = store.vector(name)
+    query = _embed(embedder, path)
+    raw = float(score(reference, query))
+    normalized = None
+    if origin == "store" and calibration is not None and calibration.norm == "asnorm":
+        normalized = _normalized(store, embedder, calibration, query, name)
+    decided = raw if normalized is None else normalized
+    return Verification(
+        name, str(path), raw, float(threshold), decided >= threshold, origin, normalized
+    )
+
+
+def _normalized(
+    store: SpeakerStore,
+    embedder: BaseEmbedder,
+    calibration: Calibration,
+    query: np.ndarray,
+    name: str,
+) -> float:
+    """AS-norm score of one query against one enrolled speaker, with the calibrated cohort."""
+    if calibration.cohort == "model":
+        cohort = getattr(embedder.model, "cohort", None)
+        if cohort is None:
+            raise StoreError(
+                f"{store.path}: calibrated with the model's AS-norm cohort, but this model has "
+                "none; run speakerid calibrate again"
+            )
+        names = None
+        cohort = l2_normalize(np.asarray(cohort, dtype=np.float32))
+    else:
+        names, cohort = store.matrix()
+    try:
+        return float(
+            as_norm_scores(
+                query[None, :],
+                store.vector(name)[None, :],
+                np.asarray([name]),
+                cohort,
+                None if names is None else np.asarray(names),
+                calibration.top_k or ASNORM_TOP_K,
+            )[0, 0]
+        )
+    except DataError as exc:
+        raise StoreError(f"{store.path}: {exc}; run speakerid calibrate again") from None
+
+
+def identify(
+    store: SpeakerStore,
+    embedder: BaseEmbedder,
+    paths: Sequence[Source],
+    threshold: float | None = None,
+    top_k: int = 5,
+    *,
+    strict: bool = False,
+    on_file: OnFile | None = None,
+) -> list[Identification | FileError]:
+    """1:N, open set: rank enrolled speakers for each file; ``best`` is None below threshold.
+
+    All files are embedded first, then scored together with one matrix product. A file
+    that cannot be used gets a ``FileError`` in its place (with ``strict`` it raises).
+    ``threshold`` None means the store's calibrated 1:N threshold, else the model's (see
+    ``resolve_threshold``). With AS-norm, candidates are ranked by raw cosine and the top
+    one is named when its normalised score passes.
+    """
+    if top_k < 1:
+        raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
+    fingerprint, dim, source = _model_id(embedder)
+    calibration = calibration_for(store, fingerprint)
+    threshold, origin = resolve_threshold(
+        embedder.model.threshold, threshold, identify_threshold(calibration)
+    )
+    store.check_model(fingerprint, dim, source)
+    if len(store) == 0:
+        raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
+    if top_k < 1:
+        raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
+    embedded = embed_files(embedder, paths, strict=strict, on_file=on_file)
+    vectors = embedded.vectors
+    ranked = store.search(np.stack(list(vectors.values())), top_k) if vectors else []
+    found = dict(zip(vectors, zip(vectors.values(), ranked, strict=True), strict=True))
+    failed = {e.file: e for e in embedded.errors}
+    normalize = origin == "store" and calibration is not None and calibration.norm == "asnorm"
+    results: list[Identification | FileError] = []
+    for path in map(str, paths):
+        if path in failed:
+            results.append(failed[path])
+            continue
+        query, candidates = found[path]
+        normalized = None
+        decided = candidates[0].score if candidates else -np.inf
+        if normalize and candidates:
+            assert calibration is not None
+            normalized = _normalized(store, embedder, calibration, query, candidates[0].speaker)
+            decided = normalized
+        best = candidates[0].speaker if candidates and decided >= threshold else None
+        results.append(Identification(path, candidates, best, float(threshold), origin, normalized))
+    return results
+
+
+def embed_files(
+    embedder: BaseEmbedder,
+    paths: Sequence[Source],
+    *,
+    strict: bool = False,
+    on_file: OnFile | None = None,
+) -> EmbedResult:
+    """One ``(D,)`` unit embedding per file, keyed by the path exactly as given.
+
+    Every file is tried: one that cannot be used is listed in ``errors`` (with ``strict``,
+    the first one raises instead). A damaged model still raises at once.
+    """
+    vectors: dict[str, np.ndarray] = {}
+    errors: list[FileError] = []
+    for done, path in enumerate(paths, 1):
+        try:
+            vectors[str(path)] = _embed(embedder, path)
+        except AudioError as exc:
+            if strict:
+                raise
+            errors.append(FileError(str(path), str(exc)))
+        if on_file:
+            on_file(done, len(paths))
+    return EmbedResult(vectors, errors)
+
+
+def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:
+    """``speakerid info``: the model (or why it does not load) and the store's contents.
+
+    The model is described from its header (``modelinfo.read_header``), without loading
+    the weights or importing torch.
+    """
+    from speakerid.modelinfo import read_header
+
+    shown = str(model_path) if model_path is not None else f"{DEFAULT_MODEL} (shipped default)"
+    try:
+        model = read_header(*resolve_model(model_path))
+    except SpeakerIDError as exc:
+        threshold, source = resolve_threshold(None, None)
+        model_summary = ModelSummary(shown, None, threshold, source, None, error=str(exc))
+    else:
+        threshold, source = resolve_threshold(model.threshold, None)
+        dim = model.embedding_dim
+        model_summary = ModelSummary(str(model.path), model.fingerprint, threshold, source, dim)
+    summary = store.summary()
+    compatible = None
+    if model_summary.fingerprint and summary.model_fingerprint and summary.speakers:
+        compatible = model_summary.fingerprint == summary.model_fingerprint
+    calibration = store.calibration()
+    applies = (
+        calibration
+        if calibration is not None and calibration.model_fingerprint == model_summary.fingerprint
+        else None
+    )
+    model_threshold = threshold if source == "model" else None
+    verify_at, verify_source = resolve_threshold(
+        model_threshold, None, applies.threshold if applies else None
+    )
+    identify_at, identify_source = resolve_threshold(
+        model_threshold, None, identify_threshold(applies)
+    )
+    return Info(
+        model_summary,
+        summary,
+        compatible,
+        verify_at,
+        verify_source,
+        identify_at,
+        identify_source,
+        calibration,
+        calibration_notes(store, model_summary.fingerprint),
+    )

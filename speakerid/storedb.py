@@ -1,0 +1,531 @@
+"""The store's SQLite file: schema, migrations, connections and transactions.
+
+One SQLite file (stdlib ``sqlite3``, WAL mode) holds three tables:
+
+- ``meta``: format name, schema version, the fingerprint (sha256) and embedding size of the
+  model that made every vector in the store, and where that model was loaded from;
+- ``speakers``: name, pooled vector (float32 little-endian blob of ``embedding_dim``),
+  number of recordings, created/updated times (UTC, ISO 8601);
+- ``recordings``: speaker, the file's resolved path and sha256 (its identity: the same file
+  enrolled from anywhere is one recording, another file of the same name is another), its
+  embedding, its seconds
+  of speech (after trimming silence) and its agreement (cosine to the pool of the speaker's
+  other recordings), both NULL where unknown (imported vectors, stores from schema 1).
+
+``StoreDB`` opens a file only after checking it is a store of a schema this speakerid reads,
+creates a new one atomically, holds each write in one ``BEGIN IMMEDIATE`` transaction and
+upgrades an older schema inside the first one. ``speakerid.store.SpeakerStore`` builds the
+speakers' reads and writes on it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import os
+import secrets
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from speakerid.calibration import agreements
+from speakerid.errors import StoreError
+from speakerid.registry import shipped_name
+from speakerid.vectors import l2_normalize
+
+STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
+SCHEMA_VERSION = 3  # meta 'schema_version': bump on any change to the tables below
+MIGRATES_FROM = 1  # oldest schema this speakerid reads, and upgrades at its first write
+BUSY_TIMEOUT_SECONDS = 30.0  # how long a writer waits for another process's write lock
+INSERT_BATCH = 10_000  # rows per executemany in bulk inserts
+GENERATION_KEY = "vectors_generation"  # meta: random token renewed by each vector change
+
+_VECTOR_DTYPE = np.dtype("<f4")
+
+# The recordings table's columns: the schema and the 2 -> 3 migration build it from this.
+_RECORDINGS_COLUMNS = """
+    id         INTEGER PRIMARY KEY,
+    speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    path       TEXT NOT NULL,
+    embedding  BLOB NOT NULL,
+    added      TEXT NOT NULL,
+    speech_seconds REAL,
+    agreement  REAL,
+    sha256     TEXT,
+    UNIQUE (speaker_id, sha256)
+"""
+_RECORDINGS_INDEX = "CREATE INDEX recordings_by_path ON recordings (speaker_id, path)"
+_SCHEMA = f"""
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE speakers (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    vector       BLOB NOT NULL,
+    n_recordings INTEGER NOT NULL,
+    created      TEXT NOT NULL,
+    updated      TEXT NOT NULL
+);
+CREATE TABLE recordings ({_RECORDINGS_COLUMNS});
+{_RECORDINGS_INDEX};
+"""
+# Schema 2 keyed recordings by the path as typed, so `take.wav` enrolled from two folders was
+# one recording. Schema 3 keys them by content (sha256; NULL for rows it cannot hash: older
+# rows and paths that are not files) and stores the resolved path. SQLite cannot change a
+# table's constraints in place, so the table is rebuilt.
+_MIGRATE_2_TO_3 = [
+    f"CREATE TABLE recordings_v3 ({_RECORDINGS_COLUMNS})",
+    "INSERT INTO recordings_v3 (id, speaker_id, path, embedding, added, speech_seconds, "
+    "agreement, sha256) SELECT id, speaker_id, path, embedding, added, speech_seconds, "
+    "agreement, NULL FROM recordings",
+    "DROP TABLE recordings",
+    "ALTER TABLE recordings_v3 RENAME TO recordings",
+    _RECORDINGS_INDEX,
+]
+_TABLES = frozenset({"meta", "speakers", "recordings"})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _unit_rows(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
+    """Check ``(n, dim)`` finite vectors and return them L2-normalised, float32 contiguous."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise StoreError(f"{what}: expected vectors of size {dim}, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise StoreError(f"{what}: the model produced NaN or infinite values")
+    return np.ascontiguousarray(l2_normalize(arr), dtype=np.float32)
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=_VECTOR_DTYPE).tobytes()
+
+
+def _clean_leftovers(store: Path) -> None:
+    """Delete what a creator killed mid-way left: ``.NAME.*.new`` and its -wal / -shm.
+
+    A creator holds an flock on its ``.new`` file while it builds it, so a file that can
+    be locked here belongs to a dead process. Errors are ignored: a leftover that cannot
+    be deleted harms nothing but the folder's tidiness.
+    """
+    try:
+        candidates = sorted(store.parent.glob(f".{glob.escape(store.name)}.*.new"))
+        orphans = {
+            Path(str(p)[: -len(side)])
+            for side in ("-wal", "-shm")
+            for p in store.parent.glob(f".{glob.escape(store.name)}.*.new{side}")
+        }
+    except OSError:
+        return
+    for main in sorted(set(candidates) | orphans):
+        try:
+            fd = os.open(main, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None  # only side files are left
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live creator
+            for path in (main, Path(f"{main}-wal"), Path(f"{main}-shm")):
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+class StoreDB:
+    """One store file: opened, created, upgraded and written through here.
+
+    Opening never writes: a missing file reads as an empty store and is created (atomically)
+    by the first write; an existing file must be a speakerid store of this schema, else
+    ``StoreError`` and the file is left untouched. Usable as a context manager.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._empty: sqlite3.Connection | None = None
+        self._read_only = False  # the file exists and this user may not write it
+        if self.path.exists():
+            self._open()
+
+    def _invalidate(self) -> None:
+        """Drop what was read from the file: it was (re)opened, written or closed."""
+
+    # -- connections
+
+    def __enter__(self) -> StoreDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connection (the store can be reopened by a new instance)."""
+        for conn in (self._conn, self._empty):
+            if conn is not None:
+                conn.close()
+        self._conn = self._empty = None
+        self._invalidate()
+
+    @property
+    def exists(self) -> bool:
+        """Whether the store file exists (a new store is created by its first write)."""
+        return self._conn is not None or self.path.exists()
+
+    def _open(self) -> None:
+        """Connect to an existing file after checking, read-only, that it is a store."""
+        path = self.path
+        if path.is_dir():
+            raise StoreError(f"{path}: is a directory, not a speakerid store")
+        # The file is never opened with Python's open(): closing any descriptor of a file
+        # drops every POSIX lock this process holds on it, including the locks of SQLite
+        # connections (another store on the same file), and then another process may
+        # checkpoint the write-ahead log away under them. SQLite reads the header itself.
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        if size == 0:
+            raise self._not_a_store("is empty")
+        _clean_leftovers(path)
+        self._read_only = not os.access(path, os.W_OK)
+        query = "mode=rw"
+        if self._read_only:
+            # A read-only connection still creates the -wal/-shm side files, with the
+            # store's own read-only mode, and they keep the store read-only after a
+            # `chmod u+w`. With no log beside it the file holds every committed write, so
+            # it is read as immutable: no side files, no locks. (A log, if there is one,
+            # belongs to a writer that may write, and it is read through as usual.)
+            query = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+        try:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?{query}",
+                uri=True,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot be opened as a store ({exc})") from None
+        try:
+            try:
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.DatabaseError as exc:
+                if "not a database" in str(exc):
+                    raise self._not_a_store("is not an SQLite database") from None
+            with self._db_errors():
+                tables = {
+                    row[0]
+                    for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                }
+                if not tables >= _TABLES:
+                    raise StoreError(
+                        f"{path}: an SQLite database but not a speakerid store (no "
+                        f"{', '.join(sorted(_TABLES - tables))} table); it was left as it is"
+                    )
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            self._check_meta(meta)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._invalidate()
+
+    def _not_a_store(self, what: str) -> StoreError:
+        return StoreError(
+            f"{self.path}: {what}, so not a speakerid store; it was left as it is "
+            "(pass --store to use another file)"
+        )
+
+    def _check_meta(self, meta: dict[str, str]) -> None:
+        if meta.get("format") != STORE_FORMAT:
+            raise StoreError(f"{self.path}: not a speakerid store (format {meta.get('format')!r})")
+        try:
+            version = int(meta.get("schema_version", ""))
+            int(meta.get("embedding_dim", ""))
+        except ValueError:
+            raise StoreError(f"{self.path}: damaged store (bad meta table)") from None
+        if not MIGRATES_FROM <= version <= SCHEMA_VERSION:
+            newer = " by a newer speakerid" if version > SCHEMA_VERSION else ""
+            raise StoreError(
+                f"{self.path}: store schema version {version} was written{newer}; this "
+                f"speakerid reads version {SCHEMA_VERSION}"
+            )
+
+    @contextmanager
+    def _db_errors(self) -> Iterator[None]:
+        """Turn sqlite3 failures into one-line ``StoreError``s."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise StoreError(
+                    f"{self.path}: the store is busy (another process held it for more "
+                    f"than {BUSY_TIMEOUT_SECONDS:.0f} s); try again"
+                ) from None
+            if "readonly" in text or "read-only" in text:
+                raise StoreError(f"{self.path}: the store is read-only") from None
+            raise StoreError(f"{self.path}: store error ({text})") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: damaged store ({exc})") from None
+
+    def _reader(self) -> sqlite3.Connection:
+        """A connection to read from: the file, or an empty in-memory store if none yet."""
+        if self._conn is None and self.path.exists():
+            self._open()
+        if self._conn is not None:
+            return self._conn
+        if self._empty is None:
+            self._empty = sqlite3.connect(":memory:", isolation_level=None)
+            self._empty.executescript(_SCHEMA)
+            self._empty.executemany("INSERT INTO meta VALUES (?, ?)", self._initial_meta())
+        return self._empty
+
+    def _writer(self) -> sqlite3.Connection:
+        """The file's connection, creating the store file first if needed.
+
+        A store this user may not write is refused here, before SQLite touches it, so that
+        no side file is made that a later writer could not write either.
+        """
+        if self._conn is None and not self.path.exists():
+            self._create()
+        if self._conn is None:
+            self._open()
+        assert self._conn is not None
+        if self._read_only:
+            raise StoreError(
+                f"{self.path}: the store is read-only (this user may not write it); "
+                "nothing was changed"
+            )
+        folder = self.path.parent
+        if not os.access(folder, os.W_OK) and not Path(f"{self.path}-wal").exists():
+            raise StoreError(
+                f"{self.path}: the store's folder {folder} is read-only, and SQLite writes "
+                "its log beside the store; nothing was changed"
+            )
+        return self._conn
+
+    @staticmethod
+    def _initial_meta() -> list[tuple[str, str]]:
+        return [
+            ("format", STORE_FORMAT),
+            ("schema_version", str(SCHEMA_VERSION)),
+            ("model_fingerprint", ""),
+            ("model_source", ""),
+            ("embedding_dim", "0"),
+            ("created", _now()),
+        ]
+
+    def _create(self) -> None:
+        """Build the store in a temporary file and hard-link it into place.
+
+        The link fails if another process created the store meanwhile; theirs is then used.
+        Either way no process ever sees a half-initialised store.
+        """
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            _clean_leftovers(self.path)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".new", dir=parent)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise StoreError(f"{self.path}: cannot create the store ({reason})") from None
+        # Held while the file is built: ``_clean_leftovers`` takes only unlocked ones, i.e.
+        # those of a creator that died. (flock, unlike POSIX locks, is not dropped when
+        # SQLite closes its own descriptor of the file.)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp = Path(tmp_name)
+        try:
+            conn = sqlite3.connect(str(tmp), isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
+                conn.executescript(_SCHEMA)
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", self._initial_meta())
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this file system
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot create the store ({exc})") from None
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
+            os.close(fd)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the database's write lock (``BEGIN IMMEDIATE``)."""
+        conn = self._writer()
+        with self._db_errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._migrate(conn)
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        self._invalidate()
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0])
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction: bring an older store up to this version.
+
+        Opening never writes, so an old store is read as it is and upgraded by its first
+        write. Schema 2 adds each recording's speech seconds (unknown for old recordings:
+        the files may be gone) and agreement (recomputed from the stored embeddings);
+        schema 3 keys recordings by content (``_MIGRATE_2_TO_3``).
+        """
+        version = self._version(conn)
+        if version >= SCHEMA_VERSION:
+            return
+        if version < 2:
+            conn.execute("ALTER TABLE recordings ADD COLUMN speech_seconds REAL")
+            conn.execute("ALTER TABLE recordings ADD COLUMN agreement REAL")
+            dim = int(
+                conn.execute("SELECT value FROM meta WHERE key = 'embedding_dim'").fetchone()[0]
+            )
+            for (speaker_id,) in conn.execute("SELECT id FROM speakers").fetchall():
+                self._store_agreement(conn, speaker_id, dim)
+        for statement in _MIGRATE_2_TO_3:
+            conn.execute(statement)
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+
+    def _store_agreement(self, conn: sqlite3.Connection, speaker_id: int, dim: int) -> None:
+        """Recompute the agreement of each of a speaker's recordings (others changed)."""
+        rows = conn.execute(
+            "SELECT id, embedding FROM recordings WHERE speaker_id = ? ORDER BY id", (speaker_id,)
+        ).fetchall()
+        if not rows:
+            return
+        values = agreements(self._decode([r[1] for r in rows], dim))
+        conn.executemany(
+            "UPDATE recordings SET agreement = ? WHERE id = ?",
+            [(None if np.isnan(v) else float(v), r[0]) for v, r in zip(values, rows, strict=True)],
+        )
+
+    # -- the meta table: the model that made the vectors, their generation
+
+    def meta(self) -> dict[str, str]:
+        """The meta table as a dict (format, schema version, model fingerprint, ...)."""
+        with self._db_errors():
+            return dict(self._reader().execute("SELECT key, value FROM meta").fetchall())
+
+    def _snapshot(self) -> tuple[str, np.ndarray, np.ndarray]:
+        """``(generation, (N,) ids, (N, D) vectors)`` read in one transaction, so the three
+        agree even while another process writes."""
+        with self._db_errors():
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                dim = int(meta.get("embedding_dim", "0"))
+                n = conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0]
+                ids = np.empty(n, np.int64)
+                vectors = np.empty((n, max(dim, 1)), np.float32)
+                cur = conn.execute("SELECT id, vector FROM speakers ORDER BY id")
+                done = 0
+                while rows := cur.fetchmany(INSERT_BATCH):
+                    ids[done : done + len(rows)] = [r[0] for r in rows]
+                    vectors[done : done + len(rows)] = self._decode([r[1] for r in rows], dim)
+                    done += len(rows)
+            finally:
+                conn.execute("COMMIT")
+        return meta.get(GENERATION_KEY, ""), ids, vectors
+
+    def _model_error(self, meta: Mapping[str, str], fingerprint: str, source: str) -> StoreError:
+        bound = meta.get("model_fingerprint", "")
+        made_by = f"model {bound[:12]}"
+        if meta.get("model_source"):
+            made_by += f" ({meta['model_source']})"
+        using = f"model {fingerprint[:12]}" + (f" ({source})" if source else "")
+        shipped = shipped_name(bound)
+        use_it = f"pass --model {shipped} to keep using this store, or " if shipped else ""
+        return StoreError(
+            f"{self.path} holds embeddings made by {made_by}, but the model in use is {using}; "
+            f"embeddings of different models cannot be compared: {use_it}re-enroll with "
+            "this model into a new store (--store NEW.sqlite; enroll-dir re-enrolls a folder), "
+            "or remove the enrolled speakers here and enroll them again"
+        )
+
+    def _model_ok(self, conn: sqlite3.Connection, fingerprint: str, dim: int, source: str) -> bool:
+        """Raise if a *non-empty* store was made by another model; True if already bound."""
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        bound = meta.get("model_fingerprint", "")
+        if bound == fingerprint and int(meta.get("embedding_dim", "0")) == dim:
+            return True
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM speakers)").fetchone()[0]:
+            raise self._model_error(meta, fingerprint, source)
+        return False
+
+    def check_model(self, fingerprint: str, dim: int, source: str = "") -> None:
+        """Refuse (``StoreError``) a model other than the one that made the stored vectors.
+
+        An empty store accepts any model; its first write binds it.
+        """
+        with self._db_errors():
+            self._model_ok(self._reader(), fingerprint, dim, source)
+
+    def _bind(self, conn: sqlite3.Connection, fingerprint: str, dim: int, source: str) -> None:
+        """Inside a write transaction: check the model again and record it if unbound."""
+        if not self._model_ok(conn, fingerprint, dim, source):
+            conn.executemany(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                [
+                    (fingerprint, "model_fingerprint"),
+                    (source, "model_source"),
+                    (str(dim), "embedding_dim"),
+                ],
+            )
+
+    def _decode(self, blobs: Sequence[bytes], dim: int) -> np.ndarray:
+        """Concatenate float32 blobs into ``(len(blobs), dim)``; a wrong size is damage."""
+        buf = b"".join(blobs)
+        if dim <= 0 or len(buf) != len(blobs) * dim * _VECTOR_DTYPE.itemsize:
+            raise StoreError(f"{self.path}: damaged store (a vector has the wrong size)")
+        return (
+            np.frombuffer(buf, dtype=_VECTOR_DTYPE)
+            .reshape(len(blobs), dim)
+            .astype(np.float32, copy=False)
+        )
+
+
+def _new_generation(conn: sqlite3.Connection) -> None:
+    """Inside a write transaction that changes speaker vectors: a new random generation, so
+    that a search index built before it is recognised as stale (``speakerid.search``)."""
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (GENERATION_KEY, secrets.token_hex(8)),
+    )
