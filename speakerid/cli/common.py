@@ -27,7 +27,9 @@ from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, read_stdin
 from speakerid.embed import BACKEND_ENV, BACKENDS, PRECISIONS, BaseEmbedder, open_embedder
 from speakerid.errors import SpeakerIDError
-from speakerid.store import DEFAULT_THRESHOLD, STORE_ENV, FileError, Source, default_store_path
+from speakerid.service import FileError, Source
+from speakerid.store import STORE_ENV, default_store_path
+from speakerid.thresholds import DEFAULT_THRESHOLD
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # verify: the voice did not match

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from speakerid.audio import MIN_SPEECH_SECONDS
+from speakerid.bulk import save_embeddings
 from speakerid.cli.common import (
     AudioFiles,
     BackendOpt,
@@ -29,7 +30,6 @@ from speakerid.cli.common import (
     progress_bar,
     read_sources,
 )
-from speakerid.store import save_embeddings
 
 
 @command("embed")

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from speakerid.audio import MIN_SPEECH_SECONDS
+from speakerid.bulk import save_embeddings
 from speakerid.cli.common import (
     AudioFiles,
     BackendOpt,
@@ -34,7 +35,7 @@ from speakerid.cli.common import (
     writing_sid,
 )
 from speakerid.embed import BaseEmbedder
-from speakerid.store import SpeakerStore, save_embeddings
+from speakerid.store import SpeakerStore
 
 
 @command()

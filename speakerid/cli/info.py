@@ -7,7 +7,8 @@ from dataclasses import asdict
 from rich.markup import escape
 
 from speakerid.cli.common import JsonOpt, ModelOpt, StoreOpt, command, out, print_json
-from speakerid.store import SpeakerStore, describe
+from speakerid.service import describe
+from speakerid.store import SpeakerStore
 
 
 @command("info")

@@ -37,7 +37,9 @@ from speakerid.cli.common import (
     progress_bar,
     read_sources,
 )
-from speakerid.store import FileError, Identification, SpeakerStore, calibration_notes
+from speakerid.service import FileError, Identification
+from speakerid.store import SpeakerStore
+from speakerid.thresholds import calibration_notes
 
 
 @command("verify")
