@@ -131,3 +131,23 @@ def test_onnx_backend_runs_every_embedding_command_without_torch(
         "verify", "alice", voices_dir / "alice_3.wav", "--model", model_path, "--json", env=env
     )
     assert result["code"] in (0, 1) and "torch" in result["heavy"], result
+
+
+@pytest.mark.parametrize(
+    "module", ["speakerid.store", "speakerid.storedb", "speakerid.search", "speakerid.thresholds"]
+)
+def test_the_store_side_imports_neither_torch_nor_the_encoder(module: str) -> None:
+    """Storage, search and the threshold rules are numpy only: ``list`` needs no torch."""
+    probe = (
+        f"import json, sys, {module}; "
+        f"print(json.dumps([m for m in {(*HEAVY, 'speakerid.embed')!r} if m in sys.modules]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout) == []
