@@ -178,3 +178,16 @@ def test_from_npz_needs_speaker_folders_and_no_name(
     r = cli("enroll", "alice", store=store_path)
     assert r.exit_code == 2 and "at least one FILE" in r.stderr
     assert not store_path.exists()
+
+
+def test_save_embeddings_keys_exactly_as_given(tmp_path: Path) -> None:
+    keys = ["./a.wav", "/abs/b.flac", "../c.wav", "file", "d e [1].wav"]
+    vecs = {k: np.full(16, i, np.float32) for i, k in enumerate(keys)}
+    out = tmp_path / "e.npz"
+    save_embeddings(out, vecs)
+    with np.load(out) as z:
+        assert sorted(z.files) == sorted(keys)
+        for i, k in enumerate(keys):
+            assert z[k][0] == i
+    with pytest.raises(SpeakerIDError):
+        save_embeddings(tmp_path / "no" / "such" / "dir" / "e.npz", vecs)

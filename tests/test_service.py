@@ -1,0 +1,58 @@
+"""The service: enroll, verify and identify over a store and an embedder; speaker folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from speakerid.embed import Embedder, load_model
+from speakerid.errors import DataError, SpeakerIDError, UnknownSpeakerError
+from speakerid.service import enroll, identify, speaker_folders, verify
+from speakerid.store import SpeakerStore
+
+
+def test_speaker_folders_layouts(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    for rel in [
+        "19/198/19-198-0001.flac",
+        "19/198/19-198-0002.flac",
+        "26/26-1.wav",
+        "26/notes.txt",
+        ".cache/x.wav",
+        "27/.hidden/y.wav",
+    ]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    found = speaker_folders(root)
+    assert [name for name, _ in found] == ["19", "26"]
+    assert [p.name for p in found[0][1]] == ["19-198-0001.flac", "19-198-0002.flac"]
+    with pytest.raises(DataError):
+        speaker_folders(tmp_path / "nothing")
+    with pytest.raises(DataError):
+        speaker_folders(root / "27")
+
+
+def test_audio_operations(store_path: Path, model_path: Path, voices_dir: Path) -> None:
+    embedder = Embedder(load_model(model_path), device="cpu")
+    a = [str(voices_dir / f"alice_{k}.wav") for k in (1, 2)]
+    with SpeakerStore(store_path) as store:
+        with pytest.raises(SpeakerIDError):
+            identify(store, embedder, a)  # nobody enrolled yet
+        enroll(store, embedder, "alice", a)
+        enroll(store, embedder, "bob", [str(voices_dir / "bob_1.wav")])
+        assert store.meta()["model_fingerprint"] == embedder.model.fingerprint
+        v = verify(store, embedder, "alice", str(voices_dir / "alice_3.wav"))
+        assert -1.0 <= v.score <= 1.0 and v.threshold == 0.5 and v.accepted == (v.score >= 0.5)
+        one = identify(store, embedder, [str(voices_dir / "alice_3.wav")], top_k=1)[0]
+        many = identify(
+            store, embedder, [str(voices_dir / f) for f in ("alice_3.wav", "bob_3.wav")], 1.0
+        )
+        assert len(one.candidates) == 1
+        # The same best candidate; the score to within float rounding (with bf16 arithmetic a
+        # fragment's embedding may move in the last digits with the batch it is run in).
+        assert many[0].candidates[0].speaker == one.candidates[0].speaker
+        assert many[0].candidates[0].score == pytest.approx(one.candidates[0].score, abs=1e-5)
+        assert [r.best for r in many] == [None, None]
+        with pytest.raises(UnknownSpeakerError):
+            verify(store, embedder, "zed", str(voices_dir / "alice_3.wav"))
