@@ -37,7 +37,7 @@ from speakerid.embed import BaseEmbedder
 from speakerid.errors import AudioError, DataError
 from speakerid.service import FileError, _embed, _model_id, speaker_folders
 from speakerid.store import SpeakerStore
-from speakerid.vectors import l2_normalize
+from speakerid.vectors import l2_normalize, score
 
 NORMS = ("none", "asnorm")
 COHORTS = ("auto", "model", "store")
@@ -269,7 +269,7 @@ def _open_set(
     scores = best[strangers]
     if norm == "asnorm" and len(scores):
         # identify names the top raw candidate when its normalised score passes: the same here
-        sims = data.embeddings[strangers] @ gallery.T
+        sims = score(data.embeddings[strangers], gallery)
         same = data.names[strangers][:, None] == gallery_names[None, :]
         top = np.argmax(np.where(same, -np.inf, sims), axis=1)
         scores = np.asarray(

@@ -128,7 +128,7 @@ def enrollment_trials(
     mat = np.stack(models)
     owner = np.asarray(owners)
     held_out = np.asarray(held)
-    scores = (emb @ mat.T) if score_fn is None else score_fn(emb, mat, owner)
+    scores = score(emb, mat) if score_fn is None else score_fn(emb, mat, owner)
     scores = np.asarray(scores, dtype=np.float64)
     target = scores[held_out, np.arange(len(mat))]
     different = spk[:, None] != owner[None, :]
@@ -301,7 +301,7 @@ def cohort_stats(
     -------
     ``(Q,)`` means and ``(Q,)`` standard deviations (floored at 1e-6).
     """
-    scores = np.asarray(vectors, dtype=np.float64) @ np.asarray(cohort, dtype=np.float64).T
+    scores = score(np.asarray(vectors, dtype=np.float64), np.asarray(cohort, dtype=np.float64))
     if exclude is not None:
         rows = np.flatnonzero(np.asarray(exclude) >= 0)
         scores[rows, np.asarray(exclude)[rows]] = -np.inf
@@ -346,7 +346,7 @@ def as_norm_scores(
         raise DataError(
             f"AS-norm needs a cohort of at least {MIN_COHORT} speakers; this one has {len(cohort)}"
         )
-    raw = q @ m.T
+    raw = score(q, m)
     if cohort_names is None:
         excl = np.full(len(m), -1)
     else:
@@ -378,7 +378,7 @@ def best_other_scores(
     The leave-one-speaker-out estimate of what a stranger scores against an ``N``-speaker
     store: ``(Q,)`` best-of-N (or N-1) impostor scores.
     """
-    scores = np.asarray(queries, dtype=np.float64) @ np.asarray(gallery, dtype=np.float64).T
+    scores = score(np.asarray(queries, dtype=np.float64), np.asarray(gallery, dtype=np.float64))
     same = np.asarray(query_speakers)[:, None] == np.asarray(gallery_names)[None, :]
     scores[same] = -np.inf
     return scores.max(axis=1)

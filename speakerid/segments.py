@@ -47,6 +47,7 @@ from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreE
 from speakerid.service import _model_id
 from speakerid.store import SpeakerStore
 from speakerid.thresholds import resolve_threshold
+from speakerid.vectors import score
 
 Fit = Literal["tile", "direct"]
 FITS: tuple[str, ...] = get_args(Fit)
@@ -357,7 +358,7 @@ def score_windows(
             emb = embed(np.stack(batch))
             if not np.isfinite(emb).all():
                 raise CheckpointError("the model produced NaN or infinite values")
-            rows.append((emb @ references.T).astype(np.float32))
+            rows.append(score(emb, references).astype(np.float32))
             batch.clear()
 
     for speech in _windows(chunks(), voiced, samples, cfg):
