@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -46,6 +47,7 @@ INSERT_BATCH = 10_000  # rows per executemany in bulk inserts
 GENERATION_KEY = "vectors_generation"  # meta: random token renewed by each vector change
 
 _VECTOR_DTYPE = np.dtype("<f4")
+_Db = TypeVar("_Db", bound="StoreDB")
 
 # The recordings table's columns: the schema and the 2 -> 3 migration build it from this.
 _RECORDINGS_COLUMNS = """
@@ -171,7 +173,7 @@ class StoreDB:
 
     # -- connections
 
-    def __enter__(self) -> StoreDB:
+    def __enter__(self: _Db) -> _Db:
         return self
 
     def __exit__(self, *exc: object) -> None:
