@@ -3,8 +3,7 @@
 What the CLI and the Python API call. Each function takes arrays or paths and returns a
 result dataclass, raising only ``SpeakerIDError`` subclasses. Files become embeddings here
 (``speakerid.embed``); the store (``speakerid.store``) only keeps vectors, and ranking is
-``speakerid.search``. The threshold rules live here too: ``resolve_threshold`` says which
-threshold a decision uses and why.
+``speakerid.search``; which threshold a decision uses, and why, is ``speakerid.thresholds``.
 """
 
 from __future__ import annotations
