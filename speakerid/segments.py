@@ -46,7 +46,7 @@ from speakerid.embed import Embedder
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
 from speakerid.service import _model_id
 from speakerid.store import SpeakerStore
-from speakerid.thresholds import resolve_threshold
+from speakerid.thresholds import GIVEN, resolve_threshold
 from speakerid.vectors import score
 
 Fit = Literal["tile", "direct"]
@@ -394,7 +394,7 @@ def window_threshold(
 ) -> float:
     """The score a window needs: ``override`` as given, else the model's plus the offset."""
     threshold, source = resolve_threshold(model_threshold, override)
-    return threshold if source == "--threshold" else threshold + cfg.threshold_offset
+    return threshold if source == GIVEN else threshold + cfg.threshold_offset
 
 
 def identify_segments(

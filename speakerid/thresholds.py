@@ -2,7 +2,8 @@
 
 In order of precedence: a threshold the caller gives, the store's calibrated one (``speakerid
 calibrate``, when it was made with the model in use), the model's calibrated one, else
-``DEFAULT_THRESHOLD``.
+``DEFAULT_THRESHOLD``. Sources are named for what they are (``"given"``, ``"store"``,
+``"model"``, ``"default"``), not for the flags that set them: the CLI words them itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from speakerid.modelinfo import check_threshold
 from speakerid.store import SpeakerStore
 
 DEFAULT_THRESHOLD = 0.5  # cosine; used only when the model carries no calibrated threshold
+GIVEN = "given"  # ``resolve_threshold``'s source for a threshold the caller passed
 
 
 def resolve_threshold(
@@ -22,13 +24,13 @@ def resolve_threshold(
 ) -> tuple[float, str]:
     """The decision threshold and where it came from, in this order of precedence.
 
-    Returns ``(threshold, source)``, source one of ``"--threshold"``, ``"store"`` (the
+    Returns ``(threshold, source)``, source one of ``GIVEN`` (``override``), ``"store"`` (the
     store's ``calibrate``d value), ``"model"`` (the checkpoint's calibrated value) or
     ``"default"`` (``DEFAULT_THRESHOLD``, uncalibrated).
     """
     try:
         if override is not None:
-            return check_threshold(override, "--threshold"), "--threshold"
+            return check_threshold(override, "the threshold given"), GIVEN
         if calibrated is not None:
             # A store's calibration may be on AS-normalised scores, which are not cosines
             # and not bounded; it must still be a number.

@@ -16,7 +16,7 @@ from speakerid.calibration import Calibration
 from speakerid.service import recording_quality
 from speakerid.store import SpeakerStore
 from speakerid.storedb import SCHEMA_VERSION
-from speakerid.thresholds import DEFAULT_THRESHOLD, resolve_threshold
+from speakerid.thresholds import DEFAULT_THRESHOLD, GIVEN, resolve_threshold
 
 PITCHES = (100.0, 125.0, 150.0, 180.0, 210.0, 240.0)
 
@@ -43,7 +43,7 @@ def calibration_of(store: Path) -> dict:
 
 
 def test_resolve_threshold_precedence() -> None:
-    assert resolve_threshold(0.7, 0.2, 0.4) == (0.2, "--threshold")
+    assert resolve_threshold(0.7, 0.2, 0.4) == (0.2, GIVEN)
     assert resolve_threshold(0.7, None, 0.4) == (0.4, "store")
     assert resolve_threshold(0.7, None, None) == (0.7, "model")
     assert resolve_threshold(None, None, None) == (DEFAULT_THRESHOLD, "default")

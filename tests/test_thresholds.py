@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from speakerid.errors import SpeakerIDError
-from speakerid.thresholds import DEFAULT_THRESHOLD, resolve_threshold
+from speakerid.thresholds import DEFAULT_THRESHOLD, GIVEN, resolve_threshold
 
 
 def test_resolve_threshold() -> None:
     assert resolve_threshold(0.7, None) == (0.7, "model")
     assert resolve_threshold(None, None) == (DEFAULT_THRESHOLD, "default")
-    assert resolve_threshold(0.7, -1.0) == (-1.0, "--threshold")
+    assert resolve_threshold(0.7, -1.0) == (-1.0, GIVEN)
     with pytest.raises(SpeakerIDError):
         resolve_threshold(0.7, float("nan"))
 
@@ -22,5 +22,5 @@ def test_every_threshold_is_a_cosine() -> None:
             resolve_threshold(0.5, bad)
     with pytest.raises(SpeakerIDError, match="threshold"):
         resolve_threshold(float("nan"), None)
-    assert resolve_threshold(0.5, 1.0) == (1.0, "--threshold")
-    assert resolve_threshold(0.5, -1.0) == (-1.0, "--threshold")
+    assert resolve_threshold(0.5, 1.0) == (1.0, GIVEN)
+    assert resolve_threshold(0.5, -1.0) == (-1.0, GIVEN)

@@ -27,9 +27,10 @@ from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, read_stdin
 from speakerid.embed import BACKEND_ENV, BACKENDS, PRECISIONS, BaseEmbedder, open_embedder
 from speakerid.errors import SpeakerIDError
+from speakerid.modelinfo import check_threshold
 from speakerid.service import FileError, Source
 from speakerid.store import STORE_ENV, default_store_path
-from speakerid.thresholds import DEFAULT_THRESHOLD
+from speakerid.thresholds import DEFAULT_THRESHOLD, GIVEN
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # verify: the voice did not match
@@ -194,6 +195,21 @@ def fail(message: str, code: int = EXIT_ERROR, prefix: str = "error: ") -> NoRet
     if _json_errors.get():
         typer.echo(json.dumps({"error": first, "code": code}, ensure_ascii=False))
     raise typer.Exit(code)
+
+
+def threshold_flag(value: float | None) -> float | None:
+    """``--threshold`` checked, in the flag's own name (the core names no flags)."""
+    if value is None:
+        return None
+    try:
+        return check_threshold(value, "--threshold")
+    except ValueError as exc:
+        raise SpeakerIDError(str(exc)) from None
+
+
+def threshold_origin(source: str) -> str:
+    """Where a threshold came from, as the CLI words it: ``--threshold`` for a given one."""
+    return "--threshold" if source == GIVEN else source
 
 
 def print_json(data: Any) -> None:

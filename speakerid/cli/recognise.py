@@ -36,6 +36,8 @@ from speakerid.cli.common import (
     print_json,
     progress_bar,
     read_sources,
+    threshold_flag,
+    threshold_origin,
 )
 from speakerid.service import FileError, Identification
 from speakerid.store import SpeakerStore
@@ -58,19 +60,20 @@ def verify_cmd(
     """1:1 check that FILE is NAME. Exit status 0 accepted, 1 rejected, 2 error."""
     with open_sid(store, model, backend, precision, min_speech) as sid:
         (source,) = read_sources([file], sample_rate)
-        result = sid.verify(name, source, threshold=threshold)
+        result = sid.verify(name, source, threshold=threshold_flag(threshold))
         store_path = str(sid.store.path)
+    origin = threshold_origin(result.threshold_source)
     if json_:
-        print_json({**asdict(result), "store": store_path})
+        print_json({**asdict(result), "threshold_source": origin, "store": store_path})
     else:
         verdict = "[green]accepted[/green]" if result.accepted else "[red]rejected[/red]"
         normalized = (
             "" if result.normalized_score is None else f", AS-norm {result.normalized_score:.4f}"
         )
-        origin = "" if result.threshold_source == "model" else f" ({result.threshold_source})"
+        shown = "" if origin == "model" else f" ({origin})"
         out.print(
             f"{verdict} {result.speaker}: score {result.score:.4f}{normalized}, "
-            f"threshold {result.threshold:.4f}{origin}",
+            f"threshold {result.threshold:.4f}{shown}",
             soft_wrap=True,
         )
     raise typer.Exit(EXIT_OK if result.accepted else EXIT_REJECTED)
@@ -141,7 +144,9 @@ def identify_cmd(
     }
     if segments:
         settings = {k: v for k, v in seg_values.items() if v is not None}
-        _identify_segments(files, settings, threshold, model, precision, store, json_, rttm, plot)
+        _identify_segments(
+            files, settings, threshold_flag(threshold), model, precision, store, json_, rttm, plot
+        )
         return
     if top < 1:  # before anything loads: a usage error costs no model
         fail(f"--top must be at least 1, not {top}")
@@ -155,7 +160,7 @@ def identify_cmd(
         everything = sid.identify_many(
             sources,
             top,
-            threshold=threshold,
+            threshold=threshold_flag(threshold),
             strict=strict,
             on_file=lambda done, total: progress.update(task, completed=done),
         )
@@ -169,7 +174,7 @@ def identify_cmd(
     results = [r for r in everything if isinstance(r, Identification)]
     with failures_reported(failures):
         if json_:
-            print_json([{**asdict(r), "store": store_path} for r in everything])
+            print_json([_identification_json(r, store_path) for r in everything])
         else:
             _print_identifications(results)
 
@@ -190,8 +195,16 @@ def _print_identifications(results: list[Identification]) -> None:
                 mark = f" (AS-norm {result.normalized_score:.4f})" if rank == 1 else ""
             table.add_row(str(rank), cand.speaker, f"{cand.score:.4f}{mark}")
         out.print(table)
-    origin = "" if results[0].threshold_source == "model" else f" ({results[0].threshold_source})"
-    out.print(f"threshold {results[0].threshold:.4f}{origin}")
+    origin = threshold_origin(results[0].threshold_source)
+    shown = "" if origin == "model" else f" ({origin})"
+    out.print(f"threshold {results[0].threshold:.4f}{shown}")
+
+
+def _identification_json(result: Identification | FileError, store_path: str) -> dict:
+    data = {**asdict(result), "store": store_path}
+    if isinstance(result, Identification):
+        data["threshold_source"] = threshold_origin(result.threshold_source)
+    return data
 
 
 def _identify_segments(
