@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
-from speakerid.data import AudioBank, FragmentSet, fragment_set, scan_corpus
 from speakerid.embed import Embedder, load_model
-from speakerid.evaluate import report_json
-from speakerid.kway import (
+from speakerid.lab.data import AudioBank, FragmentSet, fragment_set, scan_corpus
+from speakerid.lab.evaluate import report_json
+from speakerid.lab.kway import (
     CASE_STUDY_KWAY,
     KWayResult,
     eligible_speakers,
@@ -47,9 +47,9 @@ from speakerid.kway import (
     mfcc_stats,
     random_baseline,
 )
-from speakerid.metrics import verification_summary, verification_trials
+from speakerid.lab.metrics import verification_summary, verification_trials
+from speakerid.lab.plots import plot_det, plot_kway_curve
 from speakerid.model import LoadedModel, load_encoder
-from speakerid.plots import plot_det, plot_kway_curve
 
 LIBRI = "LibriSpeech/train-clean-100"
 RAVDESS = "eval-only/ravdess"

@@ -36,10 +36,10 @@ from bench_accuracy import Resemblyzer  # the same baseline, run the same way
 
 from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
 from speakerid.calibration import as_norm, cohort_stats
-from speakerid.data import AudioBank, fragment_set, scan_corpus
 from speakerid.embed import Embedder, load_model
-from speakerid.kway import kway_curve
-from speakerid.metrics import verification_summary, verification_trials
+from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
+from speakerid.lab.kway import kway_curve
+from speakerid.lab.metrics import verification_summary, verification_trials
 from speakerid.model import LoadedModel
 from speakerid.vectors import l2_normalize, pool
 

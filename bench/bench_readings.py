@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from bench_accuracy import Resemblyzer, held_out_speakers, libri_bank, load_run
 
-from speakerid.data import fragment_set
 from speakerid.embed import Embedder, load_model
-from speakerid.kway import kway_curve
-from speakerid.metrics import eer, verification_trials
+from speakerid.lab.data import fragment_set
+from speakerid.lab.kway import kway_curve
+from speakerid.lab.metrics import eer, verification_trials
 from speakerid.model import Encoder, LoadedModel, ModelConfig
 from speakerid.pretrained import GE2E, init_from_ge2e
 

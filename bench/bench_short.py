@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from speakerid.audio import SAMPLE_RATE, fragment
-from speakerid.data import AudioBank, scan_corpus
 from speakerid.embed import Embedder, load_model
-from speakerid.metrics import verification_summary
+from speakerid.lab.data import AudioBank, scan_corpus
+from speakerid.lab.metrics import verification_summary
 from speakerid.vectors import l2_normalize
 
 LENGTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)

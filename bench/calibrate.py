@@ -22,9 +22,9 @@ import numpy as np
 
 from speakerid.audio import SAMPLE_RATE
 from speakerid.calibration import gap_threshold, pair_trials
-from speakerid.data import AudioBank, scan_corpora
 from speakerid.embed import Embedder
-from speakerid.evaluate import match_speakers
+from speakerid.lab.data import AudioBank, scan_corpora
+from speakerid.lab.evaluate import match_speakers
 from speakerid.model import load_encoder, resave
 
 

@@ -17,8 +17,8 @@ import json
 
 import numpy as np
 
-from speakerid.data import AudioBank, fragment_set, scan_corpus
 from speakerid.embed import Embedder, pool
+from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
 from speakerid.model import load_encoder, resave
 
 

@@ -19,7 +19,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from speakerid.train import TrainConfig, train
+from speakerid.lab.train import TrainConfig, train
 
 LIBRI = "LibriSpeech/train-clean-100"
 EXTRA = ("extra/vctk", "extra/cmu_arctic", "extra/aishell1", "extra/ami")

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 from conftest import SR, VOICES, synth_voice, write_wav
 
+from speakerid.lab.whiten import WHITEN_SHRINKAGE
 from speakerid.model import load_encoder
-from speakerid.whiten import WHITEN_SHRINKAGE
 
 # ---------------------------------------------------------------- helpers
 
@@ -519,7 +519,7 @@ def test_train_flags_are_the_train_config_fields(runner, tmp_path: Path, monkeyp
     import dataclasses
     import inspect
 
-    import speakerid.train as train_module
+    import speakerid.lab.train as train_module
     from speakerid.cli import app
     from speakerid.cli.lab import train_cmd
 

@@ -12,7 +12,8 @@ import torch
 from conftest import VOICES, synth_voice
 
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.data import (
+from speakerid.errors import DataError
+from speakerid.lab.data import (
     AudioBank,
     Recording,
     Sampler,
@@ -25,7 +26,6 @@ from speakerid.data import (
     spec_augment,
     split_speakers,
 )
-from speakerid.errors import DataError
 
 SR = SAMPLE_RATE
 

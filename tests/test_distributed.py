@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from speakerid import distributed
 from speakerid.errors import DataError
+from speakerid.lab import distributed
 from tests.test_train import write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 WORKER = """
 import os, sys
 from pathlib import Path
-import speakerid.train as train
+import speakerid.lab.train as train
 log = Path(sys.argv.pop(1)) / f"writes.{os.environ['RANK']}"
 def logged(fn):
     def wrapper(*args, **kwargs):

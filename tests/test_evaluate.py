@@ -7,9 +7,9 @@ import json
 import numpy as np
 from conftest import embedding_corpus
 
-from speakerid.evaluate import report_json
-from speakerid.kway import kway_curve
-from speakerid.metrics import verification_summary, verification_trials
+from speakerid.lab.evaluate import report_json
+from speakerid.lab.kway import kway_curve
+from speakerid.lab.metrics import verification_summary, verification_trials
 
 # -------------------------------------------------------------------------------- reports
 

@@ -10,7 +10,7 @@ from conftest import embedding_corpus
 
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
 from speakerid.errors import DataError
-from speakerid.kway import (
+from speakerid.lab.kway import (
     KWayResult,
     kway_accuracy,
     kway_curve,

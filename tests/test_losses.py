@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speakerid.losses import DISTANCES, AAMHead, PairBCEHead, cosine_distance, euclidean, l1
+from speakerid.lab.losses import DISTANCES, AAMHead, PairBCEHead, cosine_distance, euclidean, l1
 
 
 @pytest.fixture(scope="module")

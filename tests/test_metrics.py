@@ -9,7 +9,7 @@ import pytest
 from conftest import embedding_corpus
 
 from speakerid.errors import DataError
-from speakerid.metrics import (
+from speakerid.lab.metrics import (
     det_curve,
     eer,
     min_dcf,

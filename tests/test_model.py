@@ -25,7 +25,7 @@ import speakerid.registry as registry
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
 from speakerid.embed import Embedder, load_model, native_bf16, resolve_precision
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
-from speakerid.losses import DISTANCES
+from speakerid.lab.losses import DISTANCES
 from speakerid.model import (
     CHECKPOINT_FORMAT,
     Encoder,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from conftest import embedding_corpus
 
-from speakerid.kway import CASE_STUDY_KWAY, kway_curve
-from speakerid.metrics import verification_trials
-from speakerid.plots import plot_det, plot_kway_curve, plot_training_curves, plot_tsne
+from speakerid.lab.kway import CASE_STUDY_KWAY, kway_curve
+from speakerid.lab.metrics import verification_trials
+from speakerid.lab.plots import plot_det, plot_kway_curve, plot_training_curves, plot_tsne
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,12 +14,12 @@ from conftest import make_checkpoint
 from test_train import quiet, tiny, write_corpus
 
 import speakerid.embed
-from speakerid.data import AudioBank, scan_corpus
 from speakerid.embed import open_embedder
 from speakerid.errors import CheckpointError, DataError
+from speakerid.lab.data import AudioBank, scan_corpus
+from speakerid.lab.teachers import POOL_FILE, TeacherPool
+from speakerid.lab.train import train
 from speakerid.model import Encoder, ModelConfig, load_encoder, save_encoder
-from speakerid.teachers import POOL_FILE, TeacherPool
-from speakerid.train import train
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +141,8 @@ def test_init_from_a_whitened_checkpoint_loads_its_body_and_leaves_the_back_end(
 def test_the_projection_starts_at_the_least_squares_map(
     corpus: Path, teacher: Path, tmp_path: Path
 ) -> None:
-    from speakerid.train import fit_projection
-    from speakerid.validation import batched
+    from speakerid.lab.train import fit_projection
+    from speakerid.lab.validation import batched
 
     pool = TeacherPool.build(_bank(corpus), str(teacher), 64, 0, None, tmp_path)
     torch.manual_seed(0)

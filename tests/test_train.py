@@ -28,13 +28,13 @@ from scipy.signal import lfilter
 
 from speakerid.audio import SAMPLE_RATE
 from speakerid.errors import CheckpointError, DataError
-from speakerid.model import ModelConfig, load_encoder
-from speakerid.train import (
+from speakerid.lab.train import (
     TrainConfig,
     _set_lr,
     config_from_overrides,
     train,
 )
+from speakerid.model import ModelConfig, load_encoder
 
 SR = SAMPLE_RATE
 N_SPEAKERS = 8

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from speakerid.validation import selection_key
+from speakerid.lab.validation import selection_key
 
 
 def test_selection_key_by_accuracy_or_distillation() -> None:

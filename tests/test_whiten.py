@@ -11,9 +11,9 @@ import torch
 from test_train import quiet, tiny, write_corpus
 
 from speakerid.errors import DataError
+from speakerid.lab.train import train
+from speakerid.lab.whiten import fit_whitening, wccn
 from speakerid.model import load_encoder, save_encoder
-from speakerid.train import train
-from speakerid.whiten import fit_whitening, wccn
 
 
 @pytest.fixture(scope="module")

@@ -150,8 +150,8 @@ def train_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Train a twin encoder on speaker-labelled audio and keep the best checkpoint."""
-    from speakerid import distributed as ddp
-    from speakerid.train import config_from_overrides, train
+    from speakerid.lab import distributed as ddp
+    from speakerid.lab.train import config_from_overrides, train
 
     if distributed and not ddp.launched():
         fail(f"--distributed: start the command under torchrun: {ddp.TORCHRUN_LINE}")
@@ -194,8 +194,8 @@ def whiten_cmd(
     speakers). The threshold is reset to the validation speakers' fragment EER point (or
     left uncalibrated when the checkpoint has no validation speakers).
     """
+    from speakerid.lab.whiten import WHITEN_SHRINKAGE, fit_whitening
     from speakerid.model import save_encoder
-    from speakerid.whiten import WHITEN_SHRINKAGE, fit_whitening
 
     if out_path.exists() and not force:
         fail(f"{out_path} exists; pass --force to overwrite it")
@@ -252,7 +252,7 @@ def evaluate_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Evaluate a model on unseen speakers: k-way accuracy, baselines, EER, plots."""
-    from speakerid.evaluate import evaluate_model
+    from speakerid.lab.evaluate import evaluate_model
 
     others = [load_model(p) for p in compare or []]
     report = evaluate_model(

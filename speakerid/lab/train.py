@@ -33,8 +33,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from speakerid import distributed
-from speakerid.data import (
+from speakerid.errors import CheckpointError, DataError
+from speakerid.lab import distributed
+from speakerid.lab.data import (
     AudioBank,
     Sampler,
     Split,
@@ -44,11 +45,10 @@ from speakerid.data import (
     spec_augment,
     split_speakers,
 )
-from speakerid.errors import CheckpointError, DataError
-from speakerid.losses import DISTANCES, AAMHead, PairBCEHead
+from speakerid.lab.losses import DISTANCES, AAMHead, PairBCEHead
+from speakerid.lab.teachers import TeacherPool
+from speakerid.lab.validation import batched, embed_teacher, selection_key, validate
 from speakerid.model import Encoder, ModelConfig, save_encoder
-from speakerid.teachers import TeacherPool
-from speakerid.validation import batched, embed_teacher, selection_key, validate
 
 OBJECTIVES = ("bce", "aam", "distill")
 SELECT_ON = ("accuracy", "distill")
@@ -429,7 +429,7 @@ def _info(cfg: TrainConfig, split: Split, step: int, val: dict[str, float]) -> d
 def _plot_history(history: list[dict[str, float]], path: Path) -> None:
     if not history:
         return
-    from speakerid.plots import plot_training_curves
+    from speakerid.lab.plots import plot_training_curves
 
     plot_training_curves(history, path)
 

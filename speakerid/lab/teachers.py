@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rich.console import Console
 
-from speakerid.data import AudioBank, Sampler
 from speakerid.errors import DataError
+from speakerid.lab.data import AudioBank, Sampler
 
 if TYPE_CHECKING:
     from speakerid.embed import BaseEmbedder

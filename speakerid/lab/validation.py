@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from speakerid.calibration import eer_point
-from speakerid.data import FragmentSet
-from speakerid.kway import kway_accuracy
-from speakerid.metrics import verification_trials
+from speakerid.lab.data import FragmentSet
+from speakerid.lab.kway import kway_accuracy
+from speakerid.lab.metrics import verification_trials
 from speakerid.model import Encoder
 from speakerid.vectors import l2_normalize, score_pairs
 

@@ -23,7 +23,7 @@ import torch
 from speakerid.audio import FRAGMENT_SAMPLES
 from speakerid.errors import DataError
 from speakerid.features import MFCCFrontend
-from speakerid.metrics import Seed, as_rng, label_codes, wilson_interval
+from speakerid.lab.metrics import Seed, as_rng, label_codes, wilson_interval
 from speakerid.vectors import METRICS, Metric, l2_normalize, similarity
 
 Method = Literal["prototype", "nearest"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from speakerid.errors import DataError
-from speakerid.kway import (
+from speakerid.lab.kway import (
     CASE_STUDY_KWAY,
     METHODS,
     KWayResult,
@@ -27,7 +27,7 @@ from speakerid.kway import (
     mfcc_stats,
     random_baseline,
 )
-from speakerid.metrics import verification_summary, verification_trials
+from speakerid.lab.metrics import verification_summary, verification_trials
 
 JSON_DIGITS = 4  # floats in reports are rounded to this many digits
 
@@ -111,9 +111,9 @@ def evaluate_model(
     Reports n-shot k-way accuracy (k = 2 .. ``max_way``; prototype and nearest-neighbour for
     n > 1), the random and MFCC-statistics k-NN baselines, and fragment-level EER / minDCF.
     """
-    from speakerid.data import AudioBank, fragment_set, scan_corpora
     from speakerid.embed import Embedder
-    from speakerid.plots import plot_det, plot_kway_curve, plot_tsne
+    from speakerid.lab.data import AudioBank, fragment_set, scan_corpora
+    from speakerid.lab.plots import plot_det, plot_kway_curve, plot_tsne
 
     if speakers not in SPEAKER_SETS:
         raise DataError(f"unknown speaker set {speakers!r}; one of {list(SPEAKER_SETS)}")

@@ -14,8 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from speakerid.errors import DataError
-from speakerid.kway import KWayResult
-from speakerid.metrics import det_curve, eer
+from speakerid.lab.kway import KWayResult
+from speakerid.lab.metrics import det_curve, eer
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
