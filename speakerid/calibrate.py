@@ -35,7 +35,7 @@ from speakerid.calibration import (
 )
 from speakerid.embed import BaseEmbedder
 from speakerid.errors import AudioError, DataError
-from speakerid.service import FileError, _embed, _model_id, speaker_folders
+from speakerid.service import FileError, embed_checked, model_id, speaker_folders
 from speakerid.store import SpeakerStore
 from speakerid.vectors import l2_normalize, score
 
@@ -97,7 +97,7 @@ def embed_folders(
     for i, name, files in folders:
         for path in files:
             try:
-                vectors.append(_embed(embedder, path))
+                vectors.append(embed_checked(embedder, path))
                 labels.append(f"{i}:{name}")
                 names.append(name)
                 paths.append(str(path))
@@ -331,7 +331,7 @@ def calibrate(
         raise DataError(f"unknown --cohort {cohort!r}; one of {list(COHORTS)}")
     if norm not in NORMS:
         raise DataError(f"unknown --norm {norm!r}; one of {list(NORMS)}")
-    fingerprint, dim, source = _model_id(embedder)
+    fingerprint, dim, source = model_id(embedder)
     store.check_model(fingerprint, dim, source)  # fail before the slow part
     names, gallery = store.matrix()
     shipped = getattr(embedder.model, "cohort", None)  # LoadedModel.cohort, when present

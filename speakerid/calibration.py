@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from speakerid.errors import DataError
-from speakerid.vectors import l2_normalize, pool, score
+from speakerid.vectors import l2_normalize, pool, score, score_pairs
 
 ENROLL_SIZE = 3  # recordings pooled per trial model: a typical enrollment
 MIN_SPEAKERS = 4  # with fewer, different-speaker trials are too few and too alike
@@ -56,7 +56,7 @@ def agreements(embeddings: np.ndarray) -> np.ndarray:
         return np.full(len(emb), np.nan)
     total = emb.astype(np.float64).sum(axis=0)
     others = _unit((total[None, :] - emb) / (len(emb) - 1))
-    return np.einsum("nd,nd->n", emb.astype(np.float64), others.astype(np.float64))
+    return score_pairs(emb.astype(np.float64), others.astype(np.float64))
 
 
 @dataclass(frozen=True)

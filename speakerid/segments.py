@@ -44,7 +44,7 @@ from speakerid.audio import (
 )
 from speakerid.embed import Embedder
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
-from speakerid.service import _model_id
+from speakerid.service import model_id
 from speakerid.store import SpeakerStore
 from speakerid.thresholds import GIVEN, resolve_threshold
 from speakerid.vectors import score
@@ -417,7 +417,7 @@ def identify_segments(
     """
     cfg = config or SegmentConfig()
     threshold = window_threshold(embedder.model.threshold, threshold, cfg)
-    fingerprint, dim, source = _model_id(embedder)
+    fingerprint, dim, source = model_id(embedder)
     store.check_model(fingerprint, dim, source)
     names, references = store.matrix()
     if not names:

@@ -148,13 +148,13 @@ class Info:
 # ---------------------------------------------------------------- operations
 
 
-def _model_id(embedder: BaseEmbedder) -> tuple[str, int, str]:
+def model_id(embedder: BaseEmbedder) -> tuple[str, int, str]:
     """(fingerprint, embedding size, absolute path) of the embedder's model."""
     model = embedder.model
     return model.fingerprint, embedder.dim, str(Path(model.path).resolve())
 
 
-def _embed(embedder: BaseEmbedder, path: Source) -> np.ndarray:
+def embed_checked(embedder: BaseEmbedder, path: Source) -> np.ndarray:
     """``embedder.embed_file`` that refuses non-finite output (a damaged model's mark)."""
     vector = embedder.embed_file(path)
     if not np.isfinite(vector).all():
@@ -165,8 +165,8 @@ def _embed(embedder: BaseEmbedder, path: Source) -> np.ndarray:
     return vector
 
 
-def _embed_measured(embedder: BaseEmbedder, path: str | Path) -> tuple[np.ndarray, float]:
-    """``_embed`` that also returns the recording's seconds of speech (after trimming).
+def embed_measured(embedder: BaseEmbedder, path: str | Path) -> tuple[np.ndarray, float]:
+    """``embed_checked`` that also returns the recording's seconds of speech (after trimming).
 
     The same embedding as ``embed_file``: trimming here and not again in the embedder.
     """
@@ -261,9 +261,9 @@ def enroll(
     nothing is written.
     """
     name = validate_name(name)
-    fingerprint, dim, source = _model_id(embedder)
+    fingerprint, dim, source = model_id(embedder)
     store.check_model(fingerprint, dim, source)  # fail before the slow part
-    measured = [_embed_measured(embedder, p) for p in paths]
+    measured = [embed_measured(embedder, p) for p in paths]
     embeddings = np.stack([m[0] for m in measured]) if paths else np.zeros((0, dim))
     seconds = [m[1] for m in measured]
     quality = _quality(store, embedder, name, [str(p) for p in paths], embeddings, seconds, replace)
@@ -339,7 +339,7 @@ def enroll_directory(
     shard: ``(I, N)``: only every N-th speaker folder from the I-th (``speakerid.bulk``).
     """
     folders = speaker_folders(root)[shard[0] :: shard[1]]
-    fingerprint, dim, source = _model_id(embedder)
+    fingerprint, dim, source = model_id(embedder)
     store.check_model(fingerprint, dim, source)
     total = sum(len(files) for _, files in folders)
     done = 0
@@ -361,7 +361,7 @@ def enroll_directory(
         seconds: list[float] = []
         for path in files:
             try:
-                vector, speech = _embed_measured(embedder, path)
+                vector, speech = embed_measured(embedder, path)
                 vectors.append(vector)
                 seconds.append(speech)
                 good.append(str(path))
@@ -403,14 +403,14 @@ def verify(
     ``resolve_threshold``). A store calibrated with AS-norm decides on the normalised score.
     """
     name = validate_name(name)
-    fingerprint, dim, source = _model_id(embedder)
+    fingerprint, dim, source = model_id(embedder)
     calibration = calibration_for(store, fingerprint)
     threshold, origin = resolve_threshold(
         embedder.model.threshold, threshold, calibration.threshold if calibration else None
     )
     store.check_model(fingerprint, dim, source)
     reference = store.vector(name)
-    query = _embed(embedder, path)
+    query = embed_checked(embedder, path)
     raw = float(score(reference, query))
     normalized = None
     if origin == "store" and calibration is not None and calibration.norm == "asnorm":
@@ -474,8 +474,8 @@ def identify(
     one is named when its normalised score passes.
     """
     if top_k < 1:
-        raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
-    fingerprint, dim, source = _model_id(embedder)
+        raise SpeakerIDError(f"top must be at least 1, not {top_k}")
+    fingerprint, dim, source = model_id(embedder)
     calibration = calibration_for(store, fingerprint)
     threshold, origin = resolve_threshold(
         embedder.model.threshold, threshold, identify_threshold(calibration)
@@ -483,8 +483,6 @@ def identify(
     store.check_model(fingerprint, dim, source)
     if len(store) == 0:
         raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
-    if top_k < 1:
-        raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
     embedded = embed_files(embedder, paths, strict=strict, on_file=on_file)
     vectors = embedded.vectors
     ranked = store.search(np.stack(list(vectors.values())), top_k) if vectors else []
@@ -524,7 +522,7 @@ def embed_files(
     errors: list[FileError] = []
     for done, path in enumerate(paths, 1):
         try:
-            vectors[str(path)] = _embed(embedder, path)
+            vectors[str(path)] = embed_checked(embedder, path)
         except AudioError as exc:
             if strict:
                 raise

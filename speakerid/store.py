@@ -585,7 +585,7 @@ class SpeakerStore(StoreDB):
         list of Q lists of ``Candidate``, best first.
         """
         if top_k < 1:
-            raise SpeakerIDError(f"--top must be at least 1, not {top_k}")
+            raise SpeakerIDError(f"top must be at least 1, not {top_k}")
         kept = self._kept_index()
         if kept is not None:
             return rank_index(kept, queries, top_k, self._names_of, where=str(self.path))
