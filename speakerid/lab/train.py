@@ -47,7 +47,7 @@ from speakerid.lab.data import (
 )
 from speakerid.lab.losses import DISTANCES, AAMHead, PairBCEHead
 from speakerid.lab.teachers import TeacherPool
-from speakerid.lab.validation import batched, embed_teacher, selection_key, validate
+from speakerid.lab.validation import embed_teacher, raw_embeddings, selection_key, validate
 from speakerid.model import Encoder, ModelConfig, save_encoder
 
 OBJECTIVES = ("bce", "aam", "distill")
@@ -174,11 +174,7 @@ def fit_projection(
     knew; fitted, the projection starts where the student's embeddings already point.
     """
     n = min(len(pool.waves), PROJECTION_FIT_CROPS)
-    was_training = encoder.training
-    encoder.eval()
-    with torch.no_grad():  # the raw embeddings the projection is given in training
-        student = batched(encoder, pool.waves[:n], device, 128)
-    encoder.train(was_training)
+    student = raw_embeddings(encoder, pool.waves[:n], device)  # what the projection is given
     x = np.hstack([student, np.ones((n, 1), np.float32)]).astype(np.float64)
     solution, *_ = np.linalg.lstsq(x, pool.targets[:n].astype(np.float64), rcond=None)
     with torch.no_grad():

@@ -34,13 +34,24 @@ def batched(
     return np.concatenate(out)
 
 
-def embed_set(encoder: Encoder, frags: FragmentSet, device: torch.device, batch: int = 128):
-    """Unit embeddings ``(N, D)`` of a FragmentSet, in eval mode."""
+def raw_embeddings(
+    encoder: Encoder, waves: np.ndarray, device: torch.device, batch: int = 128
+) -> np.ndarray:
+    """The encoder's outputs ``(N, D)`` for ``(N, samples)`` audio, in eval mode, not normalised.
+
+    The encoder is put back in the mode it was in (a training run validates mid-run).
+    """
     was_training = encoder.training
     encoder.eval()
-    emb = batched(encoder, frags.waves, device, batch)
-    encoder.train(was_training)
-    return l2_normalize(emb)
+    try:
+        return batched(encoder, waves, device, batch)
+    finally:
+        encoder.train(was_training)
+
+
+def embed_set(encoder: Encoder, frags: FragmentSet, device: torch.device, batch: int = 128):
+    """Unit embeddings ``(N, D)`` of a FragmentSet, in eval mode."""
+    return l2_normalize(raw_embeddings(encoder, frags.waves, device, batch))
 
 
 def embed_teacher(teacher: nn.Module, frags: FragmentSet, device: torch.device, batch: int = 64):
@@ -65,10 +76,7 @@ def validate(
     student started from trained weights saturates within a few hundred steps on 20 speakers,
     it keeps telling checkpoints apart.
     """
-    was_training = encoder.training
-    encoder.eval()
-    raw = batched(encoder, frags.waves, device, 128)
-    encoder.train(was_training)
+    raw = raw_embeddings(encoder, frags.waves, device)
     emb = l2_normalize(raw)
     rng = np.random.default_rng(1234)  # the same tasks at every validation
     n_spk = len(set(frags.speakers.tolist()))
