@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from speakerid.embed import BaseEmbedder
 
 POOL_FILE = "teacher_pool.npz"
-EMBED_CHUNK = 256  # crops embedded per call: bounds the teacher's working memory
 
 
 class TeacherPool:
@@ -59,7 +58,7 @@ class TeacherPool:
         """The teacher's unit embeddings of other fragments ``(n, samples)`` (validation's)."""
         if self.teacher is None:
             raise DataError("this teacher pool was built without its teacher")
-        return _label(_open_teacher(self.teacher), waves)
+        return _open_teacher(self.teacher).embed_fragments(waves)
 
     @property
     def dim(self) -> int:
@@ -101,7 +100,8 @@ class TeacherPool:
         targets = _cached(cache, key)
         if targets is None:
             console.print(f"teacher {teacher} labels {size} crops once")
-            targets = _label(_open_teacher(path), waves)
+            # embed_fragments batches by itself (the embedder's batch_size)
+            targets = _open_teacher(path).embed_fragments(waves)
             folder.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")
             np.savez(tmp, key=np.array(key), targets=targets)
@@ -137,14 +137,6 @@ def _open_teacher(path: str | Path) -> BaseEmbedder:
 
     backend = "onnx" if _has_onnxruntime() else "torch"
     return open_embedder(path, backend=backend, precision="fp32")
-
-
-def _label(embedder: BaseEmbedder, waves: np.ndarray) -> np.ndarray:
-    chunks = [
-        embedder.embed_fragments(waves[i : i + EMBED_CHUNK])
-        for i in range(0, len(waves), EMBED_CHUNK)
-    ]
-    return np.concatenate(chunks).astype(np.float32)
 
 
 def _has_onnxruntime() -> bool:
