@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from speakerid.cli.common import (
@@ -25,6 +24,7 @@ from speakerid.cli.common import (
     load_embedder,
     out,
     print_json,
+    progress_bar,
 )
 from speakerid.embed import load_model
 from speakerid.store import SpeakerStore
@@ -376,14 +376,7 @@ def calibrate_cmd(
     embedder = load_embedder(model, precision)
     with (
         SpeakerStore(store) as db,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as progress,
+        progress_bar() as progress,
     ):
         task = progress.add_task("embedding", total=None)
 
