@@ -154,15 +154,19 @@ def model_id(embedder: BaseEmbedder) -> tuple[str, int, str]:
     return model.fingerprint, embedder.dim, str(Path(model.path).resolve())
 
 
-def embed_checked(embedder: BaseEmbedder, path: Source) -> np.ndarray:
-    """``embedder.embed_file`` that refuses non-finite output (a damaged model's mark)."""
-    vector = embedder.embed_file(path)
+def _finite(embedder: BaseEmbedder, path: Source, vector: np.ndarray) -> np.ndarray:
+    """``vector``, refused when not finite: a damaged model's mark."""
     if not np.isfinite(vector).all():
         raise CheckpointError(
             f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
             "the checkpoint is damaged"
         )
     return vector
+
+
+def embed_checked(embedder: BaseEmbedder, path: Source) -> np.ndarray:
+    """``embedder.embed_file`` that refuses non-finite output (a damaged model's mark)."""
+    return _finite(embedder, path, embedder.embed_file(path))
 
 
 def embed_measured(embedder: BaseEmbedder, path: str | Path) -> tuple[np.ndarray, float]:
@@ -178,12 +182,7 @@ def embed_measured(embedder: BaseEmbedder, path: str | Path) -> tuple[np.ndarray
         speech = trim_silence(load_audio(path), name=str(path))
         vector = embedder.embed_waveform(speech, name=str(path), trim=False)
         seconds = len(speech) / SAMPLE_RATE
-    if not np.isfinite(vector).all():
-        raise CheckpointError(
-            f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
-            "the checkpoint is damaged"
-        )
-    return vector, seconds
+    return _finite(embedder, path, vector), seconds
 
 
 def recording_quality(
