@@ -47,13 +47,13 @@ import torch
 
 from speakerid.audio import SAMPLE_RATE, frame_dbfs, load_audio, speech_frames
 from speakerid.embed import Embedder, load_model
+from speakerid.scorer import window_threshold
 from speakerid.segments import (
     SegmentConfig,
     WindowScores,
     identify_segments,
     score_windows,
     segment_scores,
-    window_threshold,
 )
 from speakerid.service import enroll
 from speakerid.store import SpeakerStore
@@ -279,11 +279,9 @@ def main_eval(args: argparse.Namespace) -> None:
             if k in SegmentConfig.__dataclass_fields__ and v is not None
         }
     )
-    threshold = window_threshold(model.threshold, args.threshold, cfg)
+    threshold = window_threshold(model.threshold, args.threshold, cfg.threshold_offset)
     # The sweep tries offsets from the model's own threshold (or from --threshold).
-    base_threshold = window_threshold(
-        model.threshold, args.threshold, replace(cfg, threshold_offset=0.0)
-    )
+    base_threshold = window_threshold(model.threshold, args.threshold, 0.0)
     report = {
         "command": " ".join(["python", *sys.argv]),
         "model": str(model.path),

@@ -142,15 +142,36 @@ class SpeakerID:
             shard=shard,
         )
 
-    def verify(self, name: str, file: Source, *, threshold: float | None = None) -> Verdict:
-        """1:1: is ``file`` the enrolled speaker ``name``? (``threshold`` None: the model's)."""
-        return verify(self.store, self.embedder, name, file, threshold)
+    def verify(
+        self,
+        name: str,
+        file: Source,
+        *,
+        threshold: float | None = None,
+        far: float | None = None,
+    ) -> Verdict:
+        """1:1: is ``file`` the enrolled speaker ``name``?
+
+        Decided at the false-accept rate ``far`` (default 1 %) for this clip's and this
+        enrollment's quality, or at exactly ``threshold`` (a cosine) when given.
+        """
+        return verify(self.store, self.embedder, name, file, threshold, far=far)
 
     def identify(
-        self, file: Source, top: int = 3, *, threshold: float | None = None
+        self,
+        file: Source,
+        top: int = 3,
+        *,
+        threshold: float | None = None,
+        far: float | None = None,
     ) -> Identification:
-        """1:N for one recording: ranked candidates, ``best`` None when nobody is close enough."""
-        (result,) = identify(self.store, self.embedder, [file], threshold, top, strict=True)
+        """1:N for one recording: ranked candidates, ``best`` None for a stranger.
+
+        ``far``: how often a stranger may be named, per query (default 1 %).
+        """
+        (result,) = identify(
+            self.store, self.embedder, [file], threshold, top, far=far, strict=True
+        )
         assert isinstance(result, Identification)  # strict: a bad file raised instead
         return result
 
@@ -160,12 +181,20 @@ class SpeakerID:
         top: int = 5,
         *,
         threshold: float | None = None,
+        far: float | None = None,
         strict: bool = False,
         on_file: OnFile | None = None,
     ) -> list[Identification | FileError]:
         """1:N for several recordings, in order; a file that fails gets a ``FileError``."""
         return identify(
-            self.store, self.embedder, files, threshold, top, strict=strict, on_file=on_file
+            self.store,
+            self.embedder,
+            files,
+            threshold,
+            top,
+            far=far,
+            strict=strict,
+            on_file=on_file,
         )
 
     def embed(self, audio: Source | np.ndarray, sample_rate: int | None = None) -> np.ndarray:

@@ -24,6 +24,7 @@ from speakerid.calibration import (
     Trials,
     as_norm_scores,
     best_other_scores,
+    decision_cells,
     distribution,
     eer_point,
     enrollment_trials,
@@ -31,11 +32,22 @@ from speakerid.calibration import (
     fpir_threshold,
     min_dcf,
     power_threshold,
+    quality_trials,
     rates_at,
+)
+from speakerid.decision import (
+    DEFAULT_FAR,
+    MIN_FIT_NONTARGET,
+    MIN_FIT_TARGET,
+    DecisionModel,
+    QualityTrials,
+    fit_decision_model,
+    refit,
 )
 from speakerid.embed import BaseEmbedder
 from speakerid.errors import AudioError, DataError
-from speakerid.service import FileError, embed_checked, model_id, speaker_folders
+from speakerid.modelinfo import file_sha256
+from speakerid.service import FileError, embed_measured, model_id, model_identity, speaker_folders
 from speakerid.store import SpeakerStore
 from speakerid.vectors import l2_normalize, score
 
@@ -53,6 +65,7 @@ class Labelled:
     names: np.ndarray  # (R,) speaker folder names (matched against enrolled names)
     paths: list[str]
     skipped: list[FileError] = field(default_factory=list)
+    seconds: np.ndarray | None = None  # (R,) seconds of speech of each recording, if measured
 
 
 @dataclass(frozen=True)
@@ -69,10 +82,17 @@ class CalibrationReport:
     skipped: list[FileError]
     written: bool  # False with dry_run
     trials: Trials = field(repr=False, compare=False)  # the scored trials (for plots)
+    # decisions at the default false-accept rate per test-speech bucket and enrollment size,
+    # on the calibration trials themselves (see ``calibration.decision_cells``)
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    # the quality-annotated trials and the decisions taken on them (for the plot)
+    decided: tuple[QualityTrials, np.ndarray] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, without the trial arrays."""
-        data = {k: v for k, v in self.__dict__.items() if k != "trials"}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("trials", "decided")}
         data["calibration"] = asdict(self.calibration)
         data["skipped"] = [asdict(s) for s in self.skipped]
         return data
@@ -92,23 +112,44 @@ def embed_folders(
         (i, name, files) for i, root in enumerate(roots) for name, files in speaker_folders(root)
     ]
     total = sum(len(files) for *_, files in folders)
-    vectors, labels, names, paths, skipped = [], [], [], [], []
+    vectors, labels, names, paths, skipped, seconds = [], [], [], [], [], []
+    seen: dict[str, str] = {}  # content sha256 -> the first path holding it
     done = 0
     for i, name, files in folders:
         for path in files:
+            done += 1
             try:
-                vectors.append(embed_checked(embedder, path))
+                digest = file_sha256(path)
+            except OSError as exc:
+                skipped.append(FileError(str(path), f"{path}: unreadable ({exc.strerror})"))
+                continue
+            if digest in seen:
+                skipped.append(
+                    FileError(str(path), f"{path}: the same recording as {seen[digest]}; left out")
+                )
+                continue
+            seen[digest] = str(path)
+            try:
+                vector, speech = embed_measured(embedder, path)
+                vectors.append(vector)
+                seconds.append(speech)
                 labels.append(f"{i}:{name}")
                 names.append(name)
                 paths.append(str(path))
             except AudioError as exc:
                 skipped.append(FileError(str(path), str(exc)))
-            done += 1
             if on_file:
                 on_file(name, done, total)
     if not vectors:
         raise DataError("no usable recordings in the calibration data")
-    return Labelled(np.stack(vectors), np.asarray(labels), np.asarray(names), paths, skipped)
+    return Labelled(
+        np.stack(vectors),
+        np.asarray(labels),
+        np.asarray(names),
+        paths,
+        skipped,
+        np.asarray(seconds),
+    )
 
 
 def _operating_point(trials: Trials, far: float | None) -> float:
@@ -133,6 +174,7 @@ def fit_calibration(
     seed: int = 0,
     model_threshold: float | None = None,
     sources: Sequence[str] = (),
+    decision: DecisionModel | None = None,
 ) -> CalibrationReport:
     """Score enrollment-style trials and choose the thresholds.
 
@@ -142,6 +184,10 @@ def fit_calibration(
     fpir: the false-positive identification rate to set the 1:N threshold for.
     norm: ``none`` (raw cosine) or ``asnorm`` against ``cohort`` (``(C, D)``; with
         ``cohort_names`` when it is a store's own speakers).
+    decision: the model's decision calibration. With ``norm="none"`` and measured seconds
+        of speech, it is refitted (or, with few trials, shifted) on quality-annotated trials
+        of enrollments of 1 and ``enroll_size`` recordings (``decision.refit``), or fitted
+        from scratch when the model has none; verify and identify then decide with it.
     gallery, gallery_names: the store's ``(N, D)`` speaker vectors and names. The 1:N
         threshold is set from each calibration recording's best score over the gallery,
         leaving out an enrolled speaker of the recording's own folder name
@@ -175,6 +221,7 @@ def fit_calibration(
         trials = _trials(data, enroll_size, seed, normalised)
     threshold = _operating_point(trials, far)
     raw_threshold = threshold if trials is raw else _operating_point(raw, far)
+    _refuse_degenerate(raw, raw_threshold)
     rate, eer_at = eer_point(trials.scores, trials.labels)
     dcf, dcf_at = min_dcf(trials.scores, trials.labels, P_TARGET)
     fa, miss = rates_at(trials.scores, trials.labels, threshold)
@@ -198,6 +245,9 @@ def fit_calibration(
             "no speakers are enrolled yet: the 1:N threshold is not set; identify "
             "uses the 1:1 one until you enroll speakers and run calibrate again"
         )
+    fitted, cells, decided = None, [], None
+    if norm == "none" and data.seconds is not None:
+        fitted, cells, decided = _decision_fit(data, decision, enroll_size, seed, sources, notes)
     model_fa = model_miss = None
     if model_threshold is not None:
         model_fa, model_miss = rates_at(raw.scores, raw.labels, model_threshold)
@@ -225,6 +275,7 @@ def fit_calibration(
         cohort=cohort_kind if norm == "asnorm" else None,
         cohort_size=None if norm != "asnorm" or cohort is None else len(cohort),
         top_k=top_k,
+        decision=None if fitted is None else asdict(fitted),
         **open_set,
     )
     return CalibrationReport(
@@ -238,7 +289,57 @@ def fit_calibration(
         list(data.skipped),
         False,
         trials,
+        cells,
+        decided,
     )
+
+
+DEGENERATE_THRESHOLD = 0.999  # a cosine threshold this high accepts only copies of a recording
+
+
+def _refuse_degenerate(trials: Trials, threshold: float) -> None:
+    """Refuse a calibration that copies of recordings would give (``DataError``).
+
+    ``trials`` and ``threshold`` on raw cosine: a threshold at 1 accepts only copies, and
+    same-speaker trials that mostly score as copies are copies under other names.
+    """
+    same = trials.scores[trials.labels]
+    copies = float((same >= DEGENERATE_THRESHOLD).mean())
+    if threshold >= DEGENERATE_THRESHOLD or copies > 0.5:
+        raise DataError(
+            f"degenerate calibration: threshold {threshold:.4f}, {100 * copies:.0f}% of "
+            "same-speaker trials score as copies of one recording; give each speaker "
+            "different recordings (nothing was written)"
+        )
+
+
+def _decision_fit(
+    data: Labelled,
+    base: DecisionModel | None,
+    enroll_size: int,
+    seed: int,
+    sources: Sequence[str],
+    notes: list[str],
+) -> tuple[DecisionModel | None, list[dict[str, Any]], tuple[QualityTrials, np.ndarray] | None]:
+    """The store's decision calibration and its report per condition (see ``fit_calibration``)."""
+    assert data.seconds is not None
+    where = ", ".join(str(s) for s in sources) or "calibration recordings"
+    try:
+        qt = quality_trials(data.embeddings, data.speakers, data.seconds, (1, enroll_size), seed)
+        fitted = refit(base, qt, where) if base is not None else fit_decision_model(qt, where)
+    except DataError as exc:
+        notes.append(f"decisions keep the model's calibration: {exc}")
+        return None, [], None
+    if fitted.method == "shift":
+        notes.append(
+            f"only {int(qt.labels.sum())} same-speaker and {int((~qt.labels).sum())} "
+            f"different-speaker trials (a refit needs {MIN_FIT_TARGET} and "
+            f"{MIN_FIT_NONTARGET}): the model's decision calibration was shifted to these "
+            "recordings' level, not refitted"
+        )
+    accepted = qt.scores >= fitted.thresholds(DEFAULT_FAR, *qt.quality)
+    cells = decision_cells(qt, accepted, fitted.llr(qt.scores, *qt.quality))
+    return fitted, cells, (qt, accepted)
 
 
 def _trials(data: Labelled, enroll_size: int, seed: int, score_fn: Any = None) -> Trials:
@@ -334,7 +435,8 @@ def calibrate(
     fingerprint, dim, source = model_id(embedder)
     store.check_model(fingerprint, dim, source)  # fail before the slow part
     names, gallery = store.matrix()
-    shipped = getattr(embedder.model, "cohort", None)  # LoadedModel.cohort, when present
+    identity = model_identity(embedder)
+    shipped = identity.cohort() if norm == "asnorm" else None
     kind = cohort if cohort != "auto" else ("model" if shipped is not None else "store")
     cohort_vectors = cohort_names = None
     if norm == "asnorm":
@@ -362,6 +464,7 @@ def calibrate(
         seed=seed,
         model_threshold=embedder.model.threshold,
         sources=[str(r) for r in roots],
+        decision=identity.decision,
     )
     if dry_run:
         return report

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from speakerid.decision import QualityTrials, act_dcf, cllr, min_cllr
 from speakerid.errors import DataError
 from speakerid.vectors import l2_normalize, pool, score, score_pairs
 
@@ -136,6 +137,50 @@ def enrollment_trials(
     all_scores = np.concatenate([target, nontarget])
     labels = np.concatenate([np.ones(len(target), bool), np.zeros(len(nontarget), bool)])
     return Trials(all_scores, labels, mat, owner, held_out)
+
+
+def quality_trials(
+    embeddings: np.ndarray,
+    speakers: np.ndarray,
+    seconds: np.ndarray,
+    enroll_sizes: tuple[int, ...] = (1, ENROLL_SIZE),
+    seed: int = 0,
+) -> QualityTrials:
+    """``enrollment_trials`` for each enrollment size, with the quality of both sides.
+
+    For every recording and size ``k`` (when its speaker has ``k`` other recordings), one
+    model is pooled from ``k`` of the others; the recording is tested against it, and every
+    recording of other speakers too. Each trial carries the test recording's seconds of
+    speech and the model's seconds and recording count; weights make every (class, size)
+    cell count equally in a fit.
+    """
+    emb = _unit(embeddings)
+    spk = np.asarray(speakers)
+    sec = np.asarray(seconds, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    cols: list[list[np.ndarray]] = [[], [], [], [], []]
+    for size in sorted(set(enroll_sizes)):
+        for label in np.unique(spk):
+            idx = np.flatnonzero(spk == label)
+            others_all = np.flatnonzero(spk != label)
+            for i in idx:
+                own = idx[idx != i]
+                if len(own) < size:
+                    continue
+                take = np.sort(rng.choice(own, size=size, replace=False))
+                model = pool(emb[take])
+                tests = np.r_[i, others_all]
+                cols[0].append(score(emb[tests], model[None, :])[:, 0].astype(np.float64))
+                cols[1].append(np.r_[True, np.zeros(len(others_all), bool)])
+                cols[2].append(sec[tests])
+                cols[3].append(np.full(len(tests), sec[take].sum()))
+                cols[4].append(np.full(len(tests), size))
+    if not cols[0]:
+        raise DataError("no speaker has 2 or more recordings: there are no same-speaker trials")
+    s, y, t, e, c = (np.concatenate(col) for col in cols)
+    cell = c * 2 + y
+    _, inverse, counts = np.unique(cell, return_inverse=True, return_counts=True)
+    return QualityTrials(s, y, t, e, c, 1.0 / counts[inverse])
 
 
 def pair_trials(embeddings: np.ndarray, speakers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -440,6 +485,9 @@ class Calibration:
     cohort: str | None = None  # "model" or "store" when norm is "asnorm"
     cohort_size: int | None = None
     top_k: int | None = None
+    # The quality-dependent decision calibration (``decision.DecisionModel`` as a dict), fitted
+    # by this version's calibrate; None in stores calibrated before it (fixed threshold).
+    decision: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -456,3 +504,74 @@ class Calibration:
         return self.identify_threshold is not None and n_now >= REGROW_RATIO * max(
             self.store_speakers, 1
         )
+
+
+# ---------------------------------------------------------------- decisions by condition
+
+TEST_BUCKETS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)  # lower edges of test-speech buckets, s
+
+
+def condition_report(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    accepted: np.ndarray,
+    llr: np.ndarray | None = None,
+    p_target: float = P_TARGET,
+) -> dict[str, Any]:
+    """How decisions fared on one condition's trials: counts, FAR / FRR, DCF and Cllr.
+
+    ``oracle_frr``: the miss rate of the best single threshold on these very trials that
+    accepts no more strangers than the decisions did (at least one stranger's worth).
+    """
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels, bool)
+    accepted = np.asarray(accepted, bool)
+    out: dict[str, Any] = {"n_target": int(labels.sum()), "n_nontarget": int((~labels).sum())}
+    if not labels.any() or labels.all():
+        return out
+    far = float(accepted[~labels].mean())
+    frr = float((~accepted[labels]).mean())
+    allowed = max(far, 1.0 / (~labels).sum())
+    rates, misses, _ = error_rates(scores, labels)
+    oracle = float(misses[rates <= allowed + 1e-12].min())
+    out.update(far=far, frr=frr, oracle_frr=oracle, eer=eer_point(scores, labels)[0])
+    out["min_dcf"] = min_dcf(scores, labels, p_target)[0]
+    if llr is not None:
+        out.update(
+            act_dcf=act_dcf(llr, labels, p_target),
+            cllr=cllr(llr, labels),
+            min_cllr=min_cllr(scores, labels),
+        )
+    return out
+
+
+def bucket_of(test_seconds: np.ndarray) -> np.ndarray:
+    """Index into ``TEST_BUCKETS`` of each test's seconds of speech."""
+    return np.searchsorted(np.asarray(TEST_BUCKETS), np.asarray(test_seconds), side="right") - 1
+
+
+def bucket_name(index: int) -> str:
+    low = TEST_BUCKETS[index]
+    high = TEST_BUCKETS[index + 1] if index + 1 < len(TEST_BUCKETS) else None
+    return f"{low:g}-{high:g} s" if high is not None else f">= {low:g} s"
+
+
+def decision_cells(
+    trials: QualityTrials, accepted: np.ndarray, llr: np.ndarray | None
+) -> list[dict[str, Any]]:
+    """``condition_report`` per test-speech bucket and enrollment size (rows with trials)."""
+    buckets = bucket_of(trials.test_seconds)
+    rows = []
+    for b in np.unique(buckets):
+        for k in np.unique(trials.enroll_count):
+            m = (buckets == b) & (trials.enroll_count == k)
+            if not m.any():
+                continue
+            row = {"test_speech": bucket_name(int(b)), "enroll_recordings": int(k)}
+            row.update(
+                condition_report(
+                    trials.scores[m], trials.labels[m], accepted[m], None if llr is None else llr[m]
+                )
+            )
+            rows.append(row)
+    return rows

@@ -44,9 +44,8 @@ from speakerid.audio import (
 )
 from speakerid.embed import Embedder
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
-from speakerid.service import model_id
+from speakerid.service import model_id, scorer_for
 from speakerid.store import SpeakerStore
-from speakerid.thresholds import GIVEN, resolve_threshold
 from speakerid.vectors import score
 
 Fit = Literal["tile", "direct"]
@@ -389,14 +388,6 @@ def segment_scores(
 # ---------------------------------------------------------------- the operation
 
 
-def window_threshold(
-    model_threshold: float | None, override: float | None, cfg: SegmentConfig
-) -> float:
-    """The score a window needs: ``override`` as given, else the model's plus the offset."""
-    threshold, source = resolve_threshold(model_threshold, override)
-    return threshold if source == GIVEN else threshold + cfg.threshold_offset
-
-
 def identify_segments(
     store: SpeakerStore,
     embedder: Embedder,
@@ -416,7 +407,7 @@ def identify_segments(
     name: how errors and the result name the recording (default: the path, or "audio").
     """
     cfg = config or SegmentConfig()
-    threshold = window_threshold(embedder.model.threshold, threshold, cfg)
+    threshold = scorer_for(store, embedder, threshold).window_threshold(cfg.threshold_offset)
     fingerprint, dim, source = model_id(embedder)
     store.check_model(fingerprint, dim, source)
     names, references = store.matrix()

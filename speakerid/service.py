@@ -18,17 +18,17 @@ import numpy as np
 from speakerid.audio import (
     FRAGMENT_SECONDS,
     SAMPLE_RATE,
+    STDIN,
     Clip,
     is_long,
     load_audio,
     trim_silence,
 )
 from speakerid.calibration import (
-    ASNORM_TOP_K,
     Calibration,
     agreements,
-    as_norm_scores,
 )
+from speakerid.decision import Quality
 from speakerid.embed import BaseEmbedder
 from speakerid.errors import (
     AudioError,
@@ -39,7 +39,8 @@ from speakerid.errors import (
     SpeakerIDError,
     StoreError,
 )
-from speakerid.registry import DEFAULT_MODEL, resolve_model
+from speakerid.registry import DEFAULT_MODEL, decision_model, model_cohort, resolve_model
+from speakerid.scorer import ModelIdentity, Scorer
 from speakerid.search import Candidate
 from speakerid.store import (
     EnrollResult,
@@ -55,7 +56,7 @@ from speakerid.thresholds import (
     identify_threshold,
     resolve_threshold,
 )
-from speakerid.vectors import l2_normalize, score
+from speakerid.vectors import score
 
 # Less speech than this is warned about: over half of its one fragment is repeated audio.
 GOOD_SPEECH_SECONDS = FRAGMENT_SECONDS / 2  # 1.5
@@ -95,27 +96,46 @@ class EmbedResult:
 
 @dataclass(frozen=True)
 class Verification:
-    """A 1:1 decision: ``accepted`` is ``score >= threshold``."""
+    """A 1:1 decision (``speakerid.scorer`` says by which rule).
+
+    With a decision calibration, ``accepted`` holds false accepts at ``far`` for this clip's
+    and this enrollment's quality, and ``threshold`` is the cosine that means here; with a
+    fixed threshold (given, or an older store calibration), ``far`` and ``quality`` are None.
+    """
 
     speaker: str
     file: str
     score: float  # raw cosine in [-1, 1]
-    threshold: float
+    threshold: float  # the cosine (or AS-norm) threshold this comparison was decided at
     accepted: bool
-    threshold_source: str = "model"  # see ``resolve_threshold``
+    threshold_source: str = "model"  # "given", "store", "model" or "default"
     normalized_score: float | None = None  # AS-norm score the decision used, if calibrated so
+    llr: float | None = None  # log-likelihood ratio (same vs different speaker), when known
+    far: float | None = None  # the target false-accept rate of the decision
+    stranger_rate: float | None = None  # how often a stranger scores this high, estimated
+    quality: Quality | None = None  # the quality measures the decision used
 
 
 @dataclass(frozen=True)
 class Identification:
-    """A 1:N answer for one file: ranked candidates, ``best`` None when below threshold."""
+    """A 1:N answer for one file: ranked candidates, ``best`` None when no one is accepted.
+
+    ``accepted[i]`` and ``thresholds[i]`` are candidate i's decision and the cosine threshold
+    it was judged at (its own enrollment's quality, see ``speakerid.scorer``); ``threshold``
+    is the top candidate's.
+    """
 
     file: str
     candidates: list[Candidate]
     best: str | None
     threshold: float
-    threshold_source: str = "model"  # see ``resolve_threshold``
+    threshold_source: str = "model"  # "given", "store", "model" or "default"
     normalized_score: float | None = None  # AS-norm score of the top candidate, if in use
+    far: float | None = None  # the per-query rate of naming a stranger, when calibrated
+    accepted: list[bool] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+    llrs: list[float | None] = field(default_factory=list)
+    test_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +163,7 @@ class Info:
     identify_source: str = "model"
     calibration: Calibration | None = None  # the store's, whatever model made it
     notes: list[str] = field(default_factory=list)  # why a calibration applies or not
+    decisions: str = ""  # the rule verify and identify decide by, in words (``Scorer``)
 
 
 # ---------------------------------------------------------------- operations
@@ -169,12 +190,12 @@ def embed_checked(embedder: BaseEmbedder, path: Source) -> np.ndarray:
     return _finite(embedder, path, embedder.embed_file(path))
 
 
-def embed_measured(embedder: BaseEmbedder, path: str | Path) -> tuple[np.ndarray, float]:
+def embed_measured(embedder: BaseEmbedder, path: Source) -> tuple[np.ndarray, float]:
     """``embed_checked`` that also returns the recording's seconds of speech (after trimming).
 
     The same embedding as ``embed_file``: trimming here and not again in the embedder.
     """
-    if is_long(path):  # streamed: memory stays flat whatever the length and the rate
+    if not isinstance(path, Clip) and str(path) != STDIN and is_long(path):  # streamed: flat memory
         samples: list[int] = []
         vector = embedder.embed_stream(path, on_speech=samples.append)
         seconds = samples[0] / SAMPLE_RATE
@@ -389,69 +410,65 @@ def enroll_directory(
     return BulkEnrollResult(str(root), enrolled, skipped)
 
 
+def model_identity(embedder: BaseEmbedder) -> ModelIdentity:
+    """What decisions need to know of the embedder's model, the same for every backend."""
+    model = embedder.model
+    fingerprint = model.fingerprint
+
+    def cohort() -> np.ndarray | None:
+        loaded = getattr(model, "cohort", None)  # the torch backend has read it already
+        return loaded if loaded is not None else model_cohort(fingerprint, model.path)
+
+    return ModelIdentity(fingerprint, model.threshold, decision_model(fingerprint), cohort)
+
+
+def scorer_for(
+    store: SpeakerStore,
+    embedder: BaseEmbedder,
+    threshold: float | None = None,
+    far: float | None = None,
+) -> Scorer:
+    """The decision home for this store and this embedder's model (``speakerid.scorer``)."""
+    return Scorer(store, model_identity(embedder), threshold=threshold, far=far)
+
+
 def verify(
     store: SpeakerStore,
     embedder: BaseEmbedder,
     name: str,
     path: Source,
     threshold: float | None = None,
+    *,
+    far: float | None = None,
 ) -> Verification:
     """1:1: does ``path`` sound like the enrolled speaker ``name``?
 
-    ``threshold`` None means the store's calibrated one, else the model's (see
-    ``resolve_threshold``). A store calibrated with AS-norm decides on the normalised score.
+    ``threshold`` (a cosine) decides exactly when given; else the decision holds false
+    accepts at ``far`` (default ``decision.DEFAULT_FAR``) for this clip's and this
+    enrollment's quality, through the store's or the model's decision calibration (see
+    ``speakerid.scorer`` for the rules).
     """
     name = validate_name(name)
     fingerprint, dim, source = model_id(embedder)
-    calibration = calibration_for(store, fingerprint)
-    threshold, origin = resolve_threshold(
-        embedder.model.threshold, threshold, calibration.threshold if calibration else None
-    )
+    scorer = scorer_for(store, embedder, threshold, far)
     store.check_model(fingerprint, dim, source)
-    reference = store.vector(name)
-    query = embed_checked(embedder, path)
+    reference = store.vector(name)  # an unknown speaker fails before the slow part
+    query, seconds = embed_measured(embedder, path)
     raw = float(score(reference, query))
-    normalized = None
-    if origin == "store" and calibration is not None and calibration.norm == "asnorm":
-        normalized = _normalized(store, embedder, calibration, query, name)
-    decided = raw if normalized is None else normalized
+    j = scorer.verify(name, raw, query, seconds)
     return Verification(
-        name, str(path), raw, float(threshold), decided >= threshold, origin, normalized
+        name,
+        str(path),
+        raw,
+        float(j.threshold),
+        j.accepted,
+        j.source,
+        j.normalized_score,
+        j.llr,
+        j.far,
+        j.stranger_rate,
+        j.quality,
     )
-
-
-def _normalized(
-    store: SpeakerStore,
-    embedder: BaseEmbedder,
-    calibration: Calibration,
-    query: np.ndarray,
-    name: str,
-) -> float:
-    """AS-norm score of one query against one enrolled speaker, with the calibrated cohort."""
-    if calibration.cohort == "model":
-        cohort = getattr(embedder.model, "cohort", None)
-        if cohort is None:
-            raise StoreError(
-                f"{store.path}: calibrated with the model's AS-norm cohort, but this model has "
-                "none; run speakerid calibrate again"
-            )
-        names = None
-        cohort = l2_normalize(np.asarray(cohort, dtype=np.float32))
-    else:
-        names, cohort = store.matrix()
-    try:
-        return float(
-            as_norm_scores(
-                query[None, :],
-                store.vector(name)[None, :],
-                np.asarray([name]),
-                cohort,
-                None if names is None else np.asarray(names),
-                calibration.top_k or ASNORM_TOP_K,
-            )[0, 0]
-        )
-    except DataError as exc:
-        raise StoreError(f"{store.path}: {exc}; run speakerid calibrate again") from None
 
 
 def identify(
@@ -461,48 +478,72 @@ def identify(
     threshold: float | None = None,
     top_k: int = 5,
     *,
+    far: float | None = None,
     strict: bool = False,
     on_file: OnFile | None = None,
 ) -> list[Identification | FileError]:
-    """1:N, open set: rank enrolled speakers for each file; ``best`` is None below threshold.
+    """1:N, open set: rank enrolled speakers for each file; ``best`` is None for a stranger.
 
     All files are embedded first, then scored together with one matrix product. A file
     that cannot be used gets a ``FileError`` in its place (with ``strict`` it raises).
-    ``threshold`` None means the store's calibrated 1:N threshold, else the model's (see
-    ``resolve_threshold``). With AS-norm, candidates are ranked by raw cosine and the top
-    one is named when its normalised score passes.
+    Candidates are ranked by raw cosine; who is named follows ``speakerid.scorer``: each
+    candidate judged with its own enrollment's quality, a stranger named at most about
+    ``far`` of the time whatever the number of speakers (or a fixed threshold when given).
     """
     if top_k < 1:
         raise SpeakerIDError(f"top must be at least 1, not {top_k}")
     fingerprint, dim, source = model_id(embedder)
-    calibration = calibration_for(store, fingerprint)
-    threshold, origin = resolve_threshold(
-        embedder.model.threshold, threshold, identify_threshold(calibration)
-    )
+    scorer = scorer_for(store, embedder, threshold, far)
     store.check_model(fingerprint, dim, source)
     if len(store) == 0:
         raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
-    embedded = embed_files(embedder, paths, strict=strict, on_file=on_file)
+    embedded, seconds = _embed_measured_files(embedder, paths, strict=strict, on_file=on_file)
     vectors = embedded.vectors
     ranked = store.search(np.stack(list(vectors.values())), top_k) if vectors else []
     found = dict(zip(vectors, zip(vectors.values(), ranked, strict=True), strict=True))
     failed = {e.file: e for e in embedded.errors}
-    normalize = origin == "store" and calibration is not None and calibration.norm == "asnorm"
     results: list[Identification | FileError] = []
     for path in map(str, paths):
         if path in failed:
             results.append(failed[path])
             continue
         query, candidates = found[path]
-        normalized = None
-        decided = candidates[0].score if candidates else -np.inf
-        if normalize and candidates:
-            assert calibration is not None
-            normalized = _normalized(store, embedder, calibration, query, candidates[0].speaker)
-            decided = normalized
-        best = candidates[0].speaker if candidates and decided >= threshold else None
-        results.append(Identification(path, candidates, best, float(threshold), origin, normalized))
+        pairs = [(c.speaker, c.score) for c in candidates]
+        best, judged = scorer.identify(pairs, query, seconds[path])
+        top = judged[0] if judged else None
+        results.append(
+            Identification(
+                path,
+                candidates,
+                best,
+                float(top.threshold) if top else float("nan"),
+                top.source if top else "default",
+                top.normalized_score if top else None,
+                scorer.far if scorer.calibrated else None,
+                [j.accepted for j in judged],
+                [float(j.threshold) for j in judged],
+                [j.llr for j in judged],
+                seconds[path],
+            )
+        )
     return results
+
+
+def _embed_measured_files(
+    embedder: BaseEmbedder,
+    paths: Sequence[Source],
+    *,
+    strict: bool = False,
+    on_file: OnFile | None = None,
+) -> tuple[EmbedResult, dict[str, float]]:
+    """``embed_files`` that also returns each file's seconds of speech."""
+    seconds: dict[str, float] = {}
+
+    def measured(embedder: BaseEmbedder, path: Source) -> np.ndarray:
+        vector, seconds[str(path)] = embed_measured(embedder, path)
+        return vector
+
+    return embed_files(embedder, paths, strict=strict, on_file=on_file, embed=measured), seconds
 
 
 def embed_files(
@@ -511,6 +552,7 @@ def embed_files(
     *,
     strict: bool = False,
     on_file: OnFile | None = None,
+    embed: Callable[[BaseEmbedder, Source], np.ndarray] = embed_checked,
 ) -> EmbedResult:
     """One ``(D,)`` unit embedding per file, keyed by the path exactly as given.
 
@@ -521,7 +563,7 @@ def embed_files(
     errors: list[FileError] = []
     for done, path in enumerate(paths, 1):
         try:
-            vectors[str(path)] = embed_checked(embedder, path)
+            vectors[str(path)] = embed(embedder, path)
         except AudioError as exc:
             if strict:
                 raise
@@ -566,6 +608,15 @@ def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:
     identify_at, identify_source = resolve_threshold(
         model_threshold, None, identify_threshold(applies)
     )
+    decisions = ""
+    if model_summary.fingerprint is not None:
+        fp = model_summary.fingerprint
+        own = model_summary.threshold if model_summary.threshold_source == "model" else None
+        try:
+            identity = ModelIdentity(fp, own, decision_model(fp), lambda: None)
+            decisions = Scorer(store, identity).operating_point()
+        except SpeakerIDError as exc:
+            decisions = str(exc)
     return Info(
         model_summary,
         summary,
@@ -576,4 +627,5 @@ def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:
         identify_source,
         calibration,
         calibration_notes(store, model_summary.fingerprint),
+        decisions,
     )

@@ -472,6 +472,30 @@ class SpeakerStore(StoreDB):
             for name, n, created, updated, total, known, count, weakest in rows
         ]
 
+    def enrollment(self, name: str) -> tuple[int, float | None]:
+        """What stands behind a speaker's voice: (recordings, seconds of speech or None).
+
+        Seconds are None when any recording's speech was not measured (imported vectors).
+        """
+        with self._db_errors():
+            conn = self._reader()
+            if self._version(conn) < 2:  # not migrated yet: no speech column
+                found = conn.execute(
+                    "SELECT n_recordings FROM speakers WHERE name = ?", (name,)
+                ).fetchone()
+                if found is None:
+                    raise self._unknown(name)
+                return int(found[0]), None
+            row = conn.execute(
+                "SELECT COUNT(r.id), SUM(r.speech_seconds), COUNT(r.speech_seconds) "
+                "FROM speakers s JOIN recordings r ON r.speaker_id = s.id WHERE s.name = ?",
+                (name,),
+            ).fetchone()
+        if row is None or not row[0]:
+            raise self._unknown(name)
+        count, seconds, known = row
+        return int(count), (float(seconds) if known == count else None)
+
     def recording_vectors(self, name: str) -> tuple[list[str], np.ndarray]:
         """A speaker's recordings: paths and ``(n, D)`` embeddings, in enrollment order."""
         with self._db_errors():

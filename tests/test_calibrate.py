@@ -13,6 +13,7 @@ import pytest
 from conftest import Voice, synth_voice, write_wav
 
 from speakerid.calibration import Calibration
+from speakerid.decision import DecisionModel
 from speakerid.service import recording_quality
 from speakerid.store import SpeakerStore
 from speakerid.storedb import SCHEMA_VERSION
@@ -64,16 +65,20 @@ def test_calibrate_then_verify_and_identify_use_the_store(
 
     alice = voices_dir / "alice_3.wav"
     verified = json.loads(cli("verify", "alice", alice, "--json", store=enrolled_store).output)
-    assert verified["threshold_source"] == "store"
-    assert verified["threshold"] == pytest.approx(cal["threshold"])
-    assert verified["accepted"] == (verified["score"] >= cal["threshold"])
+    assert verified["threshold_source"] == "store" and verified["far"] == 0.01
+    # the store's decision calibration: the threshold for this clip's and enrollment's quality
+    decision = DecisionModel.from_dict(cal["decision"])
+    q = verified["quality"]
+    expected = decision.thresholds(0.01, q["test_seconds"], q["enroll_seconds"], 2)[0]
+    assert q["enroll_count"] == 2 and verified["threshold"] == pytest.approx(expected)
+    assert verified["accepted"] == (verified["score"] >= verified["threshold"])
     overridden = json.loads(
         cli("verify", "alice", alice, "--json", "-t", "0.123", store=enrolled_store).output
     )
     assert (overridden["threshold"], overridden["threshold_source"]) == (0.123, "--threshold")
     found = json.loads(cli("identify", alice, "--json", store=enrolled_store).output)[0]
-    assert found["threshold"] == pytest.approx(cal["identify_threshold"])
-    assert found["threshold_source"] == "store"
+    assert found["threshold_source"] == "store" and found["far"] == 0.01
+    assert len(found["accepted"]) == len(found["candidates"]) == len(found["thresholds"])
 
     info = cli("info", store=enrolled_store)
     assert "calibrated on this store's data by speakerid calibrate" in info.output
@@ -272,3 +277,45 @@ def test_enroll_dir_warns_about_quality(cli, store_path: Path, tmp_path: Path) -
     report = json.loads(cli("enroll-dir", root, "--json", store=store_path).output)
     quality = {Path(q["path"]).name: q for r in report["enrolled"] for q in r["quality"]}
     assert quality["short.wav"]["problems"] and not quality["long.wav"]["problems"]
+
+
+def test_asnorm_with_the_model_cohort_works_on_both_backends(
+    cli, store_path: Path, labelled_dir: Path, voices_dir: Path, tmp_path: Path
+) -> None:
+    """A store calibrated on the model's cohort under torch verifies under onnx (and back)."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from speakerid.model import Encoder, ModelConfig, save_encoder
+
+    torch.manual_seed(7)
+    rng = np.random.default_rng(7)
+    model = tmp_path / "with_cohort.safetensors"
+    save_encoder(
+        Encoder(ModelConfig(channels=32, embedding_dim=16)),
+        model,
+        threshold=0.5,
+        cohort=rng.standard_normal((30, 16)),
+    )
+    for name in ("alice", "bob"):
+        files = [voices_dir / f"{name}_{k}.wav" for k in (1, 2)]
+        assert cli("enroll", name, *files, model=model, store=store_path).exit_code == 0
+    result = cli(
+        "calibrate", labelled_dir, "--norm", "asnorm", "--cohort", "model",
+        model=model, store=store_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    alice = voices_dir / "alice_3.wav"
+    answers = {}
+    for backend in ("torch", "onnx"):
+        got = cli(
+            "verify", "alice", alice, "--json", "--backend", backend, model=model, store=store_path
+        )
+        assert got.exit_code in (0, 1), got.output
+        answers[backend] = json.loads(got.output)
+    # AS-norm divides by the spread of the top cohort scores, which magnifies the backends'
+    # float differences; the same cohort gives the same score to about 1 %
+    assert answers["onnx"]["normalized_score"] == pytest.approx(
+        answers["torch"]["normalized_score"], rel=0.01
+    )
+    assert answers["onnx"]["accepted"] == answers["torch"]["accepted"]

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, read_stdin
+from speakerid.decision import DEFAULT_FAR, check_far
 from speakerid.embed import BACKEND_ENV, BACKENDS, PRECISIONS, BaseEmbedder, open_embedder
 from speakerid.errors import SpeakerIDError
 from speakerid.modelinfo import check_threshold
@@ -75,8 +76,19 @@ ThresholdOpt = Annotated[
     typer.Option(
         "--threshold",
         "-t",
-        help="Cosine score needed to accept. Default: the store's (speakerid calibrate), "
-        f"else the model's calibrated threshold ({DEFAULT_THRESHOLD} if it has none).",
+        help="Cosine score needed to accept, exactly, whatever the clip (instead of --far). "
+        "Default: decide at --far where the store or the model is calibrated for it, else the "
+        f"store's or the model's threshold ({DEFAULT_THRESHOLD} if it has none).",
+        show_default=False,
+    ),
+]
+FarOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--far",
+        help="False-accept rate to decide at, in (0, 0.5]: the share of strangers accepted, "
+        "held for each clip's length and each enrollment's size (identify: strangers named "
+        f"per query). Default: {DEFAULT_FAR:g}.",
         show_default=False,
     ),
 ]
@@ -205,6 +217,18 @@ def threshold_flag(value: float | None) -> float | None:
         return check_threshold(value, "--threshold")
     except ValueError as exc:
         raise SpeakerIDError(str(exc)) from None
+
+
+def far_flag(value: float | None, threshold: float | None = None) -> float | None:
+    """``--far`` checked, in the flag's own name, before anything loads."""
+    if value is None:
+        return None
+    if threshold is not None:
+        fail("--threshold and --far are two rules for one decision; give one")
+    try:
+        return check_far(value, "--far")
+    except SpeakerIDError as exc:
+        fail(str(exc))
 
 
 def threshold_origin(source: str) -> str:

@@ -33,6 +33,8 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
     cal = info.calibration
     normalised = cal is not None and cal.norm == "asnorm" and info.verify_source == "store"
     norm = " on AS-norm scores" if normalised else ""
+    if info.decisions:
+        rows.append(("decisions", escape(info.decisions)))
     rows += [
         ("threshold", f"{info.verify_threshold:.4f} ({why[info.verify_source]}{norm})"),
         ("identify at", f"{info.identify_threshold:.4f} ({why[info.identify_source]}{norm})"),

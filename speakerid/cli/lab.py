@@ -26,6 +26,7 @@ from speakerid.cli.common import (
     print_json,
     progress_bar,
 )
+from speakerid.decision import DEFAULT_FAR
 from speakerid.embed import load_model
 from speakerid.store import SpeakerStore
 
@@ -357,13 +358,15 @@ def calibrate_cmd(
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Set the store's thresholds from labelled recordings of your own domain.
+    """Calibrate the store's decisions on labelled recordings of your own domain.
 
     Scores every same- and different-speaker trial (one recording against a model pooled
-    from --enroll-size others, as verify does), reports EER, minDCF and the score
-    distributions, and writes into the store: the 1:1 threshold for --target (verify) and
-    the 1:N threshold for --fpir at the store's size (identify), with their provenance.
-    verify and identify then use, in order: --threshold, the store's, the model's.
+    from 1 and from --enroll-size others, as verify does), reports EER, minDCF and the score
+    distributions, and writes into the store its decision calibration: the model's, refitted
+    on these trials (or only shifted to their level when they are few), reported per length
+    of test speech and enrollment size. verify and identify then hold their --far there. The
+    fixed thresholds of --target (1:1) and --fpir (1:N) are written too; they decide for
+    --norm asnorm, where scores are not cosines.
     """
     from speakerid.calibrate import calibrate
 
@@ -404,7 +407,11 @@ def calibrate_cmd(
         if report.model_threshold is not None and cal.norm == "none":
             lines = {"model": report.model_threshold, **lines}
         plot_calibration(
-            report.trials, lines, plot, "AS-norm score" if cal.norm == "asnorm" else "cosine"
+            report.trials,
+            lines,
+            plot,
+            "AS-norm score" if cal.norm == "asnorm" else "cosine",
+            report.decided,
         )
     if json_:
         print_json({**report.as_dict(), "store": str(db.path), "plot": plot and str(plot)})
@@ -439,7 +446,41 @@ def calibrate_cmd(
             f"enrolled ({cal.identify_method}; measured "
             f"{100 * (cal.identify_fpir_measured or 0):.2f}% on the calibration recordings)"
         )
+    if report.conditions:
+        _print_conditions(report.conditions, cal.decision)
     for note in report.notes:
         err.print(f"note: {note}", style="yellow", markup=False, soft_wrap=True)
     where = escape(str(db.path))
     out.print(f"written to {where}" if report.written else f"dry run: {where} unchanged")
+
+
+def _print_conditions(rows: list[dict[str, Any]], decision: dict[str, Any] | None) -> None:
+    """The store's decision calibration per condition, on the calibration trials."""
+    method = (decision or {}).get("method", "fit")
+    how = {"refit": "refitted on", "shift": "shifted to", "fit": "fitted on"}[method]
+    table = Table(
+        title=f"decisions at {100 * DEFAULT_FAR:g}% false accepts, {how} these recordings "
+        "(measured on the same trials)"
+    )
+    for col in ("test speech", "enrolled", "trials", "FAR", "FRR", "actDCF", "minDCF", "Cllr",
+                "minCllr"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in rows:
+        if "far" not in r:
+            continue
+        table.add_row(
+            r["test_speech"],
+            str(r["enroll_recordings"]),
+            f"{r['n_target']}/{r['n_nontarget']}",
+            f"{100 * r['far']:.1f}%",
+            f"{100 * r['frr']:.1f}%",
+            f"{r['act_dcf']:.3f}",
+            f"{r['min_dcf']:.3f}",
+            f"{r['cllr']:.3f}",
+            f"{r['min_cllr']:.3f}",
+        )
+    out.print(table)
+    out.print(
+        "verify and identify now decide with this calibration (--far picks another rate)",
+        soft_wrap=True,
+    )

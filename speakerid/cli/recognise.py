@@ -17,6 +17,7 @@ from speakerid.cli.common import (
     AudioFile,
     AudioFiles,
     BackendOpt,
+    FarOpt,
     JsonOpt,
     MinSpeechOpt,
     ModelOpt,
@@ -30,6 +31,7 @@ from speakerid.cli.common import (
     err,
     fail,
     failures_reported,
+    far_flag,
     load_embedder,
     open_sid,
     out,
@@ -39,6 +41,7 @@ from speakerid.cli.common import (
     threshold_flag,
     threshold_origin,
 )
+from speakerid.decision import Quality
 from speakerid.service import FileError, Identification
 from speakerid.store import SpeakerStore
 from speakerid.thresholds import calibration_notes
@@ -48,6 +51,7 @@ from speakerid.thresholds import calibration_notes
 def verify_cmd(
     name: SpeakerName,
     file: AudioFile,
+    far: FarOpt = None,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
@@ -57,10 +61,15 @@ def verify_cmd(
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """1:1 check that FILE is NAME. Exit status 0 accepted, 1 rejected, 2 error."""
+    """1:1 check that FILE is NAME. Exit status 0 accepted, 1 rejected, 2 error.
+
+    By default the decision lets in at most 1 stranger in 100 (--far 0.01), for this clip's
+    length and this speaker's enrollment: a short clip needs a higher score than a long one.
+    """
+    far = far_flag(far, threshold)
     with open_sid(store, model, backend, precision, min_speech) as sid:
         (source,) = read_sources([file], sample_rate)
-        result = sid.verify(name, source, threshold=threshold_flag(threshold))
+        result = sid.verify(name, source, threshold=threshold_flag(threshold), far=far)
         store_path = str(sid.store.path)
     origin = threshold_origin(result.threshold_source)
     if json_:
@@ -70,13 +79,29 @@ def verify_cmd(
         normalized = (
             "" if result.normalized_score is None else f", AS-norm {result.normalized_score:.4f}"
         )
-        shown = "" if origin == "model" else f" ({origin})"
+        llr = "" if result.llr is None else f", llr {result.llr:+.1f}"
         out.print(
             f"{verdict} {result.speaker}: score {result.score:.4f}{normalized}, "
-            f"threshold {result.threshold:.4f}{shown}",
+            f"threshold {result.threshold:.4f}{llr}",
             soft_wrap=True,
         )
+        out.print(operating_point(result.far, origin, result.quality), soft_wrap=True)
     raise typer.Exit(EXIT_OK if result.accepted else EXIT_REJECTED)
+
+
+def operating_point(far: float | None, origin: str, quality: Quality | None) -> str:
+    """The rule a decision was taken by, in one line."""
+    if far is None:
+        return f"rule: fixed threshold ({origin})"
+    where = "the store's calibration" if origin == "store" else "the model's calibration"
+    q = quality
+    measured = (
+        ""
+        if q is None
+        else f" for {q.test_seconds:.1f} s of speech against {q.enroll_count} "
+        f"recording(s), {q.enroll_seconds:.0f} s"
+    )
+    return f"rule: at most {100 * far:g}% of strangers accepted{measured} ({where})"
 
 
 def _seg_opt(help_: str) -> Any:
@@ -87,6 +112,7 @@ def _seg_opt(help_: str) -> Any:
 def identify_cmd(
     files: AudioFiles,
     top: Annotated[int, typer.Option("--top", "-k", help="Candidates to show (1 or more).")] = 5,
+    far: FarOpt = None,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
@@ -150,6 +176,7 @@ def identify_cmd(
         return
     if top < 1:  # before anything loads: a usage error costs no model
         fail(f"--top must be at least 1, not {top}")
+    far = far_flag(far, threshold)
     given = [k for k, v in seg_values.items() if v is not None]
     given += [k for k, v in (("rttm", rttm), ("plot", plot)) if v]
     if given:
@@ -161,6 +188,7 @@ def identify_cmd(
             sources,
             top,
             threshold=threshold_flag(threshold),
+            far=far,
             strict=strict,
             on_file=lambda done, total: progress.update(task, completed=done),
         )
@@ -190,14 +218,27 @@ def _print_identifications(results: list[Identification]) -> None:
         table.add_column("speaker")
         table.add_column("score", justify="right")
         for rank, cand in enumerate(result.candidates, 1):
-            mark = "" if cand.score >= result.threshold else " (below)"
+            passed = (
+                result.accepted[rank - 1] if result.accepted else cand.score >= result.threshold
+            )
+            mark = "" if passed else " (below)"
             if result.normalized_score is not None:  # the decision was on the AS-norm score
                 mark = f" (AS-norm {result.normalized_score:.4f})" if rank == 1 else ""
             table.add_row(str(rank), cand.speaker, f"{cand.score:.4f}{mark}")
         out.print(table)
-    origin = threshold_origin(results[0].threshold_source)
-    shown = "" if origin == "model" else f" ({origin})"
-    out.print(f"threshold {results[0].threshold:.4f}{shown}")
+    first = results[0]
+    origin = threshold_origin(first.threshold_source)
+    if first.far is None:
+        shown = "" if origin == "model" else f" ({origin})"
+        out.print(f"threshold {first.threshold:.4f}{shown}")
+        return
+    where = "the store's calibration" if origin == "store" else "the model's calibration"
+    out.print(
+        f"rule: a stranger is named at most {100 * first.far:g}% of the time per file, "
+        f"whatever the number of speakers; each candidate judged for its own enrollment "
+        f"({where})",
+        soft_wrap=True,
+    )
 
 
 def _identification_json(result: Identification | FileError, store_path: str) -> dict:
