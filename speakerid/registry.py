@@ -7,12 +7,16 @@ that only describe models (``speakerid models``, ``info``) start fast.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speakerid.errors import CheckpointError
+import numpy as np
+
+from speakerid.decision import DecisionModel
+from speakerid.errors import CheckpointError, DataError
 from speakerid.modelinfo import read_raw_header
 
 PACKAGE_DIR = Path(__file__).parent / "_models"  # in an installed wheel
@@ -28,6 +32,8 @@ class ShippedModel:
     filename: str  # under models/ (a checkout) or speakerid/_models/ (a wheel)
     sha256: str  # the file's pinned digest
     summary: str  # one line for ``speakerid models``
+    decision_file: str = ""  # its decision calibration (``decision.DecisionModel`` JSON)
+    decision_sha256: str = ""  # that file's pinned digest
 
 
 SHIPPED: dict[str, ShippedModel] = {
@@ -38,12 +44,16 @@ SHIPPED: dict[str, ShippedModel] = {
             "campp_zh_en.safetensors",
             "c6f21446772f7cfac72fb48851be8e55a7147ae96b8e2092d71a74ef672fe82e",
             "CAM++ from 3D-Speaker (200k zh/en speakers)",
+            "campp_zh_en.decision.json",
+            "ebffc7125b1eea9fd7a01a366ed1c10d077e11638267fd0dbf519d6d809f9662",
         ),
         ShippedModel(
             "fast",
             "lstm_s3.safetensors",
             "f9699bbb79eadabd27a4ed652d35e47c0b2b9ec98916557a16f8fa2b450e26e7",
             "LSTM student of Resemblyzer's GE2E",
+            "lstm_s3.decision.json",
+            "885c2605d813f341a4cf9c8d6459f6d4a4849708a6b3cf2dfc6774b478e91aff",
         ),
     )
 }
@@ -153,3 +163,58 @@ def _is_weight(key: str) -> bool:
     """Trainable weights: not batch-norm statistics, buffers or the AS-norm cohort."""
     buffers = ("running_mean", "running_var", "num_batches_tracked", "whitening.")
     return key != "cohort" and not any(b in key for b in buffers)
+
+
+def decision_model(fingerprint: str) -> DecisionModel | None:
+    """The shipped decision calibration of the shipped model ``fingerprint``, else None.
+
+    The file is pinned by sha256 like the weights: a changed file refuses to load.
+    """
+    name = shipped_name(fingerprint)
+    if name is None or not SHIPPED[name].decision_file:
+        return None
+    model = SHIPPED[name]
+    packaged = PACKAGE_DIR / model.decision_file
+    path = packaged if packaged.is_file() else REPO_DIR / model.decision_file
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(
+            f"{path}: the shipped decision calibration is unreadable ({exc})"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != model.decision_sha256:
+        raise CheckpointError(
+            f"{path}: the shipped decision calibration does not match its pinned sha256; "
+            "reinstall speakerid"
+        )
+    try:
+        return DecisionModel.from_json(data.decode("utf-8", "replace"))
+    except DataError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def read_cohort(path: str | Path, fingerprint: str) -> np.ndarray | None:
+    """The AS-norm cohort stored in the checkpoint at ``path``, if that file is ``fingerprint``.
+
+    Read with safetensors' numpy reader (no torch), so that every backend presents the same
+    cohort for the same model; None when the file is not there, not that model or has none.
+    """
+    from safetensors import safe_open
+
+    from speakerid.modelinfo import file_sha256
+
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".safetensors" or file_sha256(path) != fingerprint:
+        return None
+    with safe_open(str(path), framework="numpy") as fh:
+        if "cohort" not in fh.keys():  # noqa: SIM118 (safe_open has no __contains__)
+            return None
+        return np.asarray(fh.get_tensor("cohort"), dtype=np.float32)
+
+
+def model_cohort(fingerprint: str, path: str | Path) -> np.ndarray | None:
+    """The AS-norm cohort of model ``fingerprint``: from the shipped file, else from ``path``."""
+    name = shipped_name(fingerprint)
+    if name is not None:
+        return read_cohort(shipped_path(SHIPPED[name]), fingerprint)
+    return read_cohort(path, fingerprint)
