@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from scipy.stats import norm as gaussian
 
 from speakerid.calibration import Trials, eer_point, error_rates
+from speakerid.outputs import save_figure
 
 DET_TICKS = (0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999)
 
@@ -71,5 +72,4 @@ def plot_calibration(
     det.legend(loc="upper right", fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")

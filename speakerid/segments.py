@@ -44,6 +44,7 @@ from speakerid.audio import (
 )
 from speakerid.embed import Embedder
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
+from speakerid.outputs import save_figure
 from speakerid.service import model_id
 from speakerid.store import SpeakerStore
 from speakerid.thresholds import GIVEN, resolve_threshold
@@ -475,9 +476,4 @@ def plot_timeline(timeline: Timeline, path: str | Path) -> None:
     ax.set_xlabel("time (s)")
     ax.set_title(Path(timeline.file).name)
     fig.tight_layout()
-    try:
-        fig.savefig(str(path), dpi=100)
-    except OSError as exc:
-        raise SpeakerIDError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
-    except ValueError as exc:  # matplotlib's word for an unknown file extension
-        raise SpeakerIDError(f"{path}: cannot write the plot ({exc})") from None
+    save_figure(fig, path, dpi=100)
