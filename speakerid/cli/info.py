@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from speakerid.cli.common import JsonOpt, ModelOpt, StoreOpt, command, out, print_json, shown_markup
+from speakerid.cli.common import (
+    JsonOpt,
+    ModelOpt,
+    StoreOpt,
+    command,
+    fail,
+    out,
+    print_json,
+    shown_markup,
+)
 from speakerid.service import describe
 from speakerid.store import SpeakerStore
 
@@ -14,6 +23,8 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
     """Show the model (path, fingerprint, threshold) and the store (path, counts)."""
     with SpeakerStore(store) as db:
         info = describe(db, model)
+    if model is not None and info.model.error:  # asked about this model: it is the answer
+        fail(info.model.error)
     if json_:
         print_json(asdict(info))
         return
