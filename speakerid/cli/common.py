@@ -17,6 +17,8 @@ Exit status (like grep): 0 success / accepted, 1 rejected (``verify``), 2 error.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import os
@@ -168,6 +170,9 @@ ShardOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Errors of a write that found no room or no reader: the output's, when no file is named.
+_WRITE_ERRORS = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG}
+
 # Whether the running command was given --json: then its errors are JSON on stdout too.
 _json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
 
@@ -195,8 +200,11 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                 except KeyboardInterrupt as exc:
                     # An interrupt may say what was kept (enroll-dir); a bare Ctrl-C says nothing.
                     fail(str(exc) or "interrupted", EXIT_INTERRUPTED, prefix="")
-                except OSError:
-                    flush_stdout()  # the error was stdout's own: one line, exit 2
+                except OSError as exc:
+                    # A write error with no file named is the output's (stdout); a file's
+                    # errors are the core's to word, with the file's name.
+                    if exc.filename is None and exc.errno in _WRITE_ERRORS:
+                        stdout_failed(exc)
                     raise
                 finally:
                     _json_errors.reset(token)
@@ -261,19 +269,25 @@ def fail(message: str, code: int = EXIT_ERROR, prefix: str = "error: ") -> NoRet
 
 
 def flush_stdout(report: bool = True) -> None:
-    """Push out what the command printed; if stdout cannot take it (``/dev/full``, a closed
-    pipe), say so in one line and exit 2 (``report=False``: drop it silently)."""
+    """Push out what the command printed (``stdout_failed`` if stdout cannot take it)."""
     try:
         sys.stdout.flush()
     except OSError as exc:
-        # Point stdout at the null device: the held output goes there, not into a
-        # traceback at exit.
+        stdout_failed(exc, report)
+
+
+def stdout_failed(exc: OSError, report: bool = True) -> None:
+    """Stdout could not take the output (``/dev/full``, a closed pipe): one line, exit 2
+    (``report=False``: drop the output silently)."""
+    # Point stdout at the null device: the held output goes there, not into a traceback at
+    # exit.
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's stream)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-        if report:
-            _json_errors.set(False)
-            fail(f"cannot write the output to stdout ({exc.strerror or exc})")
+    if report:
+        _json_errors.set(False)
+        fail(f"cannot write the output to stdout ({exc.strerror or exc})")
 
 
 def report_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -318,8 +332,8 @@ def print_json(data: Any) -> None:
     typer.echo(text)
 
 
-def load_embedder(model: str | None, precision: str) -> BaseEmbedder:
-    return open_embedder(model, None, precision)
+def load_embedder(model: str | None, precision: str, backend: str | None = None) -> BaseEmbedder:
+    return open_embedder(model, backend, precision)
 
 
 def open_sid(

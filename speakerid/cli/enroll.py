@@ -172,7 +172,8 @@ def enroll_dir(
     part = parse_shard(shard)
     if out_path is not None:
         output_target(out_path)  # a directory, FIFO or device is refused before any work
-        _embed_dir_to_npz(load_embedder(model, precision), directory, part, out_path, json_)
+        embedder = load_embedder(model, precision, backend)
+        _embed_dir_to_npz(embedder, directory, part, out_path, json_)
         return
     with (
         writing_sid(store, model, backend, precision, min_speech) as sid,

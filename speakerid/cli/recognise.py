@@ -146,9 +146,8 @@ def identify_cmd(
     }
     if segments:
         settings = {k: v for k, v in seg_values.items() if v is not None}
-        _identify_segments(
-            files, settings, threshold_flag(threshold), model, precision, store, json_, rttm, plot
-        )
+        chosen = (threshold_flag(threshold), model, backend, precision, store)
+        _identify_segments(files, settings, *chosen, json_, rttm, plot)
         return
     if top < 1:  # before anything loads: a usage error costs no model
         fail(f"--top must be at least 1, not {top}")
@@ -216,6 +215,7 @@ def _identify_segments(
     settings: dict[str, Any],
     threshold: float | None,
     model: str | None,
+    backend: str | None,
     precision: str,
     store: Path | None,
     json_: bool,
@@ -234,7 +234,7 @@ def _identify_segments(
         output_target(plot)  # a directory, FIFO or device is refused before any work
     config = SegmentConfig(**settings)
     with SpeakerStore(store) as db:
-        embedder = load_embedder(model, precision)
+        embedder = load_embedder(model, precision, backend)
         timelines = [identify_segments(db, embedder, f, threshold, config) for f in files]
     if plot is not None:
         plot_timeline(timelines[0], plot)
