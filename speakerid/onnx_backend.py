@@ -141,6 +141,10 @@ def export_onnx(
         # batch 1: the exporter's advice for LSTMs whose batch varies at run time
         example = loaded.encoder.frontend(torch.zeros(1, cfg.fragment_samples))
     out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpeakerIDError(f"{out}: cannot write ({exc.strerror or exc})") from None
     source = Path(checkpoint).resolve()
     metadata = {
         "format": ONNX_FORMAT,

@@ -183,7 +183,7 @@ def enroll_dir(
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=speaker)
+            progress.update(task, completed=done, total=total, description=shown_markup(speaker))
 
         try:
             result = sid.enroll_dir(

@@ -48,7 +48,7 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
         ("store", shown_markup(s.path) + ("" if s.exists else " (not created yet)")),
         ("speakers", str(s.speakers)),
         ("recordings", str(s.recordings)),
-        ("store model", s.model_fingerprint or "(none yet)"),
+        ("store model", shown_markup(s.model_fingerprint or "(none yet)")),
     ]
     if info.compatible is False:
         rows.append(("", "[red]the store was made by another model[/red]"))
@@ -62,7 +62,8 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
         rows.append(
             (
                 "calibration",
-                f"{shown_markup(cal.date)}: {cal.target}{fpir}; {cal.n_speakers} speakers, "
+                f"{shown_markup(cal.date)}: {shown_markup(cal.target)}{fpir}; "
+                f"{cal.n_speakers} speakers, "
                 f"{cal.n_target} same / {cal.n_nontarget} different-speaker trials from "
                 f"{shown_markup(', '.join(cal.data))}",
             )

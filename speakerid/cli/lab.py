@@ -384,7 +384,7 @@ def calibrate_cmd(
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=speaker)
+            progress.update(task, completed=done, total=total, description=shown_markup(speaker))
 
         report = calibrate(
             db,

@@ -40,7 +40,8 @@ def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
     for s in speakers:
         seconds = "?" if s.speech_seconds is None else f"{s.speech_seconds:.1f}"
         weakest = "-" if s.weakest_agreement is None else f"{s.weakest_agreement:.4f}"
-        table.add_row(shown_markup(s.speaker), str(s.recordings), seconds, weakest, s.updated)
+        name, updated = shown_markup(s.speaker), shown_markup(s.updated)
+        table.add_row(name, str(s.recordings), seconds, weakest, updated)
     out.print(table)
 
 
