@@ -188,7 +188,10 @@ def forged_graph(
     """
     from onnx import TensorProto, helper, save
 
-    n_features = int(config.get("n_mels", 80))
+    from speakerid.audio import FRAGMENT_SAMPLES
+    from speakerid.npfeatures import numpy_frontend
+
+    n_features = numpy_frontend(config)(np.zeros((1, FRAGMENT_SAMPLES), np.float32)).shape[1]
     dim = len(output)
     x = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n_features, "t"])
     y = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])

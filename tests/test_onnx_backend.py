@@ -185,3 +185,25 @@ def test_graph_output_is_probed_at_load(model_path: Path, tmp_path: Path) -> Non
     bad = {"config": json.dumps({**config, "n_mels": 10**9})}
     with pytest.raises(CheckpointError, match="n_mels"):
         open_onnx(forged_graph(tmp_path / "big.onnx", config, np.ones(16), metadata=bad))
+
+
+def test_a_graph_claiming_a_shipped_model_cannot_use_its_store(
+    voices_dir: Path, tmp_path: Path
+) -> None:
+    """The issue's repro: a constant graph whose metadata claims ``fast``'s sha256."""
+    from hostile_corpus import forged_graph
+
+    from speakerid.errors import StoreError
+    from speakerid.service import enroll, verify
+    from speakerid.store import SpeakerStore
+
+    fast = registry.SHIPPED["fast"]
+    config = read_header(registry.shipped_path(fast)).config
+    dim = config["embedding_dim"]
+    forged = forged_graph(tmp_path / "fast.onnx", config, np.ones(dim) / np.sqrt(dim), fast.sha256)
+    with SpeakerStore(tmp_path / "s.sqlite") as store:
+        enroll(store, open_embedder("fast", "torch"), "alice", [voices_dir / "alice_1.wav"])
+        mallory = OnnxEmbedder(open_onnx(forged))
+        assert mallory.model.fingerprint != fast.sha256
+        with pytest.raises(StoreError, match="embeddings made by"):
+            verify(store, mallory, "alice", voices_dir / "bob_1.wav")
