@@ -507,6 +507,16 @@ def build(folder: Path, given: Inputs) -> list[Case]:
             )
         )
 
+    cases.append(
+        Case(
+            "tracebacks",
+            "an error under --json with stdout on /dev/full: the stderr line alone",
+            ["list", "--json", "--store", str(folder)],
+            needle="is a directory",
+            stdout="/dev/full",
+        )
+    )
+
     # messages
     cases.append(
         Case(

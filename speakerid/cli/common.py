@@ -260,11 +260,14 @@ def fail(message: str, code: int = EXIT_ERROR, prefix: str = "error: ") -> NoRet
     Under ``--json`` the same message is also printed on stdout as
     ``{"error": MESSAGE, "code": CODE}``, so that a script can parse every outcome.
     """
-    first = shown(message) if message else "error"
-    err.print(f"{prefix}{first}", style="red", markup=False, soft_wrap=True)
+    line = shown(message) if message else "error"
+    err.print(f"{prefix}{line}", style="red", markup=False, soft_wrap=True)
     if _json_errors.get():
-        typer.echo(json.dumps({"error": first, "code": code}, ensure_ascii=False))
-        flush_stdout(report=False)
+        try:
+            typer.echo(json.dumps({"error": line, "code": code}, ensure_ascii=False))
+            sys.stdout.flush()
+        except OSError as exc:  # stdout is full or closed: the stderr line is the answer
+            stdout_failed(exc, report=False)
     raise typer.Exit(code)
 
 
