@@ -30,7 +30,7 @@ import json
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -303,17 +303,7 @@ def load_onnx_model(model: str | Path | None = None) -> OnnxModel:
     loaded = open_onnx(target)
     if loaded.fingerprint != header.fingerprint:  # replaced between export and load
         raise CheckpointError(f"{target}: the cached graph is not {checkpoint}'s; delete it")
-    # Report the checkpoint as the user named it, not the cache file.
-    return OnnxModel(
-        loaded.session,
-        loaded.config,
-        loaded.threshold,
-        loaded.fingerprint,
-        checkpoint,
-        target,
-        loaded.graph_sha256,
-        loaded.claimed_source,
-    )
+    return replace(loaded, path=checkpoint)  # messages name the checkpoint as the user did
 
 
 class OnnxEmbedder(BaseEmbedder):
