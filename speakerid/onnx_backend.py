@@ -19,9 +19,10 @@ embedding, never what a file says of itself:
 
 Exporting needs torch (``export_onnx``); running does not. For a checkpoint given to the
 onnx backend, the graph is exported once into the user cache (``onnx_cache_dir``) and used
-while its sha256 is noted as exported from that checkpoint (rebuilt else). Every graph is
-checked at load: its metadata, and a probe run whose output must be ``(batch,
-embedding_dim)`` finite floats. onnxruntime comes with the ``speakerid[onnx]`` extra.
+while its sha256 is noted as exported from that checkpoint (rebuilt else). Every graph's
+metadata is checked at load, and a graph speakerid did not write is probed: one run whose
+output must be ``(batch, embedding_dim)`` finite floats. onnxruntime comes with the
+``speakerid[onnx]`` extra.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ INPUT_NAME = "features"
 OUTPUT_NAME = "embedding"
 INSTALL_HINT = "the onnx backend needs onnxruntime: pip install 'speakerid[onnx]'"
 EXPORTS_DIR = "exports"  # under the cache: <graph sha256>.json for each graph speakerid wrote
-PROBE_BATCH = 2  # fragments of the load-time probe run (2: the batch axis must vary)
+PROBE_BATCH = 2  # fragments of a foreign graph's probe run (2: the batch axis must vary)
 # Front-end sizes a graph's config may ask for: bounds the numpy front-end's tables.
 FRONTEND_SIZE_FIELDS = ("n_mels", "n_mfcc", "stem_stride")
 FRONTEND_SIZE_MAX = 1024
@@ -254,7 +255,8 @@ def open_onnx(path: str | Path) -> OnnxModel:
     """Load a graph, check that it is speakerid's and runs, and give it its identity.
 
     The identity is the checkpoint's sha256 when speakerid noted exporting this very file
-    (``exported_from``), else the file's own sha256 (see the module's docstring).
+    (``exported_from``), else the file's own sha256 (see the module's docstring). Any
+    other graph is probed (``_probe``) before use; a noted one is what speakerid wrote.
     """
     path = Path(path)
     if not path.is_file():
@@ -275,9 +277,11 @@ def open_onnx(path: str | Path) -> OnnxModel:
         raise CheckpointError(f"{path}: damaged ONNX model metadata ({exc})") from None
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    _probe(session, frontend, config["embedding_dim"], path)
+    source = exported_from(graph_sha256)
+    if source is None:  # not the bytes speakerid wrote: check that it computes what it says
+        _probe(session, frontend, config["embedding_dim"], path)
     claimed = meta.get("source_sha256") or None
-    fingerprint = exported_from(graph_sha256) or graph_sha256
+    fingerprint = source or graph_sha256
     return OnnxModel(session, config, threshold, fingerprint, path, path, graph_sha256, claimed)
 
 
