@@ -364,6 +364,22 @@ def build(folder: Path, given: Inputs) -> list[Case]:
             check=is_fifo(onnx_fifo),
         )
     )
+    for label, argv in [
+        ("enroll-dir --out", ["enroll-dir", str(folder), *onnx, "--out"]),
+        ("calibrate --plot", ["calibrate", str(folder), *torch, *st, "--plot"]),
+        ("whiten --out", ["whiten", str(given.checkpoint), str(folder), "--force", "--out"]),
+    ]:
+        pipe = fifo(folder / f"fifo-{len(cases)}.out")
+        cases.append(
+            Case(
+                "1",
+                f"{label} a FIFO: refused before any work",
+                [*argv, str(pipe)],
+                needle="FIFO",
+                store=given.store,
+                check=is_fifo(pipe),
+            )
+        )
     if os.geteuid() == 0:
         node = device_node(folder / "null-device.npz")
         cases.append(
