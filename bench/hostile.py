@@ -18,11 +18,17 @@ their write): every enrollment a process acknowledged (exit 0) must be in the st
 and the store must pass SQLite's integrity check. Prints the cases, the failures and the
 acknowledged / present / lost counts.
 
+Round two (issue 25) adds the corpus of ``tests/hostile_corpus.py``, the generators and
+checks its tests run too: outputs through links and refused FIFOs and devices, forged ONNX
+identities, RTTM and terminal escapes, damaged ONNX metadata, a full stdout, messages. It is
+reported as a table of finding -> case -> result (the rows of docs/reliability.md).
+
 Usage::
 
-    python bench/hostile.py                  # the whole corpus, 4 writers x 2, 8 kills
+    python bench/hostile.py                  # both corpora, 4 writers x 2, 8 kills
     python bench/hostile.py --only store     # cases whose name contains 'store'
     python bench/hostile.py --kills 30 --writers 6 --rounds 3
+    python bench/hostile.py --corpus two     # round two only (no concurrency or kills)
 """
 
 from __future__ import annotations
@@ -648,6 +654,42 @@ def kills(d: Path, p: dict[str, Path], count: int, seed: int) -> tuple[int, int,
     return killed, len(acked), len(set(acked) & present(store))
 
 
+# ---------------------------------------------------------------- round two
+
+
+def round_two(d: Path, p: dict[str, Path], s: dict[str, Path], only: str) -> int:
+    """Run ``tests/hostile_corpus.py``'s cases; print their table; returns the failures."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import hostile_corpus as corpus2
+
+    try:
+        from speakerid.onnx_backend import export_onnx
+    except ImportError as exc:
+        print(f"round two skipped: {exc}")
+        return 0
+    env = {**os.environ, "SPEAKERID_CACHE": str(d / "cache")}
+    env.pop("SPEAKERID_STORE", None)
+    os.environ["SPEAKERID_CACHE"] = env["SPEAKERID_CACHE"]  # the export is noted there
+    graph = export_onnx(p["model"], d / "exported.onnx")
+    store = d / "round-two.sqlite"
+    store.write_bytes(s["good"].read_bytes())
+    given = corpus2.Inputs(p["model"], graph, store, p["bob2"])
+    cases = [c for c in corpus2.build(d / "round-two", given) if only in c.name]
+    failed = 0
+    print("| finding | case | result |\n| --- | --- | --- |")
+    for case in cases:
+        _, problems = corpus2.judge(case, env)
+        failed += bool(problems)
+        result = "pass" if not problems else "FAIL: " + "; ".join(problems)[:300]
+        print(f"| {case.finding} | {case.name} | {result} |")
+    covered = {c.finding for c in cases}
+    for key, what in corpus2.FINDINGS.items():
+        if key not in covered and not only:
+            print(f"| {key} | {what} | (not in this corpus) |")
+    print(f"round two: {len(cases)} cases, passed {len(cases) - failed}, failed {failed}")
+    return failed
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -660,6 +702,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="rounds of the concurrency run")
     ap.add_argument("--kills", type=int, default=8, help="SIGKILLed enroll runs (0: none)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--corpus", choices=("one", "two", "all"), default="all", help="which round's corpus"
+    )
     args = ap.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="speakerid-hostile-") as tmp:
@@ -667,21 +712,25 @@ def main() -> None:
         d.chmod(0o777)  # the uid-65534 cases must reach their files
         p = build(d)
         s = stores(d, p)
-        warm_up(p, s)
-        cases = [c for c in corpus(d, p, s, args.every) if args.only in c.name]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            done = list(pool.map(check, cases))
-        failed = [c for c in done if c.problems]
-        for c in failed:
-            print(f"FAIL {c.name}: {'; '.join(c.problems)}")
-        print(f"cases: {len(done)}, passed: {len(done) - len(failed)}, failed: {len(failed)}")
-        if os.geteuid() == 0:
-            print("ran as root: the permission cases ran in a forked child as uid 65534")
-        if args.writers and args.rounds and not args.only:
+        failed: list[Case] = []
+        if args.corpus in ("one", "all"):
+            warm_up(p, s)
+            cases = [c for c in corpus(d, p, s, args.every) if args.only in c.name]
+            with ThreadPoolExecutor(args.jobs) as pool:
+                done = list(pool.map(check, cases))
+            failed = [c for c in done if c.problems]
+            for c in failed:
+                print(f"FAIL {c.name}: {'; '.join(c.problems)}")
+            print(f"cases: {len(done)}, passed: {len(done) - len(failed)}, failed: {len(failed)}")
+            if os.geteuid() == 0:
+                print("ran as root: the permission cases ran in a forked child as uid 65534")
+        failed_two = round_two(d, p, s, args.only) if args.corpus in ("two", "all") else 0
+        whole = not args.only and args.corpus != "two"  # concurrency and kills: round one's
+        if whole and args.writers and args.rounds:
             acked, kept = concurrency(d, p, args.writers, args.rounds)
             label = f"concurrency ({args.writers} writers x {args.rounds} rounds)"
             print(f"{label}: acknowledged {acked}, present {kept}, lost {acked - kept}")
-        if args.kills and not args.only:
+        if whole and args.kills:
             killed, acked, kept = kills(d, p, args.kills, args.seed)
             label = f"kill -9 ({args.kills} runs, {killed} killed before answering)"
             print(f"{label}: acknowledged {acked}, present {kept}, lost {acked - kept}")
@@ -689,7 +738,7 @@ def main() -> None:
             if not path.is_symlink():
                 path.chmod(0o777)
     print(f"wall: {time.perf_counter() - started:.0f} s")
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if failed or failed_two else 0)
 
 
 if __name__ == "__main__":

@@ -293,7 +293,7 @@ def speech_frames(levels: np.ndarray) -> np.ndarray:
     threshold = max(float(levels.max()) - TRIM_TOP_DB, SILENCE_FLOOR_DBFS)
     voiced = levels > threshold
     kernel = np.ones(2 * TRIM_PAD_FRAMES + 1)
-    return np.convolve(voiced.astype(float), kernel, mode="same") > 0
+    return np.convolve(voiced.astype(float), kernel)[TRIM_PAD_FRAMES:][: len(voiced)] > 0
 
 
 def keep_frames(levels: np.ndarray, name: str = "audio") -> np.ndarray:

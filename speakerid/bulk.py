@@ -15,7 +15,6 @@ never merged or enrolled together.
 from __future__ import annotations
 
 import json
-import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from speakerid.errors import AudioError, InvalidNameError, SpeakerIDError
+from speakerid.outputs import replacing
 
 if TYPE_CHECKING:
     from speakerid.embed import Embedder
@@ -100,30 +100,25 @@ def save_embeddings(
     embeddings: Mapping[str, np.ndarray],
     header: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write embeddings as ``.npz`` (``np.load(path)[key]``), atomically.
+    """Write embeddings as ``.npz`` (``np.load(path)[key]``), atomically and through links;
+    a directory, FIFO or device at ``path`` is refused (``outputs.replacing``).
 
     Written member by member rather than with ``np.savez(**embeddings)``, so that any key
     (even ``"file"``, or one with slashes) survives unchanged. ``header`` (the model's
     identity, see ``speakerid.bulk.header``) goes into the zip comment as JSON, where
     ``np.load`` does not see it.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise SpeakerIDError(f"{path}: is a directory; give a file name for --out")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            if header is not None:
-                zf.comment = json.dumps(dict(header)).encode()
-            for key, vector in embeddings.items():
-                with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(
-                        fh, np.asarray(vector, dtype=np.float32), allow_pickle=False
-                    )
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SpeakerIDError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    with (
+        replacing(path) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
+    ):
+        if header is not None:
+            zf.comment = json.dumps(dict(header)).encode()
+        for key, vector in embeddings.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(
+                    fh, np.asarray(vector, dtype=np.float32), allow_pickle=False
+                )
 
 
 def load_embeddings(path: str | Path) -> EmbeddingsFile:

@@ -295,8 +295,9 @@ def far_threshold(nontarget: np.ndarray, rate: float, what: str = "false-accept 
         raise DataError(f"the {what} must lie strictly between 0 and 1, not {rate}")
     needed = int(np.ceil(MIN_EVENTS / rate))
     if len(s) < needed:
+        count = str(needed) if needed < 10**9 else f"{needed:.3g}"  # not 300 digits for 1e-300
         raise DataError(
-            f"a {what} of {rate:g} needs at least {needed} different-speaker scores to be "
+            f"a {what} of {rate:g} needs at least {count} different-speaker scores to be "
             f"estimated; the data gives {len(s)} (add speakers or recordings, or ask for a "
             "higher rate)"
         )

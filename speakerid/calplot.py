@@ -13,6 +13,7 @@ from scipy.stats import norm as gaussian
 
 from speakerid.calibration import Trials, bucket_name, bucket_of, eer_point, error_rates
 from speakerid.decision import QualityTrials
+from speakerid.outputs import save_figure
 
 DET_TICKS = (0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999)
 _CLIP = (DET_TICKS[0] / 2, 1 - DET_TICKS[0] / 2)  # rates drawn at the edges, not at infinity
@@ -72,8 +73,7 @@ def plot_calibration(
     det.legend(loc="upper right", fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def _probit(x: np.ndarray | float) -> np.ndarray:

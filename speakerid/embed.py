@@ -29,6 +29,7 @@ from speakerid.audio import (
     stream_fragments,
 )
 from speakerid.errors import SpeakerIDError
+from speakerid.modelinfo import refuse_onnx
 from speakerid.registry import resolve_model
 from speakerid.vectors import l2_normalize, pool
 
@@ -190,6 +191,7 @@ def load_model(spec: str | Path | None = None) -> LoadedModel:
     from speakerid.model import load_encoder
 
     path, sha256 = resolve_model(spec)
+    refuse_onnx(path)  # torch runs checkpoints; a graph needs --backend onnx
     return load_encoder(path, expected_sha256=sha256)
 
 

@@ -59,6 +59,14 @@ class ModelHeader:
         return int(self.config["embedding_dim"])
 
 
+def refuse_onnx(path: str | Path) -> None:
+    """Raise ``CheckpointError`` saying what to pass when ``path`` is an ONNX graph."""
+    if Path(path).suffix.lower() == ".onnx":
+        raise CheckpointError(
+            f"{path}: an ONNX graph, not a checkpoint; run it with --backend onnx"
+        )
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file. Raises ``CheckpointError`` if unreadable."""
     metadata = read_raw_header(path).get("__metadata__")
@@ -97,6 +105,7 @@ def read_header(path: str | Path, expected_sha256: str | None = None) -> ModelHe
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
+    refuse_onnx(path)
     fingerprint = file_sha256(path)
     if expected_sha256 is not None and fingerprint != expected_sha256:
         raise CheckpointError(

@@ -3,22 +3,35 @@
 The graph maps front-end features ``(batch, features, frames)`` to embeddings
 ``(batch, embedding_dim)``; the front-end runs in numpy (``npfeatures.py``, tested equal to
 the torch one), so both backends share the audio path up to the body. The graph's metadata
-carries the checkpoint's config and threshold and, as its fingerprint, the sha256 of the
-checkpoint it was exported from: its embeddings match the torch backend's (cosine >= 0.9999,
-tested), so one store serves both backends.
+carries the checkpoint's config and threshold; its embeddings match the torch backend's
+(cosine >= 0.9999, tested).
+
+Identity (the fingerprint a store binds to) is the sha256 of the bytes that compute the
+embedding, never what a file says of itself:
+
+- a graph speakerid exported (``export_onnx``: ``speakerid export``, or the cache below)
+  is noted at export time in the user cache (``exports/<graph sha256>.json``, naming the
+  checkpoint's sha256). A graph whose sha256 is noted there has its checkpoint's identity,
+  so one store serves both backends;
+- any other graph's identity is its own sha256. The checkpoint hash in its metadata
+  (``source_sha256``) is reported as what it claims to come from, and binds nothing: a
+  crafted graph claiming a shipped model's hash cannot use that model's stores.
 
 Exporting needs torch (``export_onnx``); running does not. For a checkpoint given to the
-onnx backend, the graph is exported once into the user cache (``onnx_cache_dir``) and
-checked against a recorded sha256 on every later load (rebuilt if it differs).
-onnxruntime comes with the ``speakerid[onnx]`` extra.
+onnx backend, the graph is exported once into the user cache (``onnx_cache_dir``) and used
+while its sha256 is noted as exported from that checkpoint (rebuilt else). Every graph's
+metadata is checked at load, and a graph speakerid did not write is probed: one run whose
+output must be ``(batch, embedding_dim)`` finite floats. onnxruntime comes with the
+``speakerid[onnx]`` extra.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +40,9 @@ import numpy as np
 from speakerid.audio import FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS
 from speakerid.embed import BaseEmbedder
 from speakerid.errors import CheckpointError, SpeakerIDError
-from speakerid.modelinfo import ModelHeader, file_sha256, read_header
-from speakerid.npfeatures import numpy_frontend
+from speakerid.modelinfo import ModelHeader, check_threshold, file_sha256, read_header
+from speakerid.npfeatures import Frontend, numpy_frontend
+from speakerid.outputs import replacing
 from speakerid.registry import resolve_model
 from speakerid.vectors import l2_normalize
 
@@ -38,6 +52,12 @@ CACHE_ENV = "SPEAKERID_CACHE"  # overrides the cache folder (default: the user c
 INPUT_NAME = "features"
 OUTPUT_NAME = "embedding"
 INSTALL_HINT = "the onnx backend needs onnxruntime: pip install 'speakerid[onnx]'"
+EXPORTS_DIR = "exports"  # under the cache: <graph sha256>.json for each graph speakerid wrote
+PROBE_BATCH = 2  # fragments of a foreign graph's probe run (2: the batch axis must vary)
+# Front-end sizes a graph's config may ask for: bounds the numpy front-end's tables.
+FRONTEND_SIZE_FIELDS = ("n_mels", "n_mfcc", "stem_stride")
+FRONTEND_SIZE_MAX = 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def onnx_cache_dir() -> Path:
@@ -49,13 +69,45 @@ def onnx_cache_dir() -> Path:
     return user_cache_path("speakerid") / "onnx"
 
 
+def _export_record(graph_sha256: str) -> Path:
+    return onnx_cache_dir() / EXPORTS_DIR / f"{graph_sha256}.json"
+
+
+def note_export(graph_sha256: str, source_sha256: str, source: Path) -> None:
+    """Note in the user cache that speakerid wrote the graph ``graph_sha256`` from the
+    checkpoint ``source_sha256``: that graph then has the checkpoint's identity."""
+    record = _export_record(graph_sha256)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(record) as tmp:
+            tmp.write_text(json.dumps({"source_sha256": source_sha256, "source": str(source)}))
+    except OSError as exc:
+        raise SpeakerIDError(
+            f"{record}: cannot note the export in the cache ({exc.strerror or exc})"
+        ) from None
+
+
+def exported_from(graph_sha256: str) -> str | None:
+    """The sha256 of the checkpoint speakerid exported the graph ``graph_sha256`` from, as
+    noted at export time (``note_export``); None for a graph speakerid did not write here."""
+    try:
+        record = json.loads(_export_record(graph_sha256).read_text())
+    except (OSError, ValueError):
+        return None
+    source = record.get("source_sha256") if isinstance(record, dict) else None
+    return source if isinstance(source, str) and _SHA256.fullmatch(source) else None
+
+
 def export_onnx(
     checkpoint: str | Path, out: str | Path, expected_sha256: str | None = None
 ) -> Path:
-    """Export a checkpoint's body (+ whitening) to ONNX at ``out`` (written atomically).
+    """Export a checkpoint's body (+ whitening) to ONNX at ``out``, and note the export.
 
-    Needs torch and the ``onnx`` package. Raises ``CheckpointError`` for a model whose
-    front-end has no numpy version or whose body does not export.
+    ``out`` is written atomically and through links (``outputs.replacing``: a directory,
+    FIFO or device there is refused); the graph's sha256 is noted in the cache as exported
+    from the checkpoint (``note_export``). Needs torch and the ``onnx`` package. Raises
+    ``CheckpointError`` for a model whose front-end has no numpy version or whose body does
+    not export.
     """
     import torch
 
@@ -90,55 +142,59 @@ def export_onnx(
         # batch 1: the exporter's advice for LSTMs whose batch varies at run time
         example = loaded.encoder.frontend(torch.zeros(1, cfg.fragment_samples))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpeakerIDError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    source = Path(checkpoint).resolve()
     metadata = {
         "format": ONNX_FORMAT,
         "config": json.dumps(config),
-        "source_sha256": loaded.fingerprint,
-        "source": str(Path(checkpoint).resolve()),
+        "source_sha256": loaded.fingerprint,  # what it came from; identity is noted apart
+        "source": str(source),
         "threshold": "" if loaded.threshold is None else repr(float(loaded.threshold)),
     }
-    try:
-        # The TorchScript exporter (dynamo=False): it handles the LSTM and needs no onnxscript.
-        # Its deprecation and LSTM-batch warnings are about the exporter, not the user's model.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                body,
-                (example,),
-                str(tmp),
-                dynamo=False,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=ONNX_OPSET,
-            )
-        graph = onnx.load(str(tmp))
-        for key, value in metadata.items():
-            graph.metadata_props.add(key=key, value=value)
-        onnx.save(graph, str(tmp))
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SpeakerIDError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    except Exception as exc:  # the exporter raises many kinds; one line says which model failed
-        tmp.unlink(missing_ok=True)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{checkpoint}: cannot be exported to ONNX ({first})") from None
+    with replacing(out) as tmp:
+        try:
+            # The TorchScript exporter (dynamo=False): it handles the LSTM, needs no onnxscript.
+            # Its deprecation and LSTM-batch warnings are about the exporter, not the model.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    body,
+                    (example,),
+                    str(tmp),
+                    dynamo=False,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    opset_version=ONNX_OPSET,
+                )
+            graph = onnx.load(str(tmp))
+            for key, value in metadata.items():
+                graph.metadata_props.add(key=key, value=value)
+            onnx.save(graph, str(tmp))
+        except OSError:
+            raise  # a write error: ``replacing`` words it
+        except Exception as exc:  # the exporter raises many kinds; one line says which failed
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{checkpoint}: cannot be exported to ONNX ({first})") from None
+        note_export(file_sha256(tmp), loaded.fingerprint, source)
     return out
 
 
 @dataclass(frozen=True)
 class OnnxModel:
-    """An ONNX session with what its metadata says about the checkpoint it came from."""
+    """An ONNX session, what its metadata says, and the identity of the graph."""
 
     session: Any  # onnxruntime.InferenceSession
     config: dict[str, Any]
     threshold: float | None
-    fingerprint: str  # the source checkpoint's sha256, so stores match the torch backend's
-    path: Path  # the source checkpoint (as recorded), or the .onnx file given directly
+    fingerprint: str  # the store identity: the graph's sha256, or its noted checkpoint's
+    path: Path  # what a message names: the checkpoint for a cached graph, else the .onnx
     onnx_path: Path
+    graph_sha256: str = ""  # sha256 of the .onnx file's bytes
+    claimed_source: str | None = None  # the metadata's source_sha256: said, not verified
 
 
 def _session(path: Path) -> Any:
@@ -155,11 +211,60 @@ def _session(path: Path) -> Any:
         raise CheckpointError(f"{path}: not a readable ONNX model ({first})") from None
 
 
+def _config(meta: dict[str, str]) -> tuple[dict[str, Any], float | None, Frontend]:
+    """The metadata's config, threshold and numpy front-end, checked; ``ValueError`` else."""
+    if "config" not in meta:
+        raise ValueError("no config")
+    config = json.loads(meta["config"])
+    if not isinstance(config, dict):
+        raise ValueError(f"config is {type(config).__name__}, not an object")
+    dim = config.get("embedding_dim")
+    if type(dim) is not int or dim <= 0:
+        raise ValueError(f"embedding_dim {dim!r} is not a positive integer")
+    if config.get("fragment_samples", FRAGMENT_SAMPLES) != FRAGMENT_SAMPLES:
+        raise ValueError(f"fragment_samples {config['fragment_samples']!r}, not {FRAGMENT_SAMPLES}")
+    for field in FRONTEND_SIZE_FIELDS:
+        value = config.get(field, 1)
+        if type(value) is not int or not 1 <= value <= FRONTEND_SIZE_MAX:
+            raise ValueError(f"{field} {value!r} is not an integer in [1, {FRONTEND_SIZE_MAX}]")
+    threshold = meta.get("threshold")
+    threshold_value = check_threshold(float(threshold), "its threshold") if threshold else None
+    return config, threshold_value, numpy_frontend(config)
+
+
+def _probe(session: Any, frontend: Frontend, dim: int, path: Path) -> None:
+    """Run the graph once on noise: ``(PROBE_BATCH, dim)`` finite floats, or refused."""
+    noise = np.random.default_rng(0).standard_normal((PROBE_BATCH, FRAGMENT_SAMPLES))
+    try:
+        features = frontend((0.1 * noise).astype(np.float32))
+        (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: features})
+    except Exception as exc:  # onnxruntime's own types; a bad front-end config's ValueError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: the graph does not run ({first[:200]})") from None
+    shape = tuple(getattr(out, "shape", ()))
+    if shape != (PROBE_BATCH, dim) or not np.issubdtype(out.dtype, np.floating):
+        raise CheckpointError(
+            f"{path}: the graph's output has shape {shape}, not (batch, {dim}) floats as its "
+            "metadata says"
+        )
+    if not np.isfinite(out).all():
+        raise CheckpointError(f"{path}: the graph produced NaN or infinite values on a probe")
+
+
 def open_onnx(path: str | Path) -> OnnxModel:
-    """Load an exported graph and check that it is speakerid's."""
+    """Load a graph, check that it is speakerid's and runs, and give it its identity.
+
+    The identity is the checkpoint's sha256 when speakerid noted exporting this very file
+    (``exported_from``), else the file's own sha256 (see the module's docstring). Any
+    other graph is probed (``_probe``) before use; a noted one is what speakerid wrote.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
+    try:
+        graph_sha256 = file_sha256(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     session = _session(path)
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get("format") != ONNX_FORMAT:
@@ -167,13 +272,17 @@ def open_onnx(path: str | Path) -> OnnxModel:
             f"{path}: not a speakerid ONNX model (export one with speakerid export)"
         )
     try:
-        config = json.loads(meta["config"])
-        threshold = float(meta["threshold"]) if meta.get("threshold") else None
-        fingerprint = meta["source_sha256"]
-        source = Path(meta.get("source", str(path)))
-    except (KeyError, TypeError, ValueError) as exc:
+        config, threshold, frontend = _config(meta)
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: damaged ONNX model metadata ({exc})") from None
-    return OnnxModel(session, config, threshold, fingerprint, source, path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    source = exported_from(graph_sha256)
+    if source is None:  # not the bytes speakerid wrote: check that it computes what it says
+        _probe(session, frontend, config["embedding_dim"], path)
+    claimed = meta.get("source_sha256") or None
+    fingerprint = source or graph_sha256
+    return OnnxModel(session, config, threshold, fingerprint, path, path, graph_sha256, claimed)
 
 
 def cached_onnx_path(header: ModelHeader) -> Path:
@@ -185,30 +294,20 @@ def load_onnx_model(model: str | Path | None = None) -> OnnxModel:
     """The ONNX model for ``model``: an ``.onnx`` file as given, or a checkpoint's cached graph.
 
     A checkpoint (the shipped one when ``model`` is None) is exported once into the cache
-    (this needs torch); later loads check the cached file's sha256 against the one recorded
-    beside it and re-export if they differ.
+    (this needs torch). The cached graph is used while its sha256 is noted as exported from
+    that checkpoint (``exported_from``), and re-exported else (damaged, replaced, foreign).
     """
     if model is not None and Path(model).suffix == ".onnx":
         return open_onnx(model)
     checkpoint, expected = resolve_model(model)
     header = read_header(checkpoint, expected_sha256=expected)
     target = cached_onnx_path(header)
-    digest_file = target.with_name(target.name + ".sha256")
-    fresh = (
-        target.is_file()
-        and digest_file.is_file()
-        and digest_file.read_text().strip() == file_sha256(target)
-    )
-    if not fresh:
+    if not (target.is_file() and exported_from(file_sha256(target)) == header.fingerprint):
         export_onnx(checkpoint, target, expected_sha256=expected)
-        digest_file.write_text(file_sha256(target) + "\n")
     loaded = open_onnx(target)
-    if loaded.fingerprint != header.fingerprint:
+    if loaded.fingerprint != header.fingerprint:  # replaced between export and load
         raise CheckpointError(f"{target}: the cached graph is not {checkpoint}'s; delete it")
-    # Report the checkpoint as the user named it, not the path recorded at export time.
-    return OnnxModel(
-        loaded.session, loaded.config, loaded.threshold, loaded.fingerprint, checkpoint, target
-    )
+    return replace(loaded, path=checkpoint)  # messages name the checkpoint as the user did
 
 
 class OnnxEmbedder(BaseEmbedder):
@@ -220,9 +319,7 @@ class OnnxEmbedder(BaseEmbedder):
         self.model = model
         self.batch_size = batch_size
         self.min_speech = min_speech
-        self.frontend = numpy_frontend(model.config)
-        if int(model.config.get("fragment_samples", FRAGMENT_SAMPLES)) != FRAGMENT_SAMPLES:
-            raise CheckpointError(f"{model.onnx_path}: built for another fragment length")
+        self.frontend = numpy_frontend(model.config)  # checked by open_onnx
 
     @property
     def dim(self) -> int:
@@ -234,7 +331,12 @@ class OnnxEmbedder(BaseEmbedder):
         for start in range(0, len(fragments), self.batch_size):
             chunk = np.ascontiguousarray(fragments[start : start + self.batch_size], np.float32)
             features = self.frontend(chunk)
-            out.append(self.model.session.run([OUTPUT_NAME], {INPUT_NAME: features})[0])
+            try:
+                out.append(self.model.session.run([OUTPUT_NAME], {INPUT_NAME: features})[0])
+            except Exception as exc:  # onnxruntime's own types, not importable here
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                path = self.model.onnx_path
+                raise CheckpointError(f"{path}: the graph failed ({first})") from None
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalize(np.concatenate(out))

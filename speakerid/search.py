@@ -373,7 +373,7 @@ class VectorIndex:
                 if ann.ntotal != n or ann.d != dim:
                     return None
                 _set_search_params(ann, kind)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError):
             return None  # missing, truncated or foreign files: rebuilt by the caller
         return cls(np.asarray(ids), vectors, ann, kind, generation, pointer["build_seconds"])
 

@@ -44,6 +44,7 @@ from speakerid.audio import (
 )
 from speakerid.embed import Embedder
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
+from speakerid.outputs import save_figure
 from speakerid.service import model_id, scorer_for
 from speakerid.store import SpeakerStore
 from speakerid.vectors import score
@@ -342,7 +343,9 @@ def score_windows(
         raise AudioError(f"{name}: the audio holds no samples")
     if not voiced.any():
         raise AudioError(f"{name}: the audio is silent")
-    speech_seconds = voiced.sum() * TRIM_FRAME_SAMPLES / SAMPLE_RATE
+    lengths = np.full(len(voiced), TRIM_FRAME_SAMPLES)  # the last frame may be partial
+    lengths[-1] = samples - (len(voiced) - 1) * TRIM_FRAME_SAMPLES
+    speech_seconds = int(lengths[voiced].sum()) / SAMPLE_RATE
     if speech_seconds < MIN_SPEECH_SECONDS:
         raise AudioError(
             f"{name}: only {speech_seconds:.2f} s of speech; at least "
@@ -430,16 +433,23 @@ def identify_segments(
 # ---------------------------------------------------------------- output
 
 
+def rttm_field(text: str, empty: str = "audio") -> str:
+    """``text`` as one RTTM field: every whitespace or control character (space, tab,
+    newline, ...) becomes ``_``, so a name cannot add fields or forge lines."""
+    field = "".join("_" if ch.isspace() or not ch.isprintable() else ch for ch in text)
+    return field or empty
+
+
 def rttm_lines(timeline: Timeline, file_id: str | None = None) -> list[str]:
     """Standard RTTM ``SPEAKER`` lines: file id, channel 1, onset, duration, name.
 
-    RTTM fields are separated by spaces, so spaces in names (and the file id) become ``_``;
-    the file id defaults to the file's name without its extension.
+    The file id defaults to the file's name without its extension; it and the names pass
+    through ``rttm_field``, so every line has exactly the ten RTTM fields.
     """
-    fid = (file_id or Path(timeline.file).stem or "audio").replace(" ", "_")
+    fid = rttm_field(file_id or Path(timeline.file).stem)
     lines = []
     for seg in timeline.segments:
-        who = (seg.speaker or UNKNOWN).replace(" ", "_")
+        who = rttm_field(seg.speaker or UNKNOWN)
         lines.append(
             f"SPEAKER {fid} 1 {seg.start:.3f} {seg.end - seg.start:.3f} <NA> <NA> {who} <NA> <NA>"
         )
@@ -466,9 +476,4 @@ def plot_timeline(timeline: Timeline, path: str | Path) -> None:
     ax.set_xlabel("time (s)")
     ax.set_title(Path(timeline.file).name)
     fig.tight_layout()
-    try:
-        fig.savefig(str(path), dpi=100)
-    except OSError as exc:
-        raise SpeakerIDError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
-    except ValueError as exc:  # matplotlib's word for an unknown file extension
-        raise SpeakerIDError(f"{path}: cannot write the plot ({exc})") from None
+    save_figure(fig, path, dpi=100)

@@ -845,7 +845,7 @@ def test_non_finite_result_never_prints_invalid_json(
     from speakerid.api import SpeakerID
     from speakerid.service import Verification
 
-    def nan_verify(self, name, path, threshold=None):
+    def nan_verify(self, name, path, threshold=None, far=None):
         return Verification(name, str(path), float("nan"), 0.5, False)
 
     monkeypatch.setattr(SpeakerID, "verify", nan_verify)
@@ -926,3 +926,19 @@ def test_unreadable_store_is_one_line(open_tmp: Path) -> None:
     code, stderr = run_unprivileged(_list_as, str(path))
     lines = stderr.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "printed"),
+    [
+        ("\x1b]0;T\x07\x1b[2Jx.flac", "\\x1b]0;T\\x07\\x1b[2Jx.flac"),
+        ("two\nlines\tand\r", "two\\nlines\\tand\\r"),
+        ("\u202eevil.wav", "\\u202eevil.wav"),
+        (b"\xff.wav".decode("utf-8", "surrogateescape"), "\\xff.wav"),
+        ("café 日本 a b.wav", "café 日本 a b.wav"),
+    ],
+)
+def test_printed_text_is_escaped(raw: str, printed: str) -> None:
+    from speakerid.cli.common import shown
+
+    assert shown(raw) == printed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from speakerid.onnx_backend import (
     OnnxEmbedder,
     cached_onnx_path,
     export_onnx,
+    exported_from,
     load_onnx_model,
     open_onnx,
 )
@@ -115,7 +117,7 @@ def test_cache_is_built_once_and_checked(model_path: Path, onnx_cache: Path) -> 
     # a damaged cache file fails its sha256 check and is rebuilt
     target.write_bytes(target.read_bytes()[:1000])
     again = load_onnx_model(model_path)
-    assert file_sha256(target) == (target.parent / (target.name + ".sha256")).read_text().strip()
+    assert exported_from(file_sha256(target)) == file_sha256(model_path)
     sample = synth_voice(VOICES["alice"], seed=5)
     np.testing.assert_allclose(
         OnnxEmbedder(again).embed_waveform(sample),
@@ -145,3 +147,63 @@ def test_frontend_without_numpy_twin_cannot_export(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError):
         export_onnx(bad, tmp_path / "bad.onnx")
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_identity_is_the_graph_unless_speakerid_noted_exporting_it(
+    model_path: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import onnx
+    from hostile_corpus import forged_graph
+
+    claim = file_sha256(model_path)
+    config = read_header(model_path).config
+    forged = forged_graph(tmp_path / "forged.onnx", config, np.ones(16) / 4.0, claim)
+    model = open_onnx(forged)
+    assert model.claimed_source == claim  # what it says, reported...
+    assert model.fingerprint == file_sha256(forged) != claim  # ...binding nothing
+
+    exported = export_onnx(model_path, tmp_path / "m.onnx")
+    copy = shutil.copy(exported, tmp_path / "copy.onnx")
+    assert open_onnx(copy).fingerprint == claim  # the same bytes speakerid wrote
+    graph = onnx.load(str(exported))
+    graph.metadata_props.add(key="note", value="edited")
+    onnx.save(graph, str(tmp_path / "edited.onnx"))
+    edited = open_onnx(tmp_path / "edited.onnx")
+    assert edited.fingerprint == file_sha256(tmp_path / "edited.onnx") != claim
+
+
+def test_graph_output_is_probed_at_load(model_path: Path, tmp_path: Path) -> None:
+    from hostile_corpus import forged_graph
+
+    config = read_header(model_path).config
+    with pytest.raises(CheckpointError, match=r"shape \(2, 10\), not \(batch, 16\)"):
+        open_onnx(forged_graph(tmp_path / "ten.onnx", config, np.ones(10)))
+    with pytest.raises(CheckpointError, match=r"nan\.onnx: the graph produced NaN"):
+        open_onnx(forged_graph(tmp_path / "nan.onnx", config, np.full(16, np.nan)))
+    bad = {"config": json.dumps({**config, "n_mels": 10**9})}
+    with pytest.raises(CheckpointError, match="n_mels"):
+        open_onnx(forged_graph(tmp_path / "big.onnx", config, np.ones(16), metadata=bad))
+
+
+def test_a_graph_claiming_a_shipped_model_cannot_use_its_store(
+    voices_dir: Path, tmp_path: Path
+) -> None:
+    """The issue's repro: a constant graph whose metadata claims ``fast``'s sha256."""
+    from hostile_corpus import forged_graph
+
+    from speakerid.errors import StoreError
+    from speakerid.service import enroll, verify
+    from speakerid.store import SpeakerStore
+
+    fast = registry.SHIPPED["fast"]
+    config = read_header(registry.shipped_path(fast)).config
+    dim = config["embedding_dim"]
+    forged = forged_graph(tmp_path / "fast.onnx", config, np.ones(dim) / np.sqrt(dim), fast.sha256)
+    with SpeakerStore(tmp_path / "s.sqlite") as store:
+        enroll(store, open_embedder("fast", "torch"), "alice", [voices_dir / "alice_1.wav"])
+        mallory = OnnxEmbedder(open_onnx(forged))
+        assert mallory.model.fingerprint != fast.sha256
+        with pytest.raises(StoreError, match="embeddings made by"):
+            verify(store, mallory, "alice", voices_dir / "bob_1.wav")

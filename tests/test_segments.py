@@ -25,6 +25,7 @@ from speakerid.segments import (
     enforce_min_duration,
     fit_window,
     identify_segments,
+    rttm_field,
     rttm_lines,
     score_windows,
     voice_activity,
@@ -284,6 +285,21 @@ def test_rttm_lines(fake: FakeEmbedder, fake_store: Path) -> None:
     for (_, onset, dur, _), seg in zip(parsed, timeline.segments, strict=True):
         assert float(onset) == pytest.approx(seg.start, abs=1e-3)
         assert float(dur) == pytest.approx(seg.end - seg.start, abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    "name", ["a\nSPEAKER x 1 0 9 <NA> <NA> mallory <NA> <NA>", "tab\there", "\x1c\u2028 ", ""]
+)
+def test_rttm_field_is_one_field(name: str) -> None:
+    field = rttm_field(name)
+    assert field and field.split() == [field] and field.isprintable()
+    assert len(field) == (len(name) or len("audio"))  # one character for one
+
+
+def test_short_file_reports_its_true_speech_seconds(fake: FakeEmbedder, fake_store: Path) -> None:
+    wav = synth_voice(VOICES["alice"], seconds=0.2, seed=1)
+    with SpeakerStore(fake_store) as store, pytest.raises(AudioError, match=r"only 0\.20 s"):
+        identify_segments(store, fake, wav)
 
 
 # ---------------------------------------------------------------- the command line

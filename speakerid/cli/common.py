@@ -6,13 +6,25 @@ red line on stderr and exit status 2, and Ctrl-C into exit 130; under ``--json``
 also printed on stdout as ``{"error": ..., "code": ...}``. Results go to stdout as Rich text,
 or as JSON with ``--json``; messages go to stderr.
 
+Whatever a command prints that came from outside (paths, names, library messages) goes
+through ``shown``, so that control characters in a file name can neither drive the terminal
+nor split a line. Python warnings raised while a command runs are held back: printed as
+``warning:`` lines after a successful run, dropped after an error (whose line comes first and
+alone). Output that stdout cannot take (a full disk, a closed pipe) is one error line too.
+
 Exit status (like grep): 0 success / accepted, 1 rejected (``verify``), 2 error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
+import os
+import sys
+import unicodedata
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,6 +33,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from speakerid.api import SpeakerID
@@ -169,6 +182,9 @@ ShardOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Errors of a write that found no room or no reader: the output's, when no file is named.
+_WRITE_ERRORS = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG}
+
 # Whether the running command was given --json: then its errors are JSON on stdout too.
 _json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
 
@@ -180,15 +196,32 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
         @functools.wraps(fn)
         def guarded(*args: Any, **kw: Any) -> Any:
             token = _json_errors.set(bool(kw.get("json_")))
-            try:
-                return fn(*args, **kw)
-            except SpeakerIDError as exc:
-                fail(str(exc))
-            except KeyboardInterrupt as exc:
-                # An interrupt may say what was kept (enroll-dir); a bare Ctrl-C says nothing.
-                fail(str(exc) or "interrupted", EXIT_INTERRUPTED, prefix="")
-            finally:
-                _json_errors.reset(token)
+            code = EXIT_ERROR
+            with warnings.catch_warnings(record=True) as caught:
+                try:
+                    result = fn(*args, **kw)
+                    flush_stdout()
+                    code = EXIT_OK
+                    return result
+                except typer.Exit as exc:
+                    flush_stdout()
+                    code = exc.exit_code
+                    raise
+                except SpeakerIDError as exc:
+                    fail(str(exc))
+                except KeyboardInterrupt as exc:
+                    # An interrupt may say what was kept (enroll-dir); a bare Ctrl-C says nothing.
+                    fail(str(exc) or "interrupted", EXIT_INTERRUPTED, prefix="")
+                except OSError as exc:
+                    # A write error with no file named is the output's (stdout); a file's
+                    # errors are the core's to word, with the file's name.
+                    if exc.filename is None and exc.errno in _WRITE_ERRORS:
+                        stdout_failed(exc)
+                    raise
+                finally:
+                    _json_errors.reset(token)
+                    if code in (EXIT_OK, EXIT_REJECTED):
+                        report_warnings(caught)
 
         app.command(name, **kwargs)(guarded)
         return fn
@@ -196,17 +229,95 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     return decorator
 
 
+# Spaces print as themselves; every other unprintable character is escaped: controls,
+# bidirectional overrides (they reorder what follows on screen), line separators.
+_SHOWN_AS_IS = {"Zs"}
+
+
+def shown(value: object) -> str:
+    """``value`` as text safe to print: control characters (escape sequences, newlines,
+    tabs), bidirectional overrides and undecodable bytes are written out as ``\\x1b``,
+    ``\\n``, ``\\u202e``..., so that a hostile file name can neither drive the terminal
+    nor split one line into two."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or _plain_space(ch) else _escaped(ch) for ch in text)
+
+
+def shown_markup(value: object) -> str:
+    """``shown(value)`` for a Rich markup string: its brackets escaped too."""
+    return escape(shown(value))
+
+
+def _plain_space(ch: str) -> bool:
+    return unicodedata.category(ch) in _SHOWN_AS_IS
+
+
+def _escaped(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape): the byte
+        return f"\\x{code - 0xDC00:02x}"
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch)
+    if named:
+        return named
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def fail(message: str, code: int = EXIT_ERROR, prefix: str = "error: ") -> NoReturn:
-    """One red line on stderr (the message's first line), then exit status ``code`` (2).
+    """One red line on stderr (``message`` through ``shown``), then exit status ``code`` (2).
 
     Under ``--json`` the same message is also printed on stdout as
     ``{"error": MESSAGE, "code": CODE}``, so that a script can parse every outcome.
     """
-    first = message.splitlines()[0] if message else "error"
-    err.print(f"{prefix}{first}", style="red", markup=False, soft_wrap=True)
+    line = shown(message) if message else "error"
+    err.print(f"{prefix}{line}", style="red", markup=False, soft_wrap=True)
     if _json_errors.get():
-        typer.echo(json.dumps({"error": first, "code": code}, ensure_ascii=False))
+        try:
+            typer.echo(json.dumps({"error": line, "code": code}, ensure_ascii=False))
+            sys.stdout.flush()
+        except OSError as exc:  # stdout is full or closed: the stderr line is the answer
+            stdout_failed(exc, report=False)
     raise typer.Exit(code)
+
+
+def flush_stdout(report: bool = True) -> None:
+    """Push out what the command printed (``stdout_failed`` if stdout cannot take it)."""
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        stdout_failed(exc, report)
+
+
+def stdout_failed(exc: OSError, report: bool = True) -> None:
+    """Stdout could not take the output (``/dev/full``, a closed pipe): one line, exit 2
+    (``report=False``: drop the output silently)."""
+    # Point stdout at the null device: the held output goes there, not into a traceback at
+    # exit.
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's stream)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    if report:
+        _json_errors.set(False)
+        fail(f"cannot write the output to stdout ({exc.strerror or exc})")
+
+
+def report_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Python warnings of a successful run, one ``warning:`` line each (repeats once).
+
+    Deprecation notices are about the libraries, not the user's data: not shown.
+    """
+    hidden = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+    lines = {
+        shown(str(w.message).splitlines()[0] if str(w.message) else w.category.__name__)
+        for w in caught
+        if not issubclass(w.category, hidden)
+    }
+    for line in sorted(lines):
+        err.print(f"warning: {line}", style="yellow", markup=False, soft_wrap=True)
 
 
 def threshold_flag(value: float | None) -> float | None:
@@ -248,8 +359,8 @@ def print_json(data: Any) -> None:
     typer.echo(text)
 
 
-def load_embedder(model: str | None, precision: str) -> BaseEmbedder:
-    return open_embedder(model, None, precision)
+def load_embedder(model: str | None, precision: str, backend: str | None = None) -> BaseEmbedder:
+    return open_embedder(model, backend, precision)
 
 
 def open_sid(
@@ -288,7 +399,7 @@ def report_failures(failures: list[FileError]) -> None:
     """One red ``error: path: reason`` line on stderr per file that failed."""
     for item in failures:
         line = item.error if item.error.startswith(item.file) else f"{item.file}: {item.error}"
-        err.print(f"error: {line}", style="red", markup=False, soft_wrap=True)
+        err.print(f"error: {shown(line)}", style="red", markup=False, soft_wrap=True)
 
 
 @contextmanager
@@ -314,7 +425,7 @@ def writing_sid(
         yield sid
     if folder_missing and target.exists():
         err.print(
-            f"created the store {target} in the new folder {target.parent}",
+            f"created the store {shown(target)} in the new folder {shown(target.parent)}",
             style="yellow",
             markup=False,
             soft_wrap=True,

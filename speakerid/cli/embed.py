@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.bulk import save_embeddings
@@ -29,7 +28,9 @@ from speakerid.cli.common import (
     print_json,
     progress_bar,
     read_sources,
+    shown_markup,
 )
+from speakerid.outputs import output_target
 
 
 @command("embed")
@@ -59,6 +60,7 @@ def embed_cmd(
     """
     from speakerid.bulk import header, merge_embeddings, parse_shard
 
+    output_target(out_path)  # a directory, FIFO or device is refused before any work
     if merge:
         merged = merge_embeddings(files)
         head = header(
@@ -70,7 +72,7 @@ def embed_cmd(
             return
         out.print(
             f"merged {len(merged.parts)} file(s), {len(merged.vectors)} embedding(s), "
-            f"into {escape(str(out_path))}",
+            f"into {shown_markup(out_path)}",
             soft_wrap=True,
         )
         return
@@ -108,7 +110,7 @@ def embed_cmd(
         elif vectors:
             out.print(
                 f"wrote {len(vectors)} embedding(s) of size {sid.embedder.dim} to "
-                f"{escape(str(out_path))}",
+                f"{shown_markup(out_path)}",
                 soft_wrap=True,
             )
 
@@ -141,6 +143,7 @@ def export_cmd(
     from speakerid.onnx_backend import export_onnx
     from speakerid.registry import resolve_model
 
+    output_target(onnx)  # a directory, FIFO or device: refused even with --force
     if onnx.exists() and not force:
         fail(f"{onnx} exists; pass --force to overwrite it")
     checkpoint, expected = resolve_model(model)
@@ -148,4 +151,4 @@ def export_cmd(
     if json_:
         print_json({"model": str(checkpoint), "onnx": str(written)})
         return
-    out.print(f"[green]exported[/green] {escape(str(checkpoint))} to {escape(str(written))}")
+    out.print(f"[green]exported[/green] {shown_markup(checkpoint)} to {shown_markup(written)}")

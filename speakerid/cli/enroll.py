@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.bulk import save_embeddings
@@ -32,9 +31,12 @@ from speakerid.cli.common import (
     print_json,
     progress_bar,
     read_sources,
+    shown,
+    shown_markup,
     writing_sid,
 )
 from speakerid.embed import BaseEmbedder
+from speakerid.outputs import output_target
 from speakerid.store import SpeakerStore
 
 
@@ -86,11 +88,14 @@ def enroll(
     for quality in result.quality:
         for problem in quality.problems:
             err.print(
-                f"warning: {quality.path}: {problem}", style="yellow", markup=False, soft_wrap=True
+                f"warning: {shown(quality.path)}: {shown(problem)}",
+                style="yellow",
+                markup=False,
+                soft_wrap=True,
             )
     action = "enrolled" if result.created else ("re-enrolled" if result.replaced else "updated")
     out.print(
-        f"[green]{action}[/green] [bold]{result.speaker}[/bold]: {result.added} new, "
+        f"[green]{action}[/green] [bold]{shown_markup(result.speaker)}[/bold]: {result.added} new, "
         f"{result.updated} re-embedded, {result.recordings} recording(s) in total",
         soft_wrap=True,
     )
@@ -114,7 +119,7 @@ def _report_bulk(result: Any, store_path: Path, json_: bool) -> None:
             for quality in (q for r in result.enrolled for q in r.quality):
                 for problem in quality.problems:
                     err.print(
-                        f"warning: {quality.path}: {problem}",
+                        f"warning: {shown(quality.path)}: {shown(problem)}",
                         style="yellow",
                         markup=False,
                         soft_wrap=True,
@@ -166,7 +171,9 @@ def enroll_dir(
 
     part = parse_shard(shard)
     if out_path is not None:
-        _embed_dir_to_npz(load_embedder(model, precision), directory, part, out_path, json_)
+        output_target(out_path)  # a directory, FIFO or device is refused before any work
+        embedder = load_embedder(model, precision, backend)
+        _embed_dir_to_npz(embedder, directory, part, out_path, json_)
         return
     with (
         writing_sid(store, model, backend, precision, min_speech) as sid,
@@ -176,7 +183,7 @@ def enroll_dir(
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=speaker)
+            progress.update(task, completed=done, total=total, description=shown_markup(speaker))
 
         try:
             result = sid.enroll_dir(
@@ -221,9 +228,9 @@ def _embed_dir_to_npz(
         )
         return
     for _, reason in skipped:
-        err.print(f"skipped: {reason}", style="yellow", markup=False, soft_wrap=True)
+        err.print(f"skipped: {shown(reason)}", style="yellow", markup=False, soft_wrap=True)
     out.print(
-        f"wrote {len(vectors)} embedding(s) of shard {part} to {escape(str(out_path))}; "
+        f"wrote {len(vectors)} embedding(s) of shard {part} to {shown_markup(out_path)}; "
         f"{len(skipped)} skipped",
         soft_wrap=True,
     )

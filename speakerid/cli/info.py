@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from rich.markup import escape
-
-from speakerid.cli.common import JsonOpt, ModelOpt, StoreOpt, command, out, print_json
+from speakerid.cli.common import (
+    JsonOpt,
+    ModelOpt,
+    StoreOpt,
+    command,
+    fail,
+    out,
+    print_json,
+    shown_markup,
+)
 from speakerid.service import describe
 from speakerid.store import SpeakerStore
 
@@ -16,6 +23,8 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
     """Show the model (path, fingerprint, threshold) and the store (path, counts)."""
     with SpeakerStore(store) as db:
         info = describe(db, model)
+    if model is not None and info.model.error:  # asked about this model: it is the answer
+        fail(info.model.error)
     if json_:
         print_json(asdict(info))
         return
@@ -25,23 +34,23 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
         "model": "calibrated, from the model",
         "default": "built-in default: the model has no calibrated threshold",
     }
-    rows = [("model", escape(m.path))]
+    rows = [("model", shown_markup(m.path))]
     if m.error:
-        rows.append(("model error", f"[red]{escape(m.error)}[/red]"))
+        rows.append(("model error", f"[red]{shown_markup(m.error)}[/red]"))
     else:
         rows += [("fingerprint", m.fingerprint or ""), ("embedding size", str(m.embedding_dim))]
     cal = info.calibration
     normalised = cal is not None and cal.norm == "asnorm" and info.verify_source == "store"
     norm = " on AS-norm scores" if normalised else ""
     if info.decisions:
-        rows.append(("decisions", escape(info.decisions)))
+        rows.append(("decisions", shown_markup(info.decisions)))
     rows += [
         ("threshold", f"{info.verify_threshold:.4f} ({why[info.verify_source]}{norm})"),
         ("identify at", f"{info.identify_threshold:.4f} ({why[info.identify_source]}{norm})"),
-        ("store", escape(s.path) + ("" if s.exists else " (not created yet)")),
+        ("store", shown_markup(s.path) + ("" if s.exists else " (not created yet)")),
         ("speakers", str(s.speakers)),
         ("recordings", str(s.recordings)),
-        ("store model", s.model_fingerprint or "(none yet)"),
+        ("store model", shown_markup(s.model_fingerprint or "(none yet)")),
     ]
     if info.compatible is False:
         rows.append(("", "[red]the store was made by another model[/red]"))
@@ -55,12 +64,13 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
         rows.append(
             (
                 "calibration",
-                f"{escape(cal.date)}: {cal.target}{fpir}; {cal.n_speakers} speakers, "
+                f"{shown_markup(cal.date)}: {shown_markup(cal.target)}{fpir}; "
+                f"{cal.n_speakers} speakers, "
                 f"{cal.n_target} same / {cal.n_nontarget} different-speaker trials from "
-                f"{escape(', '.join(cal.data))}",
+                f"{shown_markup(', '.join(cal.data))}",
             )
         )
-    rows += [("", f"[yellow]{escape(note)}[/yellow]") for note in info.notes]
+    rows += [("", f"[yellow]{shown_markup(note)}[/yellow]") for note in info.notes]
     for label, value in rows:
         out.print(f"[bold]{label:<15}[/bold] {value}", soft_wrap=True)
 
@@ -77,7 +87,7 @@ def models_cmd(json_: JsonOpt = False) -> None:
     for r in rows:
         out.print(f"[bold]{r.name}[/bold]{' (default)' if r.default else ''}  {r.summary}")
         if r.error:
-            out.print(f"  [red]{escape(r.error)}[/red]", soft_wrap=True)
+            out.print(f"  [red]{shown_markup(r.error)}[/red]", soft_wrap=True)
             continue
         threshold = f"{r.threshold:.4f}" if r.threshold is not None else "none"
         out.print(
@@ -93,4 +103,4 @@ def models_cmd(json_: JsonOpt = False) -> None:
             )
     source = measured().get("_source")
     if source:
-        out.print(f"measured by {escape(source)}", soft_wrap=True)
+        out.print(f"measured by {shown_markup(source)}", soft_wrap=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from speakerid.cli.common import (
@@ -25,9 +24,12 @@ from speakerid.cli.common import (
     out,
     print_json,
     progress_bar,
+    shown,
+    shown_markup,
 )
 from speakerid.decision import DEFAULT_FAR
 from speakerid.embed import load_model
+from speakerid.outputs import output_target, replacing
 from speakerid.store import SpeakerStore
 
 # ---------------------------------------------------------------- training and evaluation
@@ -198,6 +200,7 @@ def whiten_cmd(
     from speakerid.lab.whiten import WHITEN_SHRINKAGE, fit_whitening
     from speakerid.model import save_encoder
 
+    output_target(out_path)  # a directory, FIFO or device is refused before the slow part
     if out_path.exists() and not force:
         fail(f"{out_path} exists; pass --force to overwrite it")
     loaded = load_model(model)
@@ -209,10 +212,8 @@ def whiten_cmd(
     threshold = report["validation"].get(str(report["shrinkage"]), {}).get("threshold")
     info = {k: v for k, v in loaded.info.items() if k != "calibration"}  # stale once whitened
     info["whitening"] = report
-    try:
-        save_encoder(encoder, out_path, threshold=threshold, info=info)
-    except OSError as exc:
-        fail(f"{out_path}: cannot write ({exc.strerror or exc})")
+    with replacing(out_path) as tmp:
+        save_encoder(encoder, tmp, threshold=threshold, info=info)
     if json_:
         print_json({"out": str(out_path), **report})
         return
@@ -376,6 +377,8 @@ def calibrate_cmd(
         fail("--target far needs --far RATE (e.g. --far 0.01)")
     if target == "eer" and far is not None:
         target = "far"
+    if plot is not None:
+        output_target(plot)  # refused before the store is written, not after
     embedder = load_embedder(model, precision)
     with (
         SpeakerStore(store) as db,
@@ -384,7 +387,7 @@ def calibrate_cmd(
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=speaker)
+            progress.update(task, completed=done, total=total, description=shown_markup(speaker))
 
         report = calibrate(
             db,
@@ -417,7 +420,7 @@ def calibrate_cmd(
         print_json({**report.as_dict(), "store": str(db.path), "plot": plot and str(plot)})
         return
     for item in report.skipped:
-        err.print(f"skipped: {item.error}", style="yellow", markup=False, soft_wrap=True)
+        err.print(f"skipped: {shown(item.error)}", style="yellow", markup=False, soft_wrap=True)
     table = Table(title=f"{cal.n_speakers} speakers, {cal.n_recordings} recordings")
     for col in ("trials", "n", "mean", "std", "p1", "p5", "p50", "p95", "p99"):
         table.add_column(col, justify="right")
@@ -449,8 +452,8 @@ def calibrate_cmd(
     if report.conditions:
         _print_conditions(report.conditions, cal.decision)
     for note in report.notes:
-        err.print(f"note: {note}", style="yellow", markup=False, soft_wrap=True)
-    where = escape(str(db.path))
+        err.print(f"note: {shown(note)}", style="yellow", markup=False, soft_wrap=True)
+    where = shown_markup(db.path)
     out.print(f"written to {where}" if report.written else f"dry run: {where} unchanged")
 
 

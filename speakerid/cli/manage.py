@@ -6,10 +6,17 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from speakerid.cli.common import JsonOpt, SpeakerName, StoreOpt, command, out, print_json
+from speakerid.cli.common import (
+    JsonOpt,
+    SpeakerName,
+    StoreOpt,
+    command,
+    out,
+    print_json,
+    shown_markup,
+)
 from speakerid.store import SpeakerStore, validate_name
 
 
@@ -22,9 +29,9 @@ def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
         print_json({"store": str(db.path), "speakers": [asdict(s) for s in speakers]})
         return
     if not speakers:
-        out.print(f"no speakers enrolled in {escape(str(db.path))}", soft_wrap=True)
+        out.print(f"no speakers enrolled in {shown_markup(db.path)}", soft_wrap=True)
         return
-    table = Table(title=escape(str(db.path)), title_justify="left")
+    table = Table(title=shown_markup(db.path), title_justify="left")
     table.add_column("speaker")
     table.add_column("recordings", justify="right")
     table.add_column("speech s", justify="right")
@@ -33,7 +40,8 @@ def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
     for s in speakers:
         seconds = "?" if s.speech_seconds is None else f"{s.speech_seconds:.1f}"
         weakest = "-" if s.weakest_agreement is None else f"{s.weakest_agreement:.4f}"
-        table.add_row(s.speaker, str(s.recordings), seconds, weakest, s.updated)
+        name, updated = shown_markup(s.speaker), shown_markup(s.updated)
+        table.add_row(name, str(s.recordings), seconds, weakest, updated)
     out.print(table)
 
 
@@ -46,7 +54,7 @@ def remove_cmd(name: SpeakerName, store: StoreOpt = None, json_: JsonOpt = False
     if json_:
         print_json({"speaker": speaker, "recordings": count, "store": str(db.path)})
         return
-    out.print(f"removed {speaker} ({count} recording(s))", soft_wrap=True)
+    out.print(f"removed {shown_markup(speaker)} ({count} recording(s))", soft_wrap=True)
 
 
 @command("index")
@@ -83,6 +91,6 @@ def index_cmd(
         return
     out.print(
         f"[green]indexed[/green] {info.speakers} speaker(s) ({info.kind}, dimension {info.dim}) "
-        f"in {info.build_seconds:.1f} s: {escape(info.path)}",
+        f"in {info.build_seconds:.1f} s: {shown_markup(info.path)}",
         soft_wrap=True,
     )

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from speakerid.audio import MIN_SPEECH_SECONDS
@@ -38,10 +37,13 @@ from speakerid.cli.common import (
     print_json,
     progress_bar,
     read_sources,
+    shown,
+    shown_markup,
     threshold_flag,
     threshold_origin,
 )
 from speakerid.decision import Quality
+from speakerid.outputs import output_target
 from speakerid.service import FileError, Identification
 from speakerid.store import SpeakerStore
 from speakerid.thresholds import calibration_notes
@@ -81,7 +83,7 @@ def verify_cmd(
         )
         llr = "" if result.llr is None else f", llr {result.llr:+.1f}"
         out.print(
-            f"{verdict} {result.speaker}: score {result.score:.4f}{normalized}, "
+            f"{verdict} {shown_markup(result.speaker)}: score {result.score:.4f}{normalized}, "
             f"threshold {result.threshold:.4f}{llr}",
             soft_wrap=True,
         )
@@ -170,9 +172,8 @@ def identify_cmd(
     }
     if segments:
         settings = {k: v for k, v in seg_values.items() if v is not None}
-        _identify_segments(
-            files, settings, threshold_flag(threshold), model, precision, store, json_, rttm, plot
-        )
+        chosen = (threshold_flag(threshold), model, backend, precision, store)
+        _identify_segments(files, settings, *chosen, json_, rttm, plot)
         return
     if top < 1:  # before anything loads: a usage error costs no model
         fail(f"--top must be at least 1, not {top}")
@@ -197,7 +198,7 @@ def identify_cmd(
         store_path = str(sid.store.path)
     for note in notes:
         if not note.startswith("not calibrated"):  # the usual case needs no warning
-            err.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
+            err.print(f"warning: {shown(note)}", style="yellow", markup=False, soft_wrap=True)
     failures = [r for r in everything if isinstance(r, FileError)]
     results = [r for r in everything if isinstance(r, Identification)]
     with failures_reported(failures):
@@ -211,8 +212,10 @@ def _print_identifications(results: list[Identification]) -> None:
     if not results:
         return
     for result in results:
-        best = f"[green]{result.best}[/green]" if result.best else "[yellow]unknown[/yellow]"
-        out.print(f"{escape(result.file)}: {best}", soft_wrap=True)
+        best = "[yellow]unknown[/yellow]"
+        if result.best:
+            best = f"[green]{shown_markup(result.best)}[/green]"
+        out.print(f"{shown_markup(result.file)}: {best}", soft_wrap=True)
         table = Table()
         table.add_column("#", justify="right")
         table.add_column("speaker")
@@ -224,7 +227,7 @@ def _print_identifications(results: list[Identification]) -> None:
             mark = "" if passed else " (below)"
             if result.normalized_score is not None:  # the decision was on the AS-norm score
                 mark = f" (AS-norm {result.normalized_score:.4f})" if rank == 1 else ""
-            table.add_row(str(rank), cand.speaker, f"{cand.score:.4f}{mark}")
+            table.add_row(str(rank), shown_markup(cand.speaker), f"{cand.score:.4f}{mark}")
         out.print(table)
     first = results[0]
     origin = threshold_origin(first.threshold_source)
@@ -253,6 +256,7 @@ def _identify_segments(
     settings: dict[str, Any],
     threshold: float | None,
     model: str | None,
+    backend: str | None,
     precision: str,
     store: Path | None,
     json_: bool,
@@ -267,9 +271,11 @@ def _identify_segments(
         fail("--rttm and --json are two output formats; choose one")
     if plot is not None and len(files) != 1:
         fail(f"--plot draws one FILE's timeline, not {len(files)}")
+    if plot is not None:
+        output_target(plot)  # a directory, FIFO or device is refused before any work
     config = SegmentConfig(**settings)
     with SpeakerStore(store) as db:
-        embedder = load_embedder(model, precision)
+        embedder = load_embedder(model, precision, backend)
         timelines = [identify_segments(db, embedder, f, threshold, config) for f in files]
     if plot is not None:
         plot_timeline(timelines[0], plot)
@@ -282,15 +288,15 @@ def _identify_segments(
                 typer.echo(line)
         return
     for timeline in timelines:
-        table = Table(title=escape(f"{timeline.file} ({timeline.duration:.1f} s)"))
+        table = Table(title=shown_markup(f"{timeline.file} ({timeline.duration:.1f} s)"))
         table.add_column("start", justify="right")
         table.add_column("end", justify="right")
         table.add_column("speaker")
         table.add_column("score", justify="right")
         for seg in timeline.segments:
-            who = escape(seg.speaker) if seg.speaker else f"[yellow]{UNKNOWN}[/yellow]"
+            who = shown_markup(seg.speaker) if seg.speaker else f"[yellow]{UNKNOWN}[/yellow]"
             table.add_row(f"{seg.start:.2f}", f"{seg.end:.2f}", who, f"{seg.score:.4f}")
         out.print(table)
     out.print(f"threshold {timelines[0].threshold:.4f}")
     if plot is not None:
-        out.print(f"timeline plot: {escape(str(plot))}", soft_wrap=True)
+        out.print(f"timeline plot: {shown_markup(plot)}", soft_wrap=True)
