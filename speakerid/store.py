@@ -739,7 +739,7 @@ class SpeakerStore(StoreDB):
 
     # -- the search index kept beside the file (speakerid/search.py, speakerid/storeindex.py)
 
-    def build_index(self, kind: str = "auto", rebuild: bool = True) -> IndexInfo:
+    def build_index(self, kind: str = "auto", rebuild: bool = False) -> IndexInfo:
         """Keep a search index beside the store (see ``speakerid.search``).
 
         ``rebuild``: train it afresh from every vector; else fold the store's changes into

@@ -27,7 +27,9 @@ from speakerid.search import (
     IndexInfo,
     StoreRow,
     VectorIndex,
+    choose_kind,
     fold_threshold,
+    import_faiss,
     pointer_path,
     rank_kept,
     read_pointer,
@@ -35,6 +37,11 @@ from speakerid.search import (
     requested_kind,
 )
 from speakerid.storedb import StoreDB
+
+
+def choose(n: int, kind: str) -> str:
+    """``choose_kind`` with faiss if installed."""
+    return choose_kind(n, kind, import_faiss())
 
 
 def lock_path(store_path: Path) -> Path:
@@ -145,8 +152,9 @@ class KeptIndex:
                 return
             with self.db._read() as conn:
                 delta = self._delta_for(conn, base)
-            if delta is None or len(delta) > len(base):
-                self.rebuild(kind)
+            live = len(base) - len(delta.dead) + len(delta) if delta is not None else 0
+            if delta is None or len(delta) > len(base) or choose(live, kind) != base.kind:
+                self.rebuild(kind)  # another store, mostly new rows, or auto's kind changes
                 return
             if not len(delta) and not len(delta.dead):
                 return

@@ -435,6 +435,11 @@ def test_index_command_builds_keeps_and_drops(cli, enrolled_store: Path, voices_
     r = cli("identify", str(voices_dir / "carol_2.wav"), "--json", store=enrolled_store)
     names = {c["speaker"] for c in json.loads(r.stdout)[0]["candidates"]}
     assert names == {"alice", "bob", "carol"}  # the index followed the enrollment
+    assert search.read_pointer(enrolled_store)["speakers"] == 2  # ... without a rebuild
+    for args in ((), ("--rebuild",)):  # fold the change in; retrain
+        r = cli("index", *args, "--json", store=enrolled_store, model=False)
+        assert r.exit_code == 0, r.output
+        assert (json.loads(r.stdout)["speakers"], json.loads(r.stdout)["pending"]) == (3, 0)
     r = cli("index", "--drop", store=enrolled_store, model=False)
     assert r.exit_code == 0 and "index dropped" in r.stdout
     assert not pointer_path(enrolled_store).exists()
