@@ -360,10 +360,14 @@ class VectorIndex:
         build_seconds: float = 0.0,
         drift_base: float | None = None,
         tag: str = "",
+        runs: Sequence[int] | None = None,
     ) -> None:
         self.ids, self.vectors, self.ann = ids, vectors, ann
         self.kind, self.token, self.seq = kind, token, seq
         self.build_seconds, self.drift_base, self.tag = build_seconds, drift_base, tag
+        # Where the ids' ascending runs start: one after a build (the store's order), one
+        # more per fold (its new rows go last), so that finding an id is a binary search.
+        self.runs = list(runs) if runs is not None else _runs(np.asarray(ids))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -411,11 +415,39 @@ class VectorIndex:
         out_i = np.where(out_p >= 0, self.ids[np.maximum(out_p, 0)], -1)
         return out_s, out_i, out_p
 
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Sorted positions of those of ``ids`` that this base holds (binary searches in
+        each ascending run: no pass over all N ids)."""
+        found = [np.zeros(0, np.int64)]
+        ids = np.unique(np.asarray(ids, np.int64))
+        if not len(ids):
+            return found[0]
+        for start, end in zip(self.runs, [*self.runs[1:], len(self)], strict=True):
+            run = self.ids[start:end]
+            at = np.minimum(np.searchsorted(run, ids), max(len(run) - 1, 0))
+            if len(run):
+                found.append(start + at[run[at] == ids])
+        return np.unique(np.concatenate(found))
+
     def delta(self, seq: int, ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray) -> Delta:
         """The store's changes since this base (``Delta``), with the stale rows' positions."""
+        return Delta(seq, ids, vectors, self.positions(np.concatenate([ids, removed])))
+
+    def advance(
+        self, delta: Delta, seq: int, ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray
+    ) -> Delta:
+        """``delta`` with the changes made after it (``seq``; ``ids``, ``vectors`` written,
+        ``removed``) applied: what ``delta(seq, ...)`` since this base would read, without
+        reading the earlier changes again."""
         gone = np.concatenate([ids, removed]).astype(np.int64)
-        dead = np.flatnonzero(np.isin(self.ids, gone)) if len(gone) else np.zeros(0, np.int64)
-        return Delta(seq, ids, vectors, dead)
+        keep = ~np.isin(delta.ids, gone)
+        dead = np.union1d(delta.dead, self.positions(gone)).astype(np.int64)
+        return Delta(
+            seq,
+            np.concatenate([delta.ids[keep], ids]),
+            np.concatenate([delta.vectors[keep], vectors]),
+            dead,
+        )
 
     def info(self, store_path: Path, pending: int = 0) -> IndexInfo:
         return IndexInfo(
@@ -539,6 +571,7 @@ class VectorIndex:
                 "dim": self.dim,
                 "build_seconds": round(self.build_seconds, 3),
                 "drift_base": self.drift_base,
+                "runs": [int(r) for r in self.runs],
                 "files": checks,
             }
             tmp = files["pointer"].with_name(f".{files['pointer'].name}.{pid}.tmp")
@@ -604,9 +637,17 @@ class VectorIndex:
                 float(pointer["build_seconds"]),
                 float(drift) if drift else None,
                 tag,
+                [int(r) for r in pointer["runs"]],
             )
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError):
             return None  # missing, truncated or foreign files: rebuilt by the caller
+
+
+def _runs(ids: np.ndarray) -> list[int]:
+    """Start positions of the ascending runs of ``ids``."""
+    if not len(ids):
+        return [0]
+    return [0, *(int(i) + 1 for i in np.flatnonzero(np.diff(ids) <= 0))]
 
 
 def _fsync(path: Path) -> None:

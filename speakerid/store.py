@@ -506,8 +506,11 @@ class SpeakerStore(StoreDB):
         ``keys`` (``recording_key``). Pools and agreements are computed for all at once; a
         speaker's only recording keeps ``IMPORTED_EMBEDDING`` (its vector, stored once)."""
         now = _now()
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        sums = np.add.reduceat(unit.astype(np.float64), starts, axis=0)
+        if (counts == 1).all():  # one recording each (imports): the pool is the vector
+            sums = unit
+        else:
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            sums = np.add.reduceat(unit.astype(np.float64), starts, axis=0)
         pooled = l2_normalize(sums / counts[:, None])
         owner = np.repeat(np.arange(len(names)), counts)
         agreement = np.full(len(unit), np.nan)

@@ -57,6 +57,7 @@ class KeptIndex:
         self.base: VectorIndex | None = None
         self._delta: tuple[int, str, Delta] | None = None  # data_version, base tag, delta
         self._holding = False  # this object holds the lock (``_locked``)
+        self._pointer: tuple[int, int, int] | None = None  # the pointer file base was read from
 
     def forget(self) -> None:
         """Drop what was read from the store (this process wrote, or closed it)."""
@@ -95,32 +96,45 @@ class KeptIndex:
         raise StoreError(f"{self.db.path}: the store keeps changing under its search index")
 
     def _delta_for(self, conn: sqlite3.Connection, base: VectorIndex) -> Delta | None:
-        """The store's changes since ``base``, cached until the store changes; None when
-        the store is not the one the base was made from (token, or a seq behind it)."""
+        """The store's changes since ``base``: kept while the store does not change, else
+        brought forward with the changes since the kept one (a search after each write
+        reads that write, not all since the base); None when the store is not the one the
+        base was made from (token, or a seq behind it)."""
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-        if self._delta is not None and self._delta[:2] == (version, base.tag):
-            return self._delta[2]
-        token, seq, ids, vectors, removed = self.db._changes(conn, base.seq)
-        if token != base.token or seq < base.seq:
+        kept = self._delta if self._delta is not None and self._delta[1] == base.tag else None
+        if kept is not None and kept[0] == version:
+            return kept[2]
+        since = kept[2].seq if kept is not None else base.seq
+        token, seq, ids, vectors, removed = self.db._changes(conn, since)
+        if token != base.token or seq < since:
             return None
-        delta = base.delta(seq, ids, vectors, removed)
+        if kept is not None:
+            delta = base.advance(kept[2], seq, ids, vectors, removed)
+        else:
+            delta = base.delta(seq, ids, vectors, removed)
         self._delta = (version, base.tag, delta)
         return delta
 
     def _base(self) -> VectorIndex | None:
-        """The current base: the one in memory if the pointer still names it, else loaded,
-        else (unusable) rebuilt from the store."""
+        """The current base: the one in memory if the pointer is still the file it was
+        read from, else loaded, else (unusable) rebuilt from the store."""
+        try:
+            st = pointer_path(self.db.path).stat()
+        except OSError:
+            self.base = None
+            return None
+        if self.base is not None and _signature(st) == self._pointer:
+            return self.base
         if not self.kept():
             self.base = None
             return None
-        pointer = read_pointer(self.db.path) or {}
-        if self.base is not None and pointer.get("tag") == self.base.tag:
-            return self.base
         meta = self.db.meta()
         token, seq = meta.get("store_token", ""), int(meta.get("vectors_seq", "0"))
         self.base = VectorIndex.load(self.db.path, token, seq)
         if self.base is None:
             self.rebuild(requested_kind(self.db.path))
+        else:
+            self._pointer = _signature(st)
         return self.base
 
     # -- writing a new base
@@ -134,6 +148,10 @@ class KeptIndex:
             with suppress(StoreError):
                 self.base.save(self.db.path, requested=kind)
                 self._prune(seq)
+            # the pointer now names this base, or (a read-only folder) this base serves this
+            # process until the pointer changes
+            with suppress(OSError):
+                self._pointer = _signature(pointer_path(self.db.path).stat())
         self._delta = None
         return self.base
 
@@ -163,6 +181,7 @@ class KeptIndex:
                 self.rebuild(kind)
                 return
             self.base, self._delta = folded, None
+            self._pointer = _signature(pointer_path(self.db.path).stat())
             self._prune(folded.seq)
 
     def maybe_fold(self) -> None:
@@ -230,6 +249,11 @@ class KeptIndex:
                 self._holding = False
         finally:
             os.close(fd)
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    """What changes when the pointer file is replaced."""
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _rows(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, StoreRow]:

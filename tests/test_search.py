@@ -451,3 +451,20 @@ def test_index_command_refuses_bad_kind_and_missing_store(cli, store_path: Path)
         assert r.exit_code == 2 and "Traceback" not in r.output
         assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
     assert not store_path.exists()
+
+
+def test_positions_and_advance_follow_the_ids_runs() -> None:
+    """A folded base holds ascending runs of ids (the rows kept, then each fold's new ones):
+    stale rows are found by binary search in each run, and a delta brought forward equals
+    one read since the base."""
+    ids = np.array([1, 3, 5, 9, 2, 4, 7, 6], np.int64)
+    base = VectorIndex(ids, _unit(8), None, "flat", "t", 3)
+    assert base.runs == [0, 4, 7]
+    np.testing.assert_array_equal(base.positions(np.array([4, 9, 7, 8, 4, 6])), [3, 5, 6, 7])
+    v = _unit(3, seed=5)
+    first = base.delta(4, np.array([3, 10]), v[:2], np.array([7]))
+    np.testing.assert_array_equal(first.dead, [1, 6])
+    later = base.advance(first, 6, np.array([10, 2]), v[2:], np.array([3]))
+    direct = base.delta(6, np.array([2, 10]), v[[2, 2]], np.array([3, 7]))
+    np.testing.assert_array_equal(later.dead, direct.dead)
+    assert sorted(later.ids.tolist()) == [2, 10] and later.seq == 6
