@@ -523,8 +523,9 @@ class StoreDB:
         """
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         dim = int(meta.get("embedding_dim", "0"))
+        # (no ORDER BY: SQLite would then walk the whole table in id order, not the index)
         rows = conn.execute(
-            "SELECT id, vector FROM speakers WHERE changed > ? ORDER BY id", (since,)
+            "SELECT id, vector FROM speakers WHERE changed > ?", (since,)
         ).fetchall()
         removed = conn.execute(
             "SELECT DISTINCT speaker_id FROM removed WHERE seq > ?", (since,)
