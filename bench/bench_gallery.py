@@ -74,8 +74,9 @@ def _writer(path: Path, dim: int, stop: multiprocessing.Event, done: multiproces
             done.value = i
 
 
-def _kill_mid_fold(path: Path, dim: int) -> None:
+def _kill_mid_fold(path: Path, dim: int, fold_at: int) -> None:
     """Enroll until a fold starts, and die (SIGKILL) as it publishes its pointer."""
+    search.FOLD_MIN = search.FOLD_MAX = fold_at
     real = os.replace
 
     def replace(src: str | Path, dst: str | Path) -> None:
@@ -168,7 +169,7 @@ def bench(n: int, args: argparse.Namespace) -> dict[str, object]:
         row["fold"] = time.perf_counter() - t0
         row["quiet"] = timed_queries(store, queries, 5)
 
-        ctx = multiprocessing.get_context("fork")
+        ctx = multiprocessing.get_context("spawn")  # faiss's OpenMP threads do not fork
         stop, done = ctx.Event(), ctx.Value("l", 0)
         child = ctx.Process(target=_writer, args=(path, args.dim, stop, done))
         child.start()
@@ -180,13 +181,12 @@ def bench(n: int, args: argparse.Namespace) -> dict[str, object]:
         child.join()
         row["writes_during"] = done.value - start_writes
 
-    search.FOLD_MIN = search.FOLD_MAX = 50  # the child folds after 50 writes, and is killed
-    child = multiprocessing.get_context("fork").Process(
-        target=_kill_mid_fold, args=(path, args.dim)
+    # the child folds after 50 writes, and is killed
+    child = multiprocessing.get_context("spawn").Process(
+        target=_kill_mid_fold, args=(path, args.dim, 50)
     )
     child.start()
     child.join()
-    search.FOLD_MIN, search.FOLD_MAX = 1_000, 20_000
     row["killed"] = child.exitcode == -signal.SIGKILL
     t0 = time.perf_counter()
     with SpeakerStore(path) as store:

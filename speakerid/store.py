@@ -2,7 +2,7 @@
 
 Storage only: speakers and recordings in and out, the model that made them, the store's
 metadata (its calibration, as JSON under ``calibration``: thresholds for this store's domain
-and where they came from; the vectors' generation token) and speaker names. The file itself
+and where they came from) and speaker names. The file itself
 (schema, migrations, connections, transactions) is ``speakerid.storedb``; ranking speakers
 is ``speakerid.search``; enroll / verify / identify are ``speakerid.service``. Nothing here
 imports torch or the encoder, so ``speakerid list`` and ``remove`` stay light.
@@ -12,14 +12,20 @@ is rewritten in the same transaction as the recordings, so a crash never leaves 
 of step. Embeddings are computed *before* a write transaction opens (``BEGIN IMMEDIATE``),
 which keeps the write lock short and lets several processes enroll at once.
 
-Search keeps all pooled vectors in one contiguous ``(N, D)`` float32 matrix, loaded once and
-reloaded only when the database changes, and hands it (or the search index kept beside the
-file) to ``speakerid.search``, which scores many queries with one matrix product (or with
-faiss when it is importable).
+Every write that changes a vector stamps it with the store's next ``vectors_seq``
+(``speakerid.storedb``), and nothing else: a search index kept beside the file
+(``speakerid.storeindex``) reads what changed since it was written, so no write rebuilds it.
+Bulk imports (``add_many``, ``add_vectors``) write thousands of speakers per transaction.
 
-At about 650 lines this module is past the style's ~600: what is left is one job, the
-speakers' rows, whose writes, reads and matrix cache share one connection and one model
-check; the file layer already lives in ``storedb`` and the ranking in ``search``.
+Without a kept index, search keeps all pooled vectors in one contiguous ``(N, D)`` float32
+matrix, loaded once and reloaded only when the database changes, and hands it to
+``speakerid.search``, which scores many queries with one matrix product (or with faiss
+when it is importable).
+
+At about 770 lines this module is past the style's ~600: what is left is one job, the
+speakers' rows, whose writes (one speaker, or a batch of thousands), reads and matrix cache
+share one connection and one model check; the file layer already lives in ``storedb``, the
+ranking in ``search`` and the kept index in ``storeindex``.
 """
 
 from __future__ import annotations
