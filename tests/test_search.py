@@ -380,7 +380,7 @@ def test_readers_during_writes_and_concurrent_writers(store_path: Path) -> None:
         assert len(reopened) == 660
 
 
-@pytest.mark.parametrize("damage", ["truncate", "pointer"])
+@pytest.mark.parametrize("damage", ["truncate", "{not json", "[1, 2]", '{"seq": "x"}'])
 def test_a_damaged_index_is_rebuilt(store_path: Path, damage: str) -> None:
     store, vectors = _store(store_path)
     store.build_index("flat")
@@ -389,7 +389,7 @@ def test_a_damaged_index_is_rebuilt(store_path: Path, damage: str) -> None:
         target = search.paths(store_path, search.read_pointer(store_path)["tag"])["vectors"]
         target.write_bytes(target.read_bytes()[:1000])
     else:
-        pointer_path(store_path).write_text("{not json")
+        pointer_path(store_path).write_text(damage)
     with SpeakerStore(store_path) as reopened:
         assert reopened.search(vectors[7], 1)[0][0].speaker == "s7"
         assert reopened.index_info().speakers == 600
