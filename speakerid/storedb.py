@@ -114,11 +114,12 @@ _MIGRATE_2_TO_3 = [
 ]
 # Schema 4 records, per speaker, when its vector last changed, and which rows were removed
 # when, so that a search index can catch up with the store instead of being rebuilt.
+# (Written to tolerate parts already there: a store whose version number was set back.)
+_ADD_CHANGED = "ALTER TABLE speakers ADD COLUMN changed INTEGER NOT NULL DEFAULT 0"
 _MIGRATE_3_TO_4 = [
-    "ALTER TABLE speakers ADD COLUMN changed INTEGER NOT NULL DEFAULT 0",
-    "CREATE INDEX speakers_by_change ON speakers (changed)",
-    "CREATE TABLE removed (speaker_id INTEGER NOT NULL, seq INTEGER NOT NULL)",
-    "CREATE INDEX removed_by_seq ON removed (seq)",
+    "CREATE INDEX IF NOT EXISTS speakers_by_change ON speakers (changed)",
+    "CREATE TABLE IF NOT EXISTS removed (speaker_id INTEGER NOT NULL, seq INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS removed_by_seq ON removed (seq)",
     "DELETE FROM meta WHERE key = 'vectors_generation'",  # schema 3's random token
 ]
 _TABLES = frozenset({"meta", "speakers", "recordings"})
@@ -454,10 +455,12 @@ class StoreDB:
         if version < 3:
             for statement in _MIGRATE_2_TO_3:
                 conn.execute(statement)
+        if "changed" not in {r[1] for r in conn.execute("PRAGMA table_info(speakers)")}:
+            conn.execute(_ADD_CHANGED)
         for statement in _MIGRATE_3_TO_4:
             conn.execute(statement)
         conn.executemany(
-            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
             [(SEQ_KEY, "1"), (TOKEN_KEY, secrets.token_hex(8))],
         )
         conn.execute(

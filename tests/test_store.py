@@ -692,3 +692,30 @@ def test_an_imported_vector_is_stored_once(store_path: Path) -> None:
         _, emb = store.recording_vectors("imp")
         np.testing.assert_allclose(emb, np.concatenate([first, later]), atol=1e-6)
         assert store.speakers()[0].weakest_agreement == pytest.approx(float(first[0] @ later[0]))
+
+
+def test_schema_3_store_is_read_then_stamped_on_its_first_write(store_path: Path) -> None:
+    """Schema 4 adds what lets a search index catch up (``changed``, ``removed``, the seq
+    and token); a schema-3 store is searched as it is and upgraded by its first write."""
+    rng = np.random.default_rng(13)
+    vecs = unit(rng, 20)
+    with SpeakerStore(store_path) as store:
+        store.add_vectors([f"s{i}" for i in range(20)], vecs, fingerprint=FP_A)
+    conn = sqlite3.connect(store_path)
+    conn.executescript(
+        "DROP INDEX speakers_by_change; ALTER TABLE speakers DROP COLUMN changed; "
+        "DROP TABLE removed; DELETE FROM meta WHERE key IN ('vectors_seq', 'store_token'); "
+        "INSERT INTO meta VALUES ('vectors_generation', 'abc'); "
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version';"
+    )
+    conn.close()
+    with SpeakerStore(store_path) as store:
+        assert store.search(vecs[4], 1)[0][0].speaker == "s4"
+        assert store.meta()["schema_version"] == "3"  # reading wrote nothing
+        store.build_index("flat")  # migrates first
+        meta = store.meta()
+        assert meta["schema_version"] == str(SCHEMA_VERSION) and "vectors_generation" not in meta
+        assert meta["vectors_seq"] == "1" and len(meta["store_token"]) == 16
+        add(store, "late", n=1, seed=14)
+        assert store.index_info().pending == 1
+        assert store.search(unit(np.random.default_rng(14), 1)[0], 1)[0][0].speaker == "late"
