@@ -403,19 +403,25 @@ class VectorIndex:
         out_p = np.full((len(q), k), -1, np.int64)
         if k == 0:
             return out_s, out_p.copy(), out_p
-        wide = min(len(self), (k if self.ann is None else max(k, RERANK)) + len(dead))
-        if self.ann is None:
-            _, cand = exact_search(self.vectors, q, wide)
+        if self.ann is None:  # exact: the best k + |dead| hold k live ones, scores exact
+            scores, cand = exact_search(self.vectors, q, min(len(self), k + len(dead)))
+            for row, (srow, found) in enumerate(zip(scores, cand, strict=True)):
+                live_at = np.flatnonzero(~np.isin(found, dead))[:k]
+                out_s[row, : len(live_at)] = srow[live_at]
+                out_p[row, : len(live_at)] = found[live_at]
         else:
+            # Stale rows that matter are the query's neighbours (a re-enrolled speaker's old
+            # vector), a few at most: widen by up to RERANK for them, not by all of them.
+            wide = min(len(self), max(k, RERANK) + min(len(dead), RERANK))
             _, cand = self.ann.search(q, wide)
-        for row, found in enumerate(cand):
-            found = np.unique(found[found >= 0])  # sorted rows read the memory map in order
-            if len(dead):
-                found = found[~np.isin(found, dead, assume_unique=True)]
-            exact = score(self.vectors[found], q[row])
-            order = np.argsort(-exact, kind="stable")[:k]
-            out_s[row, : len(order)] = exact[order]
-            out_p[row, : len(order)] = found[order]
+            for row, found in enumerate(cand):
+                found = np.unique(found[found >= 0])  # sorted: the memory map read in order
+                if len(dead):
+                    found = found[~np.isin(found, dead, assume_unique=True)]
+                exact = score(self.vectors[found], q[row])
+                order = np.argsort(-exact, kind="stable")[:k]
+                out_s[row, : len(order)] = exact[order]
+                out_p[row, : len(order)] = found[order]
         out_i = np.where(out_p >= 0, self.ids[np.maximum(out_p, 0)], -1)
         return out_s, out_i, out_p
 
