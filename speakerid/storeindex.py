@@ -83,8 +83,8 @@ class KeptIndex:
             try:
                 with self.db._read() as conn:
                     delta = self._delta_for(conn, base)
-                    if delta is None:  # the store file was replaced: another store
-                        self.base = None
+                    if delta is None:  # another store, or one set back: load afresh
+                        self.base, self._delta = None, None
                         continue
                     return rank_kept(
                         base, delta, queries, k, lambda ids: _rows(conn, ids), str(self.db.path)

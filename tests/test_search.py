@@ -468,3 +468,20 @@ def test_positions_and_advance_follow_the_ids_runs() -> None:
     direct = base.delta(6, np.array([2, 10]), v[[2, 2]], np.array([3, 7]))
     np.testing.assert_array_equal(later.dead, direct.dead)
     assert sorted(later.ids.tolist()) == [2, 10] and later.seq == 6
+
+
+def test_an_index_ahead_of_a_restored_store_is_rebuilt(store_path: Path) -> None:
+    """A store copied back from before the index was written (same store token, an older
+    vectors_seq) is not read through an index of a state it never reached."""
+    store, vectors = _store(store_path)
+    store.close()
+    backup = store_path.with_name("backup.sqlite")
+    backup.write_bytes(store_path.read_bytes())
+    with SpeakerStore(store_path) as store:
+        store.add_vectors(["later"], -vectors[2:3], fingerprint=FINGERPRINT)
+        store.build_index("flat")
+        assert store.search(-vectors[2], 1)[0][0].speaker == "later"
+    store_path.write_bytes(backup.read_bytes())  # restored
+    with SpeakerStore(store_path) as restored:
+        assert restored.search(-vectors[2], 1)[0][0].speaker != "later"
+        assert restored.index_info().speakers == 600
