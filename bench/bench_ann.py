@@ -117,14 +117,14 @@ def main() -> None:
             store_path = scratch / f"{kind}.sqlite"  # only names the index files
             rss0 = rss_mb()
             t0 = time.perf_counter()
-            built = VectorIndex.build(ids, vectors, "bench", kind)
+            built = VectorIndex.build(ids, vectors, "bench", 1, kind)
             build_s = time.perf_counter() - t0
             rss = rss_mb()
             built.save(store_path)
             del built
             size = sum(p.stat().st_size for p in scratch.glob(f"{kind}.sqlite.*")) / 2**20
             t0 = time.perf_counter()
-            index = VectorIndex.load(store_path, "bench")
+            index = VectorIndex.load(store_path, "bench", 1)
             open_s = time.perf_counter() - t0
             assert index is not None
             if kind == "flat":

@@ -224,8 +224,9 @@ def main(argv: list[str] | None = None) -> None:
             "Notes:",
             "",
             "- *insert*: `SpeakerStore.add_vectors` in one transaction (each speaker also gets "
-            "one `(imported)` recording row, so the file holds every vector twice); *load*: the "
-            "first `matrix()` of a freshly opened store, SQLite rows -> one contiguous float32 "
+            "one `(imported)` recording row, whose embedding is the speaker's vector, stored "
+            "once); *load*: the first `matrix()` of a freshly opened store, SQLite rows -> "
+            "one contiguous float32 "
             f"matrix ({args.dim * 4} bytes per speaker, "
             f"{max(args.sizes) * args.dim * 4 / 1e6:.0f} MB for {max(args.sizes):,}).",
             "- *search, 1 query*: `SpeakerStore.search(q, top_k)` on the loaded store, the cost "

@@ -322,9 +322,10 @@ def enroll_embeddings(
     replace: bool = False,
     on_speaker: Callable[[str, int, int], None] | None = None,
 ) -> BulkEnrollResult:
-    """Enroll the speakers of an ``enroll-dir --out`` file into ``store``, one transaction
-    per speaker, without running a model: the file's model header binds or must match the
-    store's model. Folders with unusable names are skipped and reported."""
+    """Enroll the speakers of an ``enroll-dir --out`` file into ``store`` without running a
+    model, ``SpeakerStore.add_many``'s batch of speakers per transaction: the file's model
+    header binds or must match the store's model. Folders with unusable names are skipped
+    and reported."""
     from speakerid.errors import DataError
     from speakerid.service import BulkEnrollResult, FileError
     from speakerid.store import validate_name
@@ -333,26 +334,20 @@ def enroll_embeddings(
     if emb.model_fingerprint is None:
         raise SpeakerIDError(f"{emb.parts[0]}: has no model header, so its model is unknown")
     store.check_model(emb.model_fingerprint, emb.embedding_dim, emb.model_source)
-    enrolled, skipped = [], []
-    for done, speaker in enumerate(sorted(groups), 1):
+    todo, skipped = [], []
+    for speaker in sorted(groups):
         keys = groups[speaker]
         try:
             name = validate_name(speaker)
         except InvalidNameError as exc:
             skipped.append(FileError(str(Path(emb.root or "") / speaker), str(exc)))
             continue
-        vectors = np.stack([emb.vectors[k] for k in keys])
-        enrolled.append(
-            store.add_recordings(
-                name,
-                keys,
-                vectors,
-                fingerprint=emb.model_fingerprint,
-                source=emb.model_source,
-                replace=replace,
-            )
-        )
-        if on_speaker:
+        todo.append((name, keys, np.stack([emb.vectors[k] for k in keys])))
+    enrolled = store.add_many(
+        todo, fingerprint=emb.model_fingerprint, source=emb.model_source, replace=replace
+    )
+    if on_speaker:
+        for done, (name, _, _) in enumerate(todo, 1):
             on_speaker(name, done, len(groups))
     if not enrolled:
         raise DataError(f"{emb.parts[0]}: nothing could be enrolled ({len(skipped)} skipped)")

@@ -2,7 +2,7 @@
 
 Storage only: speakers and recordings in and out, the model that made them, the store's
 metadata (its calibration, as JSON under ``calibration``: thresholds for this store's domain
-and where they came from; the vectors' generation token) and speaker names. The file itself
+and where they came from) and speaker names. The file itself
 (schema, migrations, connections, transactions) is ``speakerid.storedb``; ranking speakers
 is ``speakerid.search``; enroll / verify / identify are ``speakerid.service``. Nothing here
 imports torch or the encoder, so ``speakerid list`` and ``remove`` stay light.
@@ -12,14 +12,20 @@ is rewritten in the same transaction as the recordings, so a crash never leaves 
 of step. Embeddings are computed *before* a write transaction opens (``BEGIN IMMEDIATE``),
 which keeps the write lock short and lets several processes enroll at once.
 
-Search keeps all pooled vectors in one contiguous ``(N, D)`` float32 matrix, loaded once and
-reloaded only when the database changes, and hands it (or the search index kept beside the
-file) to ``speakerid.search``, which scores many queries with one matrix product (or with
-faiss when it is importable).
+Every write that changes a vector stamps it with the store's next ``vectors_seq``
+(``speakerid.storedb``), and nothing else: a search index kept beside the file
+(``speakerid.storeindex``) reads what changed since it was written, so no write rebuilds it.
+Bulk imports (``add_many``, ``add_vectors``) write thousands of speakers per transaction.
 
-At about 650 lines this module is past the style's ~600: what is left is one job, the
-speakers' rows, whose writes, reads and matrix cache share one connection and one model
-check; the file layer already lives in ``storedb`` and the ranking in ``search``.
+Without a kept index, search keeps all pooled vectors in one contiguous ``(N, D)`` float32
+matrix, loaded once and reloaded only when the database changes, and hands it to
+``speakerid.search``, which scores many queries with one matrix product (or with faiss
+when it is importable).
+
+At about 770 lines this module is past the style's ~600: what is left is one job, the
+speakers' rows, whose writes (one speaker, or a batch of thousands), reads and matrix cache
+share one connection and one model check; the file layer already lives in ``storedb``, the
+ranking in ``search`` and the kept index in ``storeindex``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ import re
 import sqlite3
 import unicodedata
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,34 +45,26 @@ from platformdirs import user_data_path
 from speakerid.calibration import Calibration
 from speakerid.errors import InvalidNameError, SpeakerIDError, StoreError, UnknownSpeakerError
 from speakerid.modelinfo import file_sha256
-from speakerid.search import (
-    Candidate,
-    IndexInfo,
-    VectorIndex,
-    exact_index,
-    import_faiss,
-    pointer_path,
-    rank,
-    rank_index,
-    remove_index,
-    requested_kind,
-)
+from speakerid.search import Candidate, IndexInfo, exact_index, import_faiss, rank
 from speakerid.storedb import (
-    GENERATION_KEY,
+    EMBEDDING_OR_VECTOR,
+    IMPORTED_EMBEDDING,
     INSERT_BATCH,
     StoreDB,
     _blob,
-    _new_generation,
+    _next_seq,
     _now,
     _unit_rows,
 )
-from speakerid.vectors import pool
+from speakerid.storeindex import KeptIndex
+from speakerid.vectors import l2_normalize, pool
 
 CALIBRATION_KEY = "calibration"  # meta key of the store's calibration (JSON)
 STORE_ENV = "SPEAKERID_STORE"  # environment variable naming the store file
 STORE_FILENAME = "store.sqlite"  # inside the platform's user data directory
 NAME_MAX_CHARS = 64
 IMPORTED_SOURCE = "(imported)"  # recording path for vectors added through ``add_vectors``
+BULK_SPEAKERS = 10_000  # speakers per transaction in ``add_many``
 
 _NAME_CHARS = re.compile(r"[\w .\-]+")  # \w: Unicode letters, digits and underscore
 
@@ -198,16 +195,19 @@ class SpeakerStore(StoreDB):
         if use_faiss and self._faiss is None:
             raise StoreError("faiss was asked for but is not installed (pip install faiss-cpu)")
         self._cache: tuple[int, list[str], np.ndarray, Any] | None = None
-        self._index: VectorIndex | None = None  # the search index beside the file, if kept
+        self._kept: KeptIndex | None = None  # the search index beside the file, if kept
         super().__init__(Path(path) if path is not None else default_store_path())
+        self._kept = KeptIndex(self)
 
     def close(self) -> None:
         """Close the database connection (the store can be reopened by a new instance)."""
         super().close()
-        self._index = None
+        self._kept = KeptIndex(self)
 
     def _invalidate(self) -> None:
         self._cache = None  # this process's own writes do not change ``data_version``
+        if self._kept is not None:
+            self._kept.forget()
 
     # -- calibration
 
@@ -275,65 +275,88 @@ class SpeakerStore(StoreDB):
             keys = [
                 (recording_key(p, hash_=False)[0], h) for p, h in zip(paths, hashes, strict=True)
             ]
-        now = _now()
+        seconds = list(speech_seconds) if speech_seconds is not None else [None] * len(paths)
         with self._transaction() as conn:
             self._bind(conn, fingerprint, dim, source)
-            row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
-            created = row is None
-            if created:
-                cur = conn.execute(
-                    "INSERT INTO speakers (name, vector, n_recordings, created, updated) "
-                    "VALUES (?, ?, 0, ?, ?)",
-                    (name, _blob(pool(emb)), now, now),
-                )
-                speaker_id = cur.lastrowid
-            else:
-                speaker_id = row[0]
-                if replace:
-                    conn.execute("DELETE FROM recordings WHERE speaker_id = ?", (speaker_id,))
-            seconds = list(speech_seconds) if speech_seconds is not None else [None] * len(paths)
-            # One row per recording: by content where known, else by path; last one wins.
-            rows = {
-                (h or p): (p, h, _blob(e), sec)
-                for (p, h), e, sec in zip(keys, emb, seconds, strict=True)
-            }
-            updated = 0
-            for path, sha, blob, sec in rows.values():
-                # The same bytes enrolled before; else a row that could not be hashed then
-                # (from an older schema, or a path that was no file) with this very path.
-                found = None
-                if sha is not None:
-                    found = conn.execute(
-                        "SELECT id FROM recordings WHERE speaker_id = ? AND sha256 = ?",
-                        (speaker_id, sha),
-                    ).fetchone()
-                if found is None:
-                    found = conn.execute(
-                        "SELECT id FROM recordings WHERE speaker_id = ? AND path = ? "
-                        "AND sha256 IS NULL",
-                        (speaker_id, path),
-                    ).fetchone()
-                if found is None:
-                    conn.execute(
-                        "INSERT INTO recordings (speaker_id, path, sha256, embedding, added, "
-                        "speech_seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                        (speaker_id, path, sha, blob, now, sec),
-                    )
-                else:
-                    updated += 1
-                    conn.execute(
-                        "UPDATE recordings SET path = ?, sha256 = ?, embedding = ?, added = ?, "
-                        "speech_seconds = ? WHERE id = ?",
-                        (path, sha, blob, now, sec, found[0]),
-                    )
-            self._store_agreement(conn, speaker_id, dim)
-            vector, count = self._pool_speaker(conn, speaker_id, dim)
-            conn.execute(
-                "UPDATE speakers SET vector = ?, n_recordings = ?, updated = ? WHERE id = ?",
-                (_blob(vector), count, now, speaker_id),
-            )
-            _new_generation(conn)
+            seq = _next_seq(conn)
+            result = self._write_speaker(conn, name, keys, emb, seconds, replace, seq, dim)
         self.written_speakers.append(name)
+        self._kept.maybe_fold()
+        return result
+
+    def _write_speaker(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        keys: Sequence[tuple[str, str | None]],
+        emb: np.ndarray,
+        seconds: Sequence[float | None],
+        replace: bool,
+        seq: int,
+        dim: int,
+    ) -> EnrollResult:
+        """Inside a write transaction: ``add_recordings``'s work for one speaker."""
+        now = _now()
+        row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+        created = row is None
+        if created:
+            cur = conn.execute(
+                "INSERT INTO speakers (name, vector, n_recordings, created, updated) "
+                "VALUES (?, ?, 0, ?, ?)",
+                (name, _blob(pool(emb)), now, now),
+            )
+            speaker_id = cur.lastrowid
+        else:
+            speaker_id = row[0]
+            if replace:
+                conn.execute("DELETE FROM recordings WHERE speaker_id = ?", (speaker_id,))
+            else:  # an imported recording stands for the vector about to change: spell it out
+                conn.execute(
+                    "UPDATE recordings SET embedding = (SELECT vector FROM speakers WHERE id = ?) "
+                    "WHERE speaker_id = ? AND length(embedding) = 0",
+                    (speaker_id, speaker_id),
+                )
+        # One row per recording: by content where known, else by path; last one wins.
+        rows = {
+            (h or p): (p, h, _blob(e), sec)
+            for (p, h), e, sec in zip(keys, emb, seconds, strict=True)
+        }
+        updated = 0
+        for path, sha, blob, sec in rows.values():
+            # The same bytes enrolled before; else a row that could not be hashed then
+            # (from an older schema, or a path that was no file) with this very path.
+            found = None
+            if sha is not None:
+                found = conn.execute(
+                    "SELECT id FROM recordings WHERE speaker_id = ? AND sha256 = ?",
+                    (speaker_id, sha),
+                ).fetchone()
+            if found is None:
+                found = conn.execute(
+                    "SELECT id FROM recordings WHERE speaker_id = ? AND path = ? "
+                    "AND sha256 IS NULL",
+                    (speaker_id, path),
+                ).fetchone()
+            if found is None:
+                conn.execute(
+                    "INSERT INTO recordings (speaker_id, path, sha256, embedding, added, "
+                    "speech_seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                    (speaker_id, path, sha, blob, now, sec),
+                )
+            else:
+                updated += 1
+                conn.execute(
+                    "UPDATE recordings SET path = ?, sha256 = ?, embedding = ?, added = ?, "
+                    "speech_seconds = ? WHERE id = ?",
+                    (path, sha, blob, now, sec, found[0]),
+                )
+        self._store_agreement(conn, speaker_id, dim)
+        vector, count = self._pool_speaker(conn, speaker_id, dim)
+        conn.execute(
+            "UPDATE speakers SET vector = ?, n_recordings = ?, updated = ?, changed = ? "
+            "WHERE id = ?",
+            (_blob(vector), count, now, seq, speaker_id),
+        )
         return EnrollResult(
             speaker=name,
             added=len(rows) - updated,
@@ -350,7 +373,8 @@ class SpeakerStore(StoreDB):
         blobs = [
             r[0]
             for r in conn.execute(
-                "SELECT embedding FROM recordings WHERE speaker_id = ?", (speaker_id,)
+                f"SELECT {EMBEDDING_OR_VECTOR} FROM recordings r WHERE speaker_id = ?",
+                (speaker_id,),
             )
         ]
         return pool(self._decode(blobs, dim)), len(blobs)
@@ -366,8 +390,9 @@ class SpeakerStore(StoreDB):
     ) -> int:
         """Bulk-add new speakers from precomputed vectors, in one transaction.
 
-        Each speaker gets one recording whose path is ``IMPORTED_SOURCE``, so that the
-        pooled vector stays the pool of the recordings. Meant for imports and benchmarks.
+        Each speaker gets one recording whose path is ``IMPORTED_SOURCE`` and whose
+        embedding is the speaker's vector (stored once, ``IMPORTED_EMBEDDING``), so that
+        the pooled vector stays the pool of the recordings. Meant for imports and benchmarks.
 
         Parameters
         ----------
@@ -385,31 +410,157 @@ class SpeakerStore(StoreDB):
         if len(vecs) != len(names):
             raise ValueError(f"{len(names)} names but {len(vecs)} vectors")
         checked = [validate_name(n) for n in names] if validate else [str(n) for n in names]
-        now = _now()
         with self._transaction() as conn:
             self._bind(conn, fingerprint, dim, source)
-            first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM speakers").fetchone()[0]
-            for start in range(0, len(checked), INSERT_BATCH):
-                part = range(start, min(start + INSERT_BATCH, len(checked)))
-                blobs = [vecs[i].tobytes() for i in part]
-                try:
-                    conn.executemany(
-                        "INSERT INTO speakers (id, name, vector, n_recordings, created, updated) "
-                        "VALUES (?, ?, ?, 1, ?, ?)",
-                        [(first + i, checked[i], blobs[i - start], now, now) for i in part],
-                    )
-                except sqlite3.IntegrityError:
-                    raise StoreError(
-                        f"{self.path}: add_vectors: a name in rows {start}-{part[-1]} is "
-                        "already enrolled or repeated; nothing was added"
-                    ) from None
-                conn.executemany(
-                    "INSERT INTO recordings (speaker_id, path, embedding, added) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(first + i, IMPORTED_SOURCE, blobs[i - start], now) for i in part],
-                )
-            _new_generation(conn)
+            self._insert_new(
+                conn,
+                checked,
+                np.ones(len(checked), np.int64),
+                [(IMPORTED_SOURCE, None)] * len(checked),
+                vecs,
+                _next_seq(conn),
+            )
+        self._kept.maybe_fold()
         return len(checked)
+
+    def add_many(
+        self,
+        speakers: Sequence[tuple[str, Sequence[str], np.ndarray]],
+        *,
+        fingerprint: str,
+        source: str = "",
+        replace: bool = False,
+        batch: int = BULK_SPEAKERS,
+    ) -> list[EnrollResult]:
+        """``add_recordings`` for many ``(name, paths, (n, D) embeddings)``, ``batch``
+        speakers per transaction (a bulk import syncs the disk once per batch, not once per
+        speaker). New speakers are written by whole batches, their pooled vectors and
+        agreements computed at once; a speaker already enrolled (or named twice) goes
+        through ``add_recordings``'s own path, in the same transaction. A failure keeps the
+        batches committed before it (``written_speakers``)."""
+        results: list[EnrollResult] = []
+        for start in range(0, len(speakers), batch):
+            part = []
+            for name, paths, embeddings in speakers[start : start + batch]:
+                name = validate_name(name)
+                emb = np.asarray(embeddings, dtype=np.float32)
+                if len(paths) == 0 or emb.ndim != 2 or len(emb) != len(paths):
+                    raise StoreError(f"speaker {name!r}: expected one embedding per recording")
+                part.append((name, [recording_key(p) for p in paths], emb))
+            dim = part[0][2].shape[1]
+            unit = _unit_rows(np.concatenate([e for _, _, e in part]), dim, "bulk enrollment")
+            ends = np.cumsum([len(e) for _, _, e in part])
+            with self._transaction() as conn:
+                self._bind(conn, fingerprint, dim, source)
+                seq = _next_seq(conn)
+                names = [n for n, _, _ in part]
+                known = self._known_names(conn, names)
+                fast = []
+                for i, (name, keys, _) in enumerate(part):
+                    if name not in known and len({h or p for p, h in keys}) == len(keys):
+                        fast.append(i)
+                    known.add(name)
+                done: dict[int, EnrollResult] = {}
+                if fast:
+                    rows = np.concatenate(
+                        [np.arange(ends[i] - len(part[i][2]), ends[i]) for i in fast]
+                    )
+                    made = self._insert_new(
+                        conn,
+                        [names[i] for i in fast],
+                        np.array([len(part[i][2]) for i in fast]),
+                        [k for i in fast for k in part[i][1]],
+                        unit[rows],
+                        seq,
+                    )
+                    done.update(zip(fast, made, strict=True))
+                for i, (name, keys, _) in enumerate(part):
+                    if i not in done:
+                        emb = unit[ends[i] - len(keys) : ends[i]]
+                        none = [None] * len(keys)
+                        done[i] = self._write_speaker(
+                            conn, name, keys, emb, none, replace, seq, dim
+                        )
+            results.extend(done[i] for i in range(len(part)))
+            self.written_speakers.extend(names)
+        self._kept.maybe_fold()
+        return results
+
+    def _known_names(self, conn: sqlite3.Connection, names: Sequence[str]) -> set[str]:
+        """Which of ``names`` are enrolled (inside a transaction)."""
+        known: set[str] = set()
+        for start in range(0, len(names), 500):  # SQLite's bound-parameter limit
+            part = list(names[start : start + 500])
+            marks = ",".join("?" * len(part))
+            known.update(
+                r[0]
+                for r in conn.execute(f"SELECT name FROM speakers WHERE name IN ({marks})", part)
+            )
+        return known
+
+    def _insert_new(
+        self,
+        conn: sqlite3.Connection,
+        names: Sequence[str],
+        counts: np.ndarray,
+        keys: Sequence[tuple[str, str | None]],
+        unit: np.ndarray,
+        seq: int,
+    ) -> list[EnrollResult]:
+        """Inside a write transaction: new speakers ``names``, speaker ``j`` owning the
+        next ``counts[j]`` rows of ``(M, D)`` unit embeddings ``unit`` and recording keys
+        ``keys`` (``recording_key``). Pools and agreements are computed for all at once; a
+        speaker's only recording keeps ``IMPORTED_EMBEDDING`` (its vector, stored once)."""
+        now = _now()
+        if (counts == 1).all():  # one recording each (imports): the pool is the vector
+            sums = unit
+        else:
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            sums = np.add.reduceat(unit.astype(np.float64), starts, axis=0)
+        pooled = l2_normalize(sums / counts[:, None])
+        owner = np.repeat(np.arange(len(names)), counts)
+        agreement = np.full(len(unit), np.nan)
+        multi = counts[owner] >= 2
+        if multi.any():  # cosine to the pool of the speaker's other recordings
+            others = (sums[owner] - unit)[multi] / (counts[owner][multi] - 1)[:, None]
+            others /= np.maximum(np.linalg.norm(others, axis=1, keepdims=True), 1e-12)
+            agreement[multi] = np.sum(unit[multi].astype(np.float64) * others, axis=1)
+        first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM speakers").fetchone()[0]
+        try:
+            for lo in range(0, len(names), INSERT_BATCH):
+                conn.executemany(
+                    "INSERT INTO speakers (id, name, vector, n_recordings, created, updated, "
+                    "changed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (first + j, names[j], pooled[j].tobytes(), int(counts[j]), now, now, seq)
+                        for j in range(lo, min(lo + INSERT_BATCH, len(names)))
+                    ],
+                )
+        except sqlite3.IntegrityError:
+            raise StoreError(
+                f"{self.path}: a name to add is already enrolled or repeated; nothing was added"
+            ) from None
+        single = counts[owner] == 1
+        for lo in range(0, len(unit), INSERT_BATCH):
+            conn.executemany(
+                "INSERT INTO recordings (speaker_id, path, sha256, embedding, added, agreement) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        first + int(owner[r]),
+                        keys[r][0],
+                        keys[r][1],
+                        IMPORTED_EMBEDDING if single[r] else unit[r].tobytes(),
+                        now,
+                        None if np.isnan(agreement[r]) else float(agreement[r]),
+                    )
+                    for r in range(lo, min(lo + INSERT_BATCH, len(unit)))
+                ],
+            )
+        return [
+            EnrollResult(name, int(c), 0, int(c), created=True, replaced=False)
+            for name, c in zip(names, counts, strict=True)
+        ]
 
     def remove(self, name: str) -> int:
         """Delete a speaker and their recordings; returns how many recordings went.
@@ -425,7 +576,8 @@ class SpeakerStore(StoreDB):
                 raise self._unknown(name)
             conn.execute("DELETE FROM recordings WHERE speaker_id = ?", (row[0],))
             conn.execute("DELETE FROM speakers WHERE id = ?", (row[0],))
-            _new_generation(conn)
+            conn.execute("INSERT INTO removed VALUES (?, ?)", (row[0], _next_seq(conn)))
+        self._kept.maybe_fold()
         return int(row[1])
 
     # -- reads
@@ -504,7 +656,9 @@ class SpeakerStore(StoreDB):
             if row is None:
                 raise self._unknown(name)
             rows = conn.execute(
-                "SELECT path, embedding FROM recordings WHERE speaker_id = ? ORDER BY id", (row[0],)
+                f"SELECT path, {EMBEDDING_OR_VECTOR} FROM recordings r WHERE speaker_id = ? "
+                "ORDER BY id",
+                (row[0],),
             ).fetchall()
         return [r[0] for r in rows], self._decode([r[1] for r in rows], self.embedding_dim)
 
@@ -610,69 +764,38 @@ class SpeakerStore(StoreDB):
         """
         if top_k < 1:
             raise SpeakerIDError(f"top must be at least 1, not {top_k}")
-        kept = self._kept_index()
+        kept = self._kept.search(queries, top_k)
         if kept is not None:
-            return rank_index(kept, queries, top_k, self._names_of, where=str(self.path))
+            return kept
         names, mat, index = self._search_state()
         return rank(names, mat, queries, top_k, index, where=str(self.path))
 
-    # -- the search index kept beside the file (speakerid/search.py)
+    # -- the search index kept beside the file (speakerid/search.py, speakerid/storeindex.py)
 
-    def build_index(self, kind: str = "auto") -> IndexInfo:
-        """Build and keep a search index beside the store (see ``speakerid.search``).
+    def build_index(self, kind: str = "auto", rebuild: bool = False) -> IndexInfo:
+        """Keep a search index beside the store (see ``speakerid.search``).
 
-        Once kept, every search checks that the index was built from the store's current
-        vectors and rebuilds it (same requested kind) when not.
+        ``rebuild``: train it afresh from every vector; else fold the store's changes into
+        the kept one (``KeptIndex.refresh``; built when none is kept or ``kind`` differs).
+        Once kept, writes leave it as it is and searches catch up with the store.
         """
         if not self.exists:
             raise StoreError(f"{self.path}: no store yet; enroll speakers first")
-        if not self.meta().get(GENERATION_KEY):
-            with self._transaction() as conn:  # stores written before generations existed
-                _new_generation(conn)
-        generation, ids, vectors = self._snapshot()
-        index = VectorIndex.build(ids, vectors, generation, kind)
-        index.save(self.path, requested=kind)
-        self._index = index
-        return index.info(self.path)
+        if self._version(self._reader()) < 4:
+            with self._transaction():  # an older schema: migrated by this (empty) write
+                pass
+        self._kept.refresh(rebuild=rebuild, kind=kind)
+        info = self._kept.info()
+        assert info is not None
+        return info
 
     def drop_index(self) -> bool:
         """Stop keeping a search index (delete its files); True if there was one."""
-        self._index = None
-        return remove_index(self.path)
+        return self._kept.drop()
 
     def index_info(self) -> IndexInfo | None:
-        """The kept search index, brought up to date; None when the store keeps none."""
-        kept = self._kept_index()
-        return kept.info(self.path) if kept is not None else None
-
-    def _kept_index(self) -> VectorIndex | None:
-        if self._conn is None or not pointer_path(self.path).exists():
-            return None
-        generation = self.meta().get(GENERATION_KEY, "")
-        if self._index is not None and self._index.generation == generation:
-            return self._index
-        self._index = VectorIndex.load(self.path, generation)
-        if self._index is None:  # stale (a write since, or a crash mid-rebuild) or damaged
-            kind = requested_kind(self.path)
-            generation, ids, vectors = self._snapshot()
-            self._index = VectorIndex.build(ids, vectors, generation, kind)
-            # A read-only folder: the rebuilt index serves this process only.
-            with suppress(StoreError):
-                self._index.save(self.path, requested=kind)
-        return self._index
-
-    def _names_of(self, ids: Sequence[int]) -> dict[int, str]:
-        """Speaker names by row id, for the ids a kept index returned."""
-        names: dict[int, str] = {}
-        with self._db_errors():
-            conn = self._reader()
-            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
-                part = list(ids[start : start + 500])
-                marks = ",".join("?" * len(part))
-                names.update(
-                    conn.execute(f"SELECT id, name FROM speakers WHERE id IN ({marks})", part)
-                )
-        return names
+        """The kept search index, None when the store keeps none."""
+        return self._kept.info()
 
 
 _LAZY = object()  # SpeakerStore._faiss before the first search decides it

@@ -5,12 +5,21 @@ One SQLite file (stdlib ``sqlite3``, WAL mode) holds three tables:
 - ``meta``: format name, schema version, the fingerprint (sha256) and embedding size of the
   model that made every vector in the store, and where that model was loaded from;
 - ``speakers``: name, pooled vector (float32 little-endian blob of ``embedding_dim``),
-  number of recordings, created/updated times (UTC, ISO 8601);
+  number of recordings, created/updated times (UTC, ISO 8601), and ``changed``: the store's
+  ``vectors_seq`` when the vector was last written;
 - ``recordings``: speaker, the file's resolved path and sha256 (its identity: the same file
   enrolled from anywhere is one recording, another file of the same name is another), its
   embedding, its seconds
   of speech (after trimming silence) and its agreement (cosine to the pool of the speaker's
-  other recordings), both NULL where unknown (imported vectors, stores from schema 1).
+  other recordings), both NULL where unknown (imported vectors, stores from schema 1). An
+  empty embedding blob means "the speaker's own vector": an imported speaker's one
+  recording, kept once instead of twice (``IMPORTED_EMBEDDING``);
+- ``removed``: which speaker row ids were deleted at which ``vectors_seq``.
+
+``vectors_seq`` (meta) counts the write transactions that changed a vector, and
+``store_token`` (meta, random, set once) tells this store from any other. Together they let
+the search index beside the store (``speakerid.search``) name the state it reflects and catch
+up from it: the speakers changed since, and the rows removed since, are two indexed reads.
 
 ``StoreDB`` opens a file only after checking it is a store of a schema this speakerid reads,
 creates a new one atomically, holds each write in one ``BEGIN IMMEDIATE`` transaction and
@@ -40,12 +49,20 @@ from speakerid.registry import shipped_name
 from speakerid.vectors import l2_normalize
 
 STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
-SCHEMA_VERSION = 3  # meta 'schema_version': bump on any change to the tables below
+SCHEMA_VERSION = 4  # meta 'schema_version': bump on any change to the tables below
 MIGRATES_FROM = 1  # oldest schema this speakerid reads, and upgrades at its first write
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a writer waits for another process's write lock
 INSERT_BATCH = 10_000  # rows per executemany in bulk inserts
-GENERATION_KEY = "vectors_generation"  # meta: random token renewed by each vector change
+SEQ_KEY = "vectors_seq"  # meta: counts the write transactions that changed a vector
+TOKEN_KEY = "store_token"  # meta: random, set when the store is made: which store this is
+IMPORTED_EMBEDDING = b""  # a recording's embedding that is its speaker's vector (imports)
 
+# A recording's embedding as SQL, the speaker's vector where it is ``IMPORTED_EMBEDDING``
+# (``r`` is the recordings table).
+EMBEDDING_OR_VECTOR = (
+    "CASE WHEN length(r.embedding) = 0 THEN "
+    "(SELECT vector FROM speakers WHERE id = r.speaker_id) ELSE r.embedding END"
+)
 _VECTOR_DTYPE = np.dtype("<f4")
 _Db = TypeVar("_Db", bound="StoreDB")
 
@@ -73,10 +90,14 @@ CREATE TABLE speakers (
     vector       BLOB NOT NULL,
     n_recordings INTEGER NOT NULL,
     created      TEXT NOT NULL,
-    updated      TEXT NOT NULL
+    updated      TEXT NOT NULL,
+    changed      INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE recordings ({_RECORDINGS_COLUMNS});
 {_RECORDINGS_INDEX};
+CREATE INDEX speakers_by_change ON speakers (changed);
+CREATE TABLE removed (speaker_id INTEGER NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX removed_by_seq ON removed (seq);
 """
 # Schema 2 keyed recordings by the path as typed, so `take.wav` enrolled from two folders was
 # one recording. Schema 3 keys them by content (sha256; NULL for rows it cannot hash: older
@@ -90,6 +111,16 @@ _MIGRATE_2_TO_3 = [
     "DROP TABLE recordings",
     "ALTER TABLE recordings_v3 RENAME TO recordings",
     _RECORDINGS_INDEX,
+]
+# Schema 4 records, per speaker, when its vector last changed, and which rows were removed
+# when, so that a search index can catch up with the store instead of being rebuilt.
+# (Written to tolerate parts already there: a store whose version number was set back.)
+_ADD_CHANGED = "ALTER TABLE speakers ADD COLUMN changed INTEGER NOT NULL DEFAULT 0"
+_MIGRATE_3_TO_4 = [
+    "CREATE INDEX IF NOT EXISTS speakers_by_change ON speakers (changed)",
+    "CREATE TABLE IF NOT EXISTS removed (speaker_id INTEGER NOT NULL, seq INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS removed_by_seq ON removed (seq)",
+    "DELETE FROM meta WHERE key = 'vectors_generation'",  # schema 3's random token
 ]
 _TABLES = frozenset({"meta", "speakers", "recordings"})
 
@@ -335,6 +366,8 @@ class StoreDB:
             ("model_source", ""),
             ("embedding_dim", "0"),
             ("created", _now()),
+            (SEQ_KEY, "0"),
+            (TOKEN_KEY, secrets.token_hex(8)),
         ]
 
     def _create(self) -> None:
@@ -405,7 +438,8 @@ class StoreDB:
         Opening never writes, so an old store is read as it is and upgraded by its first
         write. Schema 2 adds each recording's speech seconds (unknown for old recordings:
         the files may be gone) and agreement (recomputed from the stored embeddings);
-        schema 3 keys recordings by content (``_MIGRATE_2_TO_3``).
+        schema 3 keys recordings by content (``_MIGRATE_2_TO_3``); schema 4 records when
+        vectors changed (``_MIGRATE_3_TO_4``).
         """
         version = self._version(conn)
         if version >= SCHEMA_VERSION:
@@ -418,8 +452,17 @@ class StoreDB:
             )
             for (speaker_id,) in conn.execute("SELECT id FROM speakers").fetchall():
                 self._store_agreement(conn, speaker_id, dim)
-        for statement in _MIGRATE_2_TO_3:
+        if version < 3:
+            for statement in _MIGRATE_2_TO_3:
+                conn.execute(statement)
+        if "changed" not in {r[1] for r in conn.execute("PRAGMA table_info(speakers)")}:
+            conn.execute(_ADD_CHANGED)
+        for statement in _MIGRATE_3_TO_4:
             conn.execute(statement)
+        conn.executemany(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+            [(SEQ_KEY, "1"), (TOKEN_KEY, secrets.token_hex(8))],
+        )
         conn.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )
@@ -427,7 +470,8 @@ class StoreDB:
     def _store_agreement(self, conn: sqlite3.Connection, speaker_id: int, dim: int) -> None:
         """Recompute the agreement of each of a speaker's recordings (others changed)."""
         rows = conn.execute(
-            "SELECT id, embedding FROM recordings WHERE speaker_id = ? ORDER BY id", (speaker_id,)
+            f"SELECT id, {EMBEDDING_OR_VECTOR} FROM recordings r WHERE speaker_id = ? ORDER BY id",
+            (speaker_id,),
         ).fetchall()
         if not rows:
             return
@@ -444,27 +488,58 @@ class StoreDB:
         with self._db_errors():
             return dict(self._reader().execute("SELECT key, value FROM meta").fetchall())
 
-    def _snapshot(self) -> tuple[str, np.ndarray, np.ndarray]:
-        """``(generation, (N,) ids, (N, D) vectors)`` read in one transaction, so the three
-        agree even while another process writes."""
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query inside it sees one state of the store, even
+        while other processes write."""
         with self._db_errors():
             conn = self._reader()
             conn.execute("BEGIN")
             try:
-                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-                dim = int(meta.get("embedding_dim", "0"))
-                n = conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0]
-                ids = np.empty(n, np.int64)
-                vectors = np.empty((n, max(dim, 1)), np.float32)
-                cur = conn.execute("SELECT id, vector FROM speakers ORDER BY id")
-                done = 0
-                while rows := cur.fetchmany(INSERT_BATCH):
-                    ids[done : done + len(rows)] = [r[0] for r in rows]
-                    vectors[done : done + len(rows)] = self._decode([r[1] for r in rows], dim)
-                    done += len(rows)
+                yield conn
             finally:
                 conn.execute("COMMIT")
-        return meta.get(GENERATION_KEY, ""), ids, vectors
+
+    def _snapshot(self) -> tuple[str, int, np.ndarray, np.ndarray]:
+        """``(store token, vectors_seq, (N,) ids, (N, D) vectors)`` of one state."""
+        with self._read() as conn:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            dim = int(meta.get("embedding_dim", "0"))
+            n = conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0]
+            ids = np.empty(n, np.int64)
+            vectors = np.empty((n, max(dim, 1)), np.float32)
+            cur = conn.execute("SELECT id, vector FROM speakers ORDER BY id")
+            done = 0
+            while rows := cur.fetchmany(INSERT_BATCH):
+                ids[done : done + len(rows)] = [r[0] for r in rows]
+                vectors[done : done + len(rows)] = self._decode([r[1] for r in rows], dim)
+                done += len(rows)
+        return meta.get(TOKEN_KEY, ""), int(meta.get(SEQ_KEY, "0")), ids, vectors
+
+    def _changes(
+        self, conn: sqlite3.Connection, since: int
+    ) -> tuple[str, int, np.ndarray, np.ndarray, np.ndarray]:
+        """Inside a read transaction, what changed after ``vectors_seq`` ``since``:
+        ``(store token, seq now, (M,) changed ids, (M, D) their vectors, removed ids)``.
+
+        A removed id may also be a changed one (the row id was reused by a new speaker).
+        """
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        dim = int(meta.get("embedding_dim", "0"))
+        # (no ORDER BY: SQLite would then walk the whole table in id order, not the index)
+        rows = conn.execute(
+            "SELECT id, vector FROM speakers WHERE changed > ?", (since,)
+        ).fetchall()
+        removed = conn.execute(
+            "SELECT DISTINCT speaker_id FROM removed WHERE seq > ?", (since,)
+        ).fetchall()
+        ids = np.array([r[0] for r in rows], np.int64)
+        if rows:
+            vectors = self._decode([r[1] for r in rows], dim)
+        else:
+            vectors = np.zeros((0, max(dim, 1)), np.float32)
+        gone = np.array([r[0] for r in removed], np.int64)
+        return meta.get(TOKEN_KEY, ""), int(meta.get(SEQ_KEY, "0")), ids, vectors, gone
 
     def _model_error(self, meta: Mapping[str, str], fingerprint: str, source: str) -> StoreError:
         bound = meta.get("model_fingerprint", "")
@@ -523,11 +598,12 @@ class StoreDB:
         )
 
 
-def _new_generation(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction that changes speaker vectors: a new random generation, so
-    that a search index built before it is recognised as stale (``speakerid.search``)."""
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (GENERATION_KEY, secrets.token_hex(8)),
-    )
+def _next_seq(conn: sqlite3.Connection) -> int:
+    """Inside a write transaction that changes speaker vectors: the next ``vectors_seq``,
+    recorded in meta; the caller stamps the rows it writes with it (``changed``, ``removed``),
+    so that a search index built before it can tell what it misses (``speakerid.search``)."""
+    row = conn.execute(
+        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ? RETURNING value",
+        (SEQ_KEY,),
+    ).fetchone()
+    return int(row[0])

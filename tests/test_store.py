@@ -637,3 +637,85 @@ def test_leftovers_of_a_killed_creation_are_cleaned_on_open(store_path: Path) ->
         assert live.exists()
     assert not any(p.exists() for p in dead)
     assert other.exists()
+
+
+# ---------------------------------------------------------------- bulk writes
+
+
+def test_add_many_equals_one_add_recordings_per_speaker(tmp_path: Path) -> None:
+    """Batched bulk enrollment (new speakers written by whole batches) stores what one
+    ``add_recordings`` per speaker stores: vectors, recordings, agreements."""
+    rng = np.random.default_rng(11)
+    items = [(f"s{i}", [f"s{i}/{j}.wav" for j in range(1 + i % 3)]) for i in range(25)]
+    items.insert(7, ("s3", ["s3/extra.wav"]))  # named twice: the second adds to the first
+    items.append(("old", ["old/new.wav"]))  # already enrolled
+    batch = [(name, paths, unit(rng, len(paths))) for name, paths in items]
+    stores = [SpeakerStore(tmp_path / "many.sqlite"), SpeakerStore(tmp_path / "one.sqlite")]
+    for store in stores:
+        add(store, "old", n=2, seed=4)
+    results = stores[0].add_many(batch, fingerprint=FP_A, batch=10)
+    singles = [stores[1].add_recordings(n, p, e, fingerprint=FP_A) for n, p, e in batch]
+    assert results == singles
+    assert stores[0].written_speakers[-len(batch) :] == [n for n, _, _ in batch]
+    many, one = stores[0].speakers(), stores[1].speakers()
+    assert [(s.speaker, s.recordings) for s in many] == [(s.speaker, s.recordings) for s in one]
+    for a, b in zip(many, one, strict=True):
+        assert (a.weakest_agreement is None) == (b.weakest_agreement is None)
+        if a.weakest_agreement is not None:
+            assert a.weakest_agreement == pytest.approx(b.weakest_agreement, abs=1e-5)
+        np.testing.assert_allclose(
+            stores[0].vector(a.speaker), stores[1].vector(b.speaker), atol=1e-6
+        )
+        paths_a, emb_a = stores[0].recording_vectors(a.speaker)
+        paths_b, emb_b = stores[1].recording_vectors(b.speaker)
+        assert paths_a == paths_b
+        np.testing.assert_allclose(emb_a, emb_b, atol=1e-6)
+
+
+def test_an_imported_vector_is_stored_once(store_path: Path) -> None:
+    """A speaker's only imported recording is kept as the speaker's vector, not a copy;
+    adding a recording later spells it out first, so the pool stays right."""
+    rng = np.random.default_rng(12)
+    first, later = unit(rng, 1), unit(rng, 1)
+    with SpeakerStore(store_path) as store:
+        store.add_vectors(["imp"], first, fingerprint=FP_A)
+        conn = sqlite3.connect(store_path)
+        assert conn.execute("SELECT length(embedding) FROM recordings").fetchall() == [(0,)]
+        conn.close()
+        paths, emb = store.recording_vectors("imp")
+        assert paths == [IMPORTED_SOURCE]
+        np.testing.assert_allclose(emb, first, atol=1e-6)
+        store.add_recordings("imp", ["b.wav"], later, fingerprint=FP_A)
+        np.testing.assert_allclose(
+            store.vector("imp"), pool(np.concatenate([first, later])), atol=1e-6
+        )
+        _, emb = store.recording_vectors("imp")
+        np.testing.assert_allclose(emb, np.concatenate([first, later]), atol=1e-6)
+        assert store.speakers()[0].weakest_agreement == pytest.approx(float(first[0] @ later[0]))
+
+
+def test_schema_3_store_is_read_then_stamped_on_its_first_write(store_path: Path) -> None:
+    """Schema 4 adds what lets a search index catch up (``changed``, ``removed``, the seq
+    and token); a schema-3 store is searched as it is and upgraded by its first write."""
+    rng = np.random.default_rng(13)
+    vecs = unit(rng, 20)
+    with SpeakerStore(store_path) as store:
+        store.add_vectors([f"s{i}" for i in range(20)], vecs, fingerprint=FP_A)
+    conn = sqlite3.connect(store_path)
+    conn.executescript(
+        "DROP INDEX speakers_by_change; ALTER TABLE speakers DROP COLUMN changed; "
+        "DROP TABLE removed; DELETE FROM meta WHERE key IN ('vectors_seq', 'store_token'); "
+        "INSERT INTO meta VALUES ('vectors_generation', 'abc'); "
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version';"
+    )
+    conn.close()
+    with SpeakerStore(store_path) as store:
+        assert store.search(vecs[4], 1)[0][0].speaker == "s4"
+        assert store.meta()["schema_version"] == "3"  # reading wrote nothing
+        store.build_index("flat")  # migrates first
+        meta = store.meta()
+        assert meta["schema_version"] == str(SCHEMA_VERSION) and "vectors_generation" not in meta
+        assert meta["vectors_seq"] == "1" and len(meta["store_token"]) == 16
+        add(store, "late", n=1, seed=14)
+        assert store.index_info().pending == 1
+        assert store.search(unit(np.random.default_rng(14), 1)[0], 1)[0][0].speaker == "late"

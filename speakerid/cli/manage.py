@@ -69,13 +69,20 @@ def index_cmd(
         ),
     ] = "auto",
     drop: Annotated[bool, typer.Option("--drop", help="Delete the index instead.")] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild", help="Retrain the index from every vector instead of folding changes in."
+        ),
+    ] = False,
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Build a search index beside the store for fast open and 1:N search at scale.
 
-    Once built it is kept: searches check it against the store and rebuild it (same --kind)
-    after enrollments and removals, so rebuild cost falls on the first search after a change.
+    Once built it is kept: enrollments and removals leave it as it is, searches read the
+    changes since it was written from the store, and writes fold them in once they pass 1%
+    of the index. Run again to fold them in now; --rebuild retrains it.
     """
     with SpeakerStore(store) as db:
         if drop:
@@ -85,7 +92,7 @@ def index_cmd(
             else:
                 out.print("index dropped" if dropped else "no index to drop", soft_wrap=True)
             return
-        info = db.build_index(kind)
+        info = db.build_index(kind, rebuild=rebuild)
     if json_:
         print_json(asdict(info))
         return
