@@ -1,4 +1,4 @@
-"""The shipped models, by name: ``accurate`` (CAM++, the default) and ``fast`` (a GE2E student).
+"""The shipped models by name: ``accurate`` (CAM++, the default), ``fast``, ``ecapa``.
 
 ``--model`` takes one of these names or a path to a checkpoint. Shipped files are pinned by
 sha256 and refuse to load when they differ. This module imports no torch, so that commands
@@ -44,6 +44,12 @@ SHIPPED: dict[str, ShippedModel] = {
             "lstm_s3.safetensors",
             "f9699bbb79eadabd27a4ed652d35e47c0b2b9ec98916557a16f8fa2b450e26e7",
             "LSTM student of Resemblyzer's GE2E",
+        ),
+        ShippedModel(
+            "ecapa",
+            "ecapa_voxceleb.safetensors",
+            "5675deeb6a7eaa2f97993fe8385bf145ffa047c7f63dfeb20918fa9eb727cc99",
+            "ECAPA-TDNN from SpeechBrain (VoxCeleb 1+2, 7205 speakers)",
         ),
     )
 }
