@@ -1,7 +1,9 @@
 """The shipped models against Resemblyzer on identical trials: docs/benchmarks.md, "Models".
 
     python bench/bench_models.py --data ../shared/data            # the table
-    python bench/bench_models.py --data ../shared/data --readings # + CAM++ readings, AS-norm
+    python bench/bench_models.py --data ../shared/data --readings # + CAM++/ECAPA readings, AS-norm
+    python bench/bench_models.py --systems ecapa ECAPA --readings  # only those rows
+    python bench/bench_models.py --systems ecapa --sets ami        # only those rows and sets
 
 Trial sets (every system embeds the same trimmed arrays; no set is used to tune anything):
 
@@ -16,7 +18,8 @@ Trial sets (every system embeds the same trimmed arrays; no set is used to tune 
 
 Files with less than 1 s of speech after trimming are left out, as the CLI refuses them.
 With ``--readings``: CAM++ recordings read as pooled 3-s fragments (the pipeline), in one
-pass, or as pooled 6-s windows, and AS-norm with the checkpoint's cohort. Embeddings are
+pass, or as pooled 6-s windows, ECAPA's in one pass (SpeechBrain's own recipe, on the same
+trimmed arrays), and AS-norm with the checkpoint's cohort. Embeddings are
 cached under ``--cache`` so reruns only score.
 """
 
@@ -189,13 +192,19 @@ def summarise(scores: np.ndarray, labels: np.ndarray) -> dict:
 
 # ------------------------------------------------------------------------------------ main
 
-SHIPPED_ROWS = {"accurate": "accurate (CAM++)", "fast": "fast (lstm_s3)"}
+SHIPPED_ROWS = {
+    "accurate": "accurate (CAM++)",
+    "fast": "fast (lstm_s3)",
+    "ecapa": "ecapa (ECAPA-TDNN)",
+}
 
 
 def write_measured(path: Path, results: dict, command: str) -> None:
     """The EERs ``speakerid models`` shows, merged into the shipped ``measured.json``."""
     measured = json.loads(path.read_text()) if path.is_file() else {}
     for name, row in SHIPPED_ROWS.items():
+        if row not in results:  # not scored in this run (--systems): keep what was measured
+            continue
         entry = measured.setdefault(name, {})
         entry["eer"] = {s: round(r["eer"], 4) for s, r in results[row].items()}
     measured["_source"] = f"EER: {command} (docs/benchmarks.md)"
@@ -211,6 +220,21 @@ def main() -> None:
     ap.add_argument("--readings", action="store_true", help="CAM++ readings and AS-norm too")
     ap.add_argument("--asnorm-top", type=int, nargs="+", default=[50, 100])
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument(
+        "--systems",
+        nargs="+",
+        default=None,
+        metavar="WORD",
+        help="score only the rows whose label starts with one of these words "
+        "(accurate fast Resemblyzer ecapa CAM++ ECAPA, or a candidate's name)",
+    )
+    ap.add_argument(
+        "--sets",
+        nargs="+",
+        default=None,
+        metavar="SET",
+        help="score only these trial sets (libri_fragments libri_halves ravdess ami vctk_arctic)",
+    )
     ap.add_argument(
         "--candidate",
         action="append",
@@ -228,10 +252,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    accurate, fast = load_model("accurate"), load_model("fast")
+    accurate, fast, ecapa = load_model("accurate"), load_model("fast"), load_model("ecapa")
     speakers = sorted(s.rsplit(":", 1)[-1] for s in accurate.info["split"]["test"])
     sets = build_sets(args.data, speakers, args.ravdess_per_actor)
+    if args.sets:
+        sets = {name: s for name, s in sets.items() if name in args.sets}
     emb_acc, emb_fast = Embedder(accurate, "cpu"), Embedder(fast, "cpu")
+    emb_ecapa = Embedder(ecapa, "cpu")
     resemblyzer = Resemblyzer()
     systems: dict[str, dict[str, Callable]] = {
         "accurate (CAM++)": {
@@ -241,6 +268,10 @@ def main() -> None:
         "fast (lstm_s3)": {
             "frag": emb_fast.embed_fragments,
             "rec": lambda w: emb_fast.embed_waveform(w, trim=False),
+        },
+        "ecapa (ECAPA-TDNN)": {
+            "frag": emb_ecapa.embed_fragments,
+            "rec": lambda w: emb_ecapa.embed_waveform(w, trim=False),
         },
         "Resemblyzer": {
             "frag": resemblyzer.fragments,
@@ -261,12 +292,17 @@ def main() -> None:
     if args.readings:
         systems["CAM++ one pass"] = {"rec": whole_pass(accurate)}
         systems["CAM++ 6-s windows"] = {"rec": windows(emb_acc, 6.0)}
+        systems["ECAPA one pass"] = {"rec": whole_pass(ecapa)}
+    if args.systems:
+        systems = {k: v for k, v in systems.items() if k.split()[0] in args.systems}
 
     # What each system's embeddings depend on besides the audio: the weights it ran.
     weights = {
         "accurate": accurate.fingerprint,
         "fast": fast.fingerprint,
+        "ecapa": ecapa.fingerprint,
         "CAM++": accurate.fingerprint,
+        "ECAPA": ecapa.fingerprint,
         **{name: m.fingerprint for name, m in candidates.items()},
     }
     embeddings: dict[str, dict[str, np.ndarray]] = {}
@@ -294,8 +330,13 @@ def main() -> None:
                 )
         embeddings[label] = out
 
-    thresholds = {"accurate (CAM++)": accurate.threshold, "fast (lstm_s3)": fast.threshold}
+    thresholds = {
+        "accurate (CAM++)": accurate.threshold,
+        "fast (lstm_s3)": fast.threshold,
+        "ecapa (ECAPA-TDNN)": ecapa.threshold,
+    }
     thresholds.update({f"{name} (candidate)": m.threshold for name, m in candidates.items()})
+    thresholds = {k: v for k, v in thresholds.items() if k in systems}
     results: dict[str, dict] = {}
     for label, by_set in embeddings.items():
         results[label] = {}
@@ -320,7 +361,7 @@ def main() -> None:
                 }
             results[label][name] = r
 
-    if args.readings and accurate.cohort is not None:
+    if args.readings and accurate.cohort is not None and "accurate (CAM++)" in embeddings:
         cohort = l2_normalize(accurate.cohort)
         for top in args.asnorm_top:
             label = f"accurate + AS-norm (top {top})"
@@ -340,6 +381,7 @@ def main() -> None:
         "models": {
             "accurate": accurate.fingerprint,
             "fast": fast.fingerprint,
+            "ecapa": ecapa.fingerprint,
             **{name: m.fingerprint for name, m in candidates.items()},
         },
         "threads": torch.get_num_threads(),

@@ -42,7 +42,7 @@ class SpeakerID:
     ----------
     store: the store file (created by the first enrollment); None: ``$SPEAKERID_STORE`` or
         the user data dir's ``speakerid/store.sqlite``.
-    model: a shipped model's name (``accurate``, ``fast``), a checkpoint (``.safetensors``),
+    model: a shipped model's name (``accurate``, ``fast``, ``ecapa``), a checkpoint,
         an exported ``.onnx`` file (onnx backend), or None for the default shipped model.
     backend: ``torch`` or ``onnx`` (onnxruntime, no torch); None: ``$SPEAKERID_BACKEND``,
         else torch.

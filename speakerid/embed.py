@@ -184,7 +184,7 @@ class Embedder(BaseEmbedder):
 
 
 def load_model(spec: str | Path | None = None) -> LoadedModel:
-    """Load a shipped model by name (``accurate``, ``fast``; sha256-checked), or a checkpoint file.
+    """Load a shipped model by name (``accurate``, ``fast``, ``ecapa``; sha256-checked) or a file.
 
     ``None`` is the default shipped model (``registry.DEFAULT_MODEL``).
     """

@@ -44,6 +44,11 @@ POWERMEL_WIN = 400  # 25 ms, also the FFT size
 POWERMEL_HOP = 160  # 10 ms
 POWERMEL_TARGET_DBFS = -30.0  # Resemblyzer raises quieter audio to this level first
 
+SB_WIN = 400  # SpeechBrain's Fbank (the ECAPA-TDNN input): 25 ms frames, also the FFT size
+SB_HOP = 160  # 10 ms
+SB_AMIN = 1e-10  # power floor before the log
+SB_TOP_DB = 80.0  # each fragment's log mels are floored this far below its peak
+
 
 def mel_power(mel: T.MelSpectrogram, wav: torch.Tensor) -> torch.Tensor:
     """``mel(wav)`` for a power-2 ``MelSpectrogram``, computed faster: ``(B, n_mels, frames)``.
@@ -214,6 +219,58 @@ class KaldiFbankFrontend(nn.Module):
 
     def frames(self, samples: int) -> int:
         return 1 + (samples - KALDI_WIN) // KALDI_HOP
+
+
+def sb_mel_banks(n_mels: int, n_fft: int = SB_WIN) -> torch.Tensor:
+    """SpeechBrain's triangular mel filters, ``(n_mels, n_fft // 2 + 1)``, 0 Hz to Nyquist.
+
+    Centres equally spaced on the HTK mel scale (2595 log10(1 + f/700)); unlike torchaudio's,
+    each triangle is symmetric in Hz, its half-width the distance to the previous centre.
+    Built in float64 (the numpy twin builds the same), stored float32.
+    """
+    mel = torch.linspace(
+        0.0, 2595.0 * math.log10(1.0 + SAMPLE_RATE / 2 / 700.0), n_mels + 2, dtype=torch.float64
+    )
+    hz = 700.0 * (torch.pow(10.0, mel / 2595.0) - 1.0)
+    centre, half_width = hz[1:-1, None], (hz[1:-1] - hz[:-2])[:, None]
+    freqs = torch.linspace(0.0, SAMPLE_RATE / 2, n_fft // 2 + 1, dtype=torch.float64)[None, :]
+    slope = (freqs - centre) / half_width
+    return torch.clamp(torch.minimum(1.0 + slope, 1.0 - slope), min=0.0).float()
+
+
+class SBFbankFrontend(nn.Module):
+    """SpeechBrain's ``Fbank``, sentence mean removed: ``(B, samples)`` -> ``(B, n_mels, frames)``.
+
+    The input of SpeechBrain's ECAPA-TDNN (``spkrec-ecapa-voxceleb``): centred 25-ms periodic
+    Hamming frames every 10 ms (zero-padded ends, ``1 + samples // 160`` frames), 400-point
+    power spectrum, ``sb_mel_banks``, ``10 log10`` with a 1e-10 floor, floored again at 80 dB
+    below the fragment's peak, then each bin's mean over the fragment removed (no variance
+    normalisation).
+    """
+
+    def __init__(self, n_mels: int = 80) -> None:
+        super().__init__()
+        self.n_features = n_mels
+        self.register_buffer("window", torch.hamming_window(SB_WIN), persistent=False)
+        self.register_buffer("banks", sb_mel_banks(n_mels), persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        stft = torch.stft(
+            wav.float(),
+            n_fft=SB_WIN,
+            hop_length=SB_HOP,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
+        power = stft.real.square() + stft.imag.square()  # (B, freqs, frames)
+        db = 10.0 * torch.log10(torch.matmul(self.banks, power).clamp_min(SB_AMIN))
+        db = torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - SB_TOP_DB)
+        return db - db.mean(dim=-1, keepdim=True)
+
+    def frames(self, samples: int) -> int:
+        return 1 + samples // SB_HOP
 
 
 class PowerMel(nn.Module):

@@ -2,9 +2,10 @@
 
 Bodies: the case study's 1-D CNN (raw 4 kHz audio) and 2-D CNN (MFCC or any feature map),
 each with global max pooling and a dense embedding; ``ecapa_lite``, a compact ECAPA-style
-TDNN; ``lstm``, GE2E's shape (the fast student); and ``campp``, CAM++ (``campp.py``), the
-accurate default. Distances, heads and losses live in ``losses.py``; a checkpoint holds
-the encoder alone, in safetensors with its ``ModelConfig`` in the metadata.
+TDNN; ``lstm``, GE2E's shape (the fast student); ``campp``, CAM++ (``campp.py``), the
+accurate default; and ``ecapa``, SpeechBrain's ECAPA-TDNN (``ecapa.py``). Distances, heads
+and losses live in ``losses.py``; a checkpoint holds the encoder alone, in safetensors with
+its ``ModelConfig`` in the metadata.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 
 from speakerid.audio import FRAGMENT_SAMPLES
 from speakerid.campp import CAMPPBody
+from speakerid.ecapa import ECAPABody
 from speakerid.errors import CheckpointError
 from speakerid.features import (
     FbankFrontend,
@@ -32,6 +34,7 @@ from speakerid.features import (
     MFCCFrontend,
     PowerMelFrontend,
     RawFrontend,
+    SBFbankFrontend,
     equal_windows,
 )
 from speakerid.modelinfo import CHECKPOINT_FORMAT, check_threshold, file_sha256
@@ -43,10 +46,11 @@ COHORT_KEY = "cohort"  # optional (N, D) unit embeddings of training speakers, f
 class ModelConfig:
     """Everything needed to rebuild an encoder; saved inside every checkpoint."""
 
-    frontend: str = "fbank"  # input: raw | mfcc | fbank | kaldi_fbank | powermel | ge2e | vggish
-    arch: str = "ecapa_lite"  # encoder body: cnn1d | cnn2d | ecapa_lite | lstm | campp
+    frontend: str = "fbank"  # input: raw | mfcc | fbank | kaldi_fbank | sb_fbank | powermel
+    # | ge2e | vggish
+    arch: str = "ecapa_lite"  # encoder body: cnn1d | cnn2d | ecapa_lite | lstm | campp | ecapa
     embedding_dim: int = 192  # size of the embedding the encoder outputs
-    channels: int = 192  # width of the body (ecapa_lite) or of its last conv block (cnn*)
+    channels: int = 192  # width of the body (ecapa_lite, ecapa) or of its last conv block (cnn*)
     n_mels: int = 80  # fbank mel bands
     n_mfcc: int = 32  # MFCC coefficients
     stem_stride: int = 2  # ecapa_lite: frames the stem skips (2: 20 ms, 3: 30 ms resolution);
@@ -95,6 +99,7 @@ FRONTENDS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "mfcc": lambda cfg: MFCCFrontend(cfg.n_mfcc),
     "fbank": lambda cfg: FbankFrontend(cfg.n_mels),
     "kaldi_fbank": lambda cfg: KaldiFbankFrontend(cfg.n_mels),
+    "sb_fbank": lambda cfg: SBFbankFrontend(cfg.n_mels),
     "powermel": lambda cfg: PowerMelFrontend(cfg.stem_stride),
     "ge2e": _ge2e,
     "vggish": _vggish,
@@ -250,6 +255,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "ecapa_lite": EcapaLite,
     "lstm": LSTMBody,
     "campp": CAMPPBody,
+    "ecapa": ECAPABody,
 }
 
 

@@ -33,6 +33,10 @@ POWERMEL_N_MELS = 40
 POWERMEL_WIN = 400
 POWERMEL_HOP = 160
 POWERMEL_TARGET_DBFS = -30.0
+SB_WIN = 400
+SB_HOP = 160
+SB_AMIN = 1e-10
+SB_TOP_DB = 80.0
 
 # Kaldi's fbank as ``torchaudio.compliance.kaldi.fbank`` computes it with CAM++'s settings.
 KALDI_WIN = 400  # 25 ms
@@ -230,12 +234,38 @@ def kaldi_fbank_frontend(config: Mapping[str, Any]) -> Frontend:
     return apply
 
 
+def sb_mel_filterbank(n_mels: int) -> np.ndarray:
+    """``features.sb_mel_banks``: SpeechBrain's symmetric triangles, (SB_WIN // 2 + 1, n_mels)."""
+    mel = np.linspace(0.0, 2595.0 * math.log10(1.0 + SAMPLE_RATE / 2 / 700.0), n_mels + 2)
+    hz = 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    centre, half_width = hz[1:-1, None], (hz[1:-1] - hz[:-2])[:, None]
+    freqs = np.linspace(0.0, SAMPLE_RATE / 2, SB_WIN // 2 + 1)[None, :]
+    slope = (freqs - centre) / half_width
+    return np.maximum(np.minimum(1.0 + slope, 1.0 - slope), 0.0).T.astype(np.float32)
+
+
+def sb_fbank_frontend(config: Mapping[str, Any]) -> Frontend:
+    """``features.SBFbankFrontend``: SpeechBrain's dB fbank, per-fragment mean removed."""
+    fb = sb_mel_filterbank(int(config["n_mels"]))
+    window = periodic_window("hamming", SB_WIN)
+
+    def apply(wav: np.ndarray) -> np.ndarray:
+        power = power_spectrogram(wav, SB_WIN, SB_HOP, window, "constant")
+        db = 10.0 * np.log10(np.maximum(power @ fb, SB_AMIN))  # (B, frames, mels)
+        db = np.maximum(db, db.max(axis=(1, 2), keepdims=True) - SB_TOP_DB)
+        x = db - db.mean(axis=1, keepdims=True)
+        return np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
+
+    return apply
+
+
 FRONTENDS_NP: dict[str, Callable[[Mapping[str, Any]], Frontend]] = {
     "raw": raw_frontend,
     "mfcc": mfcc_frontend,
     "fbank": fbank_frontend,
     "powermel": powermel_frontend,
     "kaldi_fbank": kaldi_fbank_frontend,
+    "sb_fbank": sb_fbank_frontend,
 }
 
 

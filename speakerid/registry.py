@@ -1,4 +1,4 @@
-"""The shipped models, by name: ``accurate`` (CAM++, the default) and ``fast`` (a GE2E student).
+"""The shipped models by name: ``accurate`` (CAM++, the default), ``fast``, ``ecapa``.
 
 ``--model`` takes one of these names or a path to a checkpoint. Shipped files are pinned by
 sha256 and refuse to load when they differ. This module imports no torch, so that commands
@@ -54,6 +54,12 @@ SHIPPED: dict[str, ShippedModel] = {
             "LSTM student of Resemblyzer's GE2E",
             "lstm_s3.decision.json",
             "885c2605d813f341a4cf9c8d6459f6d4a4849708a6b3cf2dfc6774b478e91aff",
+        ),
+        ShippedModel(
+            "ecapa",
+            "ecapa_voxceleb.safetensors",
+            "5675deeb6a7eaa2f97993fe8385bf145ffa047c7f63dfeb20918fa9eb727cc99",
+            "ECAPA-TDNN from SpeechBrain (VoxCeleb 1+2, 7205 speakers)",
         ),
     )
 }

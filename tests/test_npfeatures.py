@@ -21,6 +21,7 @@ CONFIGS = {
     "fbank": ModelConfig(frontend="fbank", n_mels=64),
     "powermel": ModelConfig(frontend="powermel", arch="lstm", stem_stride=3),
     "kaldi_fbank": ModelConfig(frontend="kaldi_fbank", n_mels=80),
+    "sb_fbank": ModelConfig(frontend="sb_fbank", arch="ecapa", n_mels=80),
 }
 
 
@@ -80,8 +81,10 @@ def test_numpy_frontend_equals_torch(name: str) -> None:
     scale = float(np.abs(expected).max())
     # float32 FFTs of two libraries: equal to a few parts in a million of the range; the
     # Kaldi fbank's torch side sums its unfolded frames in float32, numpy in float64, which
-    # moves the log of weak bins by up to ~5e-4 (the embeddings agree, test_onnx_backend)
-    atol = 1e-3 if name == "kaldi_fbank" else 2e-5 * scale
+    # moves the log of weak bins by up to ~5e-4 (the embeddings agree, test_onnx_backend);
+    # SpeechBrain's filters reach Nyquist, where these voices lie ~100 dB under their peak
+    # and float32 FFT rounding moves the dB by up to ~1.5e-3 (the embeddings agree, test_ecapa)
+    atol = {"kaldi_fbank": 1e-3, "sb_fbank": 3e-3}.get(name, 2e-5 * scale)
     np.testing.assert_allclose(got, expected, rtol=0, atol=atol)
 
 

@@ -68,7 +68,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="accurate (CAM++, the default), fast, or a checkpoint file (.safetensors); "
+        help="accurate (CAM++, the default), fast, ecapa, or a checkpoint file (.safetensors); "
         "`speakerid models` lists them.",
         show_default=False,
     ),

@@ -123,7 +123,7 @@ def export_cmd(
     model: Annotated[
         str | None,
         typer.Argument(
-            help="A shipped model's name (accurate, fast) or a checkpoint (.safetensors). "
+            help="A shipped model's name (accurate, fast, ecapa) or a checkpoint (.safetensors). "
             "Default: the default shipped model.",
             metavar="[MODEL]",
             show_default=False,
