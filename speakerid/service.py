@@ -18,11 +18,11 @@ import numpy as np
 from speakerid.audio import (
     FRAGMENT_SECONDS,
     SAMPLE_RATE,
-    Clip,
     is_long,
     load_audio,
     trim_silence,
 )
+from speakerid.audio import Source as AudioSource
 from speakerid.calibration import (
     ASNORM_TOP_K,
     Calibration,
@@ -61,7 +61,7 @@ from speakerid.vectors import l2_normalize, score
 GOOD_SPEECH_SECONDS = FRAGMENT_SECONDS / 2  # 1.5
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
 
-Source = str | Path | Clip  # a recording: a path as given, ``-`` (stdin) or audio in memory
+Source = AudioSource  # a path as given, ``-`` or stdin spooled (``Spooled``), or a ``Clip``
 OnFile = Callable[[int, int], None]  # progress: ``on_file(files_done, files_total)``
 
 
@@ -169,7 +169,7 @@ def embed_checked(embedder: BaseEmbedder, path: Source) -> np.ndarray:
     return _finite(embedder, path, embedder.embed_file(path))
 
 
-def embed_measured(embedder: BaseEmbedder, path: str | Path) -> tuple[np.ndarray, float]:
+def embed_measured(embedder: BaseEmbedder, path: Source) -> tuple[np.ndarray, float]:
     """``embed_checked`` that also returns the recording's seconds of speech (after trimming).
 
     The same embedding as ``embed_file``: trimming here and not again in the embedder.
