@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 import numpy as np
 
 from speakerid.errors import AudioError, InvalidNameError, SpeakerIDError
+from speakerid.modelinfo import EMBEDDING_MAX_DIM, read_metadata
 from speakerid.registry import shipped_name
 from speakerid.vectors import EPS
 
@@ -40,7 +41,6 @@ BATCH_FRAGMENTS = 256  # fragments gathered across files per encoder call (GPU-s
 # Bounds checked before a file's members are read. 500k keys of 192-d float32 are 384 MB of
 # vectors; a larger archive is written in shards (--shard) and enrolled part by part.
 EMBEDDINGS_MAX_KEYS = 500_000
-EMBEDDING_MAX_DIM = 8192  # values per vector (the shipped models make 192 and 256)
 _NPY_HEADER_MAX = 4096  # bytes of a member's npy header (numpy writes 128)
 _DIRECTORY_ENTRY_MAX = 1024  # bytes of zip directory per member: 46 + name + zip64 fields
 _SHARD = re.compile(r"(\d+)/(\d+)")
@@ -235,7 +235,6 @@ def _shown(value: object) -> str:
 def known_dim(fingerprint: str) -> int | None:
     """The embedding size of the shipped model with this fingerprint, from its header
     (not hashed: the pin names it); None for another model or a missing file."""
-    from speakerid.modelinfo import read_metadata
     from speakerid.registry import SHIPPED, shipped_path
 
     name = shipped_name(fingerprint)
