@@ -464,8 +464,11 @@ def embed_directory(
     from speakerid.audio import load_audio, prepare
     from speakerid.errors import DataError
     from speakerid.service import speaker_folders
+    from speakerid.store import refuse_collisions
 
-    folders = shard.take(speaker_folders(root), key=lambda f: f[0])
+    every = speaker_folders(root)
+    refuse_collisions([(name, str(Path(root) / name)) for name, _ in every])  # every shard's
+    folders = shard.take(every, key=lambda f: f[0])
     if not folders:
         raise DataError(f"{root}: shard {shard} holds no speaker folder (fewer speakers than N)")
     paths = [str(f) for _, files in folders for f in files]
@@ -494,9 +497,12 @@ def enroll_embeddings(
     store's model. Folders with unusable names are skipped and reported."""
     from speakerid.errors import DataError
     from speakerid.service import BulkEnrollResult, FileError
-    from speakerid.store import validate_name
+    from speakerid.store import refuse_collisions, validate_name
 
     groups = speakers_of(emb)
+    refuse_collisions(
+        [(speaker, str(Path(emb.root or "") / speaker)) for speaker in sorted(groups)]
+    )
     if emb.model_fingerprint is None:
         raise SpeakerIDError(f"{emb.parts[0]}: has no model header, so its model is unknown")
     meta = store.meta()

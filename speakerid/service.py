@@ -47,6 +47,7 @@ from speakerid.store import (
     SpeakerStore,
     StoreSummary,
     recording_key,
+    refuse_collisions,
     validate_name,
 )
 from speakerid.thresholds import (
@@ -337,7 +338,9 @@ def enroll_directory(
     on_file: called as ``on_file(speaker, files_done, files_total)`` after each file.
     shard: ``(I, N)``: only every N-th speaker folder from the I-th (``speakerid.bulk``).
     """
-    folders = speaker_folders(root)[shard[0] :: shard[1]]
+    folders = speaker_folders(root)
+    refuse_collisions([(name, str(Path(root) / name)) for name, _ in folders])  # every shard's
+    folders = folders[shard[0] :: shard[1]]
     fingerprint, dim, source = model_id(embedder)
     store.check_model(fingerprint, dim, source)
     total = sum(len(files) for _, files in folders)

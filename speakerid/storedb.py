@@ -4,7 +4,8 @@ One SQLite file (stdlib ``sqlite3``, WAL mode) holds three tables:
 
 - ``meta``: format name, schema version, the fingerprint (sha256) and embedding size of the
   model that made every vector in the store, and where that model was loaded from;
-- ``speakers``: name, pooled vector (float32 little-endian blob of ``embedding_dim``),
+- ``speakers``: name (as given, NFC), its key (``name_key``: what two names must differ in
+  to be two speakers), pooled vector (float32 little-endian blob of ``embedding_dim``),
   number of recordings, created/updated times (UTC, ISO 8601);
 - ``recordings``: speaker, the file's resolved path and sha256 (its identity: the same file
   enrolled from anywhere is one recording, another file of the same name is another), its
@@ -26,6 +27,7 @@ import os
 import secrets
 import sqlite3
 import tempfile
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -40,7 +42,7 @@ from speakerid.registry import shipped_name
 from speakerid.vectors import l2_normalize
 
 STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
-SCHEMA_VERSION = 3  # meta 'schema_version': bump on any change to the tables below
+SCHEMA_VERSION = 4  # meta 'schema_version': bump on any change to the tables below
 MIGRATES_FROM = 1  # oldest schema this speakerid reads, and upgrades at its first write
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a writer waits for another process's write lock
 INSERT_BATCH = 10_000  # rows per executemany in bulk inserts
@@ -62,6 +64,9 @@ _RECORDINGS_COLUMNS = """
     UNIQUE (speaker_id, sha256)
 """
 _RECORDINGS_INDEX = "CREATE INDEX recordings_by_path ON recordings (speaker_id, path)"
+# Not UNIQUE: a store from schema 3 may hold two names that now share a key ("Alice" and
+# "alice"); writes keep keys unique and reads resolve such a pair by the exact name.
+_SPEAKERS_KEY_INDEX = "CREATE INDEX speakers_by_key ON speakers (name_key)"
 _SCHEMA = f"""
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -73,8 +78,10 @@ CREATE TABLE speakers (
     vector       BLOB NOT NULL,
     n_recordings INTEGER NOT NULL,
     created      TEXT NOT NULL,
-    updated      TEXT NOT NULL
+    updated      TEXT NOT NULL,
+    name_key     TEXT
 );
+{_SPEAKERS_KEY_INDEX};
 CREATE TABLE recordings ({_RECORDINGS_COLUMNS});
 {_RECORDINGS_INDEX};
 """
@@ -92,6 +99,14 @@ _MIGRATE_2_TO_3 = [
     _RECORDINGS_INDEX,
 ]
 _TABLES = frozenset({"meta", "speakers", "recordings"})
+
+
+def name_key(name: str) -> str:
+    """The key two speaker names are compared by: NFKC, then case folded (Unicode's
+    NFKC_Casefold). "José" precomposed or with a combining accent, "JOSÉ" and full-width
+    "Ｊｏｓé" share one key, as do the ligature "ﬁ" and "fi". The store shows names as given.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def _now() -> str:
@@ -405,7 +420,8 @@ class StoreDB:
         Opening never writes, so an old store is read as it is and upgraded by its first
         write. Schema 2 adds each recording's speech seconds (unknown for old recordings:
         the files may be gone) and agreement (recomputed from the stored embeddings);
-        schema 3 keys recordings by content (``_MIGRATE_2_TO_3``).
+        schema 3 keys recordings by content (``_MIGRATE_2_TO_3``); schema 4 adds each
+        speaker's ``name_key``, computed from the names already there.
         """
         version = self._version(conn)
         if version >= SCHEMA_VERSION:
@@ -418,8 +434,19 @@ class StoreDB:
             )
             for (speaker_id,) in conn.execute("SELECT id FROM speakers").fetchall():
                 self._store_agreement(conn, speaker_id, dim)
-        for statement in _MIGRATE_2_TO_3:
-            conn.execute(statement)
+        if version < 3:
+            for statement in _MIGRATE_2_TO_3:
+                conn.execute(statement)
+        if version < 4:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(speakers)")}
+            if "name_key" not in columns:  # (a store edited by hand may have it already)
+                conn.execute("ALTER TABLE speakers ADD COLUMN name_key TEXT")
+            names = conn.execute("SELECT id, name FROM speakers").fetchall()
+            conn.executemany(
+                "UPDATE speakers SET name_key = ? WHERE id = ?",
+                [(name_key(name), speaker_id) for speaker_id, name in names],
+            )
+            conn.execute(_SPEAKERS_KEY_INDEX.replace("INDEX", "INDEX IF NOT EXISTS", 1))
         conn.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )
