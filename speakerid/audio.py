@@ -303,7 +303,7 @@ def _mono(data: np.ndarray, name: str) -> np.ndarray:
 def read_stdin(
     sample_rate: int | None = None,
     stream: BinaryIO | None = None,
-    max_bytes: int = STDIN_MAX_BYTES,
+    max_bytes: int | None = None,
 ) -> Spooled:
     """Read one recording from stdin: an audio file's bytes, or raw PCM with ``sample_rate``.
 
@@ -315,6 +315,7 @@ def read_stdin(
     """
     if sample_rate is not None:
         check_rate(sample_rate, STDIN)
+    max_bytes = STDIN_MAX_BYTES if max_bytes is None else max_bytes
     stream = stream if stream is not None else sys.stdin.buffer
     try:
         # outlives this function: the recording is read from it later, and it goes with
