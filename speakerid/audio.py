@@ -224,8 +224,16 @@ def check_audio_file(path: Path) -> None:
         raise AudioError(f"{path}: {os_problem(path, PermissionError(errno.EACCES, ''))}")
 
 
-# libsndfile's words for a file whose data ends or breaks off early.
-_CUT_SHORT = ("lost sync", "psf_fseek", "unexpected end", "truncated", "premature")
+# libsndfile's words for a file whose data ends or breaks off early ("error in flac decoder":
+# what a block read says where a whole-file read, seeking first, said "psf_fseek").
+_CUT_SHORT = (
+    "lost sync",
+    "psf_fseek",
+    "unexpected end",
+    "truncated",
+    "premature",
+    "error in flac decoder",
+)
 
 
 def read_error(path: Path, exc: Exception) -> AudioError:
