@@ -21,8 +21,7 @@ import numpy as np
 
 from speakerid.audio import (
     MIN_SPEECH_SECONDS,
-    STDIN,
-    Clip,
+    Source,
     is_long,
     load_audio,
     prepare,
@@ -98,19 +97,19 @@ class BaseEmbedder:
         fragments = prepare(wav, name=name, trim=trim, min_speech=self.min_speech)
         return pool(self.embed_fragments(fragments))
 
-    def embed_file(self, path: str | Path | Clip) -> np.ndarray:
-        """An audio file (or a ``Clip``) -> ``(D,)`` unit vector. Raises ``AudioError``.
+    def embed_file(self, path: Source) -> np.ndarray:
+        """An audio file (a ``Clip``, or stdin spooled) -> ``(D,)`` unit vector. Raises
+        ``AudioError``.
 
         Long files (``audio.is_long``) are streamed (``embed_stream``), so that memory
         does not grow with the file's length and rate.
         """
-        # stdin is never probed: libsndfile would read it to answer
-        if not isinstance(path, Clip) and str(path) != STDIN and is_long(path):
+        if is_long(path):  # never true for a Clip or a bare "-" (probing would read stdin)
             return self.embed_stream(path)
         return self.embed_waveform(load_audio(path), name=str(path))
 
     def embed_stream(
-        self, path: str | Path, on_speech: Callable[[int], None] | None = None
+        self, path: Source, on_speech: Callable[[int], None] | None = None
     ) -> np.ndarray:
         """``embed_file`` through ``audio.stream_fragments``: the same vector, flat memory.
 

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from speakerid.audio import FRAGMENT_SAMPLES
+from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
 from speakerid.campp import CAMPPBody
 from speakerid.ecapa import ECAPABody
 from speakerid.errors import CheckpointError
@@ -37,9 +37,30 @@ from speakerid.features import (
     SBFbankFrontend,
     equal_windows,
 )
-from speakerid.modelinfo import CHECKPOINT_FORMAT, check_threshold, file_sha256
+from speakerid.modelinfo import (
+    CHECKPOINT_FORMAT,
+    EMBEDDING_MAX_DIM,
+    check_threshold,
+    file_sha256,
+)
 
 COHORT_KEY = "cohort"  # optional (N, D) unit embeddings of training speakers, for AS-norm
+# The largest value of each whole-number config field, checked before anything is built:
+# far above any useful model, far below what exhausts memory or leaves a layer empty
+# (``windows=1000000`` cut a fragment into windows of no frames at forward time).
+CONFIG_MAX = {
+    "embedding_dim": EMBEDDING_MAX_DIM,
+    "channels": 4096,
+    "n_mels": 256,
+    "n_mfcc": 128,  # at most the MFCC front-end's 128 mel bands
+    "stem_stride": 8,
+    "lstm_layers": 16,
+    "windows": 16,  # 3-s fragments: windows of 190 ms and more
+    "fragment_samples": 60 * SAMPLE_RATE,
+}
+# Tensor dtypes a checkpoint may hold: weights are floating point (stored fp32 or fp16), and
+# only integer buffers (BatchNorm's step count) may be integers.
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -76,8 +97,10 @@ class ModelConfig:
                 raise CheckpointError(
                     f"checkpoint config field {name}={value!r} is not a {type(default).__name__}"
                 )
-            if type(value) is int and value <= 0:
-                raise CheckpointError(f"checkpoint config field {name}={value!r} must be positive")
+            if type(value) is int and not 1 <= value <= CONFIG_MAX.get(name, value):
+                limit = CONFIG_MAX.get(name)
+                must = f"must be from 1 to {limit}" if limit and value > 0 else "must be positive"
+                raise CheckpointError(f"checkpoint config field {name}={value!r} {must}")
         return cls(**data)
 
 
@@ -386,6 +409,24 @@ def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Te
     return ""
 
 
+def _dtype_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """The first tensor whose dtype does not fit its place, in words ('' when all fit).
+
+    A floating weight must be stored as a float (``WEIGHT_DTYPES``): ``load_state_dict``
+    would silently cast int32 or bool values into it. Integer buffers must stay integers.
+    """
+    for key, got in found.items():
+        want = expected.get(key)
+        if want is None and key != COHORT_KEY:
+            continue  # a tensor the config has no place for: ``_state_mismatch`` says so
+        floating = want is None or want.is_floating_point()  # the cohort is floating too
+        if floating and got.dtype not in WEIGHT_DTYPES:
+            return f"{key} is {str(got.dtype).removeprefix('torch.')}; weights are floating point"
+        if not floating and (got.is_floating_point() or got.dtype == torch.bool):
+            return f"{key} is {str(got.dtype).removeprefix('torch.')}; it counts, so integers"
+    return ""
+
+
 def load_encoder(path: str | Path, expected_sha256: str | None = None) -> LoadedModel:
     """Rebuild an encoder from a safetensors checkpoint, strictly.
 
@@ -426,6 +467,9 @@ def load_encoder(path: str | Path, expected_sha256: str | None = None) -> Loaded
         raise CheckpointError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({exc})") from None
+    wrong = _dtype_mismatch(encoder.state_dict(), state)
+    if wrong:
+        raise CheckpointError(f"{path}: weights of the wrong type ({wrong})")
     stored_half = any(v.dtype == torch.float16 for v in state.values())
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     cohort = state.pop(COHORT_KEY, None)

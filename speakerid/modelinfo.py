@@ -19,6 +19,7 @@ from speakerid.errors import CheckpointError
 
 CHECKPOINT_FORMAT = "speakerid-encoder/1"  # metadata 'format' of every speakerid checkpoint
 HEADER_MAX_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+EMBEDDING_MAX_DIM = 8192  # the largest embedding read from a model or a file (shipped: 192, 256)
 SCORE_RANGE = (-1.0, 1.0)  # cosine: every score, and so every useful threshold, lies here
 
 
@@ -91,7 +92,8 @@ def read_raw_header(path: str | Path) -> dict[str, Any]:
             header = json.loads(fh.read(size))
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: JSON nested thousands deep, which no safetensors writer makes
         raise CheckpointError(f"{path}: not a readable speakerid model (bad header)") from None
     return header if isinstance(header, dict) else {}
 
@@ -120,8 +122,8 @@ def read_header(path: str | Path, expected_sha256: str | None = None) -> ModelHe
         info = json.loads(metadata.get("info", "{}"))
         threshold = float(metadata["threshold"]) if "threshold" in metadata else None
         dim = config["embedding_dim"]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({exc})") from None
-    if type(dim) is not int or dim <= 0 or not isinstance(info, dict):
+    if type(dim) is not int or not 1 <= dim <= EMBEDDING_MAX_DIM or not isinstance(info, dict):
         raise CheckpointError(f"{path}: damaged checkpoint metadata (embedding_dim {dim!r})")
     return ModelHeader(path, fingerprint, config, threshold, info)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from speakerid.audio import SAMPLE_RATE, resample
+from speakerid.audio import SAMPLE_RATE
 from speakerid.errors import CheckpointError
 
 # The same values as features.py (which imports torch); tests check that they agree.
@@ -37,6 +37,9 @@ SB_WIN = 400
 SB_HOP = 160
 SB_AMIN = 1e-10
 SB_TOP_DB = 80.0
+# torchaudio's default ``resample`` kernel (windowed sinc, Hann window), for the raw front-end
+RESAMPLE_ZERO_CROSSINGS = 6  # sinc lobes each side of the kernel's centre
+RESAMPLE_ROLLOFF = 0.99  # cutoff as a fraction of the lower Nyquist frequency
 
 # Kaldi's fbank as ``torchaudio.compliance.kaldi.fbank`` computes it with CAM++'s settings.
 KALDI_WIN = 400  # 25 ms
@@ -123,11 +126,44 @@ def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
     return (dct * math.sqrt(2.0 / n_mels)).T.astype(np.float32)
 
 
+def _sinc_kernel(orig: int, new: int) -> tuple[np.ndarray, int]:
+    """Resampling filters for coprime rates ``orig -> new``: ``(new, taps)`` float32 and the
+    padding width in input samples. One filter per output phase."""
+    base = min(orig, new) * RESAMPLE_ROLLOFF
+    width = math.ceil(RESAMPLE_ZERO_CROSSINGS * orig / base)
+    idx = np.arange(-width, width + orig, dtype=np.float64) / orig
+    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx[None, :]) * base
+    t = np.clip(t, -RESAMPLE_ZERO_CROSSINGS, RESAMPLE_ZERO_CROSSINGS)
+    window = np.cos(t * math.pi / RESAMPLE_ZERO_CROSSINGS / 2) ** 2
+    t = t * math.pi
+    safe = np.where(t == 0, 1.0, t)
+    kernel = np.where(t == 0, 1.0, np.sin(safe) / safe) * window * (base / orig)
+    return kernel.astype(np.float32), width
+
+
+def torch_resample(wav: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """``torchaudio.functional.resample`` with its defaults, on ``(samples,)`` float32.
+
+    The raw front-end's twin only (16 kHz -> 4 kHz: a 4 x 1 table). Its table is
+    ``new x (orig + taps)`` after dividing the rates by their gcd, so audio input is
+    resampled by ``audio.resample`` (libsoxr) instead, which has no such table.
+    """
+    g = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = int(orig_rate) // g, int(new_rate) // g
+    if orig == new:
+        return np.asarray(wav, dtype=np.float32)
+    kernel, width = _sinc_kernel(orig, new)
+    padded = np.pad(np.asarray(wav, dtype=np.float32), (width, width + orig))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[::orig]
+    out = (windows @ kernel.T).reshape(-1)  # (frames, phases) -> interleaved samples
+    return np.ascontiguousarray(out[: math.ceil(new * len(wav) / orig)], dtype=np.float32)
+
+
 def raw_frontend(config: Mapping[str, Any]) -> Frontend:
     """``features.RawFrontend``: 4 kHz waveform, standardised per fragment, (B, 1, samples)."""
 
     def apply(wav: np.ndarray) -> np.ndarray:
-        x = np.stack([resample(row, SAMPLE_RATE, RAW_RATE) for row in wav])
+        x = np.stack([torch_resample(row, SAMPLE_RATE, RAW_RATE) for row in wav])
         # torch's std is the unbiased one
         x = (x - x.mean(axis=-1, keepdims=True)) / (x.std(axis=-1, ddof=1, keepdims=True) + 1e-5)
         return x[:, None, :].astype(np.float32)

@@ -18,12 +18,11 @@ import numpy as np
 from speakerid.audio import (
     FRAGMENT_SECONDS,
     SAMPLE_RATE,
-    STDIN,
-    Clip,
     is_long,
     load_audio,
     trim_silence,
 )
+from speakerid.audio import Source as AudioSource
 from speakerid.calibration import (
     Calibration,
     agreements,
@@ -48,6 +47,7 @@ from speakerid.store import (
     SpeakerStore,
     StoreSummary,
     recording_key,
+    refuse_collisions,
     validate_name,
 )
 from speakerid.thresholds import (
@@ -62,7 +62,7 @@ from speakerid.vectors import score
 GOOD_SPEECH_SECONDS = FRAGMENT_SECONDS / 2  # 1.5
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
 
-Source = str | Path | Clip  # a recording: a path as given, ``-`` (stdin) or audio in memory
+Source = AudioSource  # a path as given, ``-`` or stdin spooled (``Spooled``), or a ``Clip``
 OnFile = Callable[[int, int], None]  # progress: ``on_file(files_done, files_total)``
 
 
@@ -195,7 +195,7 @@ def embed_measured(embedder: BaseEmbedder, path: Source) -> tuple[np.ndarray, fl
 
     The same embedding as ``embed_file``: trimming here and not again in the embedder.
     """
-    if not isinstance(path, Clip) and str(path) != STDIN and is_long(path):  # streamed: flat memory
+    if is_long(path):  # streamed: memory stays flat whatever the length and the rate
         samples: list[int] = []
         vector = embedder.embed_stream(path, on_speech=samples.append)
         seconds = samples[0] / SAMPLE_RATE
@@ -358,7 +358,9 @@ def enroll_directory(
     on_file: called as ``on_file(speaker, files_done, files_total)`` after each file.
     shard: ``(I, N)``: only every N-th speaker folder from the I-th (``speakerid.bulk``).
     """
-    folders = speaker_folders(root)[shard[0] :: shard[1]]
+    folders = speaker_folders(root)
+    refuse_collisions([(name, str(Path(root) / name)) for name, _ in folders])  # every shard's
+    folders = folders[shard[0] :: shard[1]]
     fingerprint, dim, source = model_id(embedder)
     store.check_model(fingerprint, dim, source)
     total = sum(len(files) for _, files in folders)

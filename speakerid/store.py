@@ -55,6 +55,7 @@ from speakerid.storedb import (
     _next_seq,
     _now,
     _unit_rows,
+    name_key,
 )
 from speakerid.storeindex import KeptIndex
 from speakerid.vectors import l2_normalize, pool
@@ -128,7 +129,8 @@ def validate_name(name: str) -> str:
     """Check a speaker name and return it NFC-normalised.
 
     Rules: 1-64 characters; letters, digits, space, ``.``, ``_`` and ``-``; no leading or
-    trailing space; not only dots. Names are keys in the database, never file paths.
+    trailing space; not only dots. Names are keys in the database, never file paths; two
+    names are one speaker when their ``name_key`` (NFKC, case folded) is the same.
     Raises ``InvalidNameError``.
     """
     name = unicodedata.normalize("NFC", name)
@@ -142,6 +144,27 @@ def validate_name(name: str) -> str:
     if set(name) == {"."}:
         raise InvalidNameError(f"speaker name {shown}: must not be only dots")
     return name
+
+
+def refuse_collisions(named: Sequence[tuple[str, str]]) -> None:
+    """Refuse one import whose speakers' names share a key: ``(name, source)`` pairs.
+
+    Two folders "José" (NFC) and "Jose" + combining accent (NFD), or "Alice" and "alice",
+    would otherwise be enrolled as one speaker, or one replace the other. Names that fail
+    ``validate_name`` are left to the caller. Raises ``InvalidNameError`` naming both.
+    """
+    seen: dict[str, str] = {}
+    for name, source in named:
+        try:
+            key = name_key(validate_name(name))
+        except InvalidNameError:
+            continue
+        if key in seen:
+            raise InvalidNameError(
+                f"{seen[key]!r} and {source!r} name the same speaker (names are compared "
+                "ignoring case and Unicode variants); rename one of them"
+            )
+        seen[key] = source
 
 
 def recording_key(path: str | Path, hash_: bool = True) -> tuple[str, str | None]:
@@ -297,17 +320,17 @@ class SpeakerStore(StoreDB):
     ) -> EnrollResult:
         """Inside a write transaction: ``add_recordings``'s work for one speaker."""
         now = _now()
-        row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+        row = self._find(conn, name)
         created = row is None
         if created:
             cur = conn.execute(
-                "INSERT INTO speakers (name, vector, n_recordings, created, updated) "
-                "VALUES (?, ?, 0, ?, ?)",
-                (name, _blob(pool(emb)), now, now),
+                "INSERT INTO speakers (name, name_key, vector, n_recordings, created, updated) "
+                "VALUES (?, ?, ?, 0, ?, ?)",
+                (name, name_key(name), _blob(pool(emb)), now, now),
             )
             speaker_id = cur.lastrowid
         else:
-            speaker_id = row[0]
+            speaker_id, name = row  # the name as first enrolled
             if replace:
                 conn.execute("DELETE FROM recordings WHERE speaker_id = ?", (speaker_id,))
             else:  # an imported recording stands for the vector about to change: spell it out
@@ -410,8 +433,17 @@ class SpeakerStore(StoreDB):
         if len(vecs) != len(names):
             raise ValueError(f"{len(names)} names but {len(vecs)} vectors")
         checked = [validate_name(n) for n in names] if validate else [str(n) for n in names]
+        keys = [name_key(n) for n in checked]
+        if len(set(keys)) != len(keys):
+            raise StoreError(f"{self.path}: add_vectors: two names share a key; nothing was added")
         with self._transaction() as conn:
             self._bind(conn, fingerprint, dim, source)
+            taken = self._taken(conn, keys)
+            if taken:
+                raise StoreError(
+                    f"{self.path}: add_vectors: {taken!r} (or a name differing from it only "
+                    "in case or Unicode variant) is already enrolled; nothing was added"
+                )
             self._insert_new(
                 conn,
                 checked,
@@ -454,12 +486,13 @@ class SpeakerStore(StoreDB):
                 self._bind(conn, fingerprint, dim, source)
                 seq = _next_seq(conn)
                 names = [n for n, _, _ in part]
-                known = self._known_names(conn, names)
+                known = self._known_keys(conn, names)
                 fast = []
                 for i, (name, keys, _) in enumerate(part):
-                    if name not in known and len({h or p for p, h in keys}) == len(keys):
+                    key = name_key(name)
+                    if key not in known and len({h or p for p, h in keys}) == len(keys):
                         fast.append(i)
-                    known.add(name)
+                    known.add(key)
                 done: dict[int, EnrollResult] = {}
                 if fast:
                     rows = np.concatenate(
@@ -486,15 +519,18 @@ class SpeakerStore(StoreDB):
         self._kept.maybe_fold()
         return results
 
-    def _known_names(self, conn: sqlite3.Connection, names: Sequence[str]) -> set[str]:
-        """Which of ``names`` are enrolled (inside a transaction)."""
+    def _known_keys(self, conn: sqlite3.Connection, names: Sequence[str]) -> set[str]:
+        """The ``name_key``s of ``names`` that are enrolled (inside a write transaction)."""
         known: set[str] = set()
-        for start in range(0, len(names), 500):  # SQLite's bound-parameter limit
-            part = list(names[start : start + 500])
+        keys = [name_key(n) for n in names]
+        for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            part = keys[start : start + 500]
             marks = ",".join("?" * len(part))
             known.update(
                 r[0]
-                for r in conn.execute(f"SELECT name FROM speakers WHERE name IN ({marks})", part)
+                for r in conn.execute(
+                    f"SELECT name_key FROM speakers WHERE name_key IN ({marks})", part
+                )
             )
         return known
 
@@ -529,10 +565,19 @@ class SpeakerStore(StoreDB):
         try:
             for lo in range(0, len(names), INSERT_BATCH):
                 conn.executemany(
-                    "INSERT INTO speakers (id, name, vector, n_recordings, created, updated, "
-                    "changed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO speakers (id, name, name_key, vector, n_recordings, created, "
+                    "updated, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (first + j, names[j], pooled[j].tobytes(), int(counts[j]), now, now, seq)
+                        (
+                            first + j,
+                            names[j],
+                            name_key(names[j]),
+                            pooled[j].tobytes(),
+                            int(counts[j]),
+                            now,
+                            now,
+                            seq,
+                        )
                         for j in range(lo, min(lo + INSERT_BATCH, len(names)))
                     ],
                 )
@@ -569,18 +614,58 @@ class SpeakerStore(StoreDB):
         """
         name = validate_name(name)
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT id, n_recordings FROM speakers WHERE name = ?", (name,)
-            ).fetchone()
+            row = self._find(conn, name)
             if row is None:
                 raise self._unknown(name)
+            count = conn.execute(
+                "SELECT n_recordings FROM speakers WHERE id = ?", (row[0],)
+            ).fetchone()[0]
             conn.execute("DELETE FROM recordings WHERE speaker_id = ?", (row[0],))
             conn.execute("DELETE FROM speakers WHERE id = ?", (row[0],))
             conn.execute("INSERT INTO removed VALUES (?, ?)", (row[0], _next_seq(conn)))
         self._kept.maybe_fold()
-        return int(row[1])
+        return int(count)
 
     # -- reads
+
+    def _find(self, conn: sqlite3.Connection, name: str) -> tuple[int, str] | None:
+        """``(id, name as enrolled)`` of the speaker whose name has ``name``'s key, or None.
+
+        A store from before schema 4 that was only read so far has no keys: its names are
+        compared in Python. Two old names sharing a key ("Alice", "alice") are told apart
+        by the exact name; otherwise the lookup is refused (remove one of them).
+        """
+        key = name_key(name)
+        if self._version(conn) >= 4:
+            rows = conn.execute(
+                "SELECT id, name FROM speakers WHERE name_key = ?", (key,)
+            ).fetchall()
+        else:
+            rows = [
+                r for r in conn.execute("SELECT id, name FROM speakers") if name_key(r[1]) == key
+            ]
+        if len(rows) > 1:
+            exact = [r for r in rows if r[1] == name]
+            if len(exact) != 1:
+                both = " and ".join(repr(r[1]) for r in rows)
+                raise StoreError(
+                    f"{self.path}: {name!r} could be {both}, enrolled before names were "
+                    "compared ignoring case; name one exactly, or remove one (speakerid remove)"
+                )
+            rows = exact
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def _taken(self, conn: sqlite3.Connection, keys: Sequence[str]) -> str:
+        """Inside a write (schema 4): the first enrolled name with one of these keys, or ''."""
+        for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            part = list(keys[start : start + 500])
+            marks = ",".join("?" * len(part))
+            row = conn.execute(
+                f"SELECT name FROM speakers WHERE name_key IN ({marks}) LIMIT 1", part
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+        return ""
 
     def _unknown(self, name: str) -> UnknownSpeakerError:
         return UnknownSpeakerError(
@@ -599,10 +684,7 @@ class SpeakerStore(StoreDB):
         except InvalidNameError:
             return False
         with self._db_errors():
-            return (
-                self._reader().execute("SELECT 1 FROM speakers WHERE name = ?", (name,)).fetchone()
-                is not None
-            )
+            return self._find(self._reader(), name) is not None
 
     def speakers(self) -> list[SpeakerSummary]:
         """All enrolled speakers, sorted by name, with their recordings' quality."""
@@ -631,17 +713,18 @@ class SpeakerStore(StoreDB):
         """
         with self._db_errors():
             conn = self._reader()
+            found = self._find(conn, name)
+            if found is None:
+                raise self._unknown(name)
             if self._version(conn) < 2:  # not migrated yet: no speech column
-                found = conn.execute(
-                    "SELECT n_recordings FROM speakers WHERE name = ?", (name,)
-                ).fetchone()
-                if found is None:
-                    raise self._unknown(name)
-                return int(found[0]), None
+                count = conn.execute(
+                    "SELECT n_recordings FROM speakers WHERE id = ?", (found[0],)
+                ).fetchone()[0]
+                return int(count), None
             row = conn.execute(
-                "SELECT COUNT(r.id), SUM(r.speech_seconds), COUNT(r.speech_seconds) "
-                "FROM speakers s JOIN recordings r ON r.speaker_id = s.id WHERE s.name = ?",
-                (name,),
+                "SELECT COUNT(id), SUM(speech_seconds), COUNT(speech_seconds) FROM recordings "
+                "WHERE speaker_id = ?",
+                (found[0],),
             ).fetchone()
         if row is None or not row[0]:
             raise self._unknown(name)
@@ -652,7 +735,7 @@ class SpeakerStore(StoreDB):
         """A speaker's recordings: paths and ``(n, D)`` embeddings, in enrollment order."""
         with self._db_errors():
             conn = self._reader()
-            row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+            row = self._find(conn, name)
             if row is None:
                 raise self._unknown(name)
             rows = conn.execute(
@@ -667,7 +750,7 @@ class SpeakerStore(StoreDB):
         name = validate_name(name)
         with self._db_errors():
             conn = self._reader()
-            row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+            row = self._find(conn, name)
             if row is None:
                 raise self._unknown(name)
             return [
@@ -681,12 +764,12 @@ class SpeakerStore(StoreDB):
         """A speaker's pooled ``(D,)`` unit vector; ``UnknownSpeakerError`` if absent."""
         name = validate_name(name)
         with self._db_errors():
-            row = (
-                self._reader()
-                .execute("SELECT vector FROM speakers WHERE name = ?", (name,))
-                .fetchone()
-            )
-        if row is None:
+            conn = self._reader()
+            found = self._find(conn, name)
+            if found is None:
+                raise self._unknown(name)
+            row = conn.execute("SELECT vector FROM speakers WHERE id = ?", (found[0],)).fetchone()
+        if row is None:  # removed by another process in between
             raise self._unknown(name)
         return self._decode([row[0]], self.embedding_dim)[0]
 

@@ -4,7 +4,8 @@ One SQLite file (stdlib ``sqlite3``, WAL mode) holds three tables:
 
 - ``meta``: format name, schema version, the fingerprint (sha256) and embedding size of the
   model that made every vector in the store, and where that model was loaded from;
-- ``speakers``: name, pooled vector (float32 little-endian blob of ``embedding_dim``),
+- ``speakers``: name (as given, NFC), its key (``name_key``: what two names must differ in
+  to be two speakers), pooled vector (float32 little-endian blob of ``embedding_dim``),
   number of recordings, created/updated times (UTC, ISO 8601), and ``changed``: the store's
   ``vectors_seq`` when the vector was last written;
 - ``recordings``: speaker, the file's resolved path and sha256 (its identity: the same file
@@ -35,6 +36,7 @@ import os
 import secrets
 import sqlite3
 import tempfile
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -79,6 +81,9 @@ _RECORDINGS_COLUMNS = """
     UNIQUE (speaker_id, sha256)
 """
 _RECORDINGS_INDEX = "CREATE INDEX recordings_by_path ON recordings (speaker_id, path)"
+# Not UNIQUE: a store from schema 3 may hold two names that now share a key ("Alice" and
+# "alice"); writes keep keys unique and reads resolve such a pair by the exact name.
+_SPEAKERS_KEY_INDEX = "CREATE INDEX speakers_by_key ON speakers (name_key)"
 _SCHEMA = f"""
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -91,8 +96,10 @@ CREATE TABLE speakers (
     n_recordings INTEGER NOT NULL,
     created      TEXT NOT NULL,
     updated      TEXT NOT NULL,
-    changed      INTEGER NOT NULL DEFAULT 0
+    changed      INTEGER NOT NULL DEFAULT 0,
+    name_key     TEXT
 );
+{_SPEAKERS_KEY_INDEX};
 CREATE TABLE recordings ({_RECORDINGS_COLUMNS});
 {_RECORDINGS_INDEX};
 CREATE INDEX speakers_by_change ON speakers (changed);
@@ -123,6 +130,14 @@ _MIGRATE_3_TO_4 = [
     "DELETE FROM meta WHERE key = 'vectors_generation'",  # schema 3's random token
 ]
 _TABLES = frozenset({"meta", "speakers", "recordings"})
+
+
+def name_key(name: str) -> str:
+    """The key two speaker names are compared by: NFKC, then case folded (Unicode's
+    NFKC_Casefold). "José" precomposed or with a combining accent, "JOSÉ" and full-width
+    "Ｊｏｓé" share one key, as do the ligature "ﬁ" and "fi". The store shows names as given.
+    """
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def _now() -> str:
@@ -439,7 +454,8 @@ class StoreDB:
         write. Schema 2 adds each recording's speech seconds (unknown for old recordings:
         the files may be gone) and agreement (recomputed from the stored embeddings);
         schema 3 keys recordings by content (``_MIGRATE_2_TO_3``); schema 4 records when
-        vectors changed (``_MIGRATE_3_TO_4``).
+        vectors changed (``_MIGRATE_3_TO_4``) and adds each speaker's ``name_key``, computed
+        from the names already there.
         """
         version = self._version(conn)
         if version >= SCHEMA_VERSION:
@@ -463,6 +479,15 @@ class StoreDB:
             "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
             [(SEQ_KEY, "1"), (TOKEN_KEY, secrets.token_hex(8))],
         )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(speakers)")}
+        if "name_key" not in columns:  # (a store edited by hand may have it already)
+            conn.execute("ALTER TABLE speakers ADD COLUMN name_key TEXT")
+        names = conn.execute("SELECT id, name FROM speakers").fetchall()
+        conn.executemany(
+            "UPDATE speakers SET name_key = ? WHERE id = ?",
+            [(name_key(name), speaker_id) for speaker_id, name in names],
+        )
+        conn.execute(_SPEAKERS_KEY_INDEX.replace("INDEX", "INDEX IF NOT EXISTS", 1))
         conn.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )

@@ -191,3 +191,163 @@ def test_save_embeddings_keys_exactly_as_given(tmp_path: Path) -> None:
             assert z[k][0] == i
     with pytest.raises(SpeakerIDError):
         save_embeddings(tmp_path / "no" / "such" / "dir" / "e.npz", vecs)
+
+
+# ---------------------------------------------------------------- hostile embeddings files
+
+_HEAD = {
+    "format": "speakerid-embeddings",
+    "model_fingerprint": "a" * 64,
+    "embedding_dim": 4,
+    "model_source": "",
+    "root": "r",
+}
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, array, allow_pickle=array.dtype.hasobject)
+    return buf.getvalue()
+
+
+def _npz(path: Path, members: dict[str, bytes], head: object = _HEAD) -> Path:
+    """An .npz written member by member (any bytes), with ``head`` as the zip comment."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.comment = head if isinstance(head, bytes) else json.dumps(head).encode()
+        for key, data in members.items():
+            zf.writestr(f"{key}.npy", data)
+    return path
+
+
+def _refused(path: Path, *needles: str) -> str:
+    with pytest.raises(SpeakerIDError) as exc:
+        load_embeddings(path)
+    message = str(exc.value)
+    assert "\n" not in message and str(path) in message, message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+GOOD = np.array([0.5, -0.5, 0.5, 0.5], np.float32)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("embedding_dim", "abc", "embedding_dim 'abc'"),
+        ("embedding_dim", [192], "embedding_dim [192]"),
+        ("embedding_dim", True, "embedding_dim True"),
+        ("embedding_dim", 0, "from 1 to 8192"),
+        ("embedding_dim", 10**9, "from 1 to 8192"),
+        ("model_fingerprint", 12345, "model_fingerprint 12345"),
+        ("model_fingerprint", ["a" * 64], "not a sha256"),
+        ("model_fingerprint", "xyz", "not a sha256"),
+        ("root", 5, "root 5 is not a string"),
+        ("model_source", {"a": 1}, "model_source"),
+    ],
+)
+def test_header_fields_are_type_checked(tmp_path: Path, field: str, value: object, needle: str):
+    path = _npz(tmp_path / "h.npz", {"r/a/1.wav": _npy(GOOD)}, {**_HEAD, field: value})
+    _refused(path, needle)
+
+
+def test_a_comment_that_is_no_header_is_ignored_even_deeply_nested(tmp_path: Path) -> None:
+    nested = _npz(tmp_path / "deep.npz", {"x.wav": _npy(GOOD)}, b"[" * 30_000 + b"]" * 30_000)
+    emb = load_embeddings(nested)  # was a RecursionError
+    assert emb.model_fingerprint is None and emb.embedding_dim == 4
+    with pytest.raises(SpeakerIDError, match="no model header"):
+        merge_embeddings([nested])
+
+
+@pytest.mark.parametrize(
+    ("array", "needle"),
+    [
+        (np.array([1j, 1, 2, 3]), "complex128 values"),
+        (np.array([1, 2, 3, 4], np.int32), "int32 values"),
+        (np.array([True, False, True, True]), "bool values"),
+        (np.array(["a", "b", "c", "d"]), "<U1 values"),
+        (np.zeros(4, [("x", "<f4")]), "values; embeddings are real floats"),
+        (np.array([1.0, 2, 3, 4], np.float128), "float128 values"),
+        (np.array([np.nan, 1, 2, 3], np.float32), "NaN or infinite"),
+        (np.array([1e300, 1, 2, 3]), "NaN or infinite"),  # overflows float32
+        (np.zeros(4, np.float32), "zero vector"),
+        (np.full(4, 1e-300), "zero vector"),  # underflows to zero in float32
+        (np.full(4, 1e-30, np.float32), "zero vector"),  # too small to scale
+        (np.ones(5, np.float32), "shape (5,)"),
+        (np.ones((2, 4), np.float32), "shape (2, 4)"),
+    ],
+)
+def test_only_finite_real_nonzero_vectors_of_the_header_size(
+    tmp_path: Path, array: np.ndarray, needle: str
+) -> None:
+    members = {"r/a/1.wav": _npy(GOOD), "r/b/1.wav": _npy(array)}
+    _refused(_npz(tmp_path / "v.npz", members), "'r/b/1.wav'", needle)
+
+
+def test_pickled_members_are_refused_without_unpickling(tmp_path: Path) -> None:
+    path = _npz(tmp_path / "p.npz", {"r/a/1.wav": _npy(np.array([object()] * 4, dtype=object))})
+    _refused(path, "object values")
+
+
+def test_a_member_is_judged_by_its_npy_header_before_its_data_is_read(tmp_path: Path) -> None:
+    """A header claiming 200 million values is refused from the header: no allocation."""
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (200000000,), }"
+    header = text.ljust(117) + "\n"
+    fake = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+    _refused(_npz(tmp_path / "big.npz", {"r/a/1.wav": fake + b"\0" * 64}), "(200000000,)")
+    garbage = _npz(tmp_path / "g.npz", {"r/a/1.wav": b"\x93NUMPY\x01\x00\xff\xff" + b"{" * 70000})
+    _refused(garbage, "not a readable embeddings .npz")
+    stray = _npz(tmp_path / "s.npz", {"r/a/1.wav": _npy(GOOD)})
+    import zipfile
+
+    with zipfile.ZipFile(stray, "a") as zf:
+        zf.writestr("notes.txt", "hello")
+    _refused(stray, "'notes.txt' is not a .npy array")
+
+
+def test_member_count_is_checked_from_the_zip_directory(tmp_path: Path, monkeypatch) -> None:
+    import speakerid.bulk as bulk
+
+    monkeypatch.setattr(bulk, "EMBEDDINGS_MAX_KEYS", 3)
+    members = {f"r/a/{i}.wav": _npy(GOOD) for i in range(4)}
+    read: list[str] = []
+    with monkeypatch.context() as m:
+        m.setattr(bulk, "_npy_header", lambda *a: read.append("x"))
+        _refused(_npz(tmp_path / "many.npz", members), "holds 4 members", "at most 3 keys")
+    assert read == []  # refused before any member was opened
+    with pytest.raises(SpeakerIDError, match="more than 3 keys"):
+        merge_embeddings(
+            [
+                _npz(tmp_path / "p1.npz", dict(list(members.items())[:2])),
+                _npz(tmp_path / "p2.npz", dict(list(members.items())[2:])),
+            ]
+        )
+
+
+def test_a_known_fingerprint_must_agree_with_the_size(tmp_path: Path) -> None:
+    from speakerid.registry import SHIPPED
+
+    accurate = SHIPPED["accurate"].sha256
+    head = {**_HEAD, "model_fingerprint": accurate}
+    path = _npz(tmp_path / "k.npz", {"r/a/1.wav": _npy(GOOD)}, head)
+    _refused(path, "says size 4", "(accurate) makes vectors of size 192")
+
+
+def test_from_npz_refuses_a_size_its_store_contradicts(tmp_path: Path) -> None:
+    from speakerid.bulk import enroll_embeddings
+
+    store_path = tmp_path / "s.sqlite"
+    with SpeakerStore(store_path) as store:
+        store.add_recordings("carol", ["c.wav"], np.ones((1, 8), np.float32), fingerprint="a" * 64)
+    before = store_path.read_bytes()
+    emb = load_embeddings(_npz(tmp_path / "e.npz", {"r/alice/1.wav": _npy(GOOD)}))
+    with SpeakerStore(store_path) as store, pytest.raises(SpeakerIDError) as exc:
+        enroll_embeddings(store, emb)
+    assert "makes vectors of size 4" in str(exc.value) and "of size 8" in str(exc.value)
+    assert "header is wrong" in str(exc.value)
+    assert store_path.read_bytes() == before

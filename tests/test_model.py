@@ -699,3 +699,67 @@ def test_unreadable_checkpoint_is_one_line(ckpt: Path, open_tmp: Path) -> None:
     path.chmod(0)
     message = str(run_unprivileged(_load_message, str(path)))
     assert "cannot be read" in message and "secret.safetensors" in message
+
+
+# ---------------------------------------------------------------- crafted checkpoints
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"windows": 1_000_000}, "windows=1000000 must be from 1 to 16"),
+        ({"channels": 10**7}, "channels=10000000 must be from 1 to 4096"),
+        ({"embedding_dim": 100_000}, "embedding_dim=100000 must be from 1 to 8192"),
+        ({"fragment_samples": 10**9}, "fragment_samples=1000000000 must be from 1 to 960000"),
+        ({"lstm_layers": 0}, "lstm_layers=0 must be positive"),
+    ],
+)
+def test_config_beyond_its_limits_is_refused_before_building(
+    ckpt: Path, tmp_path: Path, change: dict, expected: str
+) -> None:
+    path = _rewrite(ckpt, tmp_path / "c.safetensors", config=_config(ckpt, **change))
+    _refused(path, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.uint8, torch.int64])
+def test_weights_that_are_not_floats_are_refused(
+    ckpt: Path, tmp_path: Path, dtype: torch.dtype
+) -> None:
+    state = load_file(str(ckpt))
+    with safe_open(str(ckpt), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 2)
+    state[key] = state[key].to(dtype)
+    path = tmp_path / "int.safetensors"
+    save_file(state, str(path), metadata=meta)
+    _refused(path, "weights of the wrong type", key, str(dtype).removeprefix("torch."))
+
+
+def test_an_integer_buffer_stored_as_float_is_refused(ckpt: Path, tmp_path: Path) -> None:
+    state = load_file(str(ckpt))
+    with safe_open(str(ckpt), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    key = next(k for k in state if k.endswith("num_batches_tracked"))
+    state[key] = state[key].float()
+    path = tmp_path / "count.safetensors"
+    save_file(state, str(path), metadata=meta)
+    _refused(path, "weights of the wrong type", key, "float32")
+
+
+def test_deeply_nested_header_json_is_one_line(tmp_path: Path) -> None:
+    import struct
+
+    from speakerid.modelinfo import read_header
+
+    body = b"[" * 100_000 + b"]" * 100_000
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", len(body)) + body)
+    with pytest.raises(CheckpointError) as exc:
+        read_header(path)
+    assert "bad header" in assert_one_line(exc)
+    nested = {"format": "speakerid-encoder/1", "config": "[" * 50_000 + "]" * 50_000}
+    deep = tmp_path / "meta.safetensors"
+    save_file({"w": torch.zeros(1)}, str(deep), metadata=nested)
+    with pytest.raises(CheckpointError) as exc:
+        read_header(deep)
+    assert "damaged checkpoint metadata" in assert_one_line(exc)

@@ -109,3 +109,22 @@ def test_constants_repeat_features() -> None:
 def test_frontend_without_numpy_version_is_refused() -> None:
     with pytest.raises(CheckpointError, match="--backend torch"):
         npfeatures.numpy_frontend({"frontend": "vggish"})
+
+
+@pytest.mark.parametrize(
+    ("orig", "new", "n"),
+    [
+        (16_000, 4_000, 48_000),
+        (16_000, 4_000, 4_801),
+        (44_100, 16_000, 44_117),
+        (11_025, 16_000, 11),
+    ],
+)
+def test_torch_resample_equals_torchaudio(orig: int, new: int, n: int) -> None:
+    from speakerid.npfeatures import torch_resample
+
+    wav = (0.3 * np.random.default_rng(n).standard_normal(n)).astype(np.float32)
+    expected = AF.resample(torch.from_numpy(wav), orig, new).numpy()
+    got = torch_resample(wav, orig, new)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-5)

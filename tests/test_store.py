@@ -615,6 +615,80 @@ def test_schema_1_store_is_read_as_is_and_migrated_on_write(
     conn.close()
 
 
+# ---------------------------------------------------------------- names as keys
+
+# "José" precomposed (NFC) and with a combining accent (NFD); full-width letters; a ligature
+NFC, NFD = "Jos\u00e9", "Jose\u0301"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [(NFC, NFD), ("Alice", "alice"), ("Alice", "\uff21lice"), ("\ufb01", "fi"), (NFC, "JOS\u00c9")],
+)
+def test_names_equal_after_nfkc_and_case_folding_share_a_key(a: str, b: str) -> None:
+    from speakerid.storedb import name_key
+
+    assert name_key(a) == name_key(b)
+    assert name_key("Alice") != name_key("Alicia")
+
+
+def test_a_name_variant_is_the_same_speaker_and_keeps_its_first_spelling(store_path: Path):
+    with SpeakerStore(store_path) as store:
+        add(store, "Alice", seed=1)
+        again = add(store, "\uff21LICE", seed=2)  # full-width A, upper case
+        assert (again.speaker, again.created, again.recordings) == ("Alice", False, 4)
+        assert [s.speaker for s in store.speakers()] == ["Alice"]
+        assert "alice" in store and "\uff41lice" in store
+        np.testing.assert_array_equal(store.vector("ALICE"), store.vector("Alice"))
+        add(store, NFD, seed=3)
+        assert add(store, NFC, seed=4).speaker == NFC  # NFD was stored as NFC
+        with pytest.raises(StoreError, match="already enrolled"):
+            store.add_vectors(["alice"], unit(np.random.default_rng(5), 1), fingerprint=FP_A)
+        with pytest.raises(StoreError, match="share a key"):
+            store.add_vectors(["bob", "BOB"], unit(np.random.default_rng(6), 2), fingerprint=FP_A)
+        assert store.remove("aLiCe") == 4
+        assert [s.speaker for s in store.speakers()] == [NFC]
+
+
+def test_one_import_may_not_name_a_speaker_twice() -> None:
+    from speakerid.store import refuse_collisions
+
+    refuse_collisions([("alice", "d/alice"), ("bob", "d/bob"), ("bad/name", "d/x")])
+    with pytest.raises(InvalidNameError) as exc:
+        refuse_collisions([(NFC, f"d/{NFC}"), ("bob", "d/bob"), (NFD, f"d/{NFD}")])
+    message = str(exc.value)
+    assert f"'d/{NFC}'" in message and f"'d/{NFD}'" in message and "\n" not in message
+
+
+def test_a_schema_3_store_gets_keys_at_its_first_write(store_path: Path) -> None:
+    """Old stores may hold "Alice" and "alice": reads tell them apart by the exact name and
+    refuse to guess; the first write migrates, computing every name's key."""
+    with SpeakerStore(store_path) as store:
+        add(store, "Alice", seed=1)
+    conn = sqlite3.connect(store_path)
+    conn.executescript(
+        "DROP INDEX speakers_by_key; ALTER TABLE speakers DROP COLUMN name_key;"
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version';"
+        "INSERT INTO speakers (name, vector, n_recordings, created, updated) "
+        "SELECT 'alice', vector, 0, created, updated FROM speakers;"
+    )
+    conn.commit()
+    conn.close()
+    with SpeakerStore(store_path) as store:
+        assert store.meta()["schema_version"] == "3"
+        assert "Alice" in store and "alice" in store
+        with pytest.raises(StoreError, match="'ALICE' could be 'Alice' and 'alice'"):
+            store.vector("ALICE")
+        add(store, "carol", seed=2)  # the first write migrates
+        assert store.meta()["schema_version"] == str(SCHEMA_VERSION)
+        assert store.remove("alice") == 0 and "ALICE" in store  # now only "Alice" is left
+        assert add(store, "ALICE", seed=3).speaker == "Alice"
+    conn = sqlite3.connect(store_path)
+    keys = dict(conn.execute("SELECT name, name_key FROM speakers").fetchall())
+    conn.close()
+    assert keys == {"Alice": "alice", "carol": "carol"}
+
+
 # ---------------------------------------------------------------- leftovers
 
 
