@@ -319,3 +319,39 @@ def test_asnorm_with_the_model_cohort_works_on_both_backends(
         answers["torch"]["normalized_score"], rel=0.01
     )
     assert answers["onnx"]["accepted"] == answers["torch"]["accepted"]
+
+
+def test_calibrate_over_copies_of_one_recording_is_refused(
+    cli, enrolled_store: Path, labelled_dir: Path, tmp_path: Path
+) -> None:
+    """#25 finding 10: folders of links (or copies) of one recording each calibrate nothing."""
+    copies = tmp_path / "copies"
+    for speaker in sorted(p for p in labelled_dir.iterdir() if p.is_dir()):
+        (copies / speaker.name).mkdir(parents=True)
+        for k in range(4):
+            link = copies / speaker.name / f"{k}.wav"
+            if k % 2:
+                shutil.copyfile(speaker / "0.wav", link)
+            else:
+                link.symlink_to(speaker / "0.wav")
+    before = enrolled_store.read_bytes()
+    result = cli("calibrate", copies, store=enrolled_store)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "2 or more recordings" in lines[0], result.output
+    assert "Traceback" not in result.output
+    assert enrolled_store.read_bytes() == before
+
+
+def test_a_degenerate_calibration_is_refused() -> None:
+    from speakerid.calibrate import Labelled, fit_calibration
+    from speakerid.errors import DataError
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((6, 16))
+    emb = np.repeat(centres, 4, axis=0) + 1e-6 * rng.standard_normal((24, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    speakers = np.repeat([f"s{i}" for i in range(6)], 4)
+    data = Labelled(emb, speakers, speakers, [f"{i}.wav" for i in range(24)])
+    with pytest.raises(DataError, match="degenerate calibration"):
+        fit_calibration(data, "f" * 64)
