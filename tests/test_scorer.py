@@ -142,3 +142,15 @@ def test_segment_windows_keep_their_offset_rule() -> None:
     assert window_threshold(0.5, None, -0.15) == pytest.approx(0.35)
     assert window_threshold(0.5, 0.2, -0.15) == 0.2
     assert window_threshold(None, None, -0.1) == pytest.approx(0.4)
+
+
+def test_readme_and_help_state_the_default_operating_point(runner) -> None:
+    from speakerid.cli import app
+    from speakerid.decision import DEFAULT_FAR
+
+    for command in ("verify", "identify"):
+        shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert f"(--far {DEFAULT_FAR:g})" in shown and f"Default: {DEFAULT_FAR:g}" in shown
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"(`--far {DEFAULT_FAR:g}`)" in readme
+    assert f"at most {100 * DEFAULT_FAR:g}% of strangers accepted" in readme

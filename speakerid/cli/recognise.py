@@ -152,7 +152,11 @@ def identify_cmd(
     ] = False,
     plot: Annotated[Path | None, _seg_opt("Write the timeline of one FILE as a PNG")] = None,
 ) -> None:
-    """1:N: who is speaking in each FILE? 'unknown' when no one scores above threshold.
+    """1:N: who is speaking in each FILE? 'unknown' for a voice not enrolled.
+
+    By default a stranger is named at most 1 time in 100 per FILE (--far 0.01), however many
+    speakers are enrolled: each candidate is judged for this clip's length and its own
+    enrollment.
 
     With --json: a list with one object per FILE, in the order given (even for one FILE); a
     FILE that fails is {"file": ..., "error": ...} there and a line on stderr (exit 2).
