@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from speakerid.audio import FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS
-from speakerid.embed import BaseEmbedder
+from speakerid.embedder import BaseEmbedder
 from speakerid.errors import CheckpointError, SpeakerIDError
 from speakerid.modelinfo import ModelHeader, check_threshold, file_sha256, read_header
 from speakerid.npfeatures import Frontend, numpy_frontend

@@ -36,7 +36,7 @@ from speakerid.errors import CheckpointError, DataError
 from speakerid.features import POWERMEL_HOP, POWERMEL_N_MELS, PowerMel, equal_windows
 
 if TYPE_CHECKING:
-    from speakerid.model import ModelConfig
+    from speakerid.modelconfig import ModelConfig
 
 GE2E_N_MELS = POWERMEL_N_MELS  # Resemblyzer's input: 40-band power mel, 25 ms / 10 ms
 GE2E_HOP = POWERMEL_HOP
