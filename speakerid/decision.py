@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -368,13 +368,14 @@ def refit(base: DecisionModel, trials: QualityTrials, data: str = "") -> Decisio
     enough = labels.sum() >= MIN_FIT_TARGET and (~labels).sum() >= MIN_FIT_NONTARGET
     residual = (imp.scores - f @ a) / np.exp(f @ b)
     if not enough:
-        a[0] += float(np.median(residual)) * float(np.exp(b[0]))
-        shifted = DecisionModel(**{**asdict(base), "impostor_mean": a.tolist()})
-        offset = _llr_offset(shifted, base, trials)
+        # the strangers' level moves by delta, and the llr's offset with it
+        delta = float(np.median(residual)) * float(np.exp(b[0]))
+        a[0] += delta
         weights = np.array(base.llr_weights)
-        weights[0] += offset
-        return replace_model(
-            shifted,
+        weights[0] -= _llr_slope(base, trials) * delta
+        return replace(
+            base,
+            impostor_mean=a.tolist(),
             llr_weights=weights.tolist(),
             method="shift",
             data=data,
@@ -406,18 +407,10 @@ def refit(base: DecisionModel, trials: QualityTrials, data: str = "") -> Decisio
     )
 
 
-def _llr_offset(new: DecisionModel, base: DecisionModel, trials: QualityTrials) -> float:
-    """The llr offset that moves the model's llr by the shift of the strangers' level."""
-    q = trials.quality
-    mean_new, _ = new.impostor_stats(*q)
-    mean_old, _ = base.impostor_stats(*q)
-    delta = float(np.median(mean_new - mean_old))
-    slope = float(np.median(llr_features(1.0, *q)[:, 4:] @ np.asarray(base.llr_weights)[4:]))
-    return -slope * delta
-
-
-def replace_model(model: DecisionModel, **changes: Any) -> DecisionModel:
-    return DecisionModel(**{**asdict(model), **changes})
+def _llr_slope(model: DecisionModel, trials: QualityTrials) -> float:
+    """The llr's typical slope in the score over these trials' qualities (median)."""
+    score_terms = llr_features(1.0, *trials.quality)[:, 4:] @ np.asarray(model.llr_weights)[4:]
+    return float(np.median(score_terms))
 
 
 # ---------------------------------------------------------------- how good the llr is
