@@ -56,6 +56,9 @@ from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's speakerid, here and in the subprocesses
+sys.path.insert(0, str(REPO / "tests"))  # the round-two corpus and its store check
+
+from hostile_corpus import store_state  # noqa: E402
 
 from speakerid.model import Encoder, ModelConfig, save_encoder  # noqa: E402
 
@@ -159,23 +162,6 @@ def warm_up(p: dict[str, Path], s: dict[str, Path]) -> None:
             contextlib.suppress(SystemExit),
         ):
             app(argv, prog_name="speakerid", standalone_mode=False)
-
-
-def store_state(path: Path) -> object:
-    """What a store holds (its tables), or its bytes if it is no readable store."""
-    if not path.is_file():
-        return None
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
-        try:
-            return tuple(
-                tuple(conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall())
-                for t in ("meta", "speakers", "recordings")
-            )
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return path.read_bytes()
 
 
 def check(case: Case) -> Case:
@@ -659,7 +645,6 @@ def kills(d: Path, p: dict[str, Path], count: int, seed: int) -> tuple[int, int,
 
 def round_two(d: Path, p: dict[str, Path], s: dict[str, Path], only: str) -> int:
     """Run ``tests/hostile_corpus.py``'s cases; print their table; returns the failures."""
-    sys.path.insert(0, str(REPO / "tests"))
     import hostile_corpus as corpus2
 
     try:
