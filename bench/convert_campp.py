@@ -15,13 +15,17 @@ and the AS-norm cohort are added afterwards (``bench/calibrate.py``, ``bench/coh
 
 from __future__ import annotations
 
-import argparse
 import re
+import sys
 from pathlib import Path
 
 import torch
 
-from speakerid.model import Encoder, ModelConfig, file_sha256, load_encoder, save_encoder
+sys.path.insert(0, str(Path(__file__).parent))
+
+from conversion import arguments, convert_file
+
+from speakerid.model import Encoder, ModelConfig
 
 SOURCE_SHA256 = "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199"
 CONFIG = ModelConfig(frontend="kaldi_fbank", arch="campp", embedding_dim=192, n_mels=80)
@@ -98,36 +102,9 @@ def convert(state: dict[str, torch.Tensor]) -> Encoder:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("source", type=Path, help="campplus_cn_en_common.pt")
-    ap.add_argument("--out", type=Path, default=Path("models/campp.safetensors"))
-    ap.add_argument("--half", action="store_true", help="store fp16 (loads back as fp32)")
-    ap.add_argument(
-        "--split-from",
-        type=Path,
-        default=Path("models/lstm_s3.safetensors"),
-        help="checkpoint whose speaker split (train/val/test) to record, so that calibration, "
-        "cohort and benchmarks use the same held-out speakers for every shipped model",
-    )
+    ap = arguments(__doc__.splitlines()[0], "campplus_cn_en_common.pt", "models/campp.safetensors")
     args = ap.parse_args()
-    digest = file_sha256(args.source)
-    if digest != SOURCE_SHA256:
-        raise SystemExit(f"{args.source}: sha256 {digest} is not the expected {SOURCE_SHA256}")
-    state = torch.load(args.source, map_location="cpu", weights_only=True)
-    encoder = convert(state)
-    split = load_encoder(args.split_from).info["split"]
-    info = {
-        "source": SOURCE,
-        "converted_by": "bench/convert_campp.py",
-        "fp16": args.half,
-        # not trained here: "train" are the speakers the AS-norm cohort may use, "val" calibrate
-        # the threshold, "test" are held out of both
-        "split": split,
-    }
-    save_encoder(encoder, args.out, info=info, half=args.half)
-    print(
-        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(args.out)})"
-    )
+    convert_file(args, SOURCE_SHA256, convert, SOURCE, "bench/convert_campp.py")
 
 
 if __name__ == "__main__":

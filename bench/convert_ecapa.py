@@ -16,15 +16,19 @@ is renamed onto ``speakerid.ecapa`` and the result loads with ``strict=True``. W
 
 from __future__ import annotations
 
-import argparse
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from conversion import arguments, convert_file
+
 from speakerid.audio import load_audio
-from speakerid.model import Encoder, ModelConfig, file_sha256, load_encoder, save_encoder
+from speakerid.model import Encoder, ModelConfig, load_encoder
 from speakerid.vectors import l2_normalize
 
 WHEEL_SHA256 = "810670d99ec185d5fb8e9b5247f92bb2dbd62954fdc4c733e470a89b4d1ce9de"
@@ -97,38 +101,14 @@ def check_parity(encoder: Encoder, reference: Path) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("source", type=Path, help="embedding_model.ckpt")
-    ap.add_argument("--out", type=Path, default=Path("models/ecapa_voxceleb.safetensors"))
-    ap.add_argument("--half", action="store_true", help="store fp16 (loads back as fp32)")
+    ap = arguments(
+        __doc__.splitlines()[0], "embedding_model.ckpt", "models/ecapa_voxceleb.safetensors"
+    )
     ap.add_argument("--reference", type=Path, help="bench/ecapa_reference.py's .npz")
-    ap.add_argument(
-        "--split-from",
-        type=Path,
-        default=Path("models/lstm_s3.safetensors"),
-        help="checkpoint whose speaker split (train/val/test) to record, so that calibration "
-        "and benchmarks use the same held-out speakers for every shipped model",
-    )
     args = ap.parse_args()
-    digest = file_sha256(args.source)
-    if digest != SOURCE_SHA256:
-        raise SystemExit(f"{args.source}: sha256 {digest} is not the expected {SOURCE_SHA256}")
-    state = torch.load(args.source, map_location="cpu", weights_only=True)
-    encoder = convert(state)
-    split = load_encoder(args.split_from).info["split"]
-    info = {
-        "source": SOURCE,
-        "converted_by": "bench/convert_ecapa.py",
-        "fp16": args.half,
-        # not trained here: "val" calibrate the threshold, "test" are held out
-        "split": split,
-    }
-    save_encoder(encoder, args.out, info=info, half=args.half)
-    print(
-        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, sha256 {file_sha256(args.out)})"
-    )
+    out = convert_file(args, SOURCE_SHA256, convert, SOURCE, "bench/convert_ecapa.py")
     if args.reference is not None:
-        least = check_parity(load_encoder(args.out).encoder, args.reference)
+        least = check_parity(load_encoder(out).encoder, args.reference)
         if least < PARITY:
             raise SystemExit(f"parity {least:.6f} is under {PARITY}")
 
