@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from speakerid.audio import SAMPLE_RATE, fragment, load_audio, trim_silence
-from speakerid.embed import Embedder, load_model, native_bf16, pool
+from speakerid.embed import Embedder, load_model, native_bf16
 from speakerid.lab.data import scan_corpus
+from speakerid.vectors import pool
 
 LIBRI = "LibriSpeech/train-clean-100"
 SPEAKER = "19"  # has two whole chapters: long, consecutive real speech

@@ -17,9 +17,10 @@ import json
 
 import numpy as np
 
-from speakerid.embed import Embedder, pool
+from speakerid.embed import Embedder
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
 from speakerid.model import load_encoder, resave
+from speakerid.vectors import pool
 
 
 def main() -> None:

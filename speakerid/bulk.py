@@ -413,7 +413,7 @@ def embed_batched(
     ``(path, (D,) unit vector)`` per usable file, ``(path, AudioError)`` per unusable one,
     in the order given: one bad file never costs the others.
     """
-    from speakerid.embed import pool
+    from speakerid.vectors import pool
 
     pending: list[tuple[str, np.ndarray | AudioError]] = []
     count = 0

@@ -80,7 +80,7 @@ def test_enrollment_trials_never_test_a_recording_against_itself() -> None:
 
 
 def test_pool_matches_embed_pool() -> None:
-    from speakerid.embed import pool
+    from speakerid.vectors import pool
 
     emb, _ = synthetic_speakers(1, 5, 1.0, seed=3)
     np.testing.assert_allclose(cal.pool(emb), pool(emb), atol=1e-7)

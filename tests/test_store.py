@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speakerid.embed import pool
 from speakerid.errors import (
     InvalidNameError,
     StoreError,
@@ -21,6 +20,7 @@ from speakerid.errors import (
 )
 from speakerid.store import IMPORTED_SOURCE, SpeakerStore, default_store_path, validate_name
 from speakerid.storedb import SCHEMA_VERSION
+from speakerid.vectors import pool
 
 FP_A = "a" * 64  # fake model fingerprints for tests that bypass audio
 FP_B = "b" * 64
