@@ -1,0 +1,254 @@
+"""Voice activity from Silero VAD: where a recording holds speech, on onnxruntime and numpy.
+
+Silero VAD (``models/silero_vad.onnx``, MIT, card in ``models/README.md``) is a small
+recurrent network that reads 32 ms of audio at a time, each chunk preceded by the last few
+samples of the one before, and gives one speech probability per chunk. ``SileroVAD`` feeds
+it from any iterable of sample blocks, carrying the network's state, the context samples and
+any part-chunk from block to block, so a recording of any length streams through with the
+memory of one block; what it keeps is one float per 32 ms (450 kB for an hour).
+
+Reading the probabilities into regions (``speech_regions``) is speakerid's own rule, four
+steps with the settings of ``VadConfig``:
+
+1. hysteresis: speech starts at a chunk whose probability reaches ``onset`` and lasts while
+   the probability stays at or above ``offset``, so a dip inside a word does not cut it;
+2. silences shorter than ``min_silence`` between two speech runs are bridged;
+3. runs shorter than ``min_speech`` are dropped (clicks, coughs, a door);
+4. each run is widened by ``pad`` on both sides (word onsets and decays), clipped to the
+   recording, and runs that then touch are joined.
+
+The graph is checked against its pinned sha256 before it is loaded. No torch here: this is
+part of the torch-free runtime.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import speakerid
+from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
+
+VAD_FILE = "silero_vad.onnx"  # under models/ (a checkout) or speakerid/_models/ (a wheel)
+VAD_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"  # 6.2.3
+INSTALL_HINT = "--vad silero needs onnxruntime: pip install onnxruntime"
+
+VAD_RATES = (8_000, 16_000)  # Hz, the rates the network was trained for
+CHUNK_SECONDS = 0.032  # audio per probability, at either rate
+CHUNK_SAMPLES = {rate: round(CHUNK_SECONDS * rate) for rate in VAD_RATES}  # 256, 512
+# Samples of the previous chunk put in front of each chunk (zeros before the first). The
+# graph's first layer needs them: without them the probabilities bear no relation to speech.
+CONTEXT_SAMPLES = {rate: CHUNK_SAMPLES[rate] // 8 for rate in VAD_RATES}  # 32, 64
+STATE_SHAPE = (2, 1, 128)  # the recurrent state: (layers, batch, units)
+
+ONSET = 0.5  # probability at which speech starts
+OFFSET = 0.35  # probability below which it ends (hysteresis: below ONSET)
+MIN_SILENCE_SECONDS = 0.25  # shorter pauses inside speech are bridged
+MIN_SPEECH_SECONDS = 0.25  # shorter runs of speech are dropped
+PAD_SECONDS = 0.1  # each region is widened by this much on both sides
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """How speech probabilities become regions (the module's steps 1-4)."""
+
+    onset: float = ONSET  # probability at which speech starts
+    offset: float = OFFSET  # probability below which speech ends; at most ``onset``
+    min_silence: float = MIN_SILENCE_SECONDS  # seconds; shorter pauses are bridged
+    min_speech: float = MIN_SPEECH_SECONDS  # seconds; shorter runs are dropped
+    pad: float = PAD_SECONDS  # seconds added on both sides of each region
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.offset <= self.onset <= 1.0:
+            raise SpeakerIDError("the VAD needs 0 <= offset <= onset <= 1")
+        for name in ("min_silence", "min_speech", "pad"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise SpeakerIDError(f"the VAD's {name} must be 0 s or more")
+
+
+def vad_path() -> Path:
+    """Where the shipped graph lies: inside the installed package, else the checkout."""
+    package = Path(speakerid.__file__).parent
+    packaged = package / "_models" / VAD_FILE
+    return packaged if packaged.is_file() else package.parent / "models" / VAD_FILE
+
+
+def _sha256(path: Path) -> str:
+    # hashlib here rather than the encoders' helper: audio sits before the encoders in the
+    # chain and must not import them (nor torch through them).
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _session(path: Path, expected_sha256: str | None) -> Any:
+    """An onnxruntime session on ``path`` after its sha256 check; one thread (the network is
+    small: more threads cost more in hand-offs than they save)."""
+    try:
+        found = _sha256(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: the VAD model cannot be read ({exc.strerror})") from None
+    if expected_sha256 is not None and found != expected_sha256:
+        raise CheckpointError(
+            f"{path}: sha256 {found[:12]}... does not match the shipped Silero VAD "
+            f"({expected_sha256[:12]}...); reinstall speakerid"
+        )
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SpeakerIDError(INSTALL_HINT) from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # its warnings about unused initialisers are not the user's
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types, not importable here
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable ONNX model ({first})") from None
+
+
+class SileroVAD:
+    """Speech probabilities and regions from the Silero VAD graph.
+
+    Parameters
+    ----------
+    rate: sample rate of the audio it will read, 8000 or 16000 Hz.
+    path: the ONNX graph (default: the shipped one, checked against ``VAD_SHA256``; another
+        file is loaded unchecked).
+    """
+
+    def __init__(self, rate: int = 16_000, path: str | Path | None = None) -> None:
+        if rate not in VAD_RATES:
+            raise AudioError(f"Silero VAD reads 8000 or 16000 Hz audio, not {rate} Hz")
+        self.rate = rate
+        shipped = path is None
+        self.session = _session(Path(path) if path else vad_path(), VAD_SHA256 if shipped else None)
+
+    def probabilities(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
+        """One speech probability per 32-ms chunk of the audio that ``blocks`` join into.
+
+        ``blocks`` are float32 ``(samples,)`` arrays at ``self.rate`` of any length; they
+        are read one at a time. A last part-chunk is completed with zeros.
+
+        Returns
+        -------
+        np.ndarray, shape (ceil(samples / chunk),), float32 in [0, 1].
+        """
+        size, context = CHUNK_SAMPLES[self.rate], CONTEXT_SAMPLES[self.rate]
+        # one buffer: [context | chunk]; the chunk's tail becomes the next context
+        window = np.zeros((1, context + size), dtype=np.float32)
+        state = np.zeros(STATE_SHAPE, dtype=np.float32)
+        rate = np.array(self.rate, dtype=np.int64)
+        out: list[float] = []
+        rest = np.zeros(0, dtype=np.float32)
+
+        def run(chunk: np.ndarray) -> None:
+            nonlocal state
+            window[0, context:] = chunk
+            prob, state = self.session.run(None, {"input": window, "state": state, "sr": rate})
+            out.append(float(prob[0, 0]))
+            window[0, :context] = window[0, -context:]
+
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32).reshape(-1)
+            if not np.isfinite(block).all():
+                raise AudioError("the audio contains NaN or infinite samples")
+            audio = np.concatenate([rest, block]) if len(rest) else block
+            whole = len(audio) // size * size
+            for start in range(0, whole, size):
+                run(audio[start : start + size])
+            rest = audio[whole:]
+        if len(rest):
+            run(np.pad(rest, (0, size - len(rest))))
+        return np.asarray(out, dtype=np.float32)
+
+    def regions(
+        self, blocks: Iterable[np.ndarray], config: VadConfig | None = None
+    ) -> list[tuple[float, float]]:
+        """Speech regions ``(start, end)`` in seconds of the audio ``blocks`` join into."""
+        samples = 0
+
+        def counted() -> Iterable[np.ndarray]:
+            nonlocal samples
+            for block in blocks:
+                samples += len(block)
+                yield block
+
+        probs = self.probabilities(counted())
+        return speech_regions(probs, samples / self.rate, config)
+
+
+def _runs(flags: np.ndarray) -> np.ndarray:
+    """``(k, 2)`` ``[start, end)`` index pairs of the True runs of a bool array."""
+    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return edges.reshape(-1, 2)
+
+
+def hysteresis(probs: np.ndarray, onset: float = ONSET, offset: float = OFFSET) -> np.ndarray:
+    """Step 1: ``(chunks,)`` probabilities -> ``(chunks,)`` bool speech flags.
+
+    A run of chunks at or above ``offset`` is speech when one of its chunks reaches
+    ``onset``; the rest is not.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    above = probs >= offset
+    flags = np.zeros(len(probs), dtype=bool)
+    for a, b in _runs(above):
+        if (probs[a:b] >= onset).any():
+            flags[a:b] = True
+    return flags
+
+
+def speech_regions(
+    probs: np.ndarray, duration: float, config: VadConfig | None = None
+) -> list[tuple[float, float]]:
+    """Steps 1-4: per-chunk probabilities -> speech regions ``(start, end)`` in seconds.
+
+    Parameters
+    ----------
+    probs: ``(chunks,)`` speech probabilities, one per ``CHUNK_SECONDS``.
+    duration: the recording's length in seconds (regions are clipped to it).
+    """
+    cfg = config or VadConfig()
+    runs = _runs(hysteresis(probs, cfg.onset, cfg.offset)) * CHUNK_SECONDS
+    merged: list[list[float]] = []
+    for start, end in runs.tolist():
+        if merged and start - merged[-1][1] < cfg.min_silence:
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    out: list[tuple[float, float]] = []
+    for start, end in merged:
+        if end - start < cfg.min_speech:
+            continue
+        start, end = max(0.0, start - cfg.pad), min(duration, end + cfg.pad)
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], end)
+        elif end > start:
+            out.append((start, end))
+    return [(round(a, 4), round(b, 4)) for a, b in out]
+
+
+def region_frames(
+    regions: list[tuple[float, float]], n_frames: int, frame_seconds: float
+) -> np.ndarray:
+    """Regions as ``(n_frames,)`` bool flags on a grid of ``frame_seconds`` frames: a frame
+    is speech when its centre lies in a region."""
+    centres = (np.arange(n_frames) + 0.5) * frame_seconds
+    if not regions:
+        return np.zeros(n_frames, dtype=bool)
+    starts, ends = np.asarray(regions, dtype=np.float64).T
+    last = np.searchsorted(starts, centres, side="right") - 1  # the region starting before
+    return (last >= 0) & (centres < ends[np.maximum(last, 0)])

@@ -1,0 +1,199 @@
+"""Silero VAD on onnxruntime: the pin, streaming, both rates, the region rule, no torch."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speakerid.audio import resample
+from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
+from speakerid.vad import (
+    CHUNK_SECONDS,
+    SileroVAD,
+    VadConfig,
+    hysteresis,
+    region_frames,
+    speech_regions,
+    vad_path,
+)
+
+pytest.importorskip("onnxruntime")
+
+SR = 16_000
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("SPEAKERID_DATA", REPO.parent / "shared" / "data"))
+VCTK = DATA / "extra" / "vctk" / "p225"
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVAD:
+    return SileroVAD()
+
+
+def real_speech() -> np.ndarray:
+    """Three VCTK sentences with 1.5 s of silence before, between and after (skip without)."""
+    files = sorted(VCTK.glob("*.flac"))[:3]
+    if len(files) < 3:
+        pytest.skip(f"no VCTK recordings under {VCTK}")
+    gap = np.zeros(int(1.5 * SR), np.float32)
+    parts = [gap]
+    for f in files:
+        wav, rate = sf.read(f, dtype="float32")
+        assert rate == SR
+        parts += [wav, gap]
+    return np.concatenate(parts)
+
+
+# ---------------------------------------------------------------- generated audio
+
+
+@pytest.mark.parametrize(
+    "signal",
+    [
+        np.zeros(4 * SR, np.float32),
+        0.1 * np.random.default_rng(0).standard_normal(4 * SR).astype(np.float32),
+        0.01 * np.random.default_rng(1).standard_normal(4 * SR).astype(np.float32),
+        (0.3 * np.sin(2 * np.pi * 440 * np.arange(4 * SR) / SR)).astype(np.float32),
+        (0.3 * np.sin(2 * np.pi * 1000 * np.arange(4 * SR) / SR)).astype(np.float32),
+    ],
+    ids=["silence", "loud-noise", "quiet-noise", "tone-440", "tone-1k"],
+)
+def test_no_speech_in_silence_noise_or_tones(vad: SileroVAD, signal: np.ndarray) -> None:
+    probs = vad.probabilities([signal])
+    assert probs.shape == (round(len(signal) / SR / CHUNK_SECONDS),)
+    assert probs.max() < 0.2
+    assert speech_regions(probs, len(signal) / SR) == []
+
+
+def test_probabilities_do_not_depend_on_block_sizes(vad: SileroVAD) -> None:
+    rng = np.random.default_rng(2)
+    t = np.arange(3 * SR) / SR
+    wav = (0.2 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    wav += 0.01 * rng.standard_normal(len(wav)).astype(np.float32)
+    whole = vad.probabilities([wav])
+    cuts = [0, 7, 519, 1000, 1512, 30001, len(wav)]
+    blocks = [wav[a:b] for a, b in itertools.pairwise(cuts)]
+    assert np.array_equal(vad.probabilities(iter(blocks)), whole)
+    # a part-chunk at the end is completed with zeros: one more probability
+    assert len(vad.probabilities([wav[:-100]])) == len(whole)
+    assert len(vad.probabilities([wav[: 512 * 10 + 1]])) == 11
+
+
+def test_bad_input_is_refused(vad: SileroVAD) -> None:
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        vad.probabilities([np.array([0.0, np.nan], np.float32)])
+    with pytest.raises(AudioError, match="8000 or 16000 Hz"):
+        SileroVAD(rate=44_100)
+    assert len(vad.probabilities([])) == 0
+    assert vad.regions([]) == []
+
+
+def test_the_pin_refuses_a_changed_graph(tmp_path: Path) -> None:
+    from speakerid import vad as module
+
+    tampered = tmp_path / "speakerid" / "models" / "silero_vad.onnx"
+    tampered.parent.mkdir(parents=True)
+    data = bytearray(vad_path().read_bytes())
+    data[-1] ^= 1
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the shipped Silero VAD"):
+        module._session(tampered, module.VAD_SHA256)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not onnx")
+    with pytest.raises(CheckpointError, match="not a readable ONNX model"):
+        SileroVAD(path=garbage)
+
+
+# ---------------------------------------------------------------- the region rule
+
+
+def test_hysteresis_keeps_dips_above_offset_and_needs_onset() -> None:
+    probs = np.array([0.1, 0.6, 0.4, 0.6, 0.2, 0.4, 0.45, 0.1, 0.9, 0.3])
+    assert hysteresis(probs, 0.5, 0.35).tolist() == [0, 1, 1, 1, 0, 0, 0, 0, 1, 0]
+
+
+def test_regions_bridge_short_silences_drop_short_speech_and_pad() -> None:
+    step = CHUNK_SECONDS
+    probs = np.zeros(200)
+    probs[10:40] = 0.9  # 0.96 s of speech
+    probs[45:60] = 0.9  # after a 0.16-s pause: bridged
+    probs[100:104] = 0.9  # 0.128 s alone: dropped
+    probs[150:199] = 0.9  # runs to 0.032 s before the end: padding is clipped
+    cfg = VadConfig(min_silence=0.25, min_speech=0.25, pad=0.1)
+    regions = speech_regions(probs, 200 * step, cfg)
+    assert regions == [
+        (round(10 * step - 0.1, 4), round(60 * step + 0.1, 4)),
+        (round(150 * step - 0.1, 4), round(200 * step, 4)),
+    ]
+    # no bridging, no dropping, no padding: the raw runs
+    raw = speech_regions(probs, 200 * step, VadConfig(min_silence=0, min_speech=0, pad=0))
+    assert len(raw) == 4 and raw[0] == (round(10 * step, 4), round(40 * step, 4))
+    # padding joins regions that come to touch
+    wide = speech_regions(probs, 200 * step, VadConfig(min_silence=0, min_speech=0.25, pad=0.5))
+    assert len(wide) == 2 and wide[0][0] == 0.0
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(SpeakerIDError):
+        VadConfig(onset=0.3, offset=0.5)
+    with pytest.raises(SpeakerIDError):
+        VadConfig(pad=-0.1)
+
+
+def test_region_frames_marks_frames_by_their_centre() -> None:
+    flags = region_frames([(0.05, 0.1), (0.2, 0.31)], 12, 0.03)
+    # centres 0.015, 0.045, 0.075, ..., 0.345
+    assert flags.tolist() == [0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0]
+    assert not region_frames([], 5, 0.03).any()
+
+
+# ---------------------------------------------------------------- real speech
+
+
+def test_real_speech_is_found_between_silences(vad: SileroVAD) -> None:
+    wav = real_speech()
+    regions = vad.regions([wav[i : i + 16_000] for i in range(0, len(wav), 16_000)])
+    assert 3 <= len(regions) <= 8
+    assert regions[0][0] > 1.3  # the leading 1.5 s of silence is not speech
+    assert regions[-1][1] < len(wav) / SR - 1.3
+    speech = sum(b - a for a, b in regions)
+    assert 0.4 * len(wav) / SR < speech < len(wav) / SR - 3 * 1.5 + 0.5
+
+
+def test_8k_agrees_with_16k_on_real_speech(vad: SileroVAD) -> None:
+    wav = real_speech()
+    n = round(len(wav) / SR / 0.01)
+    at16 = region_frames(vad.regions([wav]), n, 0.01)
+    at8 = region_frames(SileroVAD(rate=8_000).regions([resample(wav, SR, 8_000)]), n, 0.01)
+    agree = (at16 == at8).mean()
+    assert agree > 0.9
+
+
+# ---------------------------------------------------------------- the runtime
+
+
+def test_it_runs_without_torch() -> None:
+    probe = (
+        "import sys, numpy as np\n"
+        "from speakerid.vad import SileroVAD\n"
+        "SileroVAD().regions([np.zeros(16000, np.float32)])\n"
+        "print(sorted(m for m in ('torch', 'torchaudio') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_graph_ships_in_the_wheel() -> None:
+    text = (REPO / "pyproject.toml").read_text()
+    assert '"models/silero_vad.onnx" = "speakerid/_models/silero_vad.onnx"' in text
+    assert '"models/LICENSE-SILERO.txt"' in text
