@@ -1,11 +1,17 @@
 """Voice activity from Silero VAD: where a recording holds speech, on onnxruntime and numpy.
 
-Silero VAD (``models/silero_vad.onnx``, MIT, card in ``models/README.md``) is a small
-recurrent network that reads 32 ms of audio at a time, each chunk preceded by the last few
-samples of the one before, and gives one speech probability per chunk. ``SileroVAD`` feeds
-it from any iterable of sample blocks, carrying the network's state, the context samples and
-any part-chunk from block to block, so a recording of any length streams through with the
-memory of one block; what it keeps is one float per 32 ms (450 kB for an hour).
+Silero VAD (``models/``, MIT, card in ``models/README.md``) is a small recurrent network
+that reads 32 ms of audio at a time, each chunk preceded by the last few samples of the one
+before, and gives one speech probability per chunk. It ships as two graphs of the same
+network: the streaming one (8 and 16 kHz, one chunk per call) and a sequence one (16 kHz,
+many chunks per call, the same probabilities at about half the time: the per-call overhead
+and the convolutions are paid once per block). 16-kHz audio, the rate of every array in the
+core, takes the sequence graph; 8-kHz audio the streaming one.
+
+``SileroVAD`` feeds either from any iterable of sample blocks, carrying the recurrent state,
+the context samples and any part-chunk from block to block, so a recording of any length
+streams through with the memory of one block; what it keeps is one float per 32 ms (450 kB
+for an hour).
 
 Reading the probabilities into regions (``speech_regions``) is speakerid's own rule, four
 steps with the settings of ``VadConfig``:
@@ -17,7 +23,7 @@ steps with the settings of ``VadConfig``:
 4. each run is widened by ``pad`` on both sides (word onsets and decays), clipped to the
    recording, and runs that then touch are joined.
 
-The graph is checked against its pinned sha256 before it is loaded. No torch here: this is
+Each graph is checked against its pinned sha256 before it is loaded. No torch here: this is
 part of the torch-free runtime.
 """
 
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +41,12 @@ import numpy as np
 import speakerid
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
 
-VAD_FILE = "silero_vad.onnx"  # under models/ (a checkout) or speakerid/_models/ (a wheel)
-VAD_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"  # 6.2.3
+# Silero VAD 6.2.3's graphs, unchanged, under models/ (a checkout) or speakerid/_models/ (a
+# wheel), with their pinned sha256.
+STREAM_FILE = "silero_vad.onnx"  # input (1, context + chunk), state (2, 1, 128), sr
+STREAM_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+SEQUENCE_FILE = "silero_vad_16k_sequence.onnx"  # input (chunks, 64 + 512), h, c (1, 1, 128)
+SEQUENCE_SHA256 = "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85"
 INSTALL_HINT = "--vad silero needs onnxruntime: pip install onnxruntime"
 
 VAD_RATES = (8_000, 16_000)  # Hz, the rates the network was trained for
@@ -45,7 +55,10 @@ CHUNK_SAMPLES = {rate: round(CHUNK_SECONDS * rate) for rate in VAD_RATES}  # 256
 # Samples of the previous chunk put in front of each chunk (zeros before the first). The
 # graph's first layer needs them: without them the probabilities bear no relation to speech.
 CONTEXT_SAMPLES = {rate: CHUNK_SAMPLES[rate] // 8 for rate in VAD_RATES}  # 32, 64
-STATE_SHAPE = (2, 1, 128)  # the recurrent state: (layers, batch, units)
+STATE_UNITS = 128  # the recurrent state's width
+# Chunks per call of the sequence graph (16.4 s): longer blocks save nothing more and cost
+# memory (each chunk is 576 floats in the call's input).
+SEQUENCE_CHUNKS = 512
 
 ONSET = 0.5  # probability at which speech starts
 OFFSET = 0.35  # probability below which it ends (hysteresis: below ONSET)
@@ -73,11 +86,11 @@ class VadConfig:
                 raise SpeakerIDError(f"the VAD's {name} must be 0 s or more")
 
 
-def vad_path() -> Path:
-    """Where the shipped graph lies: inside the installed package, else the checkout."""
+def shipped_path(filename: str) -> Path:
+    """Where a shipped graph lies: inside the installed package, else the checkout."""
     package = Path(speakerid.__file__).parent
-    packaged = package / "_models" / VAD_FILE
-    return packaged if packaged.is_file() else package.parent / "models" / VAD_FILE
+    packaged = package / "_models" / filename
+    return packaged if packaged.is_file() else package.parent / "models" / filename
 
 
 def _sha256(path: Path) -> str:
@@ -91,14 +104,14 @@ def _sha256(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _session(path: Path, expected_sha256: str | None) -> Any:
+def load_session(path: Path, expected_sha256: str) -> Any:
     """An onnxruntime session on ``path`` after its sha256 check; one thread (the network is
     small: more threads cost more in hand-offs than they save)."""
     try:
         found = _sha256(path)
     except OSError as exc:
         raise CheckpointError(f"{path}: the VAD model cannot be read ({exc.strerror})") from None
-    if expected_sha256 is not None and found != expected_sha256:
+    if found != expected_sha256:
         raise CheckpointError(
             f"{path}: sha256 {found[:12]}... does not match the shipped Silero VAD "
             f"({expected_sha256[:12]}...); reinstall speakerid"
@@ -119,21 +132,59 @@ def _session(path: Path, expected_sha256: str | None) -> Any:
 
 
 class SileroVAD:
-    """Speech probabilities and regions from the Silero VAD graph.
+    """Speech probabilities and regions from Silero VAD, for audio at ``rate`` (8 or 16 kHz).
 
-    Parameters
-    ----------
-    rate: sample rate of the audio it will read, 8000 or 16000 Hz.
-    path: the ONNX graph (default: the shipped one, checked against ``VAD_SHA256``; another
-        file is loaded unchecked).
+    ``sequence``: run the sequence graph (16 kHz only; the default there) or the streaming
+    one (the default at 8 kHz). Both give the same probabilities at 16 kHz.
     """
 
-    def __init__(self, rate: int = 16_000, path: str | Path | None = None) -> None:
+    def __init__(self, rate: int = 16_000, sequence: bool | None = None) -> None:
         if rate not in VAD_RATES:
             raise AudioError(f"Silero VAD reads 8000 or 16000 Hz audio, not {rate} Hz")
         self.rate = rate
-        shipped = path is None
-        self.session = _session(Path(path) if path else vad_path(), VAD_SHA256 if shipped else None)
+        self.sequence = rate == 16_000 if sequence is None else sequence
+        if self.sequence and rate != 16_000:
+            raise AudioError("Silero VAD's sequence graph reads 16000 Hz audio only")
+        name, pin = (
+            (SEQUENCE_FILE, SEQUENCE_SHA256) if self.sequence else (STREAM_FILE, STREAM_SHA256)
+        )
+        self.session = load_session(shipped_path(name), pin)
+
+    def _chunks(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The audio as ``(k, context + chunk)`` arrays: each chunk after its context, the
+        last part-chunk completed with zeros; ``k`` at most ``SEQUENCE_CHUNKS``."""
+        size, context = CHUNK_SAMPLES[self.rate], CONTEXT_SAMPLES[self.rate]
+        step = size * SEQUENCE_CHUNKS
+        previous = np.zeros(context, dtype=np.float32)  # context of the next chunk
+        rest = np.zeros(0, dtype=np.float32)
+        pending: list[np.ndarray] = []
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32).reshape(-1)
+            if not np.isfinite(block).all():
+                raise AudioError("the audio contains NaN or infinite samples")
+            pending.append(block)
+            if len(rest) + sum(map(len, pending)) < step:
+                continue
+            audio = np.concatenate([rest, *pending])
+            pending = []
+            whole = len(audio) // step * step
+            for start in range(0, whole, step):
+                chunks = audio[start : start + step].reshape(-1, size)
+                yield self._with_context(chunks, previous)
+                previous = chunks[-1, -context:]
+            rest = audio[whole:]
+        audio = np.concatenate([rest, *pending])
+        if len(audio):
+            chunks = np.zeros((-(-len(audio) // size), size), dtype=np.float32)
+            chunks.reshape(-1)[: len(audio)] = audio
+            yield self._with_context(chunks, previous)
+
+    @staticmethod
+    def _with_context(chunks: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        context = np.empty((len(chunks), len(previous)), dtype=np.float32)
+        context[0] = previous
+        context[1:] = chunks[:-1, -len(previous) :]
+        return np.concatenate([context, chunks], axis=1)
 
     def probabilities(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
         """One speech probability per 32-ms chunk of the audio that ``blocks`` join into.
@@ -145,33 +196,23 @@ class SileroVAD:
         -------
         np.ndarray, shape (ceil(samples / chunk),), float32 in [0, 1].
         """
-        size, context = CHUNK_SAMPLES[self.rate], CONTEXT_SAMPLES[self.rate]
-        # one buffer: [context | chunk]; the chunk's tail becomes the next context
-        window = np.zeros((1, context + size), dtype=np.float32)
-        state = np.zeros(STATE_SHAPE, dtype=np.float32)
-        rate = np.array(self.rate, dtype=np.int64)
-        out: list[float] = []
-        rest = np.zeros(0, dtype=np.float32)
-
-        def run(chunk: np.ndarray) -> None:
-            nonlocal state
-            window[0, context:] = chunk
-            prob, state = self.session.run(None, {"input": window, "state": state, "sr": rate})
-            out.append(float(prob[0, 0]))
-            window[0, :context] = window[0, -context:]
-
-        for block in blocks:
-            block = np.asarray(block, dtype=np.float32).reshape(-1)
-            if not np.isfinite(block).all():
-                raise AudioError("the audio contains NaN or infinite samples")
-            audio = np.concatenate([rest, block]) if len(rest) else block
-            whole = len(audio) // size * size
-            for start in range(0, whole, size):
-                run(audio[start : start + size])
-            rest = audio[whole:]
-        if len(rest):
-            run(np.pad(rest, (0, size - len(rest))))
-        return np.asarray(out, dtype=np.float32)
+        state = np.zeros((2, 1, STATE_UNITS), dtype=np.float32)
+        out: list[np.ndarray] = []
+        for inputs in self._chunks(blocks):
+            if self.sequence:  # state = (h, c)
+                probs, h, c = self.session.run(
+                    None, {"input": inputs, "h": state[:1], "c": state[1:]}
+                )
+                state = np.concatenate([h, c])
+                out.append(np.asarray(probs, dtype=np.float32).reshape(-1))
+                continue
+            rate = np.array(self.rate, dtype=np.int64)
+            for row in inputs:
+                prob, state = self.session.run(
+                    None, {"input": row[None], "state": state, "sr": rate}
+                )
+                out.append(np.asarray(prob, dtype=np.float32).reshape(-1))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     def regions(
         self, blocks: Iterable[np.ndarray], config: VadConfig | None = None

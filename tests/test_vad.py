@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import subprocess
@@ -16,12 +17,15 @@ from speakerid.audio import resample
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
 from speakerid.vad import (
     CHUNK_SECONDS,
+    STREAM_FILE,
+    STREAM_SHA256,
     SileroVAD,
     VadConfig,
     hysteresis,
+    load_session,
     region_frames,
+    shipped_path,
     speech_regions,
-    vad_path,
 )
 
 pytest.importorskip("onnxruntime")
@@ -72,17 +76,21 @@ def test_no_speech_in_silence_noise_or_tones(vad: SileroVAD, signal: np.ndarray)
     assert speech_regions(probs, len(signal) / SR) == []
 
 
-def test_probabilities_do_not_depend_on_block_sizes(vad: SileroVAD) -> None:
+def test_probabilities_do_not_depend_on_block_sizes_or_graph(vad: SileroVAD) -> None:
+    """Blocks of any size (across the sequence graph's 16.4-s calls) give the same numbers,
+    and the streaming graph gives the sequence graph's."""
     rng = np.random.default_rng(2)
-    t = np.arange(3 * SR) / SR
+    t = np.arange(40 * SR) / SR
     wav = (0.2 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
     wav += 0.01 * rng.standard_normal(len(wav)).astype(np.float32)
     whole = vad.probabilities([wav])
-    cuts = [0, 7, 519, 1000, 1512, 30001, len(wav)]
+    assert whole.shape == (-(-len(wav) // 512),)
+    cuts = [0, 7, 519, 1000, 1512, 30001, 262_143, 262_145, 300_000, 524_288, len(wav)]
     blocks = [wav[a:b] for a, b in itertools.pairwise(cuts)]
     assert np.array_equal(vad.probabilities(iter(blocks)), whole)
+    stream = SileroVAD(sequence=False).probabilities([wav[: 20 * SR]])
+    np.testing.assert_allclose(stream, whole[: len(stream)], atol=1e-5)
     # a part-chunk at the end is completed with zeros: one more probability
-    assert len(vad.probabilities([wav[:-100]])) == len(whole)
     assert len(vad.probabilities([wav[: 512 * 10 + 1]])) == 11
 
 
@@ -91,24 +99,25 @@ def test_bad_input_is_refused(vad: SileroVAD) -> None:
         vad.probabilities([np.array([0.0, np.nan], np.float32)])
     with pytest.raises(AudioError, match="8000 or 16000 Hz"):
         SileroVAD(rate=44_100)
+    with pytest.raises(AudioError, match="16000 Hz audio only"):
+        SileroVAD(rate=8_000, sequence=True)
     assert len(vad.probabilities([])) == 0
     assert vad.regions([]) == []
 
 
 def test_the_pin_refuses_a_changed_graph(tmp_path: Path) -> None:
-    from speakerid import vad as module
-
-    tampered = tmp_path / "speakerid" / "models" / "silero_vad.onnx"
-    tampered.parent.mkdir(parents=True)
-    data = bytearray(vad_path().read_bytes())
+    tampered = tmp_path / "silero_vad.onnx"
+    data = bytearray(shipped_path(STREAM_FILE).read_bytes())
     data[-1] ^= 1
     tampered.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="does not match the shipped Silero VAD"):
-        module._session(tampered, module.VAD_SHA256)
+        load_session(tampered, STREAM_SHA256)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not onnx")
     with pytest.raises(CheckpointError, match="not a readable ONNX model"):
-        SileroVAD(path=garbage)
+        load_session(garbage, hashlib.sha256(b"not onnx").hexdigest())
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_session(tmp_path / "missing.onnx", STREAM_SHA256)
 
 
 # ---------------------------------------------------------------- the region rule
@@ -195,5 +204,5 @@ def test_it_runs_without_torch() -> None:
 
 def test_the_graph_ships_in_the_wheel() -> None:
     text = (REPO / "pyproject.toml").read_text()
-    assert '"models/silero_vad.onnx" = "speakerid/_models/silero_vad.onnx"' in text
-    assert '"models/LICENSE-SILERO.txt"' in text
+    for name in ("silero_vad.onnx", "silero_vad_16k_sequence.onnx", "LICENSE-SILERO.txt"):
+        assert f'"models/{name}" = "speakerid/_models/{name}"' in text
