@@ -14,8 +14,8 @@ from speakerid.cli.common import (
     print_json,
     shown_markup,
 )
-from speakerid.service import describe
-from speakerid.store import SpeakerStore
+from speakerid.recognition import describe
+from speakerid.store.speakers import SpeakerStore
 
 
 @command("info")
@@ -78,7 +78,7 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
 @command("models")
 def models_cmd(json_: JsonOpt = False) -> None:
     """List the shipped models (--model NAME) with size, speed and measured error rates."""
-    from speakerid.registry import list_models, measured
+    from speakerid.encoders.registry import list_models, measured
 
     rows = list_models()
     if json_:
