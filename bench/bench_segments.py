@@ -4,25 +4,35 @@ Each conversation is built from real recordings in ``../shared/data``: 4 enrolle
 and 1 unknown one take 20-40 turns (seeded) of 1-10 s, no speaker twice in a row, with
 0.2-1.0 s of silence between turns. A turn is cut from the speaker's test recordings (never
 the ones used to enroll them), each trimmed of leading and trailing silence and joined end
-to end. Three sets:
+to end. Five sets:
 
 - ``ravdess``: RAVDESS actors (eval-only, unseen by every model here): enrolled from four
   neutral/calm files as in the README; turns from their other files of normal intensity
   (all eight emotions, so acted anger and fear as well);
 - ``read``: VCTK p225-p228, ARCTIC clb/slt and LibriSpeech 19, 26, 27 (read speech with many
-  recordings each; enrolled from about 20 s of their first files). The shipped model saw
+  recordings each; enrolled from about 20 s of their first files). The ``fast`` model saw
   these speakers in training, so this set flatters it;
 - ``ami``: AMI far-field meeting segments of the speakers with at least two (enrolled from
-  their first segment, about 10 s at least where they have it); also seen in training.
+  their first segment, about 10 s at least where they have it); also seen by ``fast``;
+- ``short``: the ``ravdess`` speakers with turns of 1-3 s;
+- ``noisy``: the ``ravdess`` conversations with background noise at 10 dB SNR (speech power
+  over the turns against noise power): the non-speech parts of the AMI segments and of the
+  three long LibriSpeech chapters (stretches of at least 0.5 s where Silero VAD gives every
+  32-ms chunk a speech probability under 0.1, less 0.1 s at each edge), joined and looped
+  from a seeded offset.
 
-Scores, on a 10-ms grid over the reference speech (the turns): ``named right``, the
-fraction of speech time whose label is the right enrolled name or "unknown" for the unknown
-speaker; and a diarization error rate with names, (missed + false alarm + wrong name) /
-speech time, with no collar and with a 0.25-s collar around reference boundaries.
+Each set is drawn with every ``--seeds`` seed (``--conversations`` per seed). Scores, on a
+10-ms grid over the reference speech (the turns): ``named right``, the fraction of speech
+time whose label is the right enrolled name or "unknown" for the unknown speaker; and a
+diarization error rate with names, (missed + false alarm + wrong name) / speech time, with
+no collar and with a 0.25-s collar around reference boundaries. Each seed's conversations
+are pooled (speech-time weighted); the report gives the mean over seeds, their standard
+deviation and range, and the standard deviation over single conversations.
 
-    python bench/bench_segments.py --data ../shared/data --model PATH_OR_NAME
-    python bench/bench_segments.py --data ../shared/data --sweep      # alternatives, dev seeds
-    python bench/bench_segments.py --memory 10 60                     # peak RSS, minutes
+    python bench/bench_segments.py --data ../shared/data --seeds 0 1 2 3 4 --conversations 2
+    python bench/bench_segments.py --data ../shared/data --vad energy --tag energy
+    python bench/bench_segments.py --data ../shared/data --sweep --seeds 100  # alternatives
+    python bench/bench_segments.py --memory 10 60                           # peak RSS, minutes
 
 JSON goes to ``docs/results/segments[_<tag>].json``; a markdown table to stdout.
 """
@@ -30,6 +40,7 @@ JSON goes to ``docs/results/segments[_<tag>].json``; a markdown table to stdout.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -38,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -57,6 +69,7 @@ from speakerid.decision.timeline import (
 from speakerid.embedding.pipeline import Embedder, load_model
 from speakerid.recognition import enroll
 from speakerid.store.speakers import SpeakerStore
+from speakerid.audio.vad import CHUNK_SECONDS, SileroVAD
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 GRID = 0.01  # s, scoring resolution
@@ -64,7 +77,13 @@ COLLAR = 0.25  # s each side of a reference boundary, excluded in the collared D
 ENROLLED, UNKNOWN_SPEAKERS = 4, 1
 TURNS = (20, 40)
 TURN_SECONDS = (1.0, 10.0)
+SHORT_TURN_SECONDS = (1.0, 3.0)  # the ``short`` set's turns
 GAP_SECONDS = (0.2, 1.0)
+NOISE_SNR_DB = 10.0  # the ``noisy`` set: speech power over noise power
+NOISE_MAX_PROBABILITY = 0.1  # a noise stretch: Silero's probability stays below this ...
+NOISE_MIN_SECONDS = 0.5  # ... for at least this long
+NOISE_EDGE_SECONDS = 0.1  # taken off both ends of each stretch (onsets, breaths)
+NOISE_CHAPTERS = ("19", "26", "27")  # the long LibriSpeech chapters' speakers
 READ_SPEAKERS = {
     "extra/vctk": ("p225", "p226", "p227", "p228"),
     "extra/cmu_arctic": ("clb", "slt"),
@@ -130,7 +149,20 @@ def ami(data: Path) -> list[Speaker]:
     return speakers
 
 
-SETS = {"ravdess": ravdess, "read": read, "ami": ami}
+@dataclass(frozen=True)
+class SetSpec:
+    speakers: Callable[[Path], list[Speaker]]
+    turn_seconds: tuple[float, float] = TURN_SECONDS
+    noisy: bool = False
+
+
+SETS = {
+    "ravdess": SetSpec(ravdess),
+    "read": SetSpec(read),
+    "ami": SetSpec(ami),
+    "short": SetSpec(ravdess, SHORT_TURN_SECONDS),
+    "noisy": SetSpec(ravdess, noisy=True),
+}
 
 
 # ---------------------------------------------------------------- conversations
@@ -150,7 +182,11 @@ def _trimmed(path: Path) -> np.ndarray:
     return wav[keep[0] * 480 : (keep[-1] + 1) * 480] if len(keep) else wav[:0]
 
 
-def build(speakers: list[Speaker], rng: np.random.Generator) -> Conversation:
+def build(
+    speakers: list[Speaker],
+    rng: np.random.Generator,
+    turn_seconds: tuple[float, float] = TURN_SECONDS,
+) -> Conversation:
     chosen = [speakers[i] for i in rng.permutation(len(speakers))[: ENROLLED + UNKNOWN_SPEAKERS]]
     enrolled = chosen[:ENROLLED]  # the rest are unknown to the store
     pools = {s.name: [_trimmed(f) for f in rng.permutation(s.test)] for s in chosen}
@@ -158,7 +194,7 @@ def build(speakers: list[Speaker], rng: np.random.Generator) -> Conversation:
     parts, turns, t, last = [], [], 0.0, None
     for _ in range(int(rng.integers(TURNS[0], TURNS[1] + 1))):
         who = rng.choice([s.name for s in chosen if s.name != last])
-        need = int(rng.uniform(*TURN_SECONDS) * SAMPLE_RATE)
+        need = int(rng.uniform(*turn_seconds) * SAMPLE_RATE)
         audio = []
         while sum(map(len, audio)) < need:  # the speaker's recordings in turn, cycling
             pool = pools[who]
@@ -223,9 +259,48 @@ def enrolled_store(path: Path, embedder: Embedder, speakers: list[Speaker]) -> S
 
 
 def conversations(data: Path, set_name: str, n: int, seed: int) -> list[Conversation]:
-    speakers = SETS[set_name](data)
+    spec = SETS[set_name]
+    speakers = spec.speakers(data)
     rng = np.random.default_rng(seed)
-    return [build(speakers, rng) for _ in range(n)]
+    convs = [build(speakers, rng, spec.turn_seconds) for _ in range(n)]
+    if spec.noisy:
+        noise = noise_bank(data)
+        convs = [with_noise(c, noise, rng) for c in convs]
+    return convs
+
+
+@functools.cache
+def noise_bank(data: Path) -> np.ndarray:
+    """The non-speech parts of the AMI segments and the long LibriSpeech chapters, joined."""
+    files = sorted((data / "extra/ami").rglob("*.flac"))
+    for speaker in NOISE_CHAPTERS:
+        files += sorted((data / "LibriSpeech/train-clean-100" / speaker).rglob("*.flac"))
+    vad, chunk = SileroVAD(), round(CHUNK_SECONDS * SAMPLE_RATE)
+    edge = round(NOISE_EDGE_SECONDS * SAMPLE_RATE)
+    parts = []
+    for path in files:
+        wav = load_audio(path)
+        quiet = vad.probabilities([wav]) < NOISE_MAX_PROBABILITY
+        padded = np.concatenate([[False], quiet, [False]]).astype(np.int8)
+        for a, b in np.flatnonzero(np.diff(padded)).reshape(-1, 2):
+            if (b - a) * CHUNK_SECONDS >= NOISE_MIN_SECONDS:
+                parts.append(wav[a * chunk + edge : b * chunk - edge])
+    bank = np.concatenate(parts)
+    print(f"noise bank: {len(bank) / SAMPLE_RATE:.0f} s from {len(files)} files", file=sys.stderr)
+    return bank
+
+
+def with_noise(conv: Conversation, noise: np.ndarray, rng: np.random.Generator) -> Conversation:
+    """``conv`` with ``noise`` (looped from a random offset) at ``NOISE_SNR_DB`` below the
+    power of its turns."""
+    start = int(rng.integers(len(noise)))
+    bed = np.resize(np.roll(noise, -start), len(conv.wav)).astype(np.float64)
+    speech = np.concatenate(
+        [conv.wav[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)] for a, b, _ in conv.turns]
+    ).astype(np.float64)
+    gain = np.sqrt(np.mean(speech**2) / np.mean(bed**2) / 10 ** (NOISE_SNR_DB / 10))
+    mixed = np.clip(conv.wav + gain * bed, -1.0, 1.0).astype(np.float32)
+    return replace(conv, wav=mixed)
 
 
 def window_scores(
@@ -247,24 +322,42 @@ def evaluate(
     threshold: float,
     workdir: Path,
     cache: dict,
-) -> dict[str, float]:
+) -> list[dict[str, float]]:
+    """One row of scores per conversation."""
     rows = []
     for conv in convs:
-        key = (id(conv), cfg.window, cfg.hop, cfg.fit)
+        key = (id(conv), cfg.window, cfg.hop, cfg.fit, cfg.vad)
         if key not in cache:
             cache[key] = window_scores(conv, embedder, cfg, workdir)
         windows, names = cache[key]
         segs = segment_scores(windows, names, threshold, cfg)
         hyp = [(s.start, s.end, s.speaker or "unknown") for s in segs]
-        rows.append(score(conv, hyp))
+        rows.append({**score(conv, hyp), "turns": len(conv.turns)})
+    return rows
+
+
+def pooled(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Conversations pooled: every rate weighted by the speech time it is a share of."""
     total = sum(r["speech_seconds"] for r in rows)
+    out = {k: sum(r[k] * r["speech_seconds"] for r in rows) / total for k in rows[0]}
+    out["speech_seconds"] = total
+    out["turns"] = sum(r["turns"] for r in rows)
+    return out
+
+
+def spread(by_seed: dict[int, dict[str, float]], rows: list[dict[str, float]]) -> dict:
+    """Mean over seeds of their pooled scores, with the spread over seeds and conversations."""
+    keys = [k for k in next(iter(by_seed.values())) if k not in ("speech_seconds", "turns")]
+    seeds = {k: np.array([r[k] for r in by_seed.values()]) for k in keys}
     return {
-        k: (
-            total
-            if k == "speech_seconds"
-            else sum(r[k] * r["speech_seconds"] for r in rows) / total
-        )
-        for k in rows[0]
+        "mean": {k: float(v.mean()) for k, v in seeds.items()},
+        "std_seeds": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in seeds.items()},
+        "min_seed": {k: float(v.min()) for k, v in seeds.items()},
+        "max_seed": {k: float(v.max()) for k, v in seeds.items()},
+        "std_conversations": {k: float(np.std([r[k] for r in rows], ddof=1)) for k in keys},
+        "conversations": len(rows),
+        "turns": sum(r["turns"] for r in rows),
+        "speech_seconds": sum(r["speech_seconds"] for r in rows),
     }
 
 
@@ -289,28 +382,35 @@ def main_eval(args: argparse.Namespace) -> None:
         "threshold": threshold,
         "model_threshold": model.threshold,
         "config": asdict(cfg),
-        "conversations": args.conversations,
-        "seed": args.seed,
+        "conversations_per_seed": args.conversations,
+        "seeds": args.seeds,
+        "machine": "2-core CPU",
         "sets": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         for set_name in args.sets:
             start = time.perf_counter()
-            convs = conversations(args.data, set_name, args.conversations, args.seed)
+            by_seed = {
+                seed: conversations(args.data, set_name, args.conversations, seed)
+                for seed in args.seeds
+            }
             cache: dict = {}
             if args.sweep:
+                convs = [c for cs in by_seed.values() for c in cs]
                 report["sets"][set_name] = sweep(
                     convs, embedder, cfg, base_threshold, Path(tmp), cache, args.feeds
                 )
                 continue
-            result = evaluate(convs, embedder, cfg, threshold, Path(tmp), cache)
-            result["turns"] = sum(len(c.turns) for c in convs)
+            rows_by_seed = {
+                seed: evaluate(convs, embedder, cfg, threshold, Path(tmp), cache)
+                for seed, convs in by_seed.items()
+            }
+            rows = [r for rs in rows_by_seed.values() for r in rs]
+            result = spread({seed: pooled(rs) for seed, rs in rows_by_seed.items()}, rows)
+            result["by_seed"] = {seed: pooled(rs) for seed, rs in rows_by_seed.items()}
             result["seconds"] = time.perf_counter() - start
             report["sets"][set_name] = result
-            print(
-                f"{set_name}: {json.dumps({k: round(v, 4) for k, v in result.items()})}",
-                file=sys.stderr,
-            )
+            print(f"{set_name}: {json.dumps(result['mean'])}", file=sys.stderr)
     tag = f"_{args.tag}" if args.tag else ""
     out = RESULTS / f"segments{'_sweep' if args.sweep else ''}{tag}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -337,7 +437,7 @@ def sweep(
         cfg = replace(
             base, window=window, hop=hop, fit=fit, switch_penalty=penalty, min_segment=min_seg
         )
-        result = evaluate(convs, embedder, cfg, threshold + offset, workdir, cache)
+        result = pooled(evaluate(convs, embedder, cfg, threshold + offset, workdir, cache))
         row = {
             **asdict(cfg),
             "threshold_offset": offset,
@@ -353,16 +453,21 @@ def sweep(
 
 
 def markdown(report: dict) -> str:
+    """Means over seeds; ``sd`` is the spread over seeds (over single conversations)."""
     lines = [
-        "| set | conversations | turns | speech (s) | named right | DER | miss | false alarm | "
-        "wrong name | DER, 0.25-s collar | unknown speech named unknown |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| set | conversations | turns | speech (s) | named right (sd seeds; conv.) | "
+        "range over seeds | DER | DER, 0.25-s collar | miss | false alarm | wrong name | "
+        "unknown speech named unknown |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in report["sets"].items():
+        m, sd, sc = r["mean"], r["std_seeds"], r["std_conversations"]
         lines.append(
-            f"| {name} | {report['conversations']} | {r['turns']} | {r['speech_seconds']:.0f} | "
-            f"{r['named_right']:.3f} | {r['der']:.3f} | {r['miss']:.3f} | {r['false_alarm']:.3f} | "
-            f"{r['wrong_name']:.3f} | {r['der_collar']:.3f} | {r['unknown_named_unknown']:.3f} |"
+            f"| {name} | {r['conversations']} | {r['turns']} | {r['speech_seconds']:.0f} | "
+            f"{m['named_right']:.3f} ({sd['named_right']:.3f}; {sc['named_right']:.3f}) | "
+            f"{r['min_seed']['named_right']:.3f}-{r['max_seed']['named_right']:.3f} | "
+            f"{m['der']:.3f} | {m['der_collar']:.3f} | {m['miss']:.3f} | "
+            f"{m['false_alarm']:.3f} | {m['wrong_name']:.3f} | {m['unknown_named_unknown']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -373,7 +478,7 @@ def markdown(report: dict) -> str:
 def main_memory(args: argparse.Namespace) -> None:
     """Peak RSS of ``identify_segments`` on files of several lengths, each in a fresh process."""
     speakers = ravdess(args.data)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seeds[0])
     conv = build(speakers, rng)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -437,8 +542,8 @@ def parse() -> argparse.Namespace:
         "--model", default=None, help="checkpoint path (or a registry name); default: shipped"
     )
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
-    p.add_argument("--conversations", type=int, default=5, help="per set")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--conversations", type=int, default=2, help="per set and seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=1)
@@ -448,7 +553,7 @@ def parse() -> argparse.Namespace:
             f"--{field.replace('_', '-')}",
             dest=field,
             default=None,
-            type=str if field == "fit" else float,
+            type=str if field in ("fit", "vad") else float,
         )
     p.add_argument("--sweep", action="store_true", help="measure alternatives (use a dev --seed)")
     p.add_argument(

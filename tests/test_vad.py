@@ -15,7 +15,7 @@ import soundfile as sf
 
 from speakerid.audio import resample
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
-from speakerid.vad import (
+from speakerid.audio.vad import (
     CHUNK_SECONDS,
     STREAM_FILE,
     STREAM_SHA256,
@@ -191,7 +191,7 @@ def test_8k_agrees_with_16k_on_real_speech(vad: SileroVAD) -> None:
 def test_it_runs_without_torch() -> None:
     probe = (
         "import sys, numpy as np\n"
-        "from speakerid.vad import SileroVAD\n"
+        "from speakerid.audio.vad import SileroVAD\n"
         "SileroVAD().regions([np.zeros(16000, np.float32)])\n"
         "print(sorted(m for m in ('torch', 'torchaudio') if m in sys.modules))\n"
     )

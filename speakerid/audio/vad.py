@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 
-import speakerid
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
 
 # Silero VAD 6.2.3's graphs, unchanged, under models/ (a checkout) or speakerid/_models/ (a
@@ -88,7 +87,7 @@ class VadConfig:
 
 def shipped_path(filename: str) -> Path:
     """Where a shipped graph lies: inside the installed package, else the checkout."""
-    package = Path(speakerid.__file__).parent
+    package = Path(__file__).resolve().parent.parent  # speakerid/
     packaged = package / "_models" / filename
     return packaged if packaged.is_file() else package.parent / "models" / filename
 
