@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from bench_accuracy import Resemblyzer  # the same baseline, run the same way
 
-from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
+from speakerid.audio import SAMPLE_RATE, VADS, load_audio, trim_silence
 from speakerid.decision.calibration import as_norm, cohort_stats
 from speakerid.embedding.pipeline import Embedder, load_model
 from speakerid.encoders.twin import LoadedModel
+from speakerid.errors import AudioError
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
 from speakerid.lab.kway import kway_curve
 from speakerid.lab.metrics import verification_summary, verification_trials
@@ -57,20 +58,30 @@ KWAY = (4, 40)
 # ------------------------------------------------------------------------------------ sets
 
 
-def trimmed(files: list[Path]) -> tuple[list[Path], list[np.ndarray]]:
-    """Load and trim, keeping files with at least the CLI's minimum of speech."""
+def trimmed(files: list[Path], vad: str = "energy") -> tuple[list[Path], list[np.ndarray]]:
+    """Load and trim by ``vad``, keeping files with at least the CLI's minimum of speech.
+
+    A file ``vad`` finds no speech in is left out like one with too little (``--vad`` runs
+    report their item counts: the sets may differ by those files).
+    """
     kept = []
     for f in files:
-        wav = trim_silence(load_audio(f), name=str(f))
+        try:
+            wav = trim_silence(load_audio(f), name=str(f), vad=vad)
+        except AudioError:
+            continue
         if len(wav) >= TRIAL_MIN_SAMPLES:
             kept.append((f, wav))
     return [f for f, _ in kept], [w for _, w in kept]
 
 
-def build_sets(data: Path, test_speakers: list[str], ravdess_per_actor: int) -> dict:
-    """Every trial set as ``{name: {"waves", "speakers", "recordings"}}`` (recording sets)."""
+def build_sets(
+    data: Path, test_speakers: list[str], ravdess_per_actor: int, vad: str = "energy"
+) -> dict:
+    """Every trial set as ``{name: {"waves", "speakers", "recordings"}}`` (recording sets),
+    each recording trimmed to speech by ``vad``."""
     libri = scan_corpus(data / "LibriSpeech/train-clean-100")
-    bank = AudioBank.load(libri, test_speakers)
+    bank = AudioBank.load(libri, test_speakers, vad=vad)
     frags = fragment_set(bank, hop_seconds=3.0)
     sets: dict[str, dict] = {
         "libri_fragments": {
@@ -95,7 +106,7 @@ def build_sets(data: Path, test_speakers: list[str], ravdess_per_actor: int) -> 
         if ravdess_per_actor and len(files) > ravdess_per_actor:
             files = [files[i] for i in sorted(rng.choice(len(files), ravdess_per_actor, False))]
         rav += files
-    files, waves = trimmed(rav)
+    files, waves = trimmed(rav, vad)
     sets["ravdess"] = {
         "waves": waves,
         "speakers": [f.parent.name for f in files],
@@ -106,7 +117,7 @@ def build_sets(data: Path, test_speakers: list[str], ravdess_per_actor: int) -> 
         ("vctk_arctic", ["extra/vctk", "extra/cmu_arctic"]),
     ):
         recs = [r for root in roots for r in scan_corpus(data / root, qualify=True)]
-        files, waves = trimmed([r.path for r in recs])
+        files, waves = trimmed([r.path for r in recs], vad)
         by_path = {r.path: r.speaker for r in recs}
         sets[name] = {
             "waves": waves,
@@ -221,6 +232,9 @@ def main() -> None:
     ap.add_argument("--asnorm-top", type=int, nargs="+", default=[50, 100])
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument(
+        "--vad", choices=VADS, default="energy", help="how every recording is trimmed to speech"
+    )
+    ap.add_argument(
         "--systems",
         nargs="+",
         default=None,
@@ -254,7 +268,7 @@ def main() -> None:
 
     accurate, fast, ecapa = load_model("accurate"), load_model("fast"), load_model("ecapa")
     speakers = sorted(s.rsplit(":", 1)[-1] for s in accurate.info["split"]["test"])
-    sets = build_sets(args.data, speakers, args.ravdess_per_actor)
+    sets = build_sets(args.data, speakers, args.ravdess_per_actor, args.vad)
     if args.sets:
         sets = {name: s for name, s in sets.items() if name in args.sets}
     emb_acc, emb_fast = Embedder(accurate, "cpu"), Embedder(fast, "cpu")
@@ -313,6 +327,7 @@ def main() -> None:
             # the cache key names the set's items and the weights, so a changed set or model
             # is embedded again instead of being scored against stale rows
             items = "\n".join(map(str, s["recordings"])) + weights.get(label.split()[0], label)
+            items += "" if args.vad == "energy" else f"\nvad={args.vad}"  # energy: old keys
             digest = hashlib.sha256(items.encode()).hexdigest()[:12]
             if "fragments" in s:
                 if "frag" not in fns:
@@ -385,6 +400,7 @@ def main() -> None:
             **{name: m.fingerprint for name, m in candidates.items()},
         },
         "threads": torch.get_num_threads(),
+        "vad": args.vad,
         "sets": notes,
         "results": results,
     }

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerid.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE, Clip, to_16k_mono
+from speakerid.audio import (
+    DEFAULT_VAD,
+    MIN_SPEECH_SECONDS,
+    SAMPLE_RATE,
+    Clip,
+    check_vad,
+    to_16k_mono,
+)
 from speakerid.embedding.pipeline import BaseEmbedder, open_embedder
 from speakerid.errors import SpeakerIDError
 from speakerid.recognition import (
@@ -48,6 +55,8 @@ class SpeakerID:
         else torch.
     precision: torch only: ``auto`` | ``fp32`` | ``bf16``.
     min_speech: seconds of speech (after trimming silence) a recording needs.
+    vad: how speech is found before embedding: ``energy`` | ``silero`` | ``none``
+        (``speakerid.audio.VADS``); a store keeps the one it was enrolled with.
     """
 
     def __init__(
@@ -58,12 +67,14 @@ class SpeakerID:
         backend: str | None = None,
         precision: str = "auto",
         min_speech: float = MIN_SPEECH_SECONDS,
+        vad: str = DEFAULT_VAD,
     ) -> None:
         self._store_path = store
         self._model = model
         self._backend = backend
         self._precision = precision
         self._min_speech = min_speech
+        self._vad = check_vad(vad)
         self._embedder: BaseEmbedder | None = None
         self._store: SpeakerStore | None = None
 
@@ -74,7 +85,7 @@ class SpeakerID:
         """The model and the backend running it, loaded on first use."""
         if self._embedder is None:
             self._embedder = open_embedder(
-                self._model, self._backend, self._precision, self._min_speech
+                self._model, self._backend, self._precision, self._min_speech, self._vad
             )
         return self._embedder
 

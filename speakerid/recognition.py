@@ -201,7 +201,7 @@ def embed_measured(embedder: BaseEmbedder, path: Source) -> tuple[np.ndarray, fl
         vector = embedder.embed_stream(path, on_speech=samples.append)
         seconds = samples[0] / SAMPLE_RATE
     else:
-        speech = trim_silence(load_audio(path), name=str(path))
+        speech = trim_silence(load_audio(path), name=str(path), vad=embedder.vad)
         vector = embedder.embed_waveform(speech, name=str(path), trim=False)
         seconds = len(speech) / SAMPLE_RATE
     return _finite(embedder, path, vector), seconds
@@ -283,7 +283,7 @@ def enroll(
     """
     name = validate_name(name)
     fingerprint, dim, source = model_id(embedder)
-    store.check_model(fingerprint, dim, source)  # fail before the slow part
+    store.check_model(fingerprint, dim, source, embedder.vad)  # fail before the slow part
     measured = [embed_measured(embedder, p) for p in paths]
     embeddings = np.stack([m[0] for m in measured]) if paths else np.zeros((0, dim))
     seconds = [m[1] for m in measured]
@@ -301,6 +301,7 @@ def enroll(
         embeddings,
         fingerprint=fingerprint,
         source=source,
+        vad=embedder.vad,
         replace=replace,
         speech_seconds=seconds,
     )
@@ -363,7 +364,7 @@ def enroll_directory(
     refuse_collisions([(name, str(Path(root) / name)) for name, _ in folders])  # every shard's
     folders = folders[shard[0] :: shard[1]]
     fingerprint, dim, source = model_id(embedder)
-    store.check_model(fingerprint, dim, source)
+    store.check_model(fingerprint, dim, source, embedder.vad)
     total = sum(len(files) for _, files in folders)
     done = 0
     enrolled: list[EnrollResult] = []
@@ -403,6 +404,7 @@ def enroll_directory(
                 np.stack(vectors),
                 fingerprint=fingerprint,
                 source=source,
+                vad=embedder.vad,
                 replace=replace,
                 speech_seconds=seconds,
             )
@@ -454,7 +456,7 @@ def verify(
     name = validate_name(name)
     fingerprint, dim, source = model_id(embedder)
     scorer = scorer_for(store, embedder, threshold, far)
-    store.check_model(fingerprint, dim, source)
+    store.check_model(fingerprint, dim, source, embedder.vad)
     reference = store.vector(name)  # an unknown speaker fails before the slow part
     query, seconds = embed_measured(embedder, path)
     raw = float(score(reference, query))
@@ -497,7 +499,7 @@ def identify(
         raise SpeakerIDError(f"top must be at least 1, not {top_k}")
     fingerprint, dim, source = model_id(embedder)
     scorer = scorer_for(store, embedder, threshold, far)
-    store.check_model(fingerprint, dim, source)
+    store.check_model(fingerprint, dim, source, embedder.vad)
     if len(store) == 0:
         raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
     embedded, seconds = _embed_measured_files(embedder, paths, strict=strict, on_file=on_file)

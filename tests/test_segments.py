@@ -60,6 +60,8 @@ class FakeModel:
 class FakeEmbedder:
     """Duck-types ``Embedder``: centred band spectra as unit vectors; counts its inputs."""
 
+    vad = "energy"  # how speech is found (the synthetic voices are not speech to Silero)
+
     def __init__(self, centre: np.ndarray) -> None:
         self.model = FakeModel()
         self.centre = centre

@@ -798,3 +798,47 @@ def test_schema_3_store_is_read_then_stamped_on_its_first_write(store_path: Path
         add(store, "late", n=1, seed=14)
         assert store.index_info().pending == 1
         assert store.search(unit(np.random.default_rng(14), 1)[0], 1)[0][0].speaker == "late"
+
+
+# ---------------------------------------------------------------- the VAD mode
+
+
+def test_a_store_keeps_the_vad_it_was_enrolled_with(store_path: Path) -> None:
+    with SpeakerStore(store_path) as store:
+        assert store.meta()["vad"] == ""  # an empty store is bound to nothing
+        store.check_model(FP_A, DIM, vad="silero")
+        add(store, "alice", vad="silero")
+        assert store.meta()["vad"] == "silero"
+        store.check_model(FP_A, DIM, vad="silero")
+        add(store, "bob", seed=1, vad="silero")
+        with pytest.raises(StoreError, match="--vad silero, but --vad energy") as exc:
+            store.check_model(FP_A, DIM, vad="energy")
+        assert "pass --vad silero" in str(exc.value) and "\n" not in str(exc.value)
+        with pytest.raises(StoreError, match="--vad silero"):
+            add(store, "carol", seed=2, vad="energy")
+        assert "carol" not in store
+        store.remove("alice")
+        store.remove("bob")
+        add(store, "dave", seed=3, vad="energy")  # emptied: the next write binds again
+        assert store.meta()["vad"] == "energy"
+
+
+def test_a_schema_4_store_was_made_with_the_energy_rule(store_path: Path) -> None:
+    """Stores from before the VAD choice hold energy-trimmed embeddings: read as such, and
+    the first write records it (an empty one stays unbound)."""
+    with SpeakerStore(store_path) as store:
+        add(store, "alice", vad="energy")
+    conn = sqlite3.connect(store_path)
+    conn.executescript(
+        "DELETE FROM meta WHERE key = 'vad';"
+        "UPDATE meta SET value = '4' WHERE key = 'schema_version';"
+    )
+    conn.commit()
+    conn.close()
+    with SpeakerStore(store_path) as store:
+        assert "vad" not in store.meta()
+        with pytest.raises(StoreError, match="--vad energy, but --vad silero"):
+            store.check_model(FP_A, DIM, vad="silero")
+        add(store, "bob", seed=1, vad="energy")  # the first write migrates
+        meta = store.meta()
+        assert meta["schema_version"] == str(SCHEMA_VERSION) == "5" and meta["vad"] == "energy"

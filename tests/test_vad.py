@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speakerid.audio import resample
-from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
+from speakerid.audio import load_audio, prepare, resample, stream_fragments, trim_silence
 from speakerid.audio.vad import (
     CHUNK_SECONDS,
     STREAM_FILE,
@@ -27,6 +26,8 @@ from speakerid.audio.vad import (
     shipped_path,
     speech_regions,
 )
+from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
+from speakerid.store.speakers import SpeakerStore
 
 pytest.importorskip("onnxruntime")
 
@@ -183,6 +184,58 @@ def test_8k_agrees_with_16k_on_real_speech(vad: SileroVAD) -> None:
     at8 = region_frames(SileroVAD(rate=8_000).regions([resample(wav, SR, 8_000)]), n, 0.01)
     agree = (at16 == at8).mean()
     assert agree > 0.9
+
+
+# ---------------------------------------------------------------- trimming with --vad
+
+
+def test_trimming_by_each_vad(vad: SileroVAD, tmp_path: Path) -> None:
+    wav = real_speech()
+    energy = trim_silence(wav, vad="energy")
+    silero = trim_silence(wav, vad="silero")
+    assert len(trim_silence(wav, vad="none")) == len(wav)
+    assert len(silero) < len(energy) < len(wav)  # the silences go; Silero cuts pauses too
+    assert len(silero) > 0.5 * len(energy)
+    with pytest.raises(AudioError, match="Silero VAD finds no speech"):
+        trim_silence(
+            0.1 * np.random.default_rng(0).standard_normal(SR).astype(np.float32), vad="silero"
+        )
+    with pytest.raises(SpeakerIDError, match="--vad must be one of energy, silero, none"):
+        trim_silence(wav, vad="webrtc")
+    # the streamed path cuts the same fragments, whatever the block size
+    path = tmp_path / "speech.flac"
+    sf.write(path, np.concatenate([wav, wav, wav]), SR)
+    whole = prepare(load_audio(path), vad="silero")
+    streamed = np.concatenate(list(stream_fragments(path, block_seconds=7.3, vad="silero")))
+    assert whole.shape[0] > 3 and np.array_equal(whole, streamed)
+
+
+def test_cli_vad_option_and_the_store_binding(cli, enrolled_store: Path, voices_dir: Path) -> None:
+    alice = str(voices_dir / "alice_3.wav")
+    result = cli("verify", "alice", alice, "--vad", "webrtc", store=enrolled_store)
+    assert result.exit_code == 2 and "--vad must be one of" in result.stderr
+    result = cli("verify", "alice", alice, "--vad", "silero", store=enrolled_store)
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert "--vad energy, but --vad silero" in line and "\n" not in line
+    assert "Traceback" not in result.output
+    assert cli("verify", "alice", alice, "--vad", "energy", store=enrolled_store).exit_code == 0
+    fresh = enrolled_store.with_name("none.sqlite")
+    assert cli("enroll", "carol", alice, "--vad", "none", store=fresh).exit_code == 0
+    assert SpeakerStore(fresh).meta()["vad"] == "none"
+    result = cli("identify", alice, "--vad", "none", "--json", store=fresh)
+    assert result.exit_code == 0, result.output
+
+
+def test_api_takes_the_vad(enrolled_store: Path, model_path: Path, voices_dir: Path) -> None:
+    from speakerid import SpeakerID
+
+    with pytest.raises(SpeakerIDError, match="--vad must be one of"):
+        SpeakerID(enrolled_store, model_path, vad="webrtc")
+    with SpeakerID(enrolled_store, model_path, vad="none") as sid:
+        assert sid.embedder.vad == "none"
+        with pytest.raises(StoreError, match="--vad energy, but --vad none"):
+            sid.verify("alice", voices_dir / "alice_3.wav")
 
 
 # ---------------------------------------------------------------- the runtime

@@ -19,13 +19,14 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal, get_args
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from speakerid.errors import AudioError
+from speakerid.audio.vad import SileroVAD, region_frames, speech_regions
+from speakerid.errors import AudioError, SpeakerIDError
 
 SAMPLE_RATE = 16_000  # Hz, the rate every array in the core is at
 FRAGMENT_SECONDS = 3.0  # the case study's fragment length
@@ -44,6 +45,14 @@ TRIM_FRAME_SAMPLES = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # 480
 TRIM_TOP_DB = 40.0  # frames this far below the loudest frame count as silence
 SILENCE_FLOOR_DBFS = -60.0  # frames below this level are silence whatever the peak
 TRIM_PAD_FRAMES = 5  # voiced regions are widened by this many frames (150 ms) each side
+
+# How speech is told from the rest before embedding (--vad): "energy", the rule above;
+# "silero", Silero VAD's regions (``audio.vad``) on the same 30-ms frames; "none", the whole
+# recording. The store records the mode its embeddings were made with and refuses another.
+Vad = Literal["energy", "silero", "none"]
+VADS: tuple[str, ...] = get_args(Vad)
+DEFAULT_VAD: Vad = "energy"
+LEGACY_VAD: Vad = "energy"  # what made every embedding before --vad existed
 
 STDIN = "-"  # the FILE name that means "read the audio from standard input"
 RAW_SAMPLE_WIDTH = 2  # bytes per sample of raw PCM on stdin: signed 16-bit little-endian
@@ -420,12 +429,51 @@ def keep_frames(levels: np.ndarray, name: str = "audio") -> np.ndarray:
     return keep
 
 
-def trim_silence(wav: np.ndarray, name: str = "audio") -> np.ndarray:
-    """Drop silent stretches (energy below peak-40 dB or -60 dBFS), keeping 150 ms margins.
+def check_vad(vad: str) -> str:
+    """``vad`` if it names a way to find speech (``VADS``), else ``SpeakerIDError``."""
+    if vad not in VADS:
+        raise SpeakerIDError(f"--vad must be one of {', '.join(VADS)}, not {vad!r}")
+    return vad
 
-    Raises ``AudioError`` when nothing is left, i.e. the input is silent.
+
+def silero_frames(probs: np.ndarray, samples: int, name: str = "audio") -> np.ndarray:
+    """Silero VAD's regions as the trimming frames to keep: bool ``(frames,)`` on the grid of
+    ``frame_dbfs`` (a frame is kept when its centre lies in a region; a part frame at the end
+    follows the last whole one). Raises ``AudioError`` when no speech is found.
+
+    ``probs``: ``SileroVAD.probabilities`` of the ``samples``-long recording.
     """
-    keep = keep_frames(frame_dbfs(wav), name)
+    regions = speech_regions(probs, samples / SAMPLE_RATE)
+    keep = region_frames(regions, max(1, samples // TRIM_FRAME_SAMPLES), TRIM_FRAME_SECONDS)
+    if not keep.any():
+        raise AudioError(f"{name}: Silero VAD finds no speech in the audio (--vad)")
+    return keep
+
+
+def speech_mask(wav: np.ndarray, vad: str = DEFAULT_VAD, name: str = "audio") -> np.ndarray:
+    """Which trimming frames of ``wav`` hold speech by ``vad``: bool ``(frames,)``.
+
+    Raises ``AudioError`` when none does (for ``none``: when the audio is silent).
+    """
+    check_vad(vad)
+    levels = frame_dbfs(wav)
+    if vad == "silero":
+        return silero_frames(SileroVAD().probabilities([wav]), len(wav), name)
+    if vad == "none":
+        if float(levels.max()) <= SILENCE_FLOOR_DBFS:
+            raise AudioError(f"{name}: the audio is silent")
+        return np.ones(len(levels), dtype=bool)
+    return keep_frames(levels, name)
+
+
+def trim_silence(wav: np.ndarray, name: str = "audio", vad: str = DEFAULT_VAD) -> np.ndarray:
+    """Keep the speech of ``wav``: by default the frames above peak-40 dB and -60 dBFS with
+    150-ms margins (``vad="energy"``), or Silero VAD's regions (``"silero"``), or all of it
+    (``"none"``).
+
+    Raises ``AudioError`` when nothing is left, i.e. the input holds no speech.
+    """
+    keep = speech_mask(wav, vad, name)
     mask = np.repeat(keep, TRIM_FRAME_SAMPLES)
     tail = len(wav) - len(mask)
     if tail > 0:  # the last partial frame follows the last full frame's decision
@@ -477,9 +525,11 @@ def prepare(
     name: str = "audio",
     trim: bool = True,
     min_speech: float = MIN_SPEECH_SECONDS,
+    vad: str = DEFAULT_VAD,
 ) -> np.ndarray:
-    """Trim silence (optional) and fragment: the path every recording takes to the encoder."""
-    speech = trim_silence(wav, name=name) if trim else wav
+    """Trim to speech by ``vad`` (unless ``trim`` is False: already trimmed) and fragment: the
+    path every recording takes to the encoder."""
+    speech = trim_silence(wav, name=name, vad=vad) if trim else wav
     if not trim and float(frame_dbfs(wav).max()) <= SILENCE_FLOOR_DBFS:
         raise AudioError(f"{name}: the audio is silent")
     return fragment(speech, name=name, min_speech=min_speech)
@@ -520,36 +570,71 @@ def _frames(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         yield carry[None, :]
 
 
+def _first_pass(
+    path: Source, block_seconds: float, vad: str
+) -> tuple[list[np.ndarray], int, np.ndarray | None]:
+    """One read of the stream: the whole trimming frames' levels (one array per block), the
+    length of a last part frame, and Silero's probabilities when ``vad`` is ``silero``."""
+    levels: list[np.ndarray] = []
+    tail = 0
+
+    def measured() -> Iterator[np.ndarray]:
+        nonlocal tail
+        rest = np.zeros(0, np.float32)
+        for block in stream_audio(path, block_seconds):
+            yield block
+            rest = np.concatenate([rest, block])  # a frame may straddle two blocks
+            whole = len(rest) // TRIM_FRAME_SAMPLES * TRIM_FRAME_SAMPLES
+            if whole:
+                levels.append(frame_dbfs(rest[:whole]))
+                rest = rest[whole:]
+        tail = len(rest)
+
+    if vad == "silero":
+        return levels, tail, SileroVAD().probabilities(measured())
+    for _ in measured():
+        pass
+    return levels, tail, None
+
+
 def stream_fragments(
     path: Source,
     hop_seconds: float = FRAGMENT_SECONDS,
     block_seconds: float = STREAM_BLOCK_SECONDS,
     batch: int = 64,
     on_speech: Callable[[int], None] | None = None,
+    vad: str = DEFAULT_VAD,
 ) -> Iterator[np.ndarray]:
-    """``prepare(load_audio(path))`` as a stream: batches of ``(k, FRAGMENT_SAMPLES)`` fragments.
+    """``prepare(load_audio(path), vad=vad)`` as a stream: batches of ``(k, FRAGMENT_SAMPLES)``
+    fragments.
 
     Two passes over the file: the first measures the trimming frames' levels (one number
-    per 30 ms) and the speech length, the second trims and cuts, keeping only the speech
-    not yet cut. Same rules as ``trim_silence`` and ``fragment``, same fragments.
-    ``on_speech(samples)`` is told the length of the speech kept, once it is known.
+    per 30 ms; with ``vad="silero"`` also Silero's probabilities, one per 32 ms) and the
+    speech length, the second trims and cuts, keeping only the speech not yet cut. Same
+    rules as ``trim_silence`` and ``fragment``, same fragments. ``on_speech(samples)`` is
+    told the length of the speech kept, once it is known.
     """
     if hop_seconds <= 0:
         raise ValueError("hop_seconds must be positive")
+    check_vad(vad)
     name = str(path)
-    levels, tail = [], 0
-    for frames in _frames(stream_audio(path, block_seconds)):
-        if frames.shape[1] == TRIM_FRAME_SAMPLES:
-            levels.append(frame_dbfs(frames.ravel()))
-        else:
-            tail = frames.shape[1]
+    levels, tail, probs = _first_pass(path, block_seconds, vad)
     if not levels:  # shorter than one trimming frame: too short for the stream to matter
-        wav = trim_silence(np.concatenate(list(stream_audio(path, block_seconds))), name)
+        wav = np.concatenate(list(stream_audio(path, block_seconds)))
+        wav = trim_silence(wav, name, vad)
         if on_speech:
             on_speech(len(wav))
         yield fragment(wav, hop_seconds, name)
         return
-    keep = keep_frames(np.concatenate(levels), name)
+    level = np.concatenate(levels)
+    if probs is not None:
+        keep = silero_frames(probs, len(level) * TRIM_FRAME_SAMPLES + tail, name)
+    elif vad == "none":
+        keep = np.ones(len(level), dtype=bool)
+        if float(level.max()) <= SILENCE_FLOOR_DBFS:
+            raise AudioError(f"{name}: the audio is silent")
+    else:
+        keep = keep_frames(level, name)
     speech = int(keep.sum()) * TRIM_FRAME_SAMPLES + (tail if keep[-1] else 0)
     if on_speech:
         on_speech(speech)

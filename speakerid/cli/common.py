@@ -37,7 +37,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from speakerid.api import SpeakerID
-from speakerid.audio import STDIN, read_stdin
+from speakerid.audio import DEFAULT_VAD, STDIN, VADS, read_stdin
 from speakerid.decision.model import DEFAULT_FAR, check_far
 from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
 from speakerid.embedding.pipeline import (
@@ -136,6 +136,17 @@ MinSpeechOpt = Annotated[
     typer.Option(
         "--min-speech",
         help="Seconds of speech (after trimming silence) a recording needs.",
+    ),
+]
+VAD_ENV = "SPEAKERID_VAD"
+VadOpt = Annotated[
+    str,
+    typer.Option(
+        "--vad",
+        envvar=VAD_ENV,
+        help=f"How speech is found before embedding: {' | '.join(VADS)}. energy: frames "
+        "above the loudest one's level - 40 dB; silero: Silero VAD (onnxruntime); none: the "
+        "whole recording. A store keeps the one it was enrolled with.",
     ),
 ]
 SampleRateOpt = Annotated[
@@ -365,8 +376,10 @@ def print_json(data: Any) -> None:
     typer.echo(text)
 
 
-def load_embedder(model: str | None, precision: str, backend: str | None = None) -> BaseEmbedder:
-    return open_embedder(model, backend, precision)
+def load_embedder(
+    model: str | None, precision: str, backend: str | None = None, vad: str = DEFAULT_VAD
+) -> BaseEmbedder:
+    return open_embedder(model, backend, precision, vad=vad)
 
 
 def open_sid(
@@ -375,8 +388,11 @@ def open_sid(
     backend: str | None,
     precision: str,
     min_speech: float,
+    vad: str = DEFAULT_VAD,
 ) -> SpeakerID:
-    return SpeakerID(store, model, backend=backend, precision=precision, min_speech=min_speech)
+    return SpeakerID(
+        store, model, backend=backend, precision=precision, min_speech=min_speech, vad=vad
+    )
 
 
 def read_sources(files: list[str], sample_rate: int | None) -> list[Source]:
@@ -421,13 +437,18 @@ def failures_reported(failures: list[FileError]) -> Iterator[None]:
 
 @contextmanager
 def writing_sid(
-    store: Path | None, model: str | None, backend: str | None, precision: str, min_speech: float
+    store: Path | None,
+    model: str | None,
+    backend: str | None,
+    precision: str,
+    min_speech: float,
+    vad: str = DEFAULT_VAD,
 ) -> Iterator[SpeakerID]:
     """``open_sid`` for a command that writes; says on stderr when the store's folder did not
     exist and was created with it (a mistyped --store goes unseen else)."""
     target = Path(store) if store is not None else default_store_path()
     folder_missing = not target.parent.exists()
-    with open_sid(store, model, backend, precision, min_speech) as sid:
+    with open_sid(store, model, backend, precision, min_speech, vad) as sid:
         yield sid
     if folder_missing and target.exists():
         err.print(

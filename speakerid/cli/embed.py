@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from speakerid.audio import MIN_SPEECH_SECONDS
+from speakerid.audio import DEFAULT_VAD, MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     AudioFiles,
     BackendOpt,
@@ -19,6 +19,7 @@ from speakerid.cli.common import (
     SampleRateOpt,
     ShardOpt,
     StrictOpt,
+    VadOpt,
     command,
     fail,
     failures_reported,
@@ -49,6 +50,7 @@ def embed_cmd(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    vad: VadOpt = DEFAULT_VAD,
     sample_rate: SampleRateOpt = None,
     strict: StrictOpt = False,
     json_: JsonOpt = False,
@@ -64,7 +66,11 @@ def embed_cmd(
     if merge:
         merged = merge_embeddings(files)
         head = header(
-            merged.model_fingerprint or "", merged.embedding_dim, merged.model_source, merged.root
+            merged.model_fingerprint or "",
+            merged.embedding_dim,
+            merged.model_source,
+            merged.root,
+            merged.vad,
         )
         save_embeddings(out_path, merged.vectors, head)
         if json_:
@@ -82,7 +88,7 @@ def embed_cmd(
         if not files:
             fail(f"shard {part} holds no file (fewer files than N)")
     sources = read_sources(files, sample_rate)
-    sid = open_sid(None, model, backend, precision, min_speech)
+    sid = open_sid(None, model, backend, precision, min_speech, vad)
     with progress_bar() as progress:
         sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=len(sources))
@@ -96,7 +102,7 @@ def embed_cmd(
         if vectors:  # nothing is written when every file failed
             model_used = sid.embedder.model
             source = str(Path(model_used.path).resolve())
-            head = header(model_used.fingerprint, sid.embedder.dim, source)
+            head = header(model_used.fingerprint, sid.embedder.dim, source, vad=sid.embedder.vad)
             save_embeddings(out_path, vectors, head)
         if json_:
             print_json(

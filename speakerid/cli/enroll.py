@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from speakerid.audio import MIN_SPEECH_SECONDS
+from speakerid.audio import DEFAULT_VAD, MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     AudioFiles,
     BackendOpt,
@@ -21,6 +21,7 @@ from speakerid.cli.common import (
     SpeakerName,
     StoreOpt,
     StrictOpt,
+    VadOpt,
     command,
     err,
     fail,
@@ -68,6 +69,7 @@ def enroll(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    vad: VadOpt = DEFAULT_VAD,
     sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
@@ -80,7 +82,7 @@ def enroll(
         return
     if name is None or not files:
         fail("enroll needs NAME and at least one FILE (or --from-npz FILE.npz)")
-    with writing_sid(store, model, backend, precision, min_speech) as sid:
+    with writing_sid(store, model, backend, precision, min_speech, vad) as sid:
         result = sid.enroll(name, read_sources(files, sample_rate), replace=replace, strict=strict)
     if json_:
         print_json({**asdict(result), "store": str(sid.store.path)})
@@ -161,6 +163,7 @@ def enroll_dir(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    vad: VadOpt = DEFAULT_VAD,
     strict: StrictOpt = False,
     store: StoreOpt = None,
     json_: JsonOpt = False,
@@ -172,11 +175,11 @@ def enroll_dir(
     part = parse_shard(shard)
     if out_path is not None:
         output_target(out_path)  # a directory, FIFO or device is refused before any work
-        embedder = load_embedder(model, precision, backend)
+        embedder = load_embedder(model, precision, backend, vad)
         _embed_dir_to_npz(embedder, directory, part, out_path, json_)
         return
     with (
-        writing_sid(store, model, backend, precision, min_speech) as sid,
+        writing_sid(store, model, backend, precision, min_speech, vad) as sid,
         progress_bar() as progress,
     ):
         sid.load()  # before the bar starts: loading prints nothing and takes a while
@@ -215,7 +218,9 @@ def _embed_dir_to_npz(
     model = embedder.model
     source = str(Path(model.path).resolve())
     save_embeddings(
-        out_path, vectors, header(model.fingerprint, embedder.dim, source, str(directory))
+        out_path,
+        vectors,
+        header(model.fingerprint, embedder.dim, source, str(directory), embedder.vad),
     )
     if json_:
         print_json(

@@ -12,11 +12,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from speakerid.audio import DEFAULT_VAD
 from speakerid.cli.common import (
     JsonOpt,
     ModelOpt,
     PrecisionOpt,
     StoreOpt,
+    VadOpt,
     command,
     err,
     fail,
@@ -356,6 +358,7 @@ def calibrate_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the trial models' recordings.")] = 0,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
+    vad: VadOpt = DEFAULT_VAD,
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -379,7 +382,7 @@ def calibrate_cmd(
         target = "far"
     if plot is not None:
         output_target(plot)  # refused before the store is written, not after
-    embedder = load_embedder(model, precision)
+    embedder = load_embedder(model, precision, vad=vad)
     with (
         SpeakerStore(store) as db,
         progress_bar() as progress,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from speakerid.audio import MIN_SPEECH_SECONDS
+from speakerid.audio import DEFAULT_VAD, MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -26,6 +26,7 @@ from speakerid.cli.common import (
     StoreOpt,
     StrictOpt,
     ThresholdOpt,
+    VadOpt,
     command,
     err,
     fail,
@@ -59,6 +60,7 @@ def verify_cmd(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    vad: VadOpt = DEFAULT_VAD,
     sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
@@ -69,7 +71,7 @@ def verify_cmd(
     length and this speaker's enrollment: a short clip needs a higher score than a long one.
     """
     far = far_flag(far, threshold)
-    with open_sid(store, model, backend, precision, min_speech) as sid:
+    with open_sid(store, model, backend, precision, min_speech, vad) as sid:
         (source,) = read_sources([file], sample_rate)
         result = sid.verify(name, source, threshold=threshold_flag(threshold), far=far)
         store_path = str(sid.store.path)
@@ -120,6 +122,7 @@ def identify_cmd(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
+    vad: VadOpt = DEFAULT_VAD,
     sample_rate: SampleRateOpt = None,
     strict: StrictOpt = False,
     store: StoreOpt = None,
@@ -176,7 +179,7 @@ def identify_cmd(
     }
     if segments:
         settings = {k: v for k, v in seg_values.items() if v is not None}
-        chosen = (threshold_flag(threshold), model, backend, precision, store)
+        chosen = (threshold_flag(threshold), model, backend, precision, vad, store)
         _identify_segments(files, settings, *chosen, json_, rttm, plot)
         return
     if top < 1:  # before anything loads: a usage error costs no model
@@ -187,7 +190,10 @@ def identify_cmd(
     if given:
         fail(f"--{given[0].replace('_', '-')} needs --segments")
     sources = read_sources(files, sample_rate)
-    with open_sid(store, model, backend, precision, min_speech) as sid, progress_bar() as progress:
+    with (
+        open_sid(store, model, backend, precision, min_speech, vad) as sid,
+        progress_bar() as progress,
+    ):
         task = progress.add_task("identifying", total=len(sources))
         everything = sid.identify_many(
             sources,
@@ -262,6 +268,7 @@ def _identify_segments(
     model: str | None,
     backend: str | None,
     precision: str,
+    vad: str,
     store: Path | None,
     json_: bool,
     rttm: bool,
@@ -279,7 +286,7 @@ def _identify_segments(
         output_target(plot)  # a directory, FIFO or device is refused before any work
     config = SegmentConfig(**settings)
     with SpeakerStore(store) as db:
-        embedder = load_embedder(model, precision, backend)
+        embedder = load_embedder(model, precision, backend, vad)
         timelines = [identify_segments(db, embedder, f, threshold, config) for f in files]
     if plot is not None:
         plot_timeline(timelines[0], plot)

@@ -439,7 +439,7 @@ def calibrate(
     if norm not in NORMS:
         raise DataError(f"unknown --norm {norm!r}; one of {list(NORMS)}")
     fingerprint, dim, source = model_id(embedder)
-    store.check_model(fingerprint, dim, source)  # fail before the slow part
+    store.check_model(fingerprint, dim, source, embedder.vad)  # fail before the slow part
     names, gallery = store.matrix()
     identity = model_identity(embedder)
     shipped = identity.cohort() if norm == "asnorm" else None

@@ -3,8 +3,9 @@
 The recording streams through in chunks (``audio.stream_audio``), so an hour of audio
 takes the memory of one chunk plus a few numbers per window. Five steps:
 
-1. voice activity: the trimming rule of ``audio.speech_frames`` on 30-ms frames, with the
-   loudest frame of the whole recording as reference (a first, cheap pass over the chunks);
+1. voice activity on 30-ms frames, a first pass over the chunks, by the embedder's ``vad``:
+   Silero VAD's regions (``audio.vad``), or the trimming rule of ``audio.speech_frames``
+   with the loudest frame of the whole recording as reference, or every frame (``none``);
 2. sliding windows (``window`` s every ``hop`` s); a window's voiced samples, repeated to
    fill the encoder's 3-s fragment (``fit="tile"``, the rule ``audio.fragment`` applies to
    short recordings) or the window's own length (``fit="direct"``), give one embedding;
@@ -33,15 +34,20 @@ from typing import Literal, get_args
 import numpy as np
 
 from speakerid.audio import (
+    DEFAULT_VAD,
     FRAGMENT_SAMPLES,
     MIN_SPEECH_SECONDS,
     SAMPLE_RATE,
+    SILENCE_FLOOR_DBFS,
     STREAM_CHUNK_SECONDS,
     TRIM_FRAME_SAMPLES,
+    TRIM_FRAME_SECONDS,
+    check_vad,
     frame_dbfs,
     speech_frames,
     stream_audio,
 )
+from speakerid.audio.vad import SileroVAD, region_frames, speech_regions
 from speakerid.embedding.pipeline import Embedder
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
 from speakerid.outputs import save_figure
@@ -270,21 +276,40 @@ def _chunks_of(wav: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
     return lambda: (wav[i : i + step] for i in range(0, len(wav), step))
 
 
-def voice_activity(chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
-    """Pass 1: ``(frames,)`` bool voice activity and the recording's length in samples.
+def voice_activity(chunks: Iterable[np.ndarray], vad: str = DEFAULT_VAD) -> tuple[np.ndarray, int]:
+    """Pass 1: ``(frames,)`` bool voice activity by ``vad`` (``audio.VADS``) and the
+    recording's length in samples.
 
     A trailing partial frame follows the last whole frame's decision, as in
     ``audio.trim_silence``.
     """
-    levels, samples, rest = [], 0, np.zeros(0, dtype=np.float32)
-    for chunk in chunks:
-        samples += len(chunk)
-        rest = np.concatenate([rest, chunk])  # a frame may straddle two chunks
-        whole = len(rest) // TRIM_FRAME_SAMPLES * TRIM_FRAME_SAMPLES
-        if whole:
-            levels.append(frame_dbfs(rest[:whole]))
-            rest = rest[whole:]
-    voiced = speech_frames(np.concatenate(levels)) if levels else np.zeros(0, dtype=bool)
+    levels: list[np.ndarray] = []
+    samples = 0
+
+    def measured() -> Iterator[np.ndarray]:
+        nonlocal samples
+        rest = np.zeros(0, dtype=np.float32)
+        for chunk in chunks:
+            yield chunk
+            samples += len(chunk)
+            rest = np.concatenate([rest, chunk])  # a frame may straddle two chunks
+            whole = len(rest) // TRIM_FRAME_SAMPLES * TRIM_FRAME_SAMPLES
+            if whole:
+                levels.append(frame_dbfs(rest[:whole]))
+                rest = rest[whole:]
+
+    probs = SileroVAD().probabilities(measured()) if check_vad(vad) == "silero" else None
+    if probs is None:
+        for _ in measured():
+            pass
+    level = np.concatenate(levels) if levels else np.zeros(0)
+    if probs is not None:
+        regions = speech_regions(probs, samples / SAMPLE_RATE)
+        voiced = region_frames(regions, len(level), TRIM_FRAME_SECONDS)
+    elif vad == "none":
+        voiced = level > SILENCE_FLOOR_DBFS
+    else:
+        voiced = speech_frames(level)
     if samples % TRIM_FRAME_SAMPLES and len(voiced):
         voiced = np.append(voiced, voiced[-1])
     return voiced, samples
@@ -329,6 +354,7 @@ def score_windows(
     references: np.ndarray,
     cfg: SegmentConfig,
     name: str = "audio",
+    vad: str = DEFAULT_VAD,
 ) -> WindowScores:
     """Steps 1-3: voice activity, windows, and their ``(T, S)`` scores against ``references``.
 
@@ -337,12 +363,14 @@ def score_windows(
     chunks: returns a fresh iterator over the recording's 16 kHz chunks (it is read twice).
     embed: ``(n, samples)`` float32 -> ``(n, D)`` unit embeddings.
     references: ``(S, D)`` unit vectors of the enrolled speakers.
+    vad: how speech is found (``audio.VADS``).
     """
-    voiced, samples = voice_activity(chunks())
+    voiced, samples = voice_activity(chunks(), vad)
     if samples == 0:
         raise AudioError(f"{name}: the audio holds no samples")
     if not voiced.any():
-        raise AudioError(f"{name}: the audio is silent")
+        found = "" if vad == "energy" else f" (no speech found by --vad {vad})"
+        raise AudioError(f"{name}: the audio is silent{found}")
     lengths = np.full(len(voiced), TRIM_FRAME_SAMPLES)  # the last frame may be partial
     lengths[-1] = samples - (len(voiced) - 1) * TRIM_FRAME_SAMPLES
     speech_seconds = int(lengths[voiced].sum()) / SAMPLE_RATE
@@ -412,7 +440,7 @@ def identify_segments(
     cfg = config or SegmentConfig()
     threshold = scorer_for(store, embedder, threshold).window_threshold(cfg.threshold_offset)
     fingerprint, dim, source = model_id(embedder)
-    store.check_model(fingerprint, dim, source)
+    store.check_model(fingerprint, dim, source, embedder.vad)
     names, references = store.matrix()
     if not names:
         raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
@@ -425,7 +453,9 @@ def identify_segments(
     else:
         label = name or str(audio)
         chunks = lambda: stream_audio(audio)  # noqa: E731
-    windows = score_windows(chunks, embedder.embed_fragments, references, cfg, name=label)
+    windows = score_windows(
+        chunks, embedder.embed_fragments, references, cfg, name=label, vad=embedder.vad
+    )
     segments = segment_scores(windows, names, threshold, cfg)
     return Timeline(label, windows.samples / SAMPLE_RATE, segments, names, threshold, cfg)
 

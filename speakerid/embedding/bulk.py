@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
+from speakerid.audio import LEGACY_VAD, VADS
 from speakerid.encoders.checkpoint import EMBEDDING_MAX_DIM, read_metadata
 from speakerid.encoders.registry import shipped_name
 from speakerid.errors import AudioError, InvalidNameError, SpeakerIDError
@@ -95,15 +96,19 @@ class EmbeddingsFile:
     model_source: str = ""
     root: str | None = None  # enroll-dir --out: the speakers' parent folder
     parts: list[str] = field(default_factory=list)  # the files merged into this one
+    vad: str = LEGACY_VAD  # how speech was found (``audio.VADS``); older headers: energy
 
 
-def header(fingerprint: str, dim: int, source: str, root: str | None = None) -> dict:
+def header(
+    fingerprint: str, dim: int, source: str, root: str | None = None, vad: str = LEGACY_VAD
+) -> dict:
     """The JSON header ``save_embeddings`` writes into the zip comment."""
     head = {
         "format": EMBEDDINGS_FORMAT,
         "model_fingerprint": fingerprint,
         "embedding_dim": dim,
         "model_source": source,
+        "vad": vad,
     }
     if root is not None:
         head["root"] = root
@@ -213,6 +218,10 @@ def _read_header(path: Path, comment: bytes) -> dict[str, Any]:
             raise SpeakerIDError(
                 f"{path}: its header's {name} {_shown(head[name])} is not a string"
             )
+    if head.get("vad", LEGACY_VAD) not in VADS:
+        raise SpeakerIDError(
+            f"{path}: its header's vad {_shown(head['vad'])} is not one of {', '.join(VADS)}"
+        )
     known = known_dim(fingerprint)
     if known is not None and known != dim:
         raise SpeakerIDError(
@@ -285,6 +294,7 @@ def _read_vectors(path: Path, zf: zipfile.ZipFile, head: Mapping[str, Any]) -> E
         head.get("model_source", ""),
         head.get("root"),
         [str(path)],
+        head.get("vad", LEGACY_VAD),
     )
 
 
@@ -334,14 +344,15 @@ def merge_embeddings(paths: Sequence[str | Path]) -> EmbeddingsFile:
             )
         if first is None:
             first = part
-        elif (part.model_fingerprint, part.embedding_dim) != (
+        elif (part.model_fingerprint, part.embedding_dim, part.vad) != (
             first.model_fingerprint,
             first.embedding_dim,
+            first.vad,
         ):
             raise SpeakerIDError(
                 f"{path}: made by model {part.model_fingerprint[:12]}, but {paths[0]} by "
-                f"model {first.model_fingerprint[:12]}; embeddings of different models "
-                "cannot be merged"
+                f"model {first.model_fingerprint[:12]} (--vad {part.vad} and {first.vad}); "
+                "embeddings of different models or VAD modes cannot be merged"
             )
         elif part.root != first.root:
             raise SpeakerIDError(
@@ -366,6 +377,7 @@ def merge_embeddings(paths: Sequence[str | Path]) -> EmbeddingsFile:
         first.model_source,
         first.root,
         [str(p) for p in paths],
+        first.vad,
     )
 
 
@@ -470,7 +482,7 @@ def embed_directory(
     paths = [str(f) for _, files in folders for f in files]
     vectors: dict[str, np.ndarray] = {}
     skipped: list[tuple[str, str]] = []
-    load = lambda p: prepare(load_audio(p), name=p)  # noqa: E731
+    load = lambda p: prepare(load_audio(p), name=p, vad=embedder.vad)  # noqa: E731
     for path, item in embed_batched(embedder.embed_fragments, load, paths, on_file=on_file):
         if isinstance(item, AudioError):
             skipped.append((path, str(item)))
@@ -513,7 +525,7 @@ def enroll_embeddings(
             f"of size {emb.embedding_dim}, but {store.path} holds that model's vectors of size "
             f"{stored}; the file's header is wrong"
         )
-    store.check_model(emb.model_fingerprint, emb.embedding_dim, emb.model_source)
+    store.check_model(emb.model_fingerprint, emb.embedding_dim, emb.model_source, emb.vad)
     todo, skipped = [], []
     for speaker in sorted(groups):
         keys = groups[speaker]
@@ -524,7 +536,11 @@ def enroll_embeddings(
             continue
         todo.append((name, keys, np.stack([emb.vectors[k] for k in keys])))
     enrolled = store.add_many(
-        todo, fingerprint=emb.model_fingerprint, source=emb.model_source, replace=replace
+        todo,
+        fingerprint=emb.model_fingerprint,
+        source=emb.model_source,
+        vad=emb.vad,
+        replace=replace,
     )
     if on_speaker:
         for done, (name, _, _) in enumerate(todo, 1):

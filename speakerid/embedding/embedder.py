@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from speakerid.audio import (
+    DEFAULT_VAD,
     MIN_SPEECH_SECONDS,
     Source,
     is_long,
@@ -26,12 +27,14 @@ from speakerid.vectors import l2_normalize, pool
 class BaseEmbedder:
     """From audio to one unit vector, whatever runs the encoder (``embed_fragments``).
 
-    Subclasses set ``model`` (with ``threshold``, ``fingerprint`` and ``path``), ``dim`` and
-    ``min_speech`` (seconds of speech a recording needs after trimming).
+    Subclasses set ``model`` (with ``threshold``, ``fingerprint`` and ``path``), ``dim``,
+    ``min_speech`` (seconds of speech a recording needs after trimming) and ``vad`` (how
+    speech is found: ``audio.VADS``).
     """
 
     model: Any
     min_speech: float = MIN_SPEECH_SECONDS
+    vad: str = DEFAULT_VAD
     batch_size: int = 64  # fragments per forward pass
 
     @property
@@ -44,7 +47,7 @@ class BaseEmbedder:
 
     def embed_waveform(self, wav: np.ndarray, name: str = "audio", trim: bool = True) -> np.ndarray:
         """One 16 kHz mono recording -> ``(D,)`` unit vector (mean of its fragments)."""
-        fragments = prepare(wav, name=name, trim=trim, min_speech=self.min_speech)
+        fragments = prepare(wav, name, trim=trim, min_speech=self.min_speech, vad=self.vad)
         return pool(self.embed_fragments(fragments))
 
     def embed_file(self, path: Source) -> np.ndarray:
@@ -68,7 +71,8 @@ class BaseEmbedder:
         """
         total = np.zeros(self.dim, np.float64)
         count = 0
-        for batch in stream_fragments(path, batch=self.batch_size, on_speech=on_speech):
+        batches = stream_fragments(path, batch=self.batch_size, on_speech=on_speech, vad=self.vad)
+        for batch in batches:
             embeddings = self.embed_fragments(batch)
             total += embeddings.sum(axis=0, dtype=np.float64)
             count += len(embeddings)

@@ -18,7 +18,14 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE, fragment, load_audio, trim_silence
+from speakerid.audio import (
+    DEFAULT_VAD,
+    FRAGMENT_SAMPLES,
+    SAMPLE_RATE,
+    fragment,
+    load_audio,
+    trim_silence,
+)
 from speakerid.errors import AudioError, DataError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -131,7 +138,11 @@ class AudioBank:
     seconds: float = field(default=0.0)
 
     @classmethod
-    def load(cls, recordings: Sequence[Recording], speakers: Sequence[str]) -> AudioBank:
+    def load(
+        cls, recordings: Sequence[Recording], speakers: Sequence[str], vad: str = DEFAULT_VAD
+    ) -> AudioBank:
+        """The recordings of ``speakers``, trimmed to speech by ``vad`` (``audio.VADS``);
+        recordings without speech are left out."""
         wanted = {s: i for i, s in enumerate(speakers)}
         waves: list[list[np.ndarray]] = [[] for _ in speakers]
         names: list[list[str]] = [[] for _ in speakers]
@@ -139,7 +150,7 @@ class AudioBank:
             if r.speaker not in wanted:
                 continue
             try:
-                wav = trim_silence(load_audio(r.path), name=str(r.path))
+                wav = trim_silence(load_audio(r.path), name=str(r.path), vad=vad)
             except AudioError:
                 continue
             waves[wanted[r.speaker]].append(wav)

@@ -3,7 +3,8 @@
 One SQLite file (stdlib ``sqlite3``, WAL mode) holds three tables:
 
 - ``meta``: format name, schema version, the fingerprint (sha256) and embedding size of the
-  model that made every vector in the store, and where that model was loaded from;
+  model that made every vector in the store, where that model was loaded from, and how
+  speech was found before embedding (``vad``: ``audio.VADS``; schema 5);
 - ``speakers``: name (as given, NFC), its key (``name_key``: what two names must differ in
   to be two speakers), pooled vector (float32 little-endian blob of ``embedding_dim``),
   number of recordings, created/updated times (UTC, ISO 8601), and ``changed``: the store's
@@ -45,18 +46,20 @@ from typing import TypeVar
 
 import numpy as np
 
+from speakerid.audio import LEGACY_VAD
 from speakerid.decision.calibration import agreements
 from speakerid.encoders.registry import shipped_name
 from speakerid.errors import StoreError
 from speakerid.vectors import l2_normalize
 
 STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
-SCHEMA_VERSION = 4  # meta 'schema_version': bump on any change to the tables below
+SCHEMA_VERSION = 5  # meta 'schema_version': bump on any change to the tables below
 MIGRATES_FROM = 1  # oldest schema this speakerid reads, and upgrades at its first write
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a writer waits for another process's write lock
 INSERT_BATCH = 10_000  # rows per executemany in bulk inserts
 SEQ_KEY = "vectors_seq"  # meta: counts the write transactions that changed a vector
 TOKEN_KEY = "store_token"  # meta: random, set when the store is made: which store this is
+VAD_KEY = "vad"  # meta: how speech was found before embedding (``audio.VADS``), with the model
 IMPORTED_EMBEDDING = b""  # a recording's embedding that is its speaker's vector (imports)
 
 # A recording's embedding as SQL, the speaker's vector where it is ``IMPORTED_EMBEDDING``
@@ -380,6 +383,7 @@ class StoreDB:
             ("model_fingerprint", ""),
             ("model_source", ""),
             ("embedding_dim", "0"),
+            (VAD_KEY, ""),
             ("created", _now()),
             (SEQ_KEY, "0"),
             (TOKEN_KEY, secrets.token_hex(8)),
@@ -455,7 +459,8 @@ class StoreDB:
         the files may be gone) and agreement (recomputed from the stored embeddings);
         schema 3 keys recordings by content (``_MIGRATE_2_TO_3``); schema 4 records when
         vectors changed (``_MIGRATE_3_TO_4``) and adds each speaker's ``name_key``, computed
-        from the names already there.
+        from the names already there; schema 5 records the VAD mode (``LEGACY_VAD`` for a
+        store that holds vectors, unbound for an empty one).
         """
         version = self._version(conn)
         if version >= SCHEMA_VERSION:
@@ -471,6 +476,17 @@ class StoreDB:
         if version < 3:
             for statement in _MIGRATE_2_TO_3:
                 conn.execute(statement)
+        if version < 5:
+            bound = conn.execute("SELECT EXISTS (SELECT 1 FROM speakers)").fetchone()[0]
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                (VAD_KEY, LEGACY_VAD if bound else ""),
+            )
+        if version >= 4:
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+            return
         if "changed" not in {r[1] for r in conn.execute("PRAGMA table_info(speakers)")}:
             conn.execute(_ADD_CHANGED)
         for statement in _MIGRATE_3_TO_4:
@@ -581,27 +597,51 @@ class StoreDB:
             "or remove the enrolled speakers here and enroll them again"
         )
 
-    def _model_ok(self, conn: sqlite3.Connection, fingerprint: str, dim: int, source: str) -> bool:
-        """Raise if a *non-empty* store was made by another model; True if already bound."""
+    def _vad_error(self, bound: str, vad: str) -> StoreError:
+        return StoreError(
+            f"{self.path} holds embeddings of speech found by --vad {bound}, but --vad {vad} is "
+            f"in use; recordings trimmed two ways do not compare alike: pass --vad {bound} to "
+            "keep using this store, or re-enroll into a new store (--store NEW.sqlite)"
+        )
+
+    def _model_ok(
+        self, conn: sqlite3.Connection, fingerprint: str, dim: int, source: str, vad: str
+    ) -> bool:
+        """Raise if a *non-empty* store was made by another model or VAD; True if bound."""
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         bound = meta.get("model_fingerprint", "")
-        if bound == fingerprint and int(meta.get("embedding_dim", "0")) == dim:
+        bound_vad = meta.get(VAD_KEY) or LEGACY_VAD  # unset: a store from before schema 5
+        same_model = bound == fingerprint and int(meta.get("embedding_dim", "0")) == dim
+        if same_model and bound_vad == vad:
             return True
         if conn.execute("SELECT EXISTS (SELECT 1 FROM speakers)").fetchone()[0]:
+            if same_model:
+                raise self._vad_error(bound_vad, vad)
             raise self._model_error(meta, fingerprint, source)
         return False
 
-    def check_model(self, fingerprint: str, dim: int, source: str = "") -> None:
-        """Refuse (``StoreError``) a model other than the one that made the stored vectors.
+    def check_model(self, fingerprint: str, dim: int, source: str = "", vad: str = "") -> None:
+        """Refuse (``StoreError``) a model or a VAD mode other than the ones that made the
+        stored vectors (``vad`` empty: the store's own, or ``LEGACY_VAD`` when unbound).
 
-        An empty store accepts any model; its first write binds it.
+        An empty store accepts any model and VAD; its first write binds them.
         """
         with self._db_errors():
-            self._model_ok(self._reader(), fingerprint, dim, source)
+            conn = self._reader()
+            self._model_ok(conn, fingerprint, dim, source, vad or self._bound_vad(conn))
 
-    def _bind(self, conn: sqlite3.Connection, fingerprint: str, dim: int, source: str) -> None:
-        """Inside a write transaction: check the model again and record it if unbound."""
-        if not self._model_ok(conn, fingerprint, dim, source):
+    @staticmethod
+    def _bound_vad(conn: sqlite3.Connection) -> str:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (VAD_KEY,)).fetchone()
+        return (row[0] if row else "") or LEGACY_VAD
+
+    def _bind(
+        self, conn: sqlite3.Connection, fingerprint: str, dim: int, source: str, vad: str = ""
+    ) -> None:
+        """Inside a write transaction: check the model and VAD again and record them if
+        unbound (``vad`` empty: the store's own, else ``LEGACY_VAD``)."""
+        vad = vad or self._bound_vad(conn)
+        if not self._model_ok(conn, fingerprint, dim, source, vad):
             conn.executemany(
                 "UPDATE meta SET value = ? WHERE key = ?",
                 [
@@ -610,6 +650,7 @@ class StoreDB:
                     (str(dim), "embedding_dim"),
                 ],
             )
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (VAD_KEY, vad))
 
     def _decode(self, blobs: Sequence[bytes], dim: int) -> np.ndarray:
         """Concatenate float32 blobs into ``(len(blobs), dim)``; a wrong size is damage."""

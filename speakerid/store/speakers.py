@@ -263,6 +263,7 @@ class SpeakerStore(StoreDB):
         *,
         fingerprint: str,
         source: str = "",
+        vad: str = "",
         replace: bool = False,
         speech_seconds: Sequence[float | None] | None = None,
         hashes: Sequence[str | None] | None = None,
@@ -275,6 +276,7 @@ class SpeakerStore(StoreDB):
         paths: the recordings' files, one per embedding row.
         embeddings: ``(len(paths), D)`` float32 embeddings, computed beforehand.
         fingerprint, source: identity and location of the model that made them.
+        vad: how their speech was found (``audio.VADS``; empty: the store's own).
         replace: drop the speaker's earlier recordings first.
         speech_seconds: each recording's seconds of speech, if measured.
         hashes: the files' sha256 (see ``recording_key``); computed here when None.
@@ -300,7 +302,7 @@ class SpeakerStore(StoreDB):
             ]
         seconds = list(speech_seconds) if speech_seconds is not None else [None] * len(paths)
         with self._transaction() as conn:
-            self._bind(conn, fingerprint, dim, source)
+            self._bind(conn, fingerprint, dim, source, vad)
             seq = _next_seq(conn)
             result = self._write_speaker(conn, name, keys, emb, seconds, replace, seq, dim)
         self.written_speakers.append(name)
@@ -409,6 +411,7 @@ class SpeakerStore(StoreDB):
         *,
         fingerprint: str,
         source: str = "",
+        vad: str = "",
         validate: bool = True,
     ) -> int:
         """Bulk-add new speakers from precomputed vectors, in one transaction.
@@ -437,7 +440,7 @@ class SpeakerStore(StoreDB):
         if len(set(keys)) != len(keys):
             raise StoreError(f"{self.path}: add_vectors: two names share a key; nothing was added")
         with self._transaction() as conn:
-            self._bind(conn, fingerprint, dim, source)
+            self._bind(conn, fingerprint, dim, source, vad)
             taken = self._taken(conn, keys)
             if taken:
                 raise StoreError(
@@ -461,6 +464,7 @@ class SpeakerStore(StoreDB):
         *,
         fingerprint: str,
         source: str = "",
+        vad: str = "",
         replace: bool = False,
         batch: int = BULK_SPEAKERS,
     ) -> list[EnrollResult]:
@@ -483,7 +487,7 @@ class SpeakerStore(StoreDB):
             unit = _unit_rows(np.concatenate([e for _, _, e in part]), dim, "bulk enrollment")
             ends = np.cumsum([len(e) for _, _, e in part])
             with self._transaction() as conn:
-                self._bind(conn, fingerprint, dim, source)
+                self._bind(conn, fingerprint, dim, source, vad)
                 seq = _next_seq(conn)
                 names = [n for n, _, _ in part]
                 known = self._known_keys(conn, names)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from speakerid.audio import FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS
+from speakerid.audio import DEFAULT_VAD, FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS, check_vad
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.checkpoint import ModelHeader, check_threshold, file_sha256, read_header
 from speakerid.encoders.registry import resolve_model
@@ -314,11 +314,16 @@ class OnnxEmbedder(BaseEmbedder):
     """``embed.Embedder``'s twin on onnxruntime: numpy front-end, ONNX body, fp32 on CPU."""
 
     def __init__(
-        self, model: OnnxModel, batch_size: int = 64, min_speech: float = MIN_SPEECH_SECONDS
+        self,
+        model: OnnxModel,
+        batch_size: int = 64,
+        min_speech: float = MIN_SPEECH_SECONDS,
+        vad: str = DEFAULT_VAD,
     ):
         self.model = model
         self.batch_size = batch_size
         self.min_speech = min_speech
+        self.vad = check_vad(vad)
         self.frontend = numpy_frontend(model.config)  # checked by open_onnx
 
     @property
