@@ -235,6 +235,12 @@ def main() -> None:
         "--vad", choices=VADS, default="energy", help="how every recording is trimmed to speech"
     )
     ap.add_argument(
+        "--common-with",
+        choices=VADS,
+        default=None,
+        help="score only the recordings this other VAD keeps too (compare two VADs)",
+    )
+    ap.add_argument(
         "--systems",
         nargs="+",
         default=None,
@@ -353,11 +359,20 @@ def main() -> None:
     thresholds.update({f"{name} (candidate)": m.threshold for name, m in candidates.items()})
     thresholds = {k: v for k, v in thresholds.items() if k in systems}
     results: dict[str, dict] = {}
+    # --common-with: score only the items whose recording the other VAD keeps too, so that
+    # two VADs are compared on the same recordings (embeddings stay cached whole).
+    keep = {name: np.ones(len(s["speakers"]), bool) for name, s in sets.items()}
+    if args.common_with:
+        other = build_sets(args.data, speakers, args.ravdess_per_actor, args.common_with)
+        for name, s in sets.items():
+            kept = {str(r).split("#")[0] for r in other[name]["recordings"]}
+            keep[name] = np.array([str(r).split("#")[0] in kept for r in s["recordings"]])
     for label, by_set in embeddings.items():
         results[label] = {}
         for name, emb in by_set.items():
-            spk = np.asarray(sets[name]["speakers"])
-            rec = np.asarray(sets[name]["recordings"])
+            emb = emb[keep[name]]
+            spk = np.asarray(sets[name]["speakers"])[keep[name]]
+            rec = np.asarray(sets[name]["recordings"])[keep[name]]
             if name == "libri_fragments":
                 s, lab = verification_trials(emb, spk, rec)
                 r = summarise(s, lab)
@@ -382,13 +397,16 @@ def main() -> None:
             label = f"accurate + AS-norm (top {top})"
             results[label] = {}
             for name, emb in embeddings["accurate (CAM++)"].items():
-                spk = np.asarray(sets[name]["speakers"])
-                rec = np.asarray(sets[name]["recordings"])
+                emb = emb[keep[name]]
+                spk = np.asarray(sets[name]["speakers"])[keep[name]]
+                rec = np.asarray(sets[name]["recordings"])[keep[name]]
                 i, j, s, lab = pairs(emb, spk, rec)
                 results[label][name] = summarise(asnorm(s, emb[i], emb[j], cohort, top), lab)
 
     notes = {
-        name: f"{len(s['speakers'])} items, {len(set(s['speakers']))} speakers"
+        name: f"{int(keep[name].sum())} items, "
+        f"{len(set(np.asarray(s['speakers'])[keep[name]]))} speakers"
+        + (f" (of {len(keep[name])} kept by --vad {args.vad})" if args.common_with else "")
         for name, s in sets.items()
     }
     report = {
@@ -401,6 +419,7 @@ def main() -> None:
         },
         "threads": torch.get_num_threads(),
         "vad": args.vad,
+        "common_with": args.common_with,
         "sets": notes,
         "results": results,
     }

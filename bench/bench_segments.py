@@ -55,9 +55,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
-from speakerid.audio import SAMPLE_RATE, frame_dbfs, load_audio, speech_frames
+from speakerid.audio import DEFAULT_VAD, SAMPLE_RATE, VADS, frame_dbfs, load_audio, speech_frames
+from speakerid.audio.vad import CHUNK_SECONDS, SileroVAD
 from speakerid.decision.scorer import window_threshold
 from speakerid.decision.timeline import (
     SegmentConfig,
@@ -66,10 +66,9 @@ from speakerid.decision.timeline import (
     score_windows,
     segment_scores,
 )
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.pipeline import Embedder, load_model, open_embedder
 from speakerid.recognition import enroll
 from speakerid.store.speakers import SpeakerStore
-from speakerid.audio.vad import CHUNK_SECONDS, SileroVAD
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 GRID = 0.01  # s, scoring resolution
@@ -186,13 +185,14 @@ def build(
     speakers: list[Speaker],
     rng: np.random.Generator,
     turn_seconds: tuple[float, float] = TURN_SECONDS,
+    n_turns: tuple[int, int] = TURNS,
 ) -> Conversation:
     chosen = [speakers[i] for i in rng.permutation(len(speakers))[: ENROLLED + UNKNOWN_SPEAKERS]]
     enrolled = chosen[:ENROLLED]  # the rest are unknown to the store
     pools = {s.name: [_trimmed(f) for f in rng.permutation(s.test)] for s in chosen}
     cursor = dict.fromkeys(pools, 0)
     parts, turns, t, last = [], [], 0.0, None
-    for _ in range(int(rng.integers(TURNS[0], TURNS[1] + 1))):
+    for _ in range(int(rng.integers(n_turns[0], n_turns[1] + 1))):
         who = rng.choice([s.name for s in chosen if s.name != last])
         need = int(rng.uniform(*turn_seconds) * SAMPLE_RATE)
         audio = []
@@ -258,11 +258,13 @@ def enrolled_store(path: Path, embedder: Embedder, speakers: list[Speaker]) -> S
     return store
 
 
-def conversations(data: Path, set_name: str, n: int, seed: int) -> list[Conversation]:
+def conversations(
+    data: Path, set_name: str, n: int, seed: int, turns: tuple[int, int] = TURNS
+) -> list[Conversation]:
     spec = SETS[set_name]
     speakers = spec.speakers(data)
     rng = np.random.default_rng(seed)
-    convs = [build(speakers, rng, spec.turn_seconds) for _ in range(n)]
+    convs = [build(speakers, rng, spec.turn_seconds, turns) for _ in range(n)]
     if spec.noisy:
         noise = noise_bank(data)
         convs = [with_noise(c, noise, rng) for c in convs]
@@ -312,7 +314,7 @@ def window_scores(
     with store:
         names, refs = store.matrix()
     chunks = lambda: iter([conv.wav])  # noqa: E731
-    return score_windows(chunks, embedder.embed_fragments, refs, cfg), names
+    return score_windows(chunks, embedder.embed_fragments, refs, cfg, vad=embedder.vad), names
 
 
 def evaluate(
@@ -326,7 +328,7 @@ def evaluate(
     """One row of scores per conversation."""
     rows = []
     for conv in convs:
-        key = (id(conv), cfg.window, cfg.hop, cfg.fit, cfg.vad)
+        key = (id(conv), cfg.window, cfg.hop, cfg.fit)
         if key not in cache:
             cache[key] = window_scores(conv, embedder, cfg, workdir)
         windows, names = cache[key]
@@ -362,9 +364,11 @@ def spread(by_seed: dict[int, dict[str, float]], rows: list[dict[str, float]]) -
 
 
 def main_eval(args: argparse.Namespace) -> None:
+    import torch  # here, not at the top: the memory child may run on onnxruntime alone
+
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    embedder = Embedder(model, device="cpu", precision=args.precision)
+    embedder = Embedder(model, device="cpu", precision=args.precision, vad=args.vad)
     cfg = SegmentConfig(
         **{
             k: v
@@ -383,6 +387,7 @@ def main_eval(args: argparse.Namespace) -> None:
         "model_threshold": model.threshold,
         "config": asdict(cfg),
         "conversations_per_seed": args.conversations,
+        "turns_per_conversation": args.turns,
         "seeds": args.seeds,
         "machine": "2-core CPU",
         "sets": {},
@@ -391,7 +396,9 @@ def main_eval(args: argparse.Namespace) -> None:
         for set_name in args.sets:
             start = time.perf_counter()
             by_seed = {
-                seed: conversations(args.data, set_name, args.conversations, seed)
+                seed: conversations(
+                    args.data, set_name, args.conversations, seed, tuple(args.turns)
+                )
                 for seed in args.seeds
             }
             cache: dict = {}
@@ -483,7 +490,7 @@ def main_memory(args: argparse.Namespace) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store_path = Path(tmp) / "store.sqlite"
-        embedder = Embedder(load_model(args.model), device="cpu", precision=args.precision)
+        embedder = open_embedder(args.model, args.backend, args.precision, vad=args.vad)
         enrolled_store(store_path, embedder, conv.enrolled).close()
         for minutes in args.memory:
             path = Path(tmp) / f"long_{minutes}.flac"
@@ -495,13 +502,20 @@ def main_memory(args: argparse.Namespace) -> None:
                     written += len(part)
             cmd = [sys.executable, __file__, "--rss-child", str(path), str(store_path)]
             cmd += ["--precision", args.precision, "--threads", str(args.threads)]
+            cmd += ["--vad", args.vad, "--backend", args.backend]
             cmd += ["--model", args.model] if args.model else []
             child = json.loads(
                 subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             )
             rows.append({"minutes": minutes, **child})
             print(json.dumps(rows[-1]), file=sys.stderr)
-    report = {"command": " ".join(["python", *sys.argv]), "machine": "2-core CPU", "runs": rows}
+    report = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": "2-core CPU",
+        "backend": args.backend,
+        "vad": args.vad,
+        "runs": rows,
+    }
     tag = f"_{args.tag}" if args.tag else ""
     (RESULTS / f"segments_memory{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
     print("| audio (min) | peak RSS (MiB) | wall (s) | audio s / s | segments |")
@@ -514,9 +528,12 @@ def main_memory(args: argparse.Namespace) -> None:
 
 
 def rss_child(args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
     audio, store_path = args.rss_child
-    embedder = Embedder(load_model(args.model), device="cpu", precision=args.precision)
+    if args.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    embedder = open_embedder(args.model, args.backend, args.precision, vad=args.vad)
     start = time.perf_counter()
     with SpeakerStore(store_path) as store:
         timeline = identify_segments(store, embedder, audio)
@@ -544,16 +561,26 @@ def parse() -> argparse.Namespace:
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     p.add_argument("--conversations", type=int, default=2, help="per set and seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument(
+        "--turns",
+        type=int,
+        nargs=2,
+        default=list(TURNS),
+        metavar=("MIN", "MAX"),
+        help="per conversation",
+    )
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="", help="suffix of the JSON file name")
+    p.add_argument("--vad", choices=VADS, default=DEFAULT_VAD, help="how speech is found")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="--memory runs")
     for field in SegmentConfig.__dataclass_fields__:
         p.add_argument(
             f"--{field.replace('_', '-')}",
             dest=field,
             default=None,
-            type=str if field in ("fit", "vad") else float,
+            type=str if field == "fit" else float,
         )
     p.add_argument("--sweep", action="store_true", help="measure alternatives (use a dev --seed)")
     p.add_argument(

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from speakerid.audio import (
-    DEFAULT_VAD,
     MIN_SPEECH_SECONDS,
     SAMPLE_RATE,
     Clip,
     check_vad,
+    resolve_vad,
     to_16k_mono,
 )
 from speakerid.embedding.pipeline import BaseEmbedder, open_embedder
-from speakerid.errors import SpeakerIDError
+from speakerid.errors import SpeakerIDError, StoreError
 from speakerid.recognition import (
     BulkEnrollResult,
     EmbedResult,
@@ -56,7 +56,8 @@ class SpeakerID:
     precision: torch only: ``auto`` | ``fp32`` | ``bf16``.
     min_speech: seconds of speech (after trimming silence) a recording needs.
     vad: how speech is found before embedding: ``energy`` | ``silero`` | ``none``
-        (``speakerid.audio.VADS``); a store keeps the one it was enrolled with.
+        (``speakerid.audio.VADS``); None: ``$SPEAKERID_VAD``, else the one the store was
+        enrolled with, else ``silero`` (``audio.DEFAULT_VAD``). A store refuses another.
     """
 
     def __init__(
@@ -67,14 +68,14 @@ class SpeakerID:
         backend: str | None = None,
         precision: str = "auto",
         min_speech: float = MIN_SPEECH_SECONDS,
-        vad: str = DEFAULT_VAD,
+        vad: str | None = None,
     ) -> None:
         self._store_path = store
         self._model = model
         self._backend = backend
         self._precision = precision
         self._min_speech = min_speech
-        self._vad = check_vad(vad)
+        self._vad = check_vad(vad) if vad is not None else None
         self._embedder: BaseEmbedder | None = None
         self._store: SpeakerStore | None = None
 
@@ -84,10 +85,19 @@ class SpeakerID:
     def embedder(self) -> BaseEmbedder:
         """The model and the backend running it, loaded on first use."""
         if self._embedder is None:
+            vad = resolve_vad(self._vad, None if self._vad else self._store_vad())
             self._embedder = open_embedder(
-                self._model, self._backend, self._precision, self._min_speech, self._vad
+                self._model, self._backend, self._precision, self._min_speech, vad
             )
         return self._embedder
+
+    def _store_vad(self) -> str | None:
+        """The VAD the store's vectors were made with (None: empty, or unreadable: the store
+        then reports its own problem when used)."""
+        try:
+            return self.store.bound_vad()
+        except StoreError:
+            return None
 
     @property
     def store(self) -> SpeakerStore:

@@ -168,6 +168,16 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("speakerid-cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _energy_vad() -> Iterator[None]:
+    """The synthetic voices are not speech to Silero VAD (the default), so the tests find
+    their speech by the energy rule (before any session fixture embeds); tests of Silero pass
+    ``vad="silero"`` or ``--vad silero``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPEAKERID_VAD", "energy")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store_location(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, onnx_cache: Path

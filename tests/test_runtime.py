@@ -51,6 +51,7 @@ def env(tmp_path: Path, onnx_cache: Path) -> dict[str, str]:
         "XDG_DATA_HOME": str(tmp_path / "xdg"),
         "SPEAKERID_CACHE": str(onnx_cache),
         "SPEAKERID_STORE": str(tmp_path / "store.sqlite"),
+        "SPEAKERID_VAD": "energy",  # the synthetic voices are not speech to Silero VAD
     }
 
 

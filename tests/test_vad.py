@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speakerid.audio import load_audio, prepare, resample, stream_fragments, trim_silence
+from speakerid.audio import (
+    DEFAULT_VAD,
+    VAD_ENV,
+    load_audio,
+    prepare,
+    resample,
+    resolve_vad,
+    stream_fragments,
+    trim_silence,
+)
 from speakerid.audio.vad import (
     CHUNK_SECONDS,
     STREAM_FILE,
@@ -227,7 +236,24 @@ def test_cli_vad_option_and_the_store_binding(cli, enrolled_store: Path, voices_
     assert result.exit_code == 0, result.output
 
 
-def test_api_takes_the_vad(enrolled_store: Path, model_path: Path, voices_dir: Path) -> None:
+def test_the_vad_is_chosen_by_flag_then_environment_then_store_then_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(VAD_ENV)
+    assert DEFAULT_VAD == "silero" and resolve_vad(None) == "silero"
+    assert resolve_vad(None, bound="energy") == "energy"  # an older store keeps its rule
+    assert resolve_vad("none", bound="energy") == "none"  # (and the store then refuses it)
+    monkeypatch.setenv(VAD_ENV, "none")
+    assert resolve_vad(None, bound="energy") == "none"
+    assert resolve_vad("silero") == "silero"
+    monkeypatch.setenv(VAD_ENV, "webrtc")
+    with pytest.raises(SpeakerIDError, match="--vad must be one of"):
+        resolve_vad(None)
+
+
+def test_api_takes_the_vad(
+    enrolled_store: Path, model_path: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from speakerid import SpeakerID
 
     with pytest.raises(SpeakerIDError, match="--vad must be one of"):
@@ -236,6 +262,12 @@ def test_api_takes_the_vad(enrolled_store: Path, model_path: Path, voices_dir: P
         assert sid.embedder.vad == "none"
         with pytest.raises(StoreError, match="--vad energy, but --vad none"):
             sid.verify("alice", voices_dir / "alice_3.wav")
+    monkeypatch.delenv(VAD_ENV)
+    with SpeakerID(enrolled_store, model_path) as sid:  # no choice made: the store's own
+        assert sid.embedder.vad == "energy"
+        assert sid.verify("alice", voices_dir / "alice_3.wav").score > 0
+    with SpeakerID(enrolled_store.with_name("new.sqlite"), model_path) as sid:
+        assert sid.embedder.vad == DEFAULT_VAD  # an empty store: the default
 
 
 # ---------------------------------------------------------------- the runtime

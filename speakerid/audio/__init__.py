@@ -46,13 +46,18 @@ TRIM_TOP_DB = 40.0  # frames this far below the loudest frame count as silence
 SILENCE_FLOOR_DBFS = -60.0  # frames below this level are silence whatever the peak
 TRIM_PAD_FRAMES = 5  # voiced regions are widened by this many frames (150 ms) each side
 
-# How speech is told from the rest before embedding (--vad): "energy", the rule above;
-# "silero", Silero VAD's regions (``audio.vad``) on the same 30-ms frames; "none", the whole
-# recording. The store records the mode its embeddings were made with and refuses another.
+# How speech is told from the rest before embedding (--vad): "energy", the rule above (what
+# the functions here do unless told); "silero", Silero VAD's regions (``audio.vad``) on the
+# same 30-ms frames; "none", the whole recording. The store records the mode its embeddings
+# were made with and refuses another.
 Vad = Literal["energy", "silero", "none"]
 VADS: tuple[str, ...] = get_args(Vad)
-DEFAULT_VAD: Vad = "energy"
+# What embedding uses when neither --vad, $SPEAKERID_VAD nor the store says: Silero, chosen
+# by measurement (docs/benchmarks.md "Finding speech"): on the recordings both keep, lower
+# EER on LibriSpeech, AMI and VCTK + ARCTIC, RAVDESS within 0.03 points.
+DEFAULT_VAD: Vad = "silero"
 LEGACY_VAD: Vad = "energy"  # what made every embedding before --vad existed
+VAD_ENV = "SPEAKERID_VAD"  # the environment's choice, below --vad and above the store's
 
 STDIN = "-"  # the FILE name that means "read the audio from standard input"
 RAW_SAMPLE_WIDTH = 2  # bytes per sample of raw PCM on stdin: signed 16-bit little-endian
@@ -436,6 +441,12 @@ def check_vad(vad: str) -> str:
     return vad
 
 
+def resolve_vad(vad: str | None, bound: str | None = None) -> str:
+    """The VAD to embed with: ``vad`` if given, else ``$SPEAKERID_VAD``, else ``bound`` (the
+    store's own, so that a store keeps working without --vad), else ``DEFAULT_VAD``."""
+    return check_vad(vad or os.environ.get(VAD_ENV) or bound or DEFAULT_VAD)
+
+
 def silero_frames(probs: np.ndarray, samples: int, name: str = "audio") -> np.ndarray:
     """Silero VAD's regions as the trimming frames to keep: bool ``(frames,)`` on the grid of
     ``frame_dbfs`` (a frame is kept when its centre lies in a region; a part frame at the end
@@ -450,7 +461,7 @@ def silero_frames(probs: np.ndarray, samples: int, name: str = "audio") -> np.nd
     return keep
 
 
-def speech_mask(wav: np.ndarray, vad: str = DEFAULT_VAD, name: str = "audio") -> np.ndarray:
+def speech_mask(wav: np.ndarray, vad: str = "energy", name: str = "audio") -> np.ndarray:
     """Which trimming frames of ``wav`` hold speech by ``vad``: bool ``(frames,)``.
 
     Raises ``AudioError`` when none does (for ``none``: when the audio is silent).
@@ -466,7 +477,7 @@ def speech_mask(wav: np.ndarray, vad: str = DEFAULT_VAD, name: str = "audio") ->
     return keep_frames(levels, name)
 
 
-def trim_silence(wav: np.ndarray, name: str = "audio", vad: str = DEFAULT_VAD) -> np.ndarray:
+def trim_silence(wav: np.ndarray, name: str = "audio", vad: str = "energy") -> np.ndarray:
     """Keep the speech of ``wav``: by default the frames above peak-40 dB and -60 dBFS with
     150-ms margins (``vad="energy"``), or Silero VAD's regions (``"silero"``), or all of it
     (``"none"``).
@@ -525,7 +536,7 @@ def prepare(
     name: str = "audio",
     trim: bool = True,
     min_speech: float = MIN_SPEECH_SECONDS,
-    vad: str = DEFAULT_VAD,
+    vad: str = "energy",
 ) -> np.ndarray:
     """Trim to speech by ``vad`` (unless ``trim`` is False: already trimmed) and fragment: the
     path every recording takes to the encoder."""
@@ -603,7 +614,7 @@ def stream_fragments(
     block_seconds: float = STREAM_BLOCK_SECONDS,
     batch: int = 64,
     on_speech: Callable[[int], None] | None = None,
-    vad: str = DEFAULT_VAD,
+    vad: str = "energy",
 ) -> Iterator[np.ndarray]:
     """``prepare(load_audio(path), vad=vad)`` as a stream: batches of ``(k, FRAGMENT_SAMPLES)``
     fragments.

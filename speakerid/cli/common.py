@@ -37,7 +37,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from speakerid.api import SpeakerID
-from speakerid.audio import DEFAULT_VAD, STDIN, VADS, read_stdin
+from speakerid.audio import STDIN, VAD_ENV, VADS, read_stdin, resolve_vad
 from speakerid.decision.model import DEFAULT_FAR, check_far
 from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
 from speakerid.embedding.pipeline import (
@@ -50,7 +50,7 @@ from speakerid.embedding.pipeline import (
 from speakerid.encoders.checkpoint import check_threshold
 from speakerid.errors import SpeakerIDError
 from speakerid.recognition import FileError, Source
-from speakerid.store.speakers import STORE_ENV, default_store_path
+from speakerid.store.speakers import STORE_ENV, SpeakerStore, default_store_path
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # verify: the voice did not match
@@ -138,15 +138,15 @@ MinSpeechOpt = Annotated[
         help="Seconds of speech (after trimming silence) a recording needs.",
     ),
 ]
-VAD_ENV = "SPEAKERID_VAD"
 VadOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--vad",
         envvar=VAD_ENV,
-        help=f"How speech is found before embedding: {' | '.join(VADS)}. energy: frames "
-        "above the loudest one's level - 40 dB; silero: Silero VAD (onnxruntime); none: the "
-        "whole recording. A store keeps the one it was enrolled with.",
+        help=f"How speech is found before embedding: {' | '.join(VADS)}. silero: Silero VAD "
+        "(onnxruntime); energy: frames above the loudest one's level - 40 dB; none: the whole "
+        "recording. Default: the store's own, else silero. A store refuses another.",
+        show_default=False,
     ),
 ]
 SampleRateOpt = Annotated[
@@ -377,9 +377,16 @@ def print_json(data: Any) -> None:
 
 
 def load_embedder(
-    model: str | None, precision: str, backend: str | None = None, vad: str = DEFAULT_VAD
+    model: str | None,
+    precision: str,
+    backend: str | None = None,
+    vad: str | None = None,
+    store: SpeakerStore | None = None,
 ) -> BaseEmbedder:
-    return open_embedder(model, backend, precision, vad=vad)
+    """The embedder of a command that runs the model itself; ``vad`` None: the one ``store``
+    was enrolled with, else the default (``audio.resolve_vad``)."""
+    bound = store.bound_vad() if store is not None and vad is None else None
+    return open_embedder(model, backend, precision, vad=resolve_vad(vad, bound))
 
 
 def open_sid(
@@ -388,7 +395,7 @@ def open_sid(
     backend: str | None,
     precision: str,
     min_speech: float,
-    vad: str = DEFAULT_VAD,
+    vad: str | None = None,
 ) -> SpeakerID:
     return SpeakerID(
         store, model, backend=backend, precision=precision, min_speech=min_speech, vad=vad
@@ -442,7 +449,7 @@ def writing_sid(
     backend: str | None,
     precision: str,
     min_speech: float,
-    vad: str = DEFAULT_VAD,
+    vad: str | None = None,
 ) -> Iterator[SpeakerID]:
     """``open_sid`` for a command that writes; says on stderr when the store's folder did not
     exist and was created with it (a mistyped --store goes unseen else)."""

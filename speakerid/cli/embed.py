@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from speakerid.audio import DEFAULT_VAD, MIN_SPEECH_SECONDS
+from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     AudioFiles,
     BackendOpt,
@@ -50,7 +50,7 @@ def embed_cmd(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
-    vad: VadOpt = DEFAULT_VAD,
+    vad: VadOpt = None,
     sample_rate: SampleRateOpt = None,
     strict: StrictOpt = False,
     json_: JsonOpt = False,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from speakerid.audio import DEFAULT_VAD, MIN_SPEECH_SECONDS
+from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     AudioFiles,
     BackendOpt,
@@ -69,7 +69,7 @@ def enroll(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
-    vad: VadOpt = DEFAULT_VAD,
+    vad: VadOpt = None,
     sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
@@ -163,7 +163,7 @@ def enroll_dir(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
-    vad: VadOpt = DEFAULT_VAD,
+    vad: VadOpt = None,
     strict: StrictOpt = False,
     store: StoreOpt = None,
     json_: JsonOpt = False,

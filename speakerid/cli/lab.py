@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from speakerid.audio import DEFAULT_VAD
 from speakerid.cli.common import (
     JsonOpt,
     ModelOpt,
@@ -358,7 +357,7 @@ def calibrate_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the trial models' recordings.")] = 0,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
-    vad: VadOpt = DEFAULT_VAD,
+    vad: VadOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -382,11 +381,11 @@ def calibrate_cmd(
         target = "far"
     if plot is not None:
         output_target(plot)  # refused before the store is written, not after
-    embedder = load_embedder(model, precision, vad=vad)
     with (
         SpeakerStore(store) as db,
         progress_bar() as progress,
     ):
+        embedder = load_embedder(model, precision, vad=vad, store=db)
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from speakerid.audio import DEFAULT_VAD, MIN_SPEECH_SECONDS
+from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     EXIT_OK,
     EXIT_REJECTED,
@@ -60,7 +60,7 @@ def verify_cmd(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
-    vad: VadOpt = DEFAULT_VAD,
+    vad: VadOpt = None,
     sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
@@ -122,7 +122,7 @@ def identify_cmd(
     backend: BackendOpt = None,
     precision: PrecisionOpt = "auto",
     min_speech: MinSpeechOpt = MIN_SPEECH_SECONDS,
-    vad: VadOpt = DEFAULT_VAD,
+    vad: VadOpt = None,
     sample_rate: SampleRateOpt = None,
     strict: StrictOpt = False,
     store: StoreOpt = None,
@@ -268,7 +268,7 @@ def _identify_segments(
     model: str | None,
     backend: str | None,
     precision: str,
-    vad: str,
+    vad: str | None,
     store: Path | None,
     json_: bool,
     rttm: bool,
@@ -286,7 +286,7 @@ def _identify_segments(
         output_target(plot)  # a directory, FIFO or device is refused before any work
     config = SegmentConfig(**settings)
     with SpeakerStore(store) as db:
-        embedder = load_embedder(model, precision, backend, vad)
+        embedder = load_embedder(model, precision, backend, vad, db)
         timelines = [identify_segments(db, embedder, f, threshold, config) for f in files]
     if plot is not None:
         plot_timeline(timelines[0], plot)

@@ -34,7 +34,6 @@ from typing import Literal, get_args
 import numpy as np
 
 from speakerid.audio import (
-    DEFAULT_VAD,
     FRAGMENT_SAMPLES,
     MIN_SPEECH_SECONDS,
     SAMPLE_RATE,
@@ -276,7 +275,7 @@ def _chunks_of(wav: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
     return lambda: (wav[i : i + step] for i in range(0, len(wav), step))
 
 
-def voice_activity(chunks: Iterable[np.ndarray], vad: str = DEFAULT_VAD) -> tuple[np.ndarray, int]:
+def voice_activity(chunks: Iterable[np.ndarray], vad: str = "energy") -> tuple[np.ndarray, int]:
     """Pass 1: ``(frames,)`` bool voice activity by ``vad`` (``audio.VADS``) and the
     recording's length in samples.
 
@@ -354,7 +353,7 @@ def score_windows(
     references: np.ndarray,
     cfg: SegmentConfig,
     name: str = "audio",
-    vad: str = DEFAULT_VAD,
+    vad: str = "energy",
 ) -> WindowScores:
     """Steps 1-3: voice activity, windows, and their ``(T, S)`` scores against ``references``.
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from speakerid.audio import (
-    DEFAULT_VAD,
+    LEGACY_VAD,
     MIN_SPEECH_SECONDS,
     Source,
     is_long,
@@ -34,7 +34,7 @@ class BaseEmbedder:
 
     model: Any
     min_speech: float = MIN_SPEECH_SECONDS
-    vad: str = DEFAULT_VAD
+    vad: str = LEGACY_VAD
     batch_size: int = 64  # fragments per forward pass
 
     @property

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
-from speakerid.audio import DEFAULT_VAD, MIN_SPEECH_SECONDS, check_vad
+from speakerid.audio import MIN_SPEECH_SECONDS, resolve_vad
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.checkpoint import refuse_onnx
 from speakerid.encoders.registry import resolve_model
@@ -79,7 +79,7 @@ class Embedder(BaseEmbedder):
         halves the LSTM's time at a cosine of at least 0.998 (median 0.9998) to the fp32
         embedding on the held-out fragments (docs/benchmarks.md).
     min_speech: seconds of speech (after trimming) a recording needs.
-    vad: how speech is found before embedding (``audio.VADS``).
+    vad: how speech is found before embedding (``audio.VADS``); None: ``audio.resolve_vad``.
     """
 
     def __init__(
@@ -89,13 +89,13 @@ class Embedder(BaseEmbedder):
         batch_size: int = 64,
         precision: Precision | str = "auto",
         min_speech: float = MIN_SPEECH_SECONDS,
-        vad: str = DEFAULT_VAD,
+        vad: str | None = None,
     ):
         import torch
 
         self.model = model
         self.min_speech = min_speech
-        self.vad = check_vad(vad)
+        self.vad = resolve_vad(vad)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.encoder = model.encoder.to(self.device).eval()
         self.batch_size = batch_size
@@ -147,16 +147,17 @@ def open_embedder(
     backend: str | None = None,
     precision: Precision | str = "auto",
     min_speech: float = MIN_SPEECH_SECONDS,
-    vad: str = DEFAULT_VAD,
+    vad: str | None = None,
 ) -> BaseEmbedder:
     """The embedder every runtime command uses: ``model`` run by ``backend``.
 
     ``model``: a shipped name, a checkpoint path, an ``.onnx`` file (onnx backend) or None
     for the default. ``onnx`` runs onnxruntime on an exported graph (built once from a
     checkpoint and cached, see ``onnx_backend``) and never imports torch; ``precision``
-    applies to torch only. ``vad``: how speech is found before embedding (``audio.VADS``).
+    applies to torch only. ``vad``: how speech is found before embedding (``audio.VADS``;
+    None: ``$SPEAKERID_VAD``, else ``audio.DEFAULT_VAD``).
     """
-    check_vad(vad)
+    vad = resolve_vad(vad)
     if min_speech <= 0:
         raise SpeakerIDError(f"--min-speech must be positive, not {min_speech}")
     if resolve_backend(backend) == "onnx":

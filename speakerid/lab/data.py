@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from speakerid.audio import (
-    DEFAULT_VAD,
     FRAGMENT_SAMPLES,
     SAMPLE_RATE,
     fragment,
@@ -139,7 +138,7 @@ class AudioBank:
 
     @classmethod
     def load(
-        cls, recordings: Sequence[Recording], speakers: Sequence[str], vad: str = DEFAULT_VAD
+        cls, recordings: Sequence[Recording], speakers: Sequence[str], vad: str = "energy"
     ) -> AudioBank:
         """The recordings of ``speakers``, trimmed to speech by ``vad`` (``audio.VADS``);
         recordings without speech are left out."""

@@ -630,6 +630,15 @@ class StoreDB:
             conn = self._reader()
             self._model_ok(conn, fingerprint, dim, source, vad or self._bound_vad(conn))
 
+    def bound_vad(self) -> str | None:
+        """The VAD mode the stored vectors were made with (``audio.VADS``); None while the
+        store holds no speaker."""
+        with self._db_errors():
+            conn = self._reader()
+            if not conn.execute("SELECT EXISTS (SELECT 1 FROM speakers)").fetchone()[0]:
+                return None
+            return self._bound_vad(conn)
+
     @staticmethod
     def _bound_vad(conn: sqlite3.Connection) -> str:
         row = conn.execute("SELECT value FROM meta WHERE key = ?", (VAD_KEY,)).fetchone()

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from speakerid.audio import DEFAULT_VAD, FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS, check_vad
+from speakerid.audio import FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS, resolve_vad
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.checkpoint import ModelHeader, check_threshold, file_sha256, read_header
 from speakerid.encoders.registry import resolve_model
@@ -318,12 +318,12 @@ class OnnxEmbedder(BaseEmbedder):
         model: OnnxModel,
         batch_size: int = 64,
         min_speech: float = MIN_SPEECH_SECONDS,
-        vad: str = DEFAULT_VAD,
+        vad: str | None = None,
     ):
         self.model = model
         self.batch_size = batch_size
         self.min_speech = min_speech
-        self.vad = check_vad(vad)
+        self.vad = resolve_vad(vad)
         self.frontend = numpy_frontend(model.config)  # checked by open_onnx
 
     @property

@@ -1,0 +1,153 @@
+"""What Silero VAD costs beside embedding: its time as a share of the embedding time, one thread.
+
+For each file: the energy rule's trimming, Silero VAD's trimming, and the embedding of the
+trimmed speech's fragments (the default model, torch fp32, one thread), timed in turn
+(interleaved, so that load on the machine falls on all three alike). The VAD reads the
+whole recording, silence included; the encoder reads the fragments of the speech kept.
+
+    python bench/bench_vad.py --data ../shared/data --files 40
+    python bench/bench_vad.py --data ../shared/data --refusals   # files each VAD refuses
+
+Files: ``--files`` recordings spread evenly over each of LibriSpeech (the 40 held-out test
+speakers), RAVDESS, AMI and VCTK. JSON to ``docs/results/vad_cost.json``
+(``vad_refusals.json`` with ``--refusals``, over every file of each corpus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speakerid.audio import MIN_SPEECH_SECONDS, load_audio, prepare, trim_silence
+from speakerid.audio.vad import SileroVAD
+from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.errors import AudioError
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+CORPORA = {
+    "librispeech": "LibriSpeech/train-clean-100",
+    "ravdess": "eval-only/ravdess",
+    "ami": "extra/ami",
+    "vctk": "extra/vctk",
+}
+
+
+def files_of(data: Path, corpus: str, n: int, test_speakers: set[str]) -> list[Path]:
+    files = sorted((data / CORPORA[corpus]).rglob("*.flac"))
+    if corpus == "librispeech":
+        files = [f for f in files if f.parts[-3] in test_speakers]
+    step = max(1, len(files) // n)
+    return files[::step][:n]
+
+
+def refusals(data: Path) -> dict:
+    """Every file of each corpus: how many keep less than the CLI's minimum of speech (so are
+    refused) by each VAD, and the median seconds of speech each keeps."""
+    out = {}
+    for corpus, folder in CORPORA.items():
+        kept: dict[str, list[float]] = {"energy": [], "silero": []}
+        for path in sorted((data / folder).rglob("*.flac")):
+            wav = load_audio(path)
+            for vad, seconds in kept.items():
+                try:
+                    seconds.append(len(trim_silence(wav, str(path), vad=vad)) / 16_000)
+                except AudioError:
+                    seconds.append(0.0)
+        out[corpus] = {
+            "files": len(kept["energy"]),
+            **{
+                f"{vad}_refused": int(np.sum(np.array(s) < MIN_SPEECH_SECONDS))
+                for vad, s in kept.items()
+            },
+            **{f"{vad}_median_seconds": float(np.median(s)) for vad, s in kept.items()},
+        }
+        print(corpus, json.dumps(out[corpus]), file=sys.stderr)
+    return out
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--files", type=int, default=40, help="per corpus")
+    ap.add_argument("--model", default="accurate")
+    ap.add_argument("--out", type=Path, default=RESULTS / "vad_cost.json")
+    ap.add_argument(
+        "--refusals",
+        action="store_true",
+        help="instead: on every file, how many each VAD refuses (under --min-speech's 0.5 s)",
+    )
+    args = ap.parse_args()
+    if args.refusals:
+        report = {"command": " ".join(["python", *sys.argv]), "corpora": refusals(args.data)}
+        (RESULTS / "vad_refusals.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(
+            "| corpus | files | refused: energy | refused: silero | median s kept: energy "
+            "| median s kept: silero |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, r in report["corpora"].items():
+            print(
+                f"| {name} | {r['files']} | {r['energy_refused']} | {r['silero_refused']} | "
+                f"{r['energy_median_seconds']:.2f} | {r['silero_median_seconds']:.2f} |"
+            )
+        return
+    torch.set_num_threads(1)
+    model = load_model(args.model)
+    embedder = Embedder(model, device="cpu", precision="fp32")
+    test = {s.rsplit(":", 1)[-1] for s in model.info["split"]["test"]}
+    SileroVAD().probabilities([np.zeros(16_000, np.float32)])  # warm both
+    embedder.embed_fragments(np.zeros((1, 48_000), np.float32))
+    rows = {}
+    for corpus in CORPORA:
+        totals = {"audio": 0.0, "energy": 0.0, "silero": 0.0, "embed": 0.0, "fragments": 0}
+        for path in files_of(args.data, corpus, args.files, test):
+            wav = load_audio(path)
+            t_energy, _ = timed(trim_silence, wav, str(path), vad="energy")
+            t_silero, speech = timed(trim_silence, wav, str(path), vad="silero")
+            fragments = prepare(speech, str(path), vad="none")
+            t_embed, _ = timed(embedder.embed_fragments, fragments)
+            totals["audio"] += len(wav) / 16_000
+            totals["energy"] += t_energy
+            totals["silero"] += t_silero
+            totals["embed"] += t_embed
+            totals["fragments"] += len(fragments)
+        totals["silero_share"] = totals["silero"] / totals["embed"]
+        totals["energy_share"] = totals["energy"] / totals["embed"]
+        rows[corpus] = totals
+        print(corpus, json.dumps({k: round(v, 4) for k, v in totals.items()}), file=sys.stderr)
+    all_ = {k: sum(r[k] for r in rows.values()) for k in ("audio", "energy", "silero", "embed")}
+    all_["silero_share"] = all_["silero"] / all_["embed"]
+    all_["energy_share"] = all_["energy"] / all_["embed"]
+    report = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": "2-core CPU (shared), 1 thread",
+        "load_average": os.getloadavg(),
+        "model": args.model,
+        "corpora": rows,
+        "all": all_,
+    }
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print("| corpus | audio (s) | embed (s) | Silero VAD (s) | Silero / embed | energy / embed |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in {**rows, "all": all_}.items():
+        print(
+            f"| {name} | {r['audio']:.0f} | {r['embed']:.1f} | {r['silero']:.2f} | "
+            f"{100 * r['silero_share']:.1f}% | {100 * r['energy_share']:.2f}% |"
+        )
+
+
+if __name__ == "__main__":
+    main()
