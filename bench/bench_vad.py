@@ -7,6 +7,7 @@ whole recording, silence included; the encoder reads the fragments of the speech
 
     python bench/bench_vad.py --data ../shared/data --files 40
     python bench/bench_vad.py --data ../shared/data --refusals   # files each VAD refuses
+    python bench/bench_vad.py --data ../shared/data --graphs --files 5  # sequence vs stream
 
 Files: ``--files`` recordings spread evenly over each of LibriSpeech (the 40 held-out test
 speakers), RAVDESS, AMI and VCTK. JSON to ``docs/results/vad_cost.json``
@@ -72,6 +73,26 @@ def refusals(data: Path) -> dict:
     return out
 
 
+def graphs(data: Path, n: int, test: set[str], repeats: int = 3) -> dict:
+    """Silero's sequence graph against its streaming graph on the same 16-kHz audio (files of
+    every corpus joined), timed in turn ``repeats`` times: seconds per second of audio."""
+    wav = np.concatenate(
+        [load_audio(p) for corpus in CORPORA for p in files_of(data, corpus, n, test)]
+    )
+    sequence, stream = SileroVAD(sequence=True), SileroVAD(sequence=False)
+    times: dict[str, list[float]] = {"sequence": [], "stream": []}
+    probs = {}
+    for _ in range(repeats):
+        for name, vad in (("sequence", sequence), ("stream", stream)):
+            seconds, probs[name] = timed(vad.probabilities, [wav])
+            times[name].append(seconds / (len(wav) / 16_000))
+    return {
+        "audio_seconds": len(wav) / 16_000,
+        "rtf": {k: float(np.median(v)) for k, v in times.items()},
+        "max_probability_difference": float(np.abs(probs["sequence"] - probs["stream"]).max()),
+    }
+
+
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -85,11 +106,27 @@ def main() -> None:
     ap.add_argument("--model", default="accurate")
     ap.add_argument("--out", type=Path, default=RESULTS / "vad_cost.json")
     ap.add_argument(
+        "--graphs",
+        action="store_true",
+        help="instead: Silero's sequence graph against its streaming graph (time, agreement)",
+    )
+    ap.add_argument(
         "--refusals",
         action="store_true",
         help="instead: on every file, how many each VAD refuses (under --min-speech's 0.5 s)",
     )
     args = ap.parse_args()
+    if args.graphs:
+        test = {s.rsplit(":", 1)[-1] for s in load_model(args.model).info["split"]["test"]}
+        report = {
+            "command": " ".join(["python", *sys.argv]),
+            "machine": "2-core CPU (shared), 1 thread",
+            "load_average": os.getloadavg(),
+            **graphs(args.data, args.files, test),
+        }
+        (RESULTS / "vad_graphs.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report, indent=1))
+        return
     if args.refusals:
         report = {"command": " ".join(["python", *sys.argv]), "corpora": refusals(args.data)}
         (RESULTS / "vad_refusals.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -112,12 +149,27 @@ def main() -> None:
     embedder.embed_fragments(np.zeros((1, 48_000), np.float32))
     rows = {}
     for corpus in CORPORA:
-        totals = {"audio": 0.0, "energy": 0.0, "silero": 0.0, "embed": 0.0, "fragments": 0}
+        totals = {
+            "audio": 0.0,
+            "energy": 0.0,
+            "silero": 0.0,
+            "embed": 0.0,
+            "fragments": 0,
+            "no_speech": 0,
+        }
         for path in files_of(args.data, corpus, args.files, test):
             wav = load_audio(path)
             t_energy, _ = timed(trim_silence, wav, str(path), vad="energy")
-            t_silero, speech = timed(trim_silence, wav, str(path), vad="silero")
-            fragments = prepare(speech, str(path), vad="none")
+            start = time.perf_counter()
+            try:
+                speech = trim_silence(wav, str(path), vad="silero")
+                t_silero = time.perf_counter() - start
+                fragments = prepare(speech, str(path), trim=False)
+            except AudioError:  # too little speech to Silero: its time counts, nothing embeds
+                totals["silero"] += time.perf_counter() - start
+                totals["audio"] += len(wav) / 16_000
+                totals["no_speech"] += 1
+                continue
             t_embed, _ = timed(embedder.embed_fragments, fragments)
             totals["audio"] += len(wav) / 16_000
             totals["energy"] += t_energy
