@@ -56,7 +56,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from speakerid.audio import DEFAULT_VAD, SAMPLE_RATE, VADS, frame_dbfs, load_audio, speech_frames
+from speakerid.audio import (
+    DEFAULT_VAD,
+    SAMPLE_RATE,
+    VADS,
+    frame_dbfs,
+    load_audio,
+    prepare,
+    speech_frames,
+)
 from speakerid.audio.vad import CHUNK_SECONDS, SileroVAD
 from speakerid.decision.scorer import window_threshold
 from speakerid.decision.timeline import (
@@ -67,6 +75,7 @@ from speakerid.decision.timeline import (
     segment_scores,
 )
 from speakerid.embedding.pipeline import Embedder, load_model, open_embedder
+from speakerid.errors import AudioError
 from speakerid.recognition import enroll
 from speakerid.store.speakers import SpeakerStore
 
@@ -251,10 +260,24 @@ def _outside_collar(turns: list[tuple[float, float, str]], n: int) -> np.ndarray
 # ---------------------------------------------------------------- runs
 
 
+@functools.cache
+def _usable(path: Path) -> bool:
+    """Whether both VADs find enough speech in ``path`` to embed it."""
+    wav = load_audio(path)
+    try:
+        for vad in ("energy", "silero"):
+            prepare(wav, str(path), vad=vad)
+    except AudioError:
+        return False
+    return True
+
+
 def enrolled_store(path: Path, embedder: Embedder, speakers: list[Speaker]) -> SpeakerStore:
+    """Each speaker enrolled from their enrollment files, less those a VAD finds too little
+    speech in (as ``enroll-dir`` skips them; the same files whichever VAD runs)."""
     store = SpeakerStore(path)
     for s in speakers:
-        enroll(store, embedder, s.name, [str(f) for f in s.enroll])
+        enroll(store, embedder, s.name, [str(f) for f in s.enroll if _usable(f)])
     return store
 
 
@@ -262,7 +285,9 @@ def conversations(
     data: Path, set_name: str, n: int, seed: int, turns: tuple[int, int] = TURNS
 ) -> list[Conversation]:
     spec = SETS[set_name]
-    speakers = spec.speakers(data)
+    # Only speakers both VADs can enroll, so that --vad energy and --vad silero runs draw the
+    # same conversations (Silero finds no speech in one AMI speaker's only segment).
+    speakers = [s for s in spec.speakers(data) if any(map(_usable, s.enroll))]
     rng = np.random.default_rng(seed)
     convs = [build(speakers, rng, spec.turn_seconds, turns) for _ in range(n)]
     if spec.noisy:
@@ -415,6 +440,7 @@ def main_eval(args: argparse.Namespace) -> None:
             rows = [r for rs in rows_by_seed.values() for r in rs]
             result = spread({seed: pooled(rs) for seed, rs in rows_by_seed.items()}, rows)
             result["by_seed"] = {seed: pooled(rs) for seed, rs in rows_by_seed.items()}
+            result["rows"] = rows_by_seed  # per conversation, for paired comparisons
             result["seconds"] = time.perf_counter() - start
             report["sets"][set_name] = result
             print(f"{set_name}: {json.dumps(result['mean'])}", file=sys.stderr)
