@@ -200,37 +200,14 @@ def fit_calibration(
         (leave-one-speaker-out); with fewer recordings than that needs, from the 1:1
         impostor scores raised to the N-th power; with no gallery, not at all.
     """
-    if norm not in NORMS:
-        raise DataError(f"unknown --norm {norm!r}; one of {list(NORMS)}")
-    if far is not None and not 0.0 < far < 1.0:
-        raise DataError(f"--far must lie strictly between 0 and 1, not {far}")
-    if not 0.0 < fpir < 1.0:
-        raise DataError(f"--fpir must lie strictly between 0 and 1, not {fpir}")
-    name_of = dict(zip(data.speakers.tolist(), data.names.tolist(), strict=True))
+    _check_operating_points(norm, far, fpir)
     raw = _trials(data, enroll_size, seed)
-    trials = raw
-    top_k = None
+    trials, top_k = raw, None
     if norm == "asnorm":
-        if cohort is None or len(cohort) < MIN_COHORT + (cohort_names is not None):
-            size = 0 if cohort is None else len(cohort)
-            raise DataError(
-                f"AS-norm needs a cohort of at least {MIN_COHORT} speakers besides the one "
-                f"scored; the {cohort_kind or 'store'} cohort has {size} (enroll more speakers, "
-                "or use --norm none)"
-            )
-        top_k = min(ASNORM_TOP_K, len(cohort) - 1)
-
-        def normalised(q: np.ndarray, m: np.ndarray, owners: np.ndarray) -> np.ndarray:
-            owner_names = np.asarray([name_of[o] for o in owners])
-            return as_norm_scores(q, m, owner_names, cohort, cohort_names, top_k)
-
-        trials = _trials(data, enroll_size, seed, normalised)
+        trials, top_k = _asnorm_trials(data, enroll_size, seed, cohort, cohort_names, cohort_kind)
     threshold = _operating_point(trials, far)
     raw_threshold = threshold if trials is raw else _operating_point(raw, far)
     _refuse_degenerate(raw, raw_threshold)
-    rate, eer_at = eer_point(trials.scores, trials.labels)
-    dcf, dcf_at = min_dcf(trials.scores, trials.labels, P_TARGET)
-    fa, miss = rates_at(trials.scores, trials.labels, threshold)
     notes: list[str] = []
     open_set: dict[str, Any] = {}
     if gallery is not None and len(gallery):
@@ -262,17 +239,9 @@ def fit_calibration(
         raw_threshold=raw_threshold,
         target="eer" if far is None else f"far={far:g}",
         norm=norm,
-        eer=rate,
-        eer_threshold=eer_at,
-        min_dcf=dcf,
-        min_dcf_threshold=dcf_at,
-        p_target=P_TARGET,
-        false_accept_rate=fa,
-        miss_rate=miss,
+        **_trial_measures(trials, threshold),
         n_speakers=len(np.unique(data.speakers)),
         n_recordings=len(data.speakers),
-        n_target=trials.n_target,
-        n_nontarget=trials.n_nontarget,
         enroll_size=enroll_size,
         data=[str(s) for s in sources],
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -298,6 +267,65 @@ def fit_calibration(
         cells,
         decided,
     )
+
+
+def _check_operating_points(norm: str, far: float | None, fpir: float) -> None:
+    """Refuse an unknown score normalisation or a rate outside (0, 1)."""
+    if norm not in NORMS:
+        raise DataError(f"unknown --norm {norm!r}; one of {list(NORMS)}")
+    if far is not None and not 0.0 < far < 1.0:
+        raise DataError(f"--far must lie strictly between 0 and 1, not {far}")
+    if not 0.0 < fpir < 1.0:
+        raise DataError(f"--fpir must lie strictly between 0 and 1, not {fpir}")
+
+
+def _asnorm_trials(
+    data: Labelled,
+    enroll_size: int,
+    seed: int,
+    cohort: np.ndarray | None,
+    cohort_names: np.ndarray | None,
+    cohort_kind: str | None,
+) -> tuple[Trials, int]:
+    """The enrollment-style trials scored with AS-norm against ``cohort``, and its top-k.
+
+    A cohort of the store's own speakers (``cohort_names`` given) needs one speaker more,
+    since the trial's own speaker is left out of it.
+    """
+    if cohort is None or len(cohort) < MIN_COHORT + (cohort_names is not None):
+        size = 0 if cohort is None else len(cohort)
+        raise DataError(
+            f"AS-norm needs a cohort of at least {MIN_COHORT} speakers besides the one "
+            f"scored; the {cohort_kind or 'store'} cohort has {size} (enroll more speakers, "
+            "or use --norm none)"
+        )
+    top_k = min(ASNORM_TOP_K, len(cohort) - 1)
+    name_of = dict(zip(data.speakers.tolist(), data.names.tolist(), strict=True))
+
+    def normalised(q: np.ndarray, m: np.ndarray, owners: np.ndarray) -> np.ndarray:
+        owner_names = np.asarray([name_of[o] for o in owners])
+        return as_norm_scores(q, m, owner_names, cohort, cohort_names, top_k)
+
+    return _trials(data, enroll_size, seed, normalised), top_k
+
+
+def _trial_measures(trials: Trials, threshold: float) -> dict[str, Any]:
+    """``Calibration``'s fields measured on the trials: EER, minDCF, the rates at
+    ``threshold`` and the trial counts."""
+    rate, eer_at = eer_point(trials.scores, trials.labels)
+    dcf, dcf_at = min_dcf(trials.scores, trials.labels, P_TARGET)
+    fa, miss = rates_at(trials.scores, trials.labels, threshold)
+    return {
+        "eer": rate,
+        "eer_threshold": eer_at,
+        "min_dcf": dcf,
+        "min_dcf_threshold": dcf_at,
+        "p_target": P_TARGET,
+        "false_accept_rate": fa,
+        "miss_rate": miss,
+        "n_target": trials.n_target,
+        "n_nontarget": trials.n_nontarget,
+    }
 
 
 DEGENERATE_THRESHOLD = 0.999  # a cosine threshold this high accepts only copies of a recording
