@@ -7,7 +7,7 @@ so that loading this module for ``--help`` stays light.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -31,6 +31,9 @@ from speakerid.decision.model import DEFAULT_FAR
 from speakerid.embedding.pipeline import load_model
 from speakerid.outputs import output_target, replacing
 from speakerid.store.speakers import SpeakerStore
+
+if TYPE_CHECKING:
+    from speakerid.decision.calibrate import CalibrationReport
 
 # ---------------------------------------------------------------- training and evaluation
 
@@ -272,6 +275,16 @@ def evaluate_cmd(
     if json_:
         print_json(report)
         return
+    out.print(_kway_table(report))
+    ver = report["verification_fragments"]
+    out.print(
+        f"fragment EER {ver['eer']:.4f} at score {ver['eer_threshold']:.4f}, "
+        f"minDCF(0.01) {ver['min_dcf']:.4f}; report and plots in {out_dir}"
+    )
+
+
+def _kway_table(report: dict[str, Any]) -> Table:
+    """1-shot k-way accuracy at a few k: the model, the compared ones, the baselines."""
     curve = report["kway"]["model, 1-shot"]
     knn = report["kway"]["MFCC-stats k-NN, 1-shot"]
     table = Table(title=f"{report['n_speakers']} speakers, {report['n_fragments']} fragments")
@@ -293,66 +306,72 @@ def evaluate_cmd(
                 f"{knn[k]['accuracy']:.3f}",
                 f"{report['random_baseline'][k]:.3f}",
             )
-    out.print(table)
-    ver = report["verification_fragments"]
-    out.print(
-        f"fragment EER {ver['eer']:.4f} at score {ver['eer_threshold']:.4f}, "
-        f"minDCF(0.01) {ver['min_dcf']:.4f}; report and plots in {out_dir}"
-    )
+    return table
 
 
 # ---------------------------------------------------------------- calibration
 
 
+CalibrationData = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Labelled recordings from your domain: DIR/<speaker>/*.wav|flac or "
+        "DIR/<speaker>/<chapter>/*.flac; 4+ speakers, most with 2+ recordings.",
+        metavar="DATA...",
+        show_default=False,
+    ),
+]
+TargetOpt = Annotated[
+    str, typer.Option("--target", help="1:1 operating point: eer, or far (with --far).")
+]
+FarOpt = Annotated[
+    float | None,
+    _opt(
+        "False-accept rate to set the 1:1 threshold for (e.g. 0.01); implies --target far.",
+        "--far",
+    ),
+]
+FpirOpt = Annotated[
+    float,
+    typer.Option(
+        "--fpir",
+        help="Share of strangers identify may name as someone enrolled, at the store's "
+        "current size: sets the 1:N threshold.",
+    ),
+]
+NormOpt = Annotated[
+    str, typer.Option("--norm", help="Scores to calibrate: none (cosine) | asnorm.")
+]
+CohortOpt = Annotated[
+    str,
+    typer.Option(
+        "--cohort",
+        help="AS-norm cohort: auto (the model's if it ships one) | model | store (the "
+        "enrolled speakers).",
+    ),
+]
+EnrollSizeOpt = Annotated[
+    int, typer.Option("--enroll-size", min=1, help="Recordings pooled per trial model.")
+]
+PlotOpt = Annotated[
+    Path | None, _opt("Write score histograms and a DET curve to this PNG.", "--plot")
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Report only; leave the store as it is.")
+]
+
+
 @command("calibrate")
 def calibrate_cmd(
-    data: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Labelled recordings from your domain: DIR/<speaker>/*.wav|flac or "
-            "DIR/<speaker>/<chapter>/*.flac; 4+ speakers, most with 2+ recordings.",
-            metavar="DATA...",
-            show_default=False,
-        ),
-    ],
-    target: Annotated[
-        str, typer.Option("--target", help="1:1 operating point: eer, or far (with --far).")
-    ] = "eer",
-    far: Annotated[
-        float | None,
-        _opt(
-            "False-accept rate to set the 1:1 threshold for (e.g. 0.01); implies --target far.",
-            "--far",
-        ),
-    ] = None,
-    fpir: Annotated[
-        float,
-        typer.Option(
-            "--fpir",
-            help="Share of strangers identify may name as someone enrolled, at the store's "
-            "current size: sets the 1:N threshold.",
-        ),
-    ] = 0.05,
-    norm: Annotated[
-        str, typer.Option("--norm", help="Scores to calibrate: none (cosine) | asnorm.")
-    ] = "none",
-    cohort: Annotated[
-        str,
-        typer.Option(
-            "--cohort",
-            help="AS-norm cohort: auto (the model's if it ships one) | model | store (the "
-            "enrolled speakers).",
-        ),
-    ] = "auto",
-    enroll_size: Annotated[
-        int, typer.Option("--enroll-size", min=1, help="Recordings pooled per trial model.")
-    ] = 3,
-    plot: Annotated[
-        Path | None, _opt("Write score histograms and a DET curve to this PNG.", "--plot")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Report only; leave the store as it is.")
-    ] = False,
+    data: CalibrationData,
+    target: TargetOpt = "eer",
+    far: FarOpt = None,
+    fpir: FpirOpt = 0.05,
+    norm: NormOpt = "none",
+    cohort: CohortOpt = "auto",
+    enroll_size: EnrollSizeOpt = 3,
+    plot: PlotOpt = None,
+    dry_run: DryRunOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the trial models' recordings.")] = 0,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
@@ -375,8 +394,7 @@ def calibrate_cmd(
         fail(f"unknown --target {target!r}; one of ['eer', 'far']")
     if target == "far" and far is None:
         fail("--target far needs --far RATE (e.g. --far 0.01)")
-    if target == "eer" and far is not None:
-        target = "far"
+    # --far alone implies --target far: the rate given is always the one to calibrate for
     if plot is not None:
         output_target(plot)  # refused before the store is written, not after
     embedder = load_embedder(model, precision)
@@ -393,7 +411,7 @@ def calibrate_cmd(
             db,
             embedder,
             data,
-            far=far if target == "far" else None,
+            far=far,
             fpir=fpir,
             norm=norm,
             cohort=cohort,
@@ -402,23 +420,36 @@ def calibrate_cmd(
             dry_run=dry_run,
             on_file=on_file,
         )
-    cal = report.calibration
     if plot is not None:
-        from speakerid.decision.plot import plot_calibration
-
-        lines = {f"calibrated ({cal.target})": cal.threshold}
-        if report.model_threshold is not None and cal.norm == "none":
-            lines = {"model": report.model_threshold, **lines}
-        plot_calibration(
-            report.trials,
-            lines,
-            plot,
-            "AS-norm score" if cal.norm == "asnorm" else "cosine",
-            report.decided,
-        )
+        _plot_calibration(report, plot)
     if json_:
         print_json({**report.as_dict(), "store": str(db.path), "plot": plot and str(plot)})
         return
+    _print_calibration(report)
+    where = shown_markup(db.path)
+    out.print(f"written to {where}" if report.written else f"dry run: {where} unchanged")
+
+
+def _plot_calibration(report: CalibrationReport, path: Path) -> None:
+    """Score histograms with the thresholds drawn in, and the DET curve, into ``path``."""
+    from speakerid.decision.plot import plot_calibration
+
+    cal = report.calibration
+    lines = {f"calibrated ({cal.target})": cal.threshold}
+    if report.model_threshold is not None and cal.norm == "none":
+        lines = {"model": report.model_threshold, **lines}
+    plot_calibration(
+        report.trials,
+        lines,
+        path,
+        "AS-norm score" if cal.norm == "asnorm" else "cosine",
+        report.decided,
+    )
+
+
+def _print_calibration(report: CalibrationReport) -> None:
+    """The score distributions, error rates and thresholds set, and any notes."""
+    cal = report.calibration
     for item in report.skipped:
         err.print(f"skipped: {shown(item.error)}", style="yellow", markup=False, soft_wrap=True)
     table = Table(title=f"{cal.n_speakers} speakers, {cal.n_recordings} recordings")
@@ -453,8 +484,6 @@ def calibrate_cmd(
         _print_conditions(report.conditions, cal.decision)
     for note in report.notes:
         err.print(f"note: {shown(note)}", style="yellow", markup=False, soft_wrap=True)
-    where = shown_markup(db.path)
-    out.print(f"written to {where}" if report.written else f"dry run: {where} unchanged")
 
 
 def _print_conditions(rows: list[dict[str, Any]], decision: dict[str, Any] | None) -> None:
