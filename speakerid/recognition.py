@@ -18,10 +18,6 @@ import numpy as np
 
 from speakerid.audio import (
     FRAGMENT_SECONDS,
-    SAMPLE_RATE,
-    is_long,
-    load_audio,
-    trim_silence,
 )
 from speakerid.audio import Source as AudioSource
 from speakerid.decision.calibration import (
@@ -194,16 +190,9 @@ def embed_checked(embedder: BaseEmbedder, path: Source) -> np.ndarray:
 def embed_measured(embedder: BaseEmbedder, path: Source) -> tuple[np.ndarray, float]:
     """``embed_checked`` that also returns the recording's seconds of speech (after trimming).
 
-    The same embedding as ``embed_file``: trimming here and not again in the embedder.
+    The same embedding as ``embed_file`` (``BaseEmbedder.embed_measured``).
     """
-    if is_long(path):  # streamed: memory stays flat whatever the length and the rate
-        samples: list[int] = []
-        vector = embedder.embed_stream(path, on_speech=samples.append)
-        seconds = samples[0] / SAMPLE_RATE
-    else:
-        speech = trim_silence(load_audio(path), name=str(path))
-        vector = embedder.embed_waveform(speech, name=str(path), trim=False)
-        seconds = len(speech) / SAMPLE_RATE
+    vector, seconds = embedder.embed_measured(path)
     return _finite(embedder, path, vector), seconds
 
 
