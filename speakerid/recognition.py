@@ -36,7 +36,6 @@ from speakerid.embedding.pipeline import BaseEmbedder
 from speakerid.encoders.registry import DEFAULT_MODEL, decision_model, model_cohort, resolve_model
 from speakerid.errors import (
     AudioError,
-    CheckpointError,
     DataError,
     EnrollmentQualityError,
     InvalidNameError,
@@ -168,23 +167,12 @@ class Info:
 
 def model_id(embedder: BaseEmbedder) -> tuple[str, int, str]:
     """(fingerprint, embedding size, absolute path) of the embedder's model."""
-    model = embedder.model
-    return model.fingerprint, embedder.dim, str(Path(model.path).resolve())
-
-
-def _finite(embedder: BaseEmbedder, path: Source, vector: np.ndarray) -> np.ndarray:
-    """``vector``, refused when not finite: a damaged model's mark."""
-    if not np.isfinite(vector).all():
-        raise CheckpointError(
-            f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
-            "the checkpoint is damaged"
-        )
-    return vector
+    return embedder.identity()
 
 
 def embed_checked(embedder: BaseEmbedder, path: Source) -> np.ndarray:
     """``embedder.embed_file`` that refuses non-finite output (a damaged model's mark)."""
-    return _finite(embedder, path, embedder.embed_file(path))
+    return embedder.finite(embedder.embed_file(path), path)
 
 
 def embed_measured(embedder: BaseEmbedder, path: Source) -> tuple[np.ndarray, float]:
@@ -193,7 +181,7 @@ def embed_measured(embedder: BaseEmbedder, path: Source) -> tuple[np.ndarray, fl
     The same embedding as ``embed_file`` (``BaseEmbedder.embed_measured``).
     """
     vector, seconds = embedder.embed_measured(path)
-    return _finite(embedder, path, vector), seconds
+    return embedder.finite(vector, path), seconds
 
 
 def recording_quality(

@@ -29,6 +29,7 @@ from speakerid.decision.timeline import (
     score_windows,
     voice_activity,
 )
+from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.errors import AudioError, SpeakerIDError
 from speakerid.store.speakers import SpeakerStore
 
@@ -57,15 +58,18 @@ class FakeModel:
     threshold: float | None = 0.4  # between its genuine (~0.95) and other-voice (< 0) scores
 
 
-class FakeEmbedder:
-    """Duck-types ``Embedder``: centred band spectra as unit vectors; counts its inputs."""
+class FakeEmbedder(BaseEmbedder):
+    """A backend of centred band spectra as unit vectors; counts its inputs."""
 
     def __init__(self, centre: np.ndarray) -> None:
         self.model = FakeModel()
         self.centre = centre
-        self.dim = len(centre)
         self.min_speech = MIN_SPEECH_SECONDS
         self.lengths: list[int] = []
+
+    @property
+    def dim(self) -> int:
+        return len(self.centre)
 
     def embed_fragments(self, frags: np.ndarray) -> np.ndarray:
         self.lengths.extend([frags.shape[1]] * len(frags))

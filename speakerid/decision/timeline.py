@@ -44,7 +44,7 @@ from speakerid.audio import (
     stream_audio,
 )
 from speakerid.embedding.embedder import BaseEmbedder
-from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
+from speakerid.errors import AudioError, SpeakerIDError, StoreError
 from speakerid.outputs import save_figure
 from speakerid.recognition import model_id, scorer_for
 from speakerid.store.speakers import SpeakerStore
@@ -360,8 +360,6 @@ def score_windows(
     def flush() -> None:
         if batch:
             emb = embed(np.stack(batch))
-            if not np.isfinite(emb).all():
-                raise CheckpointError("the model produced NaN or infinite values")
             rows.append(score(emb, references).astype(np.float32))
             batch.clear()
 
@@ -429,13 +427,12 @@ def identify_segments(
     else:
         label = name or str(audio)
         chunks = lambda: stream_audio(audio)  # noqa: E731
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        return embedder.finite(embedder.embed_fragments(batch), label)
+
     windows = score_windows(
-        chunks,
-        embedder.embed_fragments,
-        references,
-        cfg,
-        name=label,
-        min_speech=embedder.min_speech,
+        chunks, embed, references, cfg, name=label, min_speech=embedder.min_speech
     )
     segments = segment_scores(windows, names, threshold, cfg)
     return Timeline(label, windows.samples / SAMPLE_RATE, segments, names, threshold, cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -22,7 +22,16 @@ from speakerid.audio import (
     stream_fragments,
     trim_silence,
 )
+from speakerid.errors import CheckpointError
 from speakerid.vectors import l2_normalize, pool
+
+
+class ModelInfo(Protocol):
+    """What every backend's loaded model says about itself (``LoadedModel``, ``OnnxModel``)."""
+
+    threshold: float | None  # its calibrated cosine threshold, None if never calibrated
+    fingerprint: str  # the store's model identity
+    path: Path  # what messages name
 
 
 class BaseEmbedder:
@@ -32,13 +41,26 @@ class BaseEmbedder:
     ``min_speech`` (seconds of speech a recording needs after trimming).
     """
 
-    model: Any
+    model: ModelInfo
     min_speech: float = MIN_SPEECH_SECONDS
     batch_size: int = 64  # fragments per forward pass
 
     @property
     def dim(self) -> int:
         raise NotImplementedError
+
+    def identity(self) -> tuple[str, int, str]:
+        """(fingerprint, embedding size, absolute path): what a store checks before mixing."""
+        return self.model.fingerprint, self.dim, str(Path(self.model.path).resolve())
+
+    def finite(self, vectors: np.ndarray, what: object = "audio") -> np.ndarray:
+        """``vectors``, refused when not finite: a damaged model's mark (``CheckpointError``)."""
+        if not np.isfinite(vectors).all():
+            raise CheckpointError(
+                f"{self.model.path}: the model produced NaN or infinite values for {what}; "
+                "the checkpoint is damaged"
+            )
+        return vectors
 
     def embed_fragments(self, fragments: np.ndarray) -> np.ndarray:
         """``(n, FRAGMENT_SAMPLES)`` float32 -> ``(n, D)`` unit-length embeddings."""
