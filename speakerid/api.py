@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from speakerid.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE, Clip, to_16k_mono
-from speakerid.embedding.pipeline import BaseEmbedder, open_embedder
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.embedding.pipeline import open_embedder
 from speakerid.errors import AudioError, SpeakerIDError
 from speakerid.recognition import (
     BulkEnrollResult,

@@ -32,7 +32,7 @@ from speakerid.decision.thresholds import (
     identify_threshold,
     resolve_threshold,
 )
-from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.registry import DEFAULT_MODEL, decision_model, model_cohort, resolve_model
 from speakerid.errors import (
     AudioError,

@@ -118,7 +118,7 @@ def _enrolled_template(
     tmp_path_factory: pytest.TempPathFactory, model_path: Path, voices_dir: Path
 ) -> Path:
     """A store with alice (recordings 1, 2) and bob (1, 2), built once."""
-    from speakerid.embedding.pipeline import Embedder, load_model
+    from speakerid.embedding.backends.torch import Embedder, load_model
     from speakerid.recognition import enroll
     from speakerid.store.speakers import SpeakerStore
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 import speakerid.encoders.registry as registry
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.embedding.pipeline import Embedder, load_model, native_bf16, resolve_precision
+from speakerid.embedding.backends.torch import Embedder, load_model, native_bf16, resolve_precision
 from speakerid.encoders.twin import (
     CHECKPOINT_FORMAT,
     Encoder,

@@ -40,13 +40,9 @@ from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, read_stdin
 from speakerid.decision.model import DEFAULT_FAR, check_far
 from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
-from speakerid.embedding.pipeline import (
-    BACKEND_ENV,
-    BACKENDS,
-    PRECISIONS,
-    BaseEmbedder,
-    open_embedder,
-)
+from speakerid.embedding.backends.torch import PRECISIONS
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.embedding.pipeline import BACKEND_ENV, BACKENDS, open_embedder
 from speakerid.encoders.checkpoint import check_threshold
 from speakerid.errors import SpeakerIDError
 from speakerid.recognition import FileError, Source

@@ -35,7 +35,7 @@ from speakerid.cli.common import (
     writing_sid,
 )
 from speakerid.embedding.bulk import save_embeddings
-from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.outputs import output_target
 from speakerid.store.speakers import SpeakerStore
 

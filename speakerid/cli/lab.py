@@ -28,7 +28,7 @@ from speakerid.cli.common import (
     shown_markup,
 )
 from speakerid.decision.model import DEFAULT_FAR
-from speakerid.embedding.pipeline import load_model
+from speakerid.embedding.backends.torch import load_model
 from speakerid.outputs import output_target, replacing
 from speakerid.store.speakers import SpeakerStore
 

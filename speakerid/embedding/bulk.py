@@ -33,7 +33,7 @@ from speakerid.outputs import replacing
 from speakerid.vectors import EPS
 
 if TYPE_CHECKING:
-    from speakerid.embedding.pipeline import Embedder
+    from speakerid.embedding.backends.torch import Embedder
     from speakerid.recognition import BulkEnrollResult
     from speakerid.store.speakers import SpeakerStore
 
