@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from speakerid.api import SpeakerID
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     EXIT_OK,
@@ -31,7 +32,6 @@ from speakerid.cli.common import (
     fail,
     failures_reported,
     far_flag,
-    open_sid,
     out,
     print_json,
     progress_bar,
@@ -67,7 +67,9 @@ def verify_cmd(
     length and this speaker's enrollment: a short clip needs a higher score than a long one.
     """
     far = far_flag(far, threshold)
-    with open_sid(store, model, backend, precision, min_speech) as sid:
+    with SpeakerID(
+        store, model, backend=backend, precision=precision, min_speech=min_speech
+    ) as sid:
         (source,) = read_sources([file], sample_rate)
         result = sid.verify(name, source, threshold=threshold_flag(threshold), far=far)
         store_path = str(sid.store.path)
@@ -190,7 +192,8 @@ def identify_cmd(
     if given:
         fail(f"--{given[0].replace('_', '-')} needs --segments")
     sources = read_sources(files, sample_rate)
-    with open_sid(store, model, backend, precision, min_speech) as sid, progress_bar() as progress:
+    opened = SpeakerID(store, model, backend=backend, precision=precision, min_speech=min_speech)
+    with opened as sid, progress_bar() as progress:
         task = progress.add_task("identifying", total=len(sources))
         everything = sid.identify_many(
             sources,
@@ -295,7 +298,9 @@ def _identify_segments(
         output_target(plot)  # a directory, FIFO or device is refused before any work
     config = SegmentConfig(**settings)
     sources = read_sources(files, sample_rate)
-    with open_sid(*opened) as sid, progress_bar() as progress:
+    store, model, backend, precision, min_speech = opened
+    api = SpeakerID(store, model, backend=backend, precision=precision, min_speech=min_speech)
+    with api as sid, progress_bar() as progress:
         task = progress.add_task("who speaks when", total=len(sources))
         everything = sid.identify_segments(
             sources,
