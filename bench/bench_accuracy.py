@@ -48,7 +48,7 @@ from common import (
 
 from speakerid.audio import SAMPLE_RATE
 from speakerid.decision.calibration import P_TARGET, pair_trials
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.twin import LoadedModel
 from speakerid.lab.data import AudioBank, FragmentSet, fragment_set
 from speakerid.lab.evaluate import report_json

@@ -39,7 +39,7 @@ from common import LIBRI, RAVDESS, Resemblyzer, at_threshold, ravdess_files, tri
 
 from speakerid.audio import SAMPLE_RATE
 from speakerid.decision.calibration import P_TARGET, as_norm, cohort_stats, pair_trials
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.twin import LoadedModel
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
 from speakerid.lab.kway import kway_curve

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from common import Resemblyzer, held_out_speakers, libri_bank, load_run, write_json
 
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.pretrained import GE2E, init_from_ge2e
 from speakerid.encoders.twin import Encoder, LoadedModel, ModelConfig
 from speakerid.lab.data import fragment_set

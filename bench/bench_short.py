@@ -23,7 +23,7 @@ import torch
 from common import held_out_speakers, libri_bank
 
 from speakerid.audio import SAMPLE_RATE, fragment
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.twin import LoadedModel
 from speakerid.lab.data import AudioBank
 from speakerid.lab.metrics import verification_summary

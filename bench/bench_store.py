@@ -41,7 +41,8 @@ ANN_SECTION = "## Approximate search"  # the part of the report that bench_ann.p
 
 def shipped_dim() -> int:
     """Embedding size of the shipped model (``models/default.safetensors``)."""
-    from speakerid.embedding.pipeline import load_model  # torch only when the size is not given
+    # torch only when the size is not given
+    from speakerid.embedding.backends.torch import load_model
 
     return load_model().encoder.config.embedding_dim
 

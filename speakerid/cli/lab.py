@@ -23,7 +23,6 @@ from speakerid.cli.common import (
     command,
     err,
     fail,
-    load_embedder,
     out,
     print_json,
     progress_bar,
@@ -31,7 +30,8 @@ from speakerid.cli.common import (
     shown_markup,
 )
 from speakerid.decision.model import DEFAULT_FAR
-from speakerid.embedding.pipeline import load_model
+from speakerid.embedding.backends.torch import load_model
+from speakerid.embedding.pipeline import open_embedder
 from speakerid.outputs import output_target, replacing
 from speakerid.store.speakers import SpeakerStore
 
@@ -401,7 +401,8 @@ def calibrate_cmd(
     # --far alone implies --target far: the rate given is always the one to calibrate for
     if plot is not None:
         output_target(plot)  # refused before the store is written, not after
-    embedder = load_embedder(model, precision)
+    # the torch backend: calibrate has no --backend
+    embedder = open_embedder(model, None, precision)
     with (
         SpeakerStore(store) as db,
         progress_bar() as progress,
