@@ -209,50 +209,68 @@ def fit_calibration(
     raw_threshold = threshold if trials is raw else _operating_point(raw, far)
     _refuse_degenerate(raw, raw_threshold)
     notes: list[str] = []
-    open_set: dict[str, Any] = {}
-    if gallery is not None and len(gallery):
-        open_set = _open_set(
-            data,
-            trials,
-            fpir,
-            norm,
-            cohort,
-            cohort_names,
-            top_k,
-            gallery,
-            np.asarray(gallery_names),
-            notes,
-        )
-    else:
-        notes.append(
-            "no speakers are enrolled yet: the 1:N threshold is not set; identify "
-            "uses the 1:1 one until you enroll speakers and run calibrate again"
-        )
+    open_set = _open_set(
+        data, trials, fpir, norm, cohort, cohort_names, top_k, gallery, gallery_names, notes
+    )
     fitted, cells, decided = None, [], None
     if norm == "none" and data.seconds is not None:
         fitted, cells, decided = _decision_fit(data, decision, enroll_size, seed, sources, notes)
-    model_fa = model_miss = None
-    if model_threshold is not None:
-        model_fa, model_miss = rates_at(raw.scores, raw.labels, model_threshold)
     calibration = Calibration(
         threshold=threshold,
         raw_threshold=raw_threshold,
         target="eer" if far is None else f"far={far:g}",
         norm=norm,
         **_trial_measures(trials, threshold),
-        n_speakers=len(np.unique(data.speakers)),
-        n_recordings=len(data.speakers),
-        enroll_size=enroll_size,
-        data=[str(s) for s in sources],
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        model_fingerprint=fingerprint,
+        **_provenance(data, enroll_size, sources, fingerprint),
         store_speakers=0 if gallery is None else len(gallery),
-        cohort=cohort_kind if norm == "asnorm" else None,
-        cohort_size=None if norm != "asnorm" or cohort is None else len(cohort),
-        top_k=top_k,
+        **_cohort_fields(norm, cohort, cohort_kind, top_k),
         decision=None if fitted is None else asdict(fitted),
         **open_set,
     )
+    return _report(calibration, raw, trials, model_threshold, notes, data, cells, decided)
+
+
+def _provenance(
+    data: Labelled, enroll_size: int, sources: Sequence[str], fingerprint: str
+) -> dict[str, Any]:
+    """``Calibration``'s fields saying what it was fitted on, when, for which model."""
+    return {
+        "n_speakers": len(np.unique(data.speakers)),
+        "n_recordings": len(data.speakers),
+        "enroll_size": enroll_size,
+        "data": [str(s) for s in sources],
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model_fingerprint": fingerprint,
+    }
+
+
+def _cohort_fields(
+    norm: str, cohort: np.ndarray | None, cohort_kind: str | None, top_k: int | None
+) -> dict[str, Any]:
+    """``Calibration``'s AS-norm fields: which cohort, its size, the top-k used."""
+    asnorm = norm == "asnorm"
+    return {
+        "cohort": cohort_kind if asnorm else None,
+        "cohort_size": None if not asnorm or cohort is None else len(cohort),
+        "top_k": top_k,
+    }
+
+
+def _report(
+    calibration: Calibration,
+    raw: Trials,
+    trials: Trials,
+    model_threshold: float | None,
+    notes: list[str],
+    data: Labelled,
+    cells: list[dict[str, Any]],
+    decided: tuple[QualityTrials, np.ndarray] | None,
+) -> CalibrationReport:
+    """The report of a calibration: its trials' score distributions and how the model's
+    own threshold fares on them (raw cosine)."""
+    model_fa = model_miss = None
+    if model_threshold is not None:
+        model_fa, model_miss = rates_at(raw.scores, raw.labels, model_threshold)
     return CalibrationReport(
         calibration,
         distribution(trials.scores[trials.labels]),
@@ -394,25 +412,33 @@ def _open_set(
     cohort: np.ndarray | None,
     cohort_names: np.ndarray | None,
     top_k: int | None,
-    gallery: np.ndarray,
-    gallery_names: np.ndarray,
+    gallery: np.ndarray | None,
+    gallery_names: Sequence[str],
     notes: list[str],
 ) -> dict[str, Any]:
-    """The 1:N threshold fields of a ``Calibration`` (see ``fit_calibration``)."""
-    best = best_other_scores(data.embeddings, data.names, gallery, gallery_names)
+    """The 1:N threshold fields of a ``Calibration`` (see ``fit_calibration``); none, with
+    a note, when no speaker is enrolled."""
+    if gallery is None or not len(gallery):
+        notes.append(
+            "no speakers are enrolled yet: the 1:N threshold is not set; identify "
+            "uses the 1:1 one until you enroll speakers and run calibrate again"
+        )
+        return {}
+    enrolled = np.asarray(gallery_names)
+    best = best_other_scores(data.embeddings, data.names, gallery, enrolled)
     strangers = np.isfinite(best)  # a recording whose name is the only one enrolled has none
     scores = best[strangers]
     if norm == "asnorm" and len(scores):
         # identify names the top raw candidate when its normalised score passes: the same here
         sims = score(data.embeddings[strangers], gallery)
-        same = data.names[strangers][:, None] == gallery_names[None, :]
+        same = data.names[strangers][:, None] == enrolled[None, :]
         top = np.argmax(np.where(same, -np.inf, sims), axis=1)
         scores = np.asarray(
             [
                 as_norm_scores(
                     q[None],
                     gallery[j][None],
-                    gallery_names[j : j + 1],
+                    enrolled[j : j + 1],
                     cohort,
                     cohort_names,
                     top_k or ASNORM_TOP_K,
