@@ -37,8 +37,6 @@ from speakerid.store.speakers import EnrollResult, SpeakerStore, SpeakerSummary
 if TYPE_CHECKING:
     from speakerid.decision.timeline import SegmentConfig, Timeline
 
-Verdict = Verification  # the 1:1 answer: speaker, file, score, threshold, accepted
-
 
 class SpeakerID:
     """Speaker recognition over one enrollment store and one model.
@@ -154,7 +152,7 @@ class SpeakerID:
         *,
         threshold: float | None = None,
         far: float | None = None,
-    ) -> Verdict:
+    ) -> Verification:
         """1:1: is ``file`` the enrolled speaker ``name``?
 
         Decided at the false-accept rate ``far`` (default 1 %) for this clip's and this
