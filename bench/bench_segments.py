@@ -74,7 +74,8 @@ from speakerid.decision.timeline import (
     score_windows,
     segment_scores,
 )
-from speakerid.embedding.pipeline import Embedder, load_model, open_embedder
+from speakerid.embedding.backends.torch import Embedder, load_model
+from speakerid.embedding.pipeline import open_embedder
 from speakerid.errors import AudioError
 from speakerid.recognition import enroll
 from speakerid.store.speakers import SpeakerStore

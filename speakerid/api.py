@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,7 +22,8 @@ from speakerid.audio import (
     resolve_vad,
     to_16k_mono,
 )
-from speakerid.embedding.pipeline import BaseEmbedder, open_embedder
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.embedding.pipeline import open_embedder
 from speakerid.errors import SpeakerIDError, StoreError
 from speakerid.recognition import (
     BulkEnrollResult,
@@ -31,6 +33,7 @@ from speakerid.recognition import (
     OnFile,
     Source,
     Verification,
+    each_file,
     embed_files,
     enroll,
     enroll_directory,
@@ -39,7 +42,8 @@ from speakerid.recognition import (
 )
 from speakerid.store.speakers import EnrollResult, SpeakerStore, SpeakerSummary
 
-Verdict = Verification  # the 1:1 answer: speaker, file, score, threshold, accepted
+if TYPE_CHECKING:
+    from speakerid.decision.timeline import SegmentConfig, Timeline
 
 
 class SpeakerID:
@@ -170,7 +174,7 @@ class SpeakerID:
         *,
         threshold: float | None = None,
         far: float | None = None,
-    ) -> Verdict:
+    ) -> Verification:
         """1:1: is ``file`` the enrolled speaker ``name``?
 
         Decided at the false-accept rate ``far`` (default 1 %) for this clip's and this
@@ -217,6 +221,26 @@ class SpeakerID:
             strict=strict,
             on_file=on_file,
         )
+
+    def identify_segments(
+        self,
+        files: Sequence[Source],
+        *,
+        threshold: float | None = None,
+        config: SegmentConfig | None = None,
+        strict: bool = False,
+        on_file: OnFile | None = None,
+    ) -> list[Timeline | FileError]:
+        """Who speaks when along each recording, in order; a file that fails gets a
+        ``FileError`` (with ``strict`` the first one raises). Each recording streams in
+        chunks and needs ``min_speech`` seconds of speech."""
+        from speakerid.decision.timeline import identify_segments
+
+        def timeline(file: Source) -> Timeline:
+            return identify_segments(self.store, self.embedder, file, threshold, config)
+
+        done = each_file(files, timeline, strict=strict, on_file=on_file)
+        return [result for _, result in done]
 
     def embed(self, audio: Source | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
         """One recording -> its ``(D,)`` unit embedding.

@@ -9,19 +9,16 @@ is ``speakerid.decision.thresholds``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_fields
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from speakerid.audio import (
     FRAGMENT_SECONDS,
-    SAMPLE_RATE,
-    is_long,
-    load_audio,
-    trim_silence,
 )
 from speakerid.audio import Source as AudioSource
 from speakerid.decision.calibration import (
@@ -36,11 +33,10 @@ from speakerid.decision.thresholds import (
     identify_threshold,
     resolve_threshold,
 )
-from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.registry import DEFAULT_MODEL, decision_model, model_cohort, resolve_model
 from speakerid.errors import (
     AudioError,
-    CheckpointError,
     DataError,
     EnrollmentQualityError,
     InvalidNameError,
@@ -65,6 +61,7 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
 
 Source = AudioSource  # a path as given, ``-`` or stdin spooled (``Spooled``), or a ``Clip``
 OnFile = Callable[[int, int], None]  # progress: ``on_file(files_done, files_total)``
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- results
@@ -172,39 +169,21 @@ class Info:
 
 def model_id(embedder: BaseEmbedder) -> tuple[str, int, str]:
     """(fingerprint, embedding size, absolute path) of the embedder's model."""
-    model = embedder.model
-    return model.fingerprint, embedder.dim, str(Path(model.path).resolve())
-
-
-def _finite(embedder: BaseEmbedder, path: Source, vector: np.ndarray) -> np.ndarray:
-    """``vector``, refused when not finite: a damaged model's mark."""
-    if not np.isfinite(vector).all():
-        raise CheckpointError(
-            f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
-            "the checkpoint is damaged"
-        )
-    return vector
+    return embedder.identity()
 
 
 def embed_checked(embedder: BaseEmbedder, path: Source) -> np.ndarray:
     """``embedder.embed_file`` that refuses non-finite output (a damaged model's mark)."""
-    return _finite(embedder, path, embedder.embed_file(path))
+    return embedder.finite(embedder.embed_file(path), path)
 
 
 def embed_measured(embedder: BaseEmbedder, path: Source) -> tuple[np.ndarray, float]:
     """``embed_checked`` that also returns the recording's seconds of speech (after trimming).
 
-    The same embedding as ``embed_file``: trimming here and not again in the embedder.
+    The same embedding as ``embed_file`` (``BaseEmbedder.embed_measured``).
     """
-    if is_long(path):  # streamed: memory stays flat whatever the length and the rate
-        samples: list[int] = []
-        vector = embedder.embed_stream(path, on_speech=samples.append)
-        seconds = samples[0] / SAMPLE_RATE
-    else:
-        speech = trim_silence(load_audio(path), name=str(path), vad=embedder.vad)
-        vector = embedder.embed_waveform(speech, name=str(path), trim=False)
-        seconds = len(speech) / SAMPLE_RATE
-    return _finite(embedder, path, vector), seconds
+    vector, seconds = embedder.embed_measured(path)
+    return embedder.finite(vector, path), seconds
 
 
 def recording_quality(
@@ -566,16 +545,35 @@ def embed_files(
     """
     vectors: dict[str, np.ndarray] = {}
     errors: list[FileError] = []
+    work = lambda path: embed(embedder, path)  # noqa: E731
+    for path, result in each_file(paths, work, strict=strict, on_file=on_file):
+        if isinstance(result, FileError):
+            errors.append(result)
+        else:
+            vectors[str(path)] = result
+    return EmbedResult(vectors, errors)
+
+
+def each_file(
+    paths: Sequence[Source],
+    work: Callable[[Source], T],
+    *,
+    strict: bool = False,
+    on_file: OnFile | None = None,
+) -> Iterator[tuple[Source, T | FileError]]:
+    """``work`` on each file in order: its result, or a ``FileError`` for audio that cannot be
+    used (with ``strict`` the first one raises). A batch's rule: one bad file never costs
+    the others. Anything else (a damaged model, a store error) raises at once."""
     for done, path in enumerate(paths, 1):
         try:
-            vectors[str(path)] = embed(embedder, path)
+            result: T | FileError = work(path)
         except AudioError as exc:
             if strict:
                 raise
-            errors.append(FileError(str(path), str(exc)))
+            result = FileError(str(path), str(exc))
         if on_file:
             on_file(done, len(paths))
-    return EmbedResult(vectors, errors)
+        yield path, result
 
 
 def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:

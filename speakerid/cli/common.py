@@ -40,13 +40,9 @@ from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, VAD_ENV, VADS, read_stdin, resolve_vad
 from speakerid.decision.model import DEFAULT_FAR, check_far
 from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
-from speakerid.embedding.pipeline import (
-    BACKEND_ENV,
-    BACKENDS,
-    PRECISIONS,
-    BaseEmbedder,
-    open_embedder,
-)
+from speakerid.embedding.backends.torch import PRECISIONS
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.embedding.pipeline import BACKEND_ENV, BACKENDS, open_embedder
 from speakerid.encoders.checkpoint import check_threshold
 from speakerid.errors import SpeakerIDError
 from speakerid.recognition import FileError, Source
@@ -389,19 +385,6 @@ def load_embedder(
     return open_embedder(model, backend, precision, vad=resolve_vad(vad, bound))
 
 
-def open_sid(
-    store: Path | None,
-    model: str | None,
-    backend: str | None,
-    precision: str,
-    min_speech: float,
-    vad: str | None = None,
-) -> SpeakerID:
-    return SpeakerID(
-        store, model, backend=backend, precision=precision, min_speech=min_speech, vad=vad
-    )
-
-
 def read_sources(files: list[str], sample_rate: int | None) -> list[Source]:
     """FILE arguments with ``-`` read from stdin (once: a pipe holds one recording)."""
     if files.count(STDIN) > 1:
@@ -451,11 +434,13 @@ def writing_sid(
     min_speech: float,
     vad: str | None = None,
 ) -> Iterator[SpeakerID]:
-    """``open_sid`` for a command that writes; says on stderr when the store's folder did not
+    """The API for a command that writes; says on stderr when the store's folder did not
     exist and was created with it (a mistyped --store goes unseen else)."""
     target = Path(store) if store is not None else default_store_path()
     folder_missing = not target.parent.exists()
-    with open_sid(store, model, backend, precision, min_speech, vad) as sid:
+    with SpeakerID(
+        store, model, backend=backend, precision=precision, min_speech=min_speech, vad=vad
+    ) as sid:
         yield sid
     if folder_missing and target.exists():
         err.print(
