@@ -8,6 +8,7 @@ whole recording, silence included; the encoder reads the fragments of the speech
     python bench/bench_vad.py --data ../shared/data --files 40
     python bench/bench_vad.py --data ../shared/data --refusals   # files each VAD refuses
     python bench/bench_vad.py --data ../shared/data --graphs --files 5  # sequence vs stream
+    python bench/bench_vad.py --data ../shared/data --memory 60   # peak RSS, an hour-long file
 
 Files: ``--files`` recordings spread evenly over each of LibriSpeech (the 40 held-out test
 speakers), RAVDESS, AMI and VCTK. JSON to ``docs/results/vad_cost.json``
@@ -19,16 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+import soundfile as sf
 
 from speakerid.audio import MIN_SPEECH_SECONDS, load_audio, prepare, trim_silence
 from speakerid.audio.vad import SileroVAD
-from speakerid.embedding.pipeline import Embedder, load_model
 from speakerid.errors import AudioError
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
@@ -93,6 +96,43 @@ def graphs(data: Path, n: int, test: set[str], repeats: int = 3) -> dict:
     }
 
 
+def rss_child(path: str) -> None:
+    """In a fresh process: Silero's voice activity over a long file, streamed the way
+    ``identify --segments`` reads it; prints its peak RSS and time as JSON."""
+    from speakerid.audio import stream_audio
+    from speakerid.decision.timeline import voice_activity
+
+    start = time.perf_counter()
+    voiced, samples = voice_activity(stream_audio(path), vad="silero")
+    seconds = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(
+        json.dumps(
+            {
+                "peak_rss_mib": peak_kib / 1024,
+                "seconds": seconds,
+                "audio_seconds": samples / 16_000,
+                "voiced_share": float(voiced.mean()),
+            }
+        )
+    )
+
+
+def long_file_memory(data: Path, minutes: int, out: Path) -> dict:
+    """An ``minutes``-long file of VCTK speech with pauses (its files joined, repeated), and
+    the peak RSS of Silero's voice activity over it in a fresh process."""
+    files = sorted((data / CORPORA["vctk"]).rglob("*.flac"))
+    pause = np.zeros(16_000, np.float32)
+    loop = np.concatenate([x for f in files for x in (load_audio(f), pause)])
+    with sf.SoundFile(str(out), "w", 16_000, 1, subtype="PCM_16") as fh:
+        left = minutes * 60 * 16_000
+        while left > 0:
+            fh.write(loop[:left])
+            left -= min(left, len(loop))
+    cmd = [sys.executable, __file__, "--rss-child", str(out)]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -106,6 +146,14 @@ def main() -> None:
     ap.add_argument("--model", default="accurate")
     ap.add_argument("--out", type=Path, default=RESULTS / "vad_cost.json")
     ap.add_argument(
+        "--memory",
+        type=int,
+        default=0,
+        metavar="MINUTES",
+        help="instead: peak RSS of Silero's voice activity over a file this long",
+    )
+    ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
         "--graphs",
         action="store_true",
         help="instead: Silero's sequence graph against its streaming graph (time, agreement)",
@@ -116,7 +164,24 @@ def main() -> None:
         help="instead: on every file, how many each VAD refuses (under --min-speech's 0.5 s)",
     )
     args = ap.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child)
+        return
+    if args.memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = long_file_memory(args.data, args.memory, Path(tmp) / "long.flac")
+        report = {
+            "command": " ".join(["python", *sys.argv]),
+            "machine": "2-core CPU (shared), 1 thread",
+            "minutes": args.memory,
+            **run,
+        }
+        (RESULTS / "vad_memory.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report, indent=1))
+        return
     if args.graphs:
+        from speakerid.embedding.backends.torch import load_model
+
         test = {s.rsplit(":", 1)[-1] for s in load_model(args.model).info["split"]["test"]}
         report = {
             "command": " ".join(["python", *sys.argv]),
@@ -141,6 +206,10 @@ def main() -> None:
                 f"{r['energy_median_seconds']:.2f} | {r['silero_median_seconds']:.2f} |"
             )
         return
+    import torch  # here: the --rss-child process must not hold it
+
+    from speakerid.embedding.backends.torch import Embedder, load_model
+
     torch.set_num_threads(1)
     model = load_model(args.model)
     embedder = Embedder(model, device="cpu", precision="fp32")
