@@ -244,7 +244,11 @@ def score(conv: Conversation, hyp: list[tuple[float, float, str]]) -> dict[str, 
         out["wrong_name" + tag] = float(((r >= 0) & (h >= 0) & (h != r)).sum() / speech)
         out["der" + tag] = out["miss" + tag] + out["false_alarm" + tag] + out["wrong_name" + tag]
     unknown = ref == len(names) - 1
-    out["unknown_named_unknown"] = float((got[unknown] == len(names) - 1).mean())
+    # nan for a conversation where the unknown speaker took no turn (pooled by its time)
+    out["unknown_named_unknown"] = (
+        float((got[unknown] == len(names) - 1).mean()) if unknown.any() else float("nan")
+    )
+    out["unknown_seconds"] = float(unknown.sum() * GRID)
     out["speech_seconds"] = float((ref >= 0).sum() * GRID)
     return out
 
@@ -368,21 +372,29 @@ def pooled(rows: list[dict[str, float]]) -> dict[str, float]:
     """Conversations pooled: every rate weighted by the speech time it is a share of."""
     total = sum(r["speech_seconds"] for r in rows)
     out = {k: sum(r[k] * r["speech_seconds"] for r in rows) / total for k in rows[0]}
-    out["speech_seconds"] = total
-    out["turns"] = sum(r["turns"] for r in rows)
+    unknown = sum(r["unknown_seconds"] for r in rows)
+    out["unknown_named_unknown"] = (
+        sum(r["unknown_named_unknown"] * r["unknown_seconds"] for r in rows if r["unknown_seconds"])
+        / unknown
+        if unknown
+        else float("nan")
+    )
+    for key in ("speech_seconds", "unknown_seconds", "turns"):
+        out[key] = sum(r[key] for r in rows)
     return out
 
 
 def spread(by_seed: dict[int, dict[str, float]], rows: list[dict[str, float]]) -> dict:
     """Mean over seeds of their pooled scores, with the spread over seeds and conversations."""
-    keys = [k for k in next(iter(by_seed.values())) if k not in ("speech_seconds", "turns")]
+    counts = ("speech_seconds", "unknown_seconds", "turns")
+    keys = [k for k in next(iter(by_seed.values())) if k not in counts]
     seeds = {k: np.array([r[k] for r in by_seed.values()]) for k in keys}
     return {
         "mean": {k: float(v.mean()) for k, v in seeds.items()},
         "std_seeds": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in seeds.items()},
         "min_seed": {k: float(v.min()) for k, v in seeds.items()},
         "max_seed": {k: float(v.max()) for k, v in seeds.items()},
-        "std_conversations": {k: float(np.std([r[k] for r in rows], ddof=1)) for k in keys},
+        "std_conversations": {k: float(np.nanstd([r[k] for r in rows], ddof=1)) for k in keys},
         "conversations": len(rows),
         "turns": sum(r["turns"] for r in rows),
         "speech_seconds": sum(r["speech_seconds"] for r in rows),
