@@ -38,6 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, read_stdin
+from speakerid.cli.helptext import HELP_MAX_WIDTH, Command
 from speakerid.decision import DEFAULT_FAR, check_far
 from speakerid.embed import BACKEND_ENV, BACKENDS, PRECISIONS, BaseEmbedder, open_embedder
 from speakerid.errors import SpeakerIDError
@@ -57,6 +58,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # Plain help, as git and uv print it: Rich's mode kept the docstrings' line breaks
+    # (ragged at 80 columns) and read ``[onnx]`` in a help text as markup.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": HELP_MAX_WIDTH},
 )
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -68,6 +73,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="NAME|PATH",
         help="accurate (CAM++, the default), fast, ecapa, or a checkpoint file (.safetensors); "
         "`speakerid models` lists them.",
         show_default=False,
@@ -78,6 +84,7 @@ StoreOpt = Annotated[
     typer.Option(
         "--store",
         "-s",
+        metavar="PATH",
         envvar=STORE_ENV,
         help="Enrollment store file. Default: the user data dir's speakerid/store.sqlite.",
         show_default=False,
@@ -89,6 +96,7 @@ ThresholdOpt = Annotated[
     typer.Option(
         "--threshold",
         "-t",
+        metavar="SCORE",
         help="Cosine score needed to accept, exactly, whatever the clip (instead of --far). "
         "Default: decide at --far where the store or the model is calibrated for it, else the "
         f"store's or the model's threshold ({DEFAULT_THRESHOLD} if it has none).",
@@ -99,6 +107,7 @@ FarOpt = Annotated[
     float | None,
     typer.Option(
         "--far",
+        metavar="RATE",
         help="False-accept rate to decide at, in (0, 0.5]: the share of strangers accepted, "
         "held for each clip's length and each enrollment's size (identify: strangers named "
         f"per query). Default: {DEFAULT_FAR:g}.",
@@ -111,8 +120,9 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         envvar=PRECISION_ENV,
-        help=f"Encoder arithmetic: {' | '.join(PRECISIONS)}. auto: bf16 on CPUs with native "
-        "bf16 (about 2x faster, same accuracy), else fp32.",
+        metavar="|".join(PRECISIONS),
+        help="Encoder arithmetic. auto: bf16 on CPUs with native bf16 (about 2x faster, same "
+        "accuracy), else fp32.",
     ),
 ]
 BackendOpt = Annotated[
@@ -120,8 +130,9 @@ BackendOpt = Annotated[
     typer.Option(
         "--backend",
         envvar=BACKEND_ENV,
-        help=f"What runs the model: {' | '.join(BACKENDS)} (onnxruntime, no torch; "
-        "pip install 'speakerid[onnx]'). Default: torch.",
+        metavar="|".join(BACKENDS),
+        help="What runs the model. onnx: onnxruntime, no torch (pip install onnxruntime; in "
+        "a checkout: pip install -e '.[onnx]'). Default: torch.",
         show_default=False,
     ),
 ]
@@ -129,6 +140,7 @@ MinSpeechOpt = Annotated[
     float,
     typer.Option(
         "--min-speech",
+        metavar="SECONDS",
         help="Seconds of speech (after trimming silence) a recording needs.",
     ),
 ]
@@ -136,7 +148,7 @@ SampleRateOpt = Annotated[
     int | None,
     typer.Option(
         "--sample-rate",
-        min=1,
+        metavar="HZ",
         help="FILE - is raw PCM (mono signed 16-bit little-endian) at this rate in Hz.",
         show_default=False,
     ),
@@ -174,6 +186,7 @@ ShardOpt = Annotated[
     str | None,
     typer.Option(
         "--shard",
+        metavar="I/N",
         help="I/N: embed only slice I (0-based) of N of the sorted list, so N processes or "
         "machines share the work; join their outputs with `embed --merge`.",
         show_default=False,
@@ -223,7 +236,7 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                     if code in (EXIT_OK, EXIT_REJECTED):
                         report_warnings(caught)
 
-        app.command(name, **kwargs)(guarded)
+        app.command(name, cls=Command, **kwargs)(guarded)
         return fn
 
     return decorator

@@ -53,7 +53,9 @@ def embed_cmd(
     strict: StrictOpt = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Write one L2-normalised embedding per FILE to an .npz file (atomically).
+    """Write one unit embedding per FILE to an .npz file.
+
+    The file is written atomically, one array per FILE keyed by the path as given.
 
     Every FILE is tried: one that fails is reported on stderr (and under "errors" with
     --json), the others are written, and the exit status is 2.
@@ -125,7 +127,7 @@ def export_cmd(
         typer.Argument(
             help="A shipped model's name (accurate, fast, ecapa) or a checkpoint (.safetensors). "
             "Default: the default shipped model.",
-            metavar="[MODEL]",
+            metavar="MODEL",
             show_default=False,
         ),
     ] = None,
@@ -134,8 +136,9 @@ def export_cmd(
     ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Export a model for --backend onnx (needs torch and the onnx package).
+    """Write a model's ONNX graph for --backend onnx.
 
+    Needs torch and the onnx package.
     The graph holds the encoder body and whitening; the front-end runs in numpy. Run it
     with --backend onnx --model OUT.onnx. Shipped models need no export: the onnx
     backend builds its graph once into the user cache.

@@ -72,7 +72,10 @@ def enroll(
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Enroll a speaker from one or more recordings (added to an existing speaker)."""
+    """Enroll a speaker from one or more recordings.
+
+    The recordings are added to the speaker's earlier ones; --replace starts over.
+    """
     if from_npz is not None:
         if name is not None or files:
             fail("give either NAME FILE... or --from-npz, not both")
@@ -165,8 +168,11 @@ def enroll_dir(
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Enroll every speaker folder under DIR. A file that fails is reported on stderr and the
-    rest are enrolled; exit status 2 if any failed."""
+    """Enroll every speaker folder under DIR.
+
+    A file that fails is reported on stderr and the rest are enrolled; exit status 2 if
+    any failed.
+    """
     from speakerid.bulk import parse_shard
 
     part = parse_shard(shard)

@@ -152,7 +152,10 @@ def train_cmd(
     ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Train a twin encoder on speaker-labelled audio and keep the best checkpoint."""
+    """Train a twin encoder on speaker-labelled audio.
+
+    Keeps the best checkpoint (best.safetensors) and the last one in the run folder.
+    """
     from speakerid.lab import distributed as ddp
     from speakerid.lab.train import config_from_overrides, train
 
@@ -191,8 +194,9 @@ def whiten_cmd(
     device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
     json_: JsonOpt = False,
 ) -> None:
-    """Fit a WCCN back-end on a checkpoint's training speakers and write a new checkpoint.
+    """Fit a WCCN back-end and write a whitened checkpoint.
 
+    The back-end is fitted on the checkpoint's training speakers.
     DATA must hold the corpora the checkpoint was trained on (its recorded split names the
     speakers). The threshold is reset to the validation speakers' fragment EER point (or
     left uncalibrated when the checkpoint has no validation speakers).
@@ -253,7 +257,10 @@ def evaluate_cmd(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Evaluate a model on unseen speakers: k-way accuracy, baselines, EER, plots."""
+    """Score a model on unseen speakers: k-way accuracy, EER, plots.
+
+    Baselines and the --compare checkpoints are scored on the same tasks.
+    """
     from speakerid.lab.evaluate import evaluate_model
 
     others = [load_model(p) for p in compare or []]
@@ -359,7 +366,7 @@ def calibrate_cmd(
     store: StoreOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Calibrate the store's decisions on labelled recordings of your own domain.
+    """Calibrate the store's decisions on recordings of your domain.
 
     Scores every same- and different-speaker trial (one recording against a model pooled
     from 1 and from --enroll-size others, as verify does), reports EER, minDCF and the score

@@ -152,7 +152,7 @@ def identify_cmd(
     ] = False,
     plot: Annotated[Path | None, _seg_opt("Write the timeline of one FILE as a PNG")] = None,
 ) -> None:
-    """1:N: who is speaking in each FILE? 'unknown' for a voice not enrolled.
+    """1:N: name the enrolled speaker in each FILE, or 'unknown'.
 
     By default a stranger is named at most 1 time in 100 per FILE (--far 0.01), however many
     speakers are enrolled: each candidate is judged for this clip's length and its own
