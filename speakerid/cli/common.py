@@ -44,7 +44,7 @@ from speakerid.embed import BACKEND_ENV, BACKENDS, PRECISIONS, BaseEmbedder, ope
 from speakerid.errors import SpeakerIDError
 from speakerid.modelinfo import check_threshold
 from speakerid.service import FileError, Source
-from speakerid.store import STORE_ENV, default_store_path
+from speakerid.store import NAME_MAX_CHARS, STORE_ENV, default_store_path
 from speakerid.thresholds import DEFAULT_THRESHOLD, GIVEN
 
 EXIT_OK = 0
@@ -176,7 +176,7 @@ AudioFile = Annotated[
 SpeakerName = Annotated[
     str,
     typer.Argument(
-        help="Speaker name: letters, digits, spaces, . _ - (64 at most).",
+        help=f"Speaker name: letters, digits, spaces, . _ - ({NAME_MAX_CHARS} at most).",
         metavar="NAME",
         show_default=False,
     ),
