@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
-from speakerid.embed import Embedder, load_model
+from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.encoders.twin import LoadedModel, load_encoder
 from speakerid.lab.data import AudioBank, FragmentSet, fragment_set, scan_corpus
 from speakerid.lab.evaluate import report_json
 from speakerid.lab.kway import (
@@ -49,7 +50,6 @@ from speakerid.lab.kway import (
 )
 from speakerid.lab.metrics import verification_summary, verification_trials
 from speakerid.lab.plots import plot_det, plot_kway_curve
-from speakerid.model import LoadedModel, load_encoder
 
 LIBRI = "LibriSpeech/train-clean-100"
 RAVDESS = "eval-only/ravdess"

@@ -1,4 +1,4 @@
-"""Approximate 1:N search (``speakerid.search``) on synthetic unit vectors: build time,
+"""Approximate 1:N search (``speakerid.store.search``) on synthetic unit vectors: build time,
 memory, open time, query latency and recall@1 against the exact scan.
 
 The N vectors are random unit vectors of dimension D (192 by default: CAM++'s size),
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerid import search
-from speakerid.search import VectorIndex, exact_search
+from speakerid.store import search
+from speakerid.store.search import VectorIndex, exact_search
 
 CHUNK = 250_000  # rows generated (and scanned for the ground truth) at a time
 

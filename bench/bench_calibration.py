@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speakerid.calibrate import Labelled, fit_calibration
-from speakerid.calibration import (
+from speakerid.decision.calibrate import Labelled, fit_calibration
+from speakerid.decision.calibration import (
     ENROLL_SIZE,
     as_norm_scores,
     eer_point,
@@ -38,7 +38,7 @@ from speakerid.calibration import (
     power_threshold,
     rates_at,
 )
-from speakerid.embed import Embedder, load_model
+from speakerid.embedding.pipeline import Embedder, load_model
 from speakerid.errors import AudioError
 
 AUDIO = (".flac", ".wav")

@@ -50,9 +50,9 @@ from decision_data import (
     split_of,
 )
 
-from speakerid.calibration import condition_report
-from speakerid.decision import DEFAULT_FAR, DecisionModel, fit_decision_model
-from speakerid.embed import open_embedder
+from speakerid.decision.calibration import condition_report
+from speakerid.decision.model import DEFAULT_FAR, DecisionModel, fit_decision_model
+from speakerid.embedding.pipeline import open_embedder
 
 MIN_CELL_NONTARGET = 200  # the target applies to cells with at least this many strangers
 
@@ -190,7 +190,7 @@ def main() -> None:
     if args.fit is not None:
         args.fit.write_text(model.to_json() + "\n")
         print(f"wrote {args.fit}")
-    from speakerid.embed import load_model
+    from speakerid.embedding.pipeline import load_model
 
     fixed = load_model(args.model).threshold
     assert fixed is not None

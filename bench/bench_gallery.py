@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerid import bulk, search
-from speakerid.store import SpeakerStore
+from speakerid.embedding import bulk
+from speakerid.store import search
+from speakerid.store.speakers import SpeakerStore
 
 FINGERPRINT = "bench" + "0" * 59  # a stand-in model identity
 

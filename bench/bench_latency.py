@@ -80,7 +80,7 @@ def run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def parity(n: int, data: Path, model: str | None) -> None:
     """Cosine between the torch (fp32) and onnx embeddings of ``n`` LibriSpeech files."""
-    from speakerid.embed import open_embedder
+    from speakerid.embedding.pipeline import open_embedder
 
     files = sorted(data.rglob("*.flac"))[:n]
     if not files:

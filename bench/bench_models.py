@@ -38,12 +38,12 @@ import torch
 from bench_accuracy import Resemblyzer  # the same baseline, run the same way
 
 from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
-from speakerid.calibration import as_norm, cohort_stats
-from speakerid.embed import Embedder, load_model
+from speakerid.decision.calibration import as_norm, cohort_stats
+from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.encoders.twin import LoadedModel
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
 from speakerid.lab.kway import kway_curve
 from speakerid.lab.metrics import verification_summary, verification_trials
-from speakerid.model import LoadedModel
 from speakerid.vectors import l2_normalize, pool
 
 P_TARGET = 0.01

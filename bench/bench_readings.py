@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from bench_accuracy import Resemblyzer, held_out_speakers, libri_bank, load_run
 
-from speakerid.embed import Embedder, load_model
+from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.encoders.pretrained import GE2E, init_from_ge2e
+from speakerid.encoders.twin import Encoder, LoadedModel, ModelConfig
 from speakerid.lab.data import fragment_set
 from speakerid.lab.kway import kway_curve
 from speakerid.lab.metrics import eer, verification_trials
-from speakerid.model import Encoder, LoadedModel, ModelConfig
-from speakerid.pretrained import GE2E, init_from_ge2e
 
 STUDENT = ModelConfig(frontend="powermel", arch="lstm", channels=256, embedding_dim=256)
 KS = (4, 40)

@@ -46,17 +46,17 @@ import soundfile as sf
 import torch
 
 from speakerid.audio import SAMPLE_RATE, frame_dbfs, load_audio, speech_frames
-from speakerid.embed import Embedder, load_model
-from speakerid.scorer import window_threshold
-from speakerid.segments import (
+from speakerid.decision.scorer import window_threshold
+from speakerid.decision.timeline import (
     SegmentConfig,
     WindowScores,
     identify_segments,
     score_windows,
     segment_scores,
 )
-from speakerid.service import enroll
-from speakerid.store import SpeakerStore
+from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.recognition import enroll
+from speakerid.store.speakers import SpeakerStore
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 GRID = 0.01  # s, scoring resolution

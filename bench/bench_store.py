@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerid.search import top_k
-from speakerid.store import SpeakerStore
+from speakerid.store.search import top_k
+from speakerid.store.speakers import SpeakerStore
 from speakerid.vectors import score
 
 FINGERPRINT = "bench" + "0" * 59  # a stand-in model identity
@@ -54,7 +54,7 @@ def machine() -> str:
 
 def shipped_dim() -> int:
     """Embedding size of the shipped model (``models/default.safetensors``)."""
-    from speakerid.embed import load_model  # torch only when the size is not given
+    from speakerid.embedding.pipeline import load_model  # torch only when the size is not given
 
     return load_model().encoder.config.embedding_dim
 
@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> None:
             f"- search backend: {backend}. With faiss installed, `SpeakerStore` uses "
             "`IndexFlatIP` (exact) automatically; `--numpy-only` forces numpy.",
             "- *kept index* (`--index`, `speakerid index`): the search index beside the store "
-            "(speakerid/search.py); *open + first search*: a new `SpeakerStore` answering its "
-            "first query, which with an index reads no vectors out of SQLite (they are "
+            "(speakerid/store/search.py); *open + first search*: a new `SpeakerStore` answering "
+            "its first query, which with an index reads no vectors out of SQLite (they are "
             "memory-mapped); *search with index*: later queries.",
             "- The machine's cores are shared with other jobs, so the numbers are indicative "
             "(a few tens of percent run to run).",

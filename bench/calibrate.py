@@ -6,7 +6,7 @@ test speakers), cuts each trimmed recording into pieces of ``--piece-seconds`` (
 ``--max-pieces``), embeds each piece as a recording, and sets the threshold at the EER point
 of all same-speaker vs different-speaker piece pairs (when the pairs are fully separable,
 the middle of the gap between the lowest same-speaker and highest other score): the maths is
-``speakerid.calibration.pair_trials`` and ``gap_threshold``. The
+``speakerid.decision.calibration.pair_trials`` and ``gap_threshold``. The
 checkpoint is rewritten with the new threshold and the calibration recorded in its info.
 
     python bench/calibrate.py models/default.safetensors \
@@ -21,11 +21,11 @@ import json
 import numpy as np
 
 from speakerid.audio import SAMPLE_RATE
-from speakerid.calibration import gap_threshold, pair_trials
-from speakerid.embed import Embedder
+from speakerid.decision.calibration import gap_threshold, pair_trials
+from speakerid.embedding.pipeline import Embedder
+from speakerid.encoders.twin import load_encoder, resave
 from speakerid.lab.data import AudioBank, scan_corpora
 from speakerid.lab.evaluate import match_speakers
-from speakerid.model import load_encoder, resave
 
 
 def main() -> None:

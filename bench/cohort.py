@@ -17,9 +17,9 @@ import json
 
 import numpy as np
 
-from speakerid.embed import Embedder
+from speakerid.embedding.pipeline import Embedder
+from speakerid.encoders.twin import load_encoder, resave
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
-from speakerid.model import load_encoder, resave
 from speakerid.vectors import pool
 
 

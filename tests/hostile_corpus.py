@@ -169,7 +169,7 @@ def write_voice(path: Path, seconds: float, seed: int = 0) -> Path:
 
 def graph_config(checkpoint: Path) -> dict:
     """The model config a checkpoint's header holds (what a forged graph copies)."""
-    from speakerid.modelinfo import read_header
+    from speakerid.encoders.checkpoint import read_header
 
     return read_header(checkpoint).config
 
@@ -189,7 +189,7 @@ def forged_graph(
     from onnx import TensorProto, helper, save
 
     from speakerid.audio import FRAGMENT_SAMPLES
-    from speakerid.npfeatures import numpy_frontend
+    from speakerid.features.numpy import numpy_frontend
 
     n_features = numpy_frontend(config)(np.zeros((1, FRAGMENT_SAMPLES), np.float32)).shape[1]
     dim = len(output)
@@ -308,8 +308,8 @@ class Inputs:
 
 def build(folder: Path, given: Inputs) -> list[Case]:
     """Generate every hostile input of this half of the issue under ``folder``."""
-    from speakerid.modelinfo import file_sha256
-    from speakerid.search import pointer_path
+    from speakerid.encoders.checkpoint import file_sha256
+    from speakerid.store.search import pointer_path
 
     folder.mkdir(parents=True, exist_ok=True)
     onnx = ["--backend", "onnx", "--model", str(given.graph)]  # no torch: a fast start

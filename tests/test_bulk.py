@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speakerid.bulk import (
+from speakerid.embedding.bulk import (
     Shard,
     embed_batched,
     load_embeddings,
@@ -17,9 +17,9 @@ from speakerid.bulk import (
     parse_shard,
     save_embeddings,
 )
-from speakerid.embed import Embedder, load_model
+from speakerid.embedding.pipeline import Embedder, load_model
 from speakerid.errors import AudioError, SpeakerIDError
-from speakerid.store import SpeakerStore
+from speakerid.store.speakers import SpeakerStore
 
 
 def test_shards_split_the_sorted_list_evenly_and_completely() -> None:
@@ -311,7 +311,7 @@ def test_a_member_is_judged_by_its_npy_header_before_its_data_is_read(tmp_path: 
 
 
 def test_member_count_is_checked_from_the_zip_directory(tmp_path: Path, monkeypatch) -> None:
-    import speakerid.bulk as bulk
+    import speakerid.embedding.bulk as bulk
 
     monkeypatch.setattr(bulk, "EMBEDDINGS_MAX_KEYS", 3)
     members = {f"r/a/{i}.wav": _npy(GOOD) for i in range(4)}
@@ -330,7 +330,7 @@ def test_member_count_is_checked_from_the_zip_directory(tmp_path: Path, monkeypa
 
 
 def test_a_known_fingerprint_must_agree_with_the_size(tmp_path: Path) -> None:
-    from speakerid.registry import SHIPPED
+    from speakerid.encoders.registry import SHIPPED
 
     accurate = SHIPPED["accurate"].sha256
     head = {**_HEAD, "model_fingerprint": accurate}
@@ -339,7 +339,7 @@ def test_a_known_fingerprint_must_agree_with_the_size(tmp_path: Path) -> None:
 
 
 def test_from_npz_refuses_a_size_its_store_contradicts(tmp_path: Path) -> None:
-    from speakerid.bulk import enroll_embeddings
+    from speakerid.embedding.bulk import enroll_embeddings
 
     store_path = tmp_path / "s.sqlite"
     with SpeakerStore(store_path) as store:

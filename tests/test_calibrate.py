@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from conftest import Voice, synth_voice, write_wav
 
-from speakerid.calibration import Calibration
-from speakerid.decision import DecisionModel
-from speakerid.service import recording_quality
-from speakerid.store import SpeakerStore
-from speakerid.storedb import SCHEMA_VERSION
-from speakerid.thresholds import DEFAULT_THRESHOLD, GIVEN, resolve_threshold
+from speakerid.decision.calibration import Calibration
+from speakerid.decision.model import DecisionModel
+from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN, resolve_threshold
+from speakerid.recognition import recording_quality
+from speakerid.store.db import SCHEMA_VERSION
+from speakerid.store.speakers import SpeakerStore
 
 PITCHES = (100.0, 125.0, 150.0, 180.0, 210.0, 240.0)
 
@@ -115,7 +115,7 @@ def _fake(**changes: object) -> dict:
 def test_identify_warns_when_the_store_outgrew_its_calibration(
     cli, enrolled_store: Path, voices_dir: Path, model_path: Path
 ) -> None:
-    from speakerid.model import file_sha256
+    from speakerid.encoders.twin import file_sha256
 
     fake = _fake(model_fingerprint=file_sha256(model_path), store_speakers=1)
     with SpeakerStore(enrolled_store) as db:
@@ -227,9 +227,9 @@ def test_calibration_survives_replace(enrolled_store: Path) -> None:
 def test_asnorm_with_the_store_cohort(
     cli, enrolled_store: Path, labelled_dir: Path, voices_dir: Path, model_path: Path
 ) -> None:
-    from speakerid.calibration import as_norm_scores
-    from speakerid.embed import Embedder, load_model
-    from speakerid.model import file_sha256
+    from speakerid.decision.calibration import as_norm_scores
+    from speakerid.embedding.pipeline import Embedder, load_model
+    from speakerid.encoders.twin import file_sha256
 
     rng = np.random.default_rng(0)
     with SpeakerStore(enrolled_store) as db:  # a cohort: 12 more speakers of this model
@@ -286,7 +286,7 @@ def test_asnorm_with_the_model_cohort_works_on_both_backends(
     pytest.importorskip("onnxruntime")
     import torch
 
-    from speakerid.model import Encoder, ModelConfig, save_encoder
+    from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder
 
     torch.manual_seed(7)
     rng = np.random.default_rng(7)
@@ -344,7 +344,7 @@ def test_calibrate_over_copies_of_one_recording_is_refused(
 
 
 def test_a_degenerate_calibration_is_refused() -> None:
-    from speakerid.calibrate import Labelled, fit_calibration
+    from speakerid.decision.calibrate import Labelled, fit_calibration
     from speakerid.errors import DataError
 
     rng = np.random.default_rng(0)

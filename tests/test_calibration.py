@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speakerid import calibration as cal
-from speakerid.calibrate import Labelled, fit_calibration
+from speakerid.decision import calibration as cal
+from speakerid.decision.calibrate import Labelled, fit_calibration
 from speakerid.errors import DataError
 
 DIM = 32

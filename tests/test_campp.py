@@ -9,10 +9,10 @@ import pytest
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
-from speakerid.campp import CAMPPBody, mean_std_pool, segment_means
-from speakerid.embed import load_model
-from speakerid.features import KaldiFbankFrontend
-from speakerid.model import Encoder, ModelConfig
+from speakerid.embedding.pipeline import load_model
+from speakerid.encoders.campp import CAMPPBody, mean_std_pool, segment_means
+from speakerid.encoders.twin import Encoder, ModelConfig
+from speakerid.features.torch import KaldiFbankFrontend
 
 # The embedding of ``reference_input()`` by the original CAM++ implementation: modelscope
 # 1.40.2's ``models/audio/sv/DTDNN.py`` (``CAMPPlus(80, 192)``, the 3D-Speaker code) with

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 from conftest import SR, VOICES, synth_voice, write_wav
 
+from speakerid.encoders.twin import load_encoder
 from speakerid.lab.whiten import WHITEN_SHRINKAGE
-from speakerid.model import load_encoder
 
 # ---------------------------------------------------------------- helpers
 
@@ -174,17 +174,17 @@ def test_info_without_calibrated_threshold_says_so(cli, tmp_path: Path) -> None:
 def test_info_reports_missing_default_model(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import speakerid.registry
+    import speakerid.encoders.registry
 
-    monkeypatch.setattr(speakerid.registry, "PACKAGE_DIR", tmp_path / "none")
-    monkeypatch.setattr(speakerid.registry, "REPO_DIR", tmp_path / "none")
+    monkeypatch.setattr(speakerid.encoders.registry, "PACKAGE_DIR", tmp_path / "none")
+    monkeypatch.setattr(speakerid.encoders.registry, "REPO_DIR", tmp_path / "none")
     info = as_json(ok(cli("info", "--json", store=tmp_path / "s.sqlite", model=False)))
     assert info["model"]["error"] and info["model"]["fingerprint"] is None
 
 
 def test_shipped_model_loads_and_is_checksummed(cli, tmp_path: Path) -> None:
     info = as_json(ok(cli("info", "--json", store=tmp_path / "s.sqlite", model=False)))
-    from speakerid.registry import DEFAULT_MODEL, SHIPPED
+    from speakerid.encoders.registry import DEFAULT_MODEL, SHIPPED
 
     assert info["model"]["fingerprint"] == SHIPPED[DEFAULT_MODEL].sha256
     assert 0.0 < info["model"]["threshold"] < 1.0
@@ -213,7 +213,7 @@ def test_embed_npz_keys_exactly_as_given(
 def test_precision_option_and_environment(cli, voices_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    from speakerid.embed import native_bf16
+    from speakerid.embedding.pipeline import native_bf16
 
     sample = voice(voices_dir, "alice", 1)
     got = {}
@@ -643,7 +643,7 @@ def test_whiten_needs_a_checkpoint_with_a_split(runner, model_path: Path, tmp_pa
 
 
 def test_models_lists_the_shipped_models(cli) -> None:
-    from speakerid.registry import DEFAULT_MODEL, SHIPPED
+    from speakerid.encoders.registry import DEFAULT_MODEL, SHIPPED
 
     rows = as_json(ok(cli("models", "--json", model=False)))
     assert [r["name"] for r in rows] == list(SHIPPED)
@@ -658,7 +658,7 @@ def test_models_lists_the_shipped_models(cli) -> None:
 
 
 def test_fast_and_accurate_names_select_shipped_models(cli, tmp_path: Path) -> None:
-    from speakerid.registry import SHIPPED
+    from speakerid.encoders.registry import SHIPPED
 
     for name in ("fast", "accurate"):
         info = as_json(ok(cli("info", "--json", store=tmp_path / "s.sqlite", model=name)))
@@ -843,7 +843,7 @@ def test_non_finite_result_never_prints_invalid_json(
     cli, enrolled_store: Path, voices_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from speakerid.api import SpeakerID
-    from speakerid.service import Verification
+    from speakerid.recognition import Verification
 
     def nan_verify(self, name, path, threshold=None, far=None):
         return Verification(name, str(path), float("nan"), 0.5, False)
@@ -882,7 +882,7 @@ def test_store_in_a_new_folder_says_so(cli, tmp_path: Path, voices_dir: Path) ->
 def test_interrupted_enroll_dir_says_what_was_kept(
     cli, tmp_path: Path, store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from speakerid.embed import Embedder
+    from speakerid.embedding.pipeline import Embedder
 
     root = tmp_path / "corpus"
     for i, (name, v) in enumerate(VOICES.items()):
@@ -917,7 +917,7 @@ def _list_as(store: str) -> tuple[int, str]:
 def test_unreadable_store_is_one_line(open_tmp: Path) -> None:
     from conftest import run_unprivileged
 
-    from speakerid.store import SpeakerStore
+    from speakerid.store.speakers import SpeakerStore
 
     path = open_tmp / "s.sqlite"
     with SpeakerStore(path) as db:

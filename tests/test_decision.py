@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from speakerid.decision import (
+from speakerid.decision.model import (
     DEFAULT_FAR,
     DecisionModel,
     Quality,

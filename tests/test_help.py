@@ -81,7 +81,7 @@ def test_models_help_promises_what_models_prints(runner) -> None:
 
 
 def test_segment_defaults_in_help_are_the_code_defaults(runner) -> None:
-    from speakerid.segments import SegmentConfig
+    from speakerid.decision.timeline import SegmentConfig
 
     text = " ".join(help_text(runner, "identify", width=120).split())
     for field in dataclasses.fields(SegmentConfig):

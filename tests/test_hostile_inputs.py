@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from speakerid.registry import SHIPPED
+from speakerid.encoders.registry import SHIPPED
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1 << 20
@@ -300,7 +300,7 @@ def test_hostile_npz_is_refused_by_from_npz_and_merge(tmp_path: Path, case: str)
 
 def test_from_npz_leaves_a_store_of_another_size_unchanged(cli, tmp_path: Path) -> None:
     """A 4-d file under the fingerprint a store holds 8-d vectors of: refused, store kept."""
-    from speakerid.store import SpeakerStore
+    from speakerid.store.speakers import SpeakerStore
 
     store = tmp_path / "s.sqlite"
     with SpeakerStore(store) as db:

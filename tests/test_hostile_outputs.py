@@ -27,7 +27,7 @@ def inputs(
     onnx_cache: Path,
 ) -> Inputs:
     """The tiny checkpoint, a graph speakerid exported from it, its alice + bob store."""
-    from speakerid.onnx_backend import export_onnx
+    from speakerid.embedding.backends.onnx import export_onnx
 
     folder = tmp_path_factory.mktemp("hostile-inputs")
     with pytest.MonkeyPatch.context() as mp:
@@ -70,7 +70,7 @@ def test_warnings_wait_for_success_and_vanish_on_error(
     cli, store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from speakerid.errors import StoreError
-    from speakerid.store import SpeakerStore
+    from speakerid.store.speakers import SpeakerStore
 
     def warns_then(outcome: Exception | None):
         def speakers(self):
@@ -95,7 +95,7 @@ def test_warnings_wait_for_success_and_vanish_on_error(
 def test_a_rate_of_1e_300_is_not_printed_in_300_digits() -> None:
     import numpy as np
 
-    from speakerid.calibration import far_threshold
+    from speakerid.decision.calibration import far_threshold
     from speakerid.errors import DataError
 
     with pytest.raises(DataError) as caught:

@@ -21,12 +21,10 @@ from conftest import VOICES, synth_voice
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import speakerid.registry as registry
+import speakerid.encoders.registry as registry
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.embed import Embedder, load_model, native_bf16, resolve_precision
-from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
-from speakerid.lab.losses import DISTANCES
-from speakerid.model import (
+from speakerid.embedding.pipeline import Embedder, load_model, native_bf16, resolve_precision
+from speakerid.encoders.twin import (
     CHECKPOINT_FORMAT,
     Encoder,
     ModelConfig,
@@ -35,6 +33,8 @@ from speakerid.model import (
     resave,
     save_encoder,
 )
+from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
+from speakerid.lab.losses import DISTANCES
 from speakerid.vectors import l2_normalize, pool
 
 SMALL = {"channels": 32, "embedding_dim": 16}
@@ -749,7 +749,7 @@ def test_an_integer_buffer_stored_as_float_is_refused(ckpt: Path, tmp_path: Path
 def test_deeply_nested_header_json_is_one_line(tmp_path: Path) -> None:
     import struct
 
-    from speakerid.modelinfo import read_header
+    from speakerid.encoders.checkpoint import read_header
 
     body = b"[" * 100_000 + b"]" * 100_000
     path = tmp_path / "deep.safetensors"

@@ -10,10 +10,11 @@ import torch
 import torchaudio.functional as AF
 from conftest import VOICES, synth_voice
 
-from speakerid import features, npfeatures
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
+from speakerid.encoders.twin import FRONTENDS, ModelConfig
 from speakerid.errors import CheckpointError
-from speakerid.model import FRONTENDS, ModelConfig
+from speakerid.features import numpy as npfeatures
+from speakerid.features import torch as features
 
 CONFIGS = {
     "raw": ModelConfig(frontend="raw", arch="cnn1d"),
@@ -121,7 +122,7 @@ def test_frontend_without_numpy_version_is_refused() -> None:
     ],
 )
 def test_torch_resample_equals_torchaudio(orig: int, new: int, n: int) -> None:
-    from speakerid.npfeatures import torch_resample
+    from speakerid.features.numpy import torch_resample
 
     wav = (0.3 * np.random.default_rng(n).standard_normal(n)).astype(np.float32)
     expected = AF.resample(torch.from_numpy(wav), orig, new).numpy()

@@ -10,15 +10,14 @@ import pytest
 import torch
 from conftest import VOICES, synth_voice
 
-from speakerid import registry
-from speakerid.embed import Embedder, load_model, open_embedder
+from speakerid.embedding.pipeline import Embedder, load_model, open_embedder
+from speakerid.encoders import registry
+from speakerid.encoders.checkpoint import file_sha256
+from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder
 from speakerid.errors import CheckpointError
-from speakerid.model import Encoder, ModelConfig, save_encoder
-from speakerid.modelinfo import file_sha256
 
 pytest.importorskip("onnxruntime")
-from speakerid.modelinfo import read_header
-from speakerid.onnx_backend import (
+from speakerid.embedding.backends.onnx import (
     OnnxEmbedder,
     cached_onnx_path,
     export_onnx,
@@ -26,6 +25,7 @@ from speakerid.onnx_backend import (
     load_onnx_model,
     open_onnx,
 )
+from speakerid.encoders.checkpoint import read_header
 
 PARITY = 0.9999  # least cosine between the two backends' embeddings of the same audio
 
@@ -194,8 +194,8 @@ def test_a_graph_claiming_a_shipped_model_cannot_use_its_store(
     from hostile_corpus import forged_graph
 
     from speakerid.errors import StoreError
-    from speakerid.service import enroll, verify
-    from speakerid.store import SpeakerStore
+    from speakerid.recognition import enroll, verify
+    from speakerid.store.speakers import SpeakerStore
 
     fast = registry.SHIPPED["fast"]
     config = read_header(registry.shipped_path(fast)).config

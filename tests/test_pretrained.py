@@ -18,9 +18,7 @@ from safetensors import safe_open
 from torch import nn
 
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.errors import CheckpointError, DataError
-from speakerid.model import Encoder, ModelConfig, load_encoder, save_encoder
-from speakerid.pretrained import (
+from speakerid.encoders.pretrained import (
     GE2E,
     GE2E_WEIGHTS_ENV,
     VGGISH_WEIGHTS_ENV,
@@ -33,6 +31,8 @@ from speakerid.pretrained import (
     init_from_ge2e,
     vggish_mel_matrix,
 )
+from speakerid.encoders.twin import Encoder, ModelConfig, load_encoder, save_encoder
+from speakerid.errors import CheckpointError, DataError
 
 PATCHES_3S = 21  # 0.96-s patches every 0.1 s in a 3-s fragment
 GE2E_PARTIALS_3S = 16  # 1.6-s windows every 0.1 s, the last zero-padded, as Resemblyzer

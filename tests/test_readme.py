@@ -68,8 +68,13 @@ FACTS: list[Fact] = [
 
 @pytest.fixture(scope="module")
 def code() -> SimpleNamespace:
-    from speakerid import audio, calibration, decision, search, segments, service
+    from speakerid import audio
+    from speakerid import recognition as service
     from speakerid.cli import common
+    from speakerid.decision import calibration
+    from speakerid.decision import model as decision
+    from speakerid.decision import timeline as segments
+    from speakerid.store import search
 
     hours = audio.STDIN_MAX_BYTES / audio.RAW_SAMPLE_WIDTH / audio.SAMPLE_RATE / 3600
     return SimpleNamespace(
@@ -112,7 +117,7 @@ def _row(label: str) -> list[str]:
 
 
 def test_readme_eers_are_the_measured_ones() -> None:
-    from speakerid.registry import measured
+    from speakerid.encoders.registry import measured
 
     numbers = measured()
     for label, key in EER_ROWS.items():
@@ -123,7 +128,7 @@ def test_readme_eers_are_the_measured_ones() -> None:
 
 
 def test_readme_sizes_and_thresholds_are_the_shipped_models() -> None:
-    from speakerid.registry import list_models
+    from speakerid.encoders.registry import list_models
 
     listed = {m.name: m for m in list_models()}
     for model, cell in zip(MODEL_COLUMNS, _row("size")[:3], strict=True):
@@ -161,3 +166,10 @@ def test_every_flag_in_readme_exists() -> None:
             options.update(param.opts, param.secondary_opts)
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", README)) - OTHER_PROGRAMS
     assert named <= options, sorted(named - options)
+
+
+def test_every_file_readme_names_exists() -> None:
+    path = r"(?<![\w/.])((?:speakerid|bench|docs|models|tests)/[\w./-]*\w)"
+    named = set(re.findall(path, README))
+    missing = sorted(p for p in named if not (ROOT / p.split("#")[0]).exists())
+    assert not missing, missing

@@ -89,7 +89,7 @@ def test_onnx_backend_runs_every_embedding_command_without_torch(
     env, model_path: Path, voices_dir: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("onnxruntime")
-    from speakerid.onnx_backend import export_onnx
+    from speakerid.embedding.backends.onnx import export_onnx
 
     graph = export_onnx(model_path, tmp_path / "m.onnx")
     alice = [voices_dir / f"alice_{k}.wav" for k in (1, 2)]
@@ -134,13 +134,20 @@ def test_onnx_backend_runs_every_embedding_command_without_torch(
 
 
 @pytest.mark.parametrize(
-    "module", ["speakerid.store", "speakerid.storedb", "speakerid.search", "speakerid.thresholds"]
+    "module",
+    [
+        "speakerid.store.speakers",
+        "speakerid.store.db",
+        "speakerid.store.search",
+        "speakerid.decision.thresholds",
+    ],
 )
 def test_the_store_side_imports_neither_torch_nor_the_encoder(module: str) -> None:
     """Storage, search and the threshold rules are numpy only: ``list`` needs no torch."""
     probe = (
         f"import json, sys, {module}; "
-        f"print(json.dumps([m for m in {(*HEAVY, 'speakerid.embed')!r} if m in sys.modules]))"
+        f"print(json.dumps([m for m in {(*HEAVY, 'speakerid.embedding.pipeline')!r} "
+        "if m in sys.modules]))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", probe],

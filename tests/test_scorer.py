@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speakerid.decision import DecisionModel, QualityTrials, fit_decision_model, sidak_far
+from speakerid.decision.model import DecisionModel, QualityTrials, fit_decision_model, sidak_far
+from speakerid.decision.scorer import ModelIdentity, Scorer, window_threshold
 from speakerid.errors import DataError, SpeakerIDError
-from speakerid.scorer import ModelIdentity, Scorer, window_threshold
-from speakerid.store import SpeakerStore
+from speakerid.store.speakers import SpeakerStore
 
 FINGERPRINT = "a" * 64
 
@@ -109,7 +109,7 @@ def test_identify_spends_the_rate_over_all_enrolled_speakers(
 def test_store_calibration_wins_and_a_damaged_one_is_refused(
     tmp_path: Path, decision: DecisionModel
 ) -> None:
-    from speakerid.calibration import Calibration
+    from speakerid.decision.calibration import Calibration
     from speakerid.errors import StoreError
 
     with _store(tmp_path / "s.sqlite", {"one": 1}) as store:
@@ -146,7 +146,7 @@ def test_segment_windows_keep_their_offset_rule() -> None:
 
 def test_readme_and_help_state_the_default_operating_point(runner) -> None:
     from speakerid.cli import app
-    from speakerid.decision import DEFAULT_FAR
+    from speakerid.decision.model import DEFAULT_FAR
 
     for command in ("verify", "identify"):
         shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speakerid import search
 from speakerid.errors import StoreError
-from speakerid.search import VectorIndex, choose_kind, exact_search, pointer_path
-from speakerid.store import SpeakerStore
+from speakerid.store import search
+from speakerid.store.search import VectorIndex, choose_kind, exact_search, pointer_path
+from speakerid.store.speakers import SpeakerStore
 
 FINGERPRINT = "f" * 64
 DIM = 16

@@ -18,8 +18,7 @@ import pytest
 from conftest import SR, VOICES, synth_voice, write_wav
 
 from speakerid.audio import TRIM_FRAME_SAMPLES, stream_audio
-from speakerid.errors import AudioError, SpeakerIDError
-from speakerid.segments import (
+from speakerid.decision.timeline import (
     SegmentConfig,
     decode,
     enforce_min_duration,
@@ -30,7 +29,8 @@ from speakerid.segments import (
     score_windows,
     voice_activity,
 )
-from speakerid.store import SpeakerStore
+from speakerid.errors import AudioError, SpeakerIDError
+from speakerid.store.speakers import SpeakerStore
 
 BANDS = np.geomspace(60, 4000, 25)  # Hz, edges of the fake embedder's bands
 

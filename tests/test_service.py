@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from speakerid.embed import Embedder, load_model
+from speakerid.embedding.pipeline import Embedder, load_model
 from speakerid.errors import DataError, SpeakerIDError, UnknownSpeakerError
-from speakerid.service import enroll, identify, speaker_folders, verify
-from speakerid.store import SpeakerStore
+from speakerid.recognition import enroll, identify, speaker_folders, verify
+from speakerid.store.speakers import SpeakerStore
 
 
 def test_speaker_folders_layouts(tmp_path: Path) -> None:

@@ -18,8 +18,13 @@ from speakerid.errors import (
     StoreError,
     UnknownSpeakerError,
 )
-from speakerid.store import IMPORTED_SOURCE, SpeakerStore, default_store_path, validate_name
-from speakerid.storedb import SCHEMA_VERSION
+from speakerid.store.db import SCHEMA_VERSION
+from speakerid.store.speakers import (
+    IMPORTED_SOURCE,
+    SpeakerStore,
+    default_store_path,
+    validate_name,
+)
 from speakerid.vectors import pool
 
 FP_A = "a" * 64  # fake model fingerprints for tests that bypass audio
@@ -393,7 +398,7 @@ def test_faiss_backend_used_when_available(store_path: Path, monkeypatch) -> Non
 
 
 def test_store_of_a_shipped_model_names_it_in_the_refusal(store_path: Path) -> None:
-    from speakerid.registry import SHIPPED
+    from speakerid.encoders.registry import SHIPPED
 
     fast = SHIPPED["fast"].sha256
     with SpeakerStore(store_path) as store:
@@ -626,7 +631,7 @@ NFC, NFD = "Jos\u00e9", "Jose\u0301"
     [(NFC, NFD), ("Alice", "alice"), ("Alice", "\uff21lice"), ("\ufb01", "fi"), (NFC, "JOS\u00c9")],
 )
 def test_names_equal_after_nfkc_and_case_folding_share_a_key(a: str, b: str) -> None:
-    from speakerid.storedb import name_key
+    from speakerid.store.db import name_key
 
     assert name_key(a) == name_key(b)
     assert name_key("Alice") != name_key("Alicia")
@@ -651,7 +656,7 @@ def test_a_name_variant_is_the_same_speaker_and_keeps_its_first_spelling(store_p
 
 
 def test_one_import_may_not_name_a_speaker_twice() -> None:
-    from speakerid.store import refuse_collisions
+    from speakerid.store.speakers import refuse_collisions
 
     refuse_collisions([("alice", "d/alice"), ("bob", "d/bob"), ("bad/name", "d/x")])
     with pytest.raises(InvalidNameError) as exc:

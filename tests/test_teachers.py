@@ -13,13 +13,13 @@ import torch
 from conftest import make_checkpoint
 from test_train import quiet, tiny, write_corpus
 
-import speakerid.embed
-from speakerid.embed import open_embedder
+import speakerid.embedding.pipeline
+from speakerid.embedding.pipeline import open_embedder
+from speakerid.encoders.twin import Encoder, ModelConfig, load_encoder, save_encoder
 from speakerid.errors import CheckpointError, DataError
 from speakerid.lab.data import AudioBank, scan_corpus
 from speakerid.lab.teachers import POOL_FILE, TeacherPool
 from speakerid.lab.train import train
-from speakerid.model import Encoder, ModelConfig, load_encoder, save_encoder
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def _refuse_to_embed(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("the teacher ran again")
 
-    monkeypatch.setattr(speakerid.embed, "open_embedder", refuse)
+    monkeypatch.setattr(speakerid.embedding.pipeline, "open_embedder", refuse)
 
 
 def test_pool_is_labelled_by_the_teacher_once_and_then_read_from_its_cache(

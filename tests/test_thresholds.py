@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN, resolve_threshold
 from speakerid.errors import SpeakerIDError
-from speakerid.thresholds import DEFAULT_THRESHOLD, GIVEN, resolve_threshold
 
 
 def test_resolve_threshold() -> None:

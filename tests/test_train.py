@@ -27,6 +27,7 @@ from rich.console import Console
 from scipy.signal import lfilter
 
 from speakerid.audio import SAMPLE_RATE
+from speakerid.encoders.twin import ModelConfig, load_encoder
 from speakerid.errors import CheckpointError, DataError
 from speakerid.lab.train import (
     TrainConfig,
@@ -34,7 +35,6 @@ from speakerid.lab.train import (
     config_from_overrides,
     train,
 )
-from speakerid.model import ModelConfig, load_encoder
 
 SR = SAMPLE_RATE
 N_SPEAKERS = 8

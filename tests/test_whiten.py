@@ -10,10 +10,10 @@ import pytest
 import torch
 from test_train import quiet, tiny, write_corpus
 
+from speakerid.encoders.twin import load_encoder, save_encoder
 from speakerid.errors import DataError
 from speakerid.lab.train import train
 from speakerid.lab.whiten import fit_whitening, wccn
-from speakerid.model import load_encoder, save_encoder
 
 
 @pytest.fixture(scope="module")

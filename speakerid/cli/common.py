@@ -39,13 +39,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, read_stdin
 from speakerid.cli.helptext import HELP_MAX_WIDTH, Command
-from speakerid.decision import DEFAULT_FAR, check_far
-from speakerid.embed import BACKEND_ENV, BACKENDS, PRECISIONS, BaseEmbedder, open_embedder
+from speakerid.decision.model import DEFAULT_FAR, check_far
+from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
+from speakerid.embedding.pipeline import (
+    BACKEND_ENV,
+    BACKENDS,
+    PRECISIONS,
+    BaseEmbedder,
+    open_embedder,
+)
+from speakerid.encoders.checkpoint import check_threshold
 from speakerid.errors import SpeakerIDError
-from speakerid.modelinfo import check_threshold
-from speakerid.service import FileError, Source
-from speakerid.store import NAME_MAX_CHARS, STORE_ENV, default_store_path
-from speakerid.thresholds import DEFAULT_THRESHOLD, GIVEN
+from speakerid.recognition import FileError, Source
+from speakerid.store.speakers import NAME_MAX_CHARS, STORE_ENV, default_store_path
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # verify: the voice did not match

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from speakerid.audio import MIN_SPEECH_SECONDS
-from speakerid.bulk import save_embeddings
 from speakerid.cli.common import (
     AudioFiles,
     BackendOpt,
@@ -30,6 +29,7 @@ from speakerid.cli.common import (
     read_sources,
     shown_markup,
 )
+from speakerid.embedding.bulk import save_embeddings
 from speakerid.outputs import output_target
 
 
@@ -60,7 +60,7 @@ def embed_cmd(
     Every FILE is tried: one that fails is reported on stderr (and under "errors" with
     --json), the others are written, and the exit status is 2.
     """
-    from speakerid.bulk import header, merge_embeddings, parse_shard
+    from speakerid.embedding.bulk import header, merge_embeddings, parse_shard
 
     output_target(out_path)  # a directory, FIFO or device is refused before any work
     if merge:
@@ -143,8 +143,8 @@ def export_cmd(
     with --backend onnx --model OUT.onnx. Shipped models need no export: the onnx
     backend builds its graph once into the user cache.
     """
-    from speakerid.onnx_backend import export_onnx
-    from speakerid.registry import resolve_model
+    from speakerid.embedding.backends.onnx import export_onnx
+    from speakerid.encoders.registry import resolve_model
 
     output_target(onnx)  # a directory, FIFO or device: refused even with --force
     if onnx.exists() and not force:

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 
 from speakerid.audio import MIN_SPEECH_SECONDS
-from speakerid.bulk import save_embeddings
 from speakerid.cli.common import (
     AudioFiles,
     BackendOpt,
@@ -35,9 +34,10 @@ from speakerid.cli.common import (
     shown_markup,
     writing_sid,
 )
-from speakerid.embed import BaseEmbedder
+from speakerid.embedding.bulk import save_embeddings
+from speakerid.embedding.pipeline import BaseEmbedder
 from speakerid.outputs import output_target
-from speakerid.store import SpeakerStore
+from speakerid.store.speakers import SpeakerStore
 
 
 @command()
@@ -105,7 +105,7 @@ def enroll(
 
 
 def _enroll_from_npz(path: Path, replace: bool, store: Path | None, json_: bool) -> None:
-    from speakerid.bulk import enroll_embeddings, load_embeddings
+    from speakerid.embedding.bulk import enroll_embeddings, load_embeddings
 
     embeddings = load_embeddings(path)
     with SpeakerStore(store) as db:
@@ -173,7 +173,7 @@ def enroll_dir(
     A file that fails is reported on stderr and the rest are enrolled; exit status 2 if
     any failed.
     """
-    from speakerid.bulk import parse_shard
+    from speakerid.embedding.bulk import parse_shard
 
     part = parse_shard(shard)
     if out_path is not None:
@@ -212,7 +212,7 @@ def enroll_dir(
 def _embed_dir_to_npz(
     embedder: BaseEmbedder, directory: Path, part: Any, out_path: Path, json_: bool
 ) -> None:
-    from speakerid.bulk import embed_directory, header
+    from speakerid.embedding.bulk import embed_directory, header
 
     vectors, skipped = embed_directory(embedder, directory, part)
     if not vectors:

@@ -14,8 +14,8 @@ from speakerid.cli.common import (
     print_json,
     shown_markup,
 )
-from speakerid.service import describe
-from speakerid.store import SpeakerStore
+from speakerid.recognition import describe
+from speakerid.store.speakers import SpeakerStore
 
 
 @command("info")
@@ -85,7 +85,7 @@ def models_cmd(json_: JsonOpt = False) -> None:
 
     Pick one with --model NAME. Speeds are in README and docs/benchmarks.md.
     """
-    from speakerid.registry import list_models, measured
+    from speakerid.encoders.registry import list_models, measured
 
     rows = list_models()
     if json_:

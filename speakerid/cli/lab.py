@@ -27,10 +27,10 @@ from speakerid.cli.common import (
     shown,
     shown_markup,
 )
-from speakerid.decision import DEFAULT_FAR
-from speakerid.embed import load_model
+from speakerid.decision.model import DEFAULT_FAR
+from speakerid.embedding.pipeline import load_model
 from speakerid.outputs import output_target, replacing
-from speakerid.store import SpeakerStore
+from speakerid.store.speakers import SpeakerStore
 
 # ---------------------------------------------------------------- training and evaluation
 
@@ -201,8 +201,8 @@ def whiten_cmd(
     speakers). The threshold is reset to the validation speakers' fragment EER point (or
     left uncalibrated when the checkpoint has no validation speakers).
     """
+    from speakerid.encoders.twin import save_encoder
     from speakerid.lab.whiten import WHITEN_SHRINKAGE, fit_whitening
-    from speakerid.model import save_encoder
 
     output_target(out_path)  # a directory, FIFO or device is refused before the slow part
     if out_path.exists() and not force:
@@ -376,7 +376,7 @@ def calibrate_cmd(
     fixed thresholds of --target (1:1) and --fpir (1:N) are written too; they decide for
     --norm asnorm, where scores are not cosines.
     """
-    from speakerid.calibrate import calibrate
+    from speakerid.decision.calibrate import calibrate
 
     if target not in ("eer", "far"):
         fail(f"unknown --target {target!r}; one of ['eer', 'far']")
@@ -411,7 +411,7 @@ def calibrate_cmd(
         )
     cal = report.calibration
     if plot is not None:
-        from speakerid.calplot import plot_calibration
+        from speakerid.decision.plot import plot_calibration
 
         lines = {f"calibrated ({cal.target})": cal.threshold}
         if report.model_threshold is not None and cal.norm == "none":

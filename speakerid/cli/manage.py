@@ -17,7 +17,7 @@ from speakerid.cli.common import (
     print_json,
     shown_markup,
 )
-from speakerid.store import SpeakerStore, validate_name
+from speakerid.store.speakers import SpeakerStore, validate_name
 
 
 @command("list")

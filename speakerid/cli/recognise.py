@@ -42,11 +42,11 @@ from speakerid.cli.common import (
     threshold_flag,
     threshold_origin,
 )
-from speakerid.decision import Quality
+from speakerid.decision.model import Quality
+from speakerid.decision.thresholds import calibration_notes
 from speakerid.outputs import output_target
-from speakerid.service import FileError, Identification
-from speakerid.store import SpeakerStore
-from speakerid.thresholds import calibration_notes
+from speakerid.recognition import FileError, Identification
+from speakerid.store.speakers import SpeakerStore
 
 
 @command("verify")
@@ -268,8 +268,8 @@ def _identify_segments(
     plot: Path | None,
 ) -> None:
     """``identify --segments``: one timeline per file, as a table, JSON, RTTM or a plot."""
-    from speakerid.segments import UNKNOWN, SegmentConfig, identify_segments, plot_timeline
-    from speakerid.segments import rttm_lines as to_rttm
+    from speakerid.decision.timeline import UNKNOWN, SegmentConfig, identify_segments, plot_timeline
+    from speakerid.decision.timeline import rttm_lines as to_rttm
 
     if json_ and rttm:
         fail("--rttm and --json are two output formats; choose one")

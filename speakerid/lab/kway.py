@@ -22,7 +22,7 @@ import torch
 
 from speakerid.audio import FRAGMENT_SAMPLES
 from speakerid.errors import DataError
-from speakerid.features import MFCCFrontend
+from speakerid.features.torch import MFCCFrontend
 from speakerid.lab.metrics import Seed, as_rng, label_codes, wilson_interval
 from speakerid.vectors import METRICS, Metric, l2_normalize, similarity
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import det_curve as _sk_det_curve
 
-from speakerid import calibration
+from speakerid.decision import calibration
 from speakerid.errors import DataError
 from speakerid.vectors import l2_normalize, score_pairs
 

@@ -26,7 +26,7 @@ from speakerid.errors import DataError
 from speakerid.lab.data import AudioBank, Sampler
 
 if TYPE_CHECKING:
-    from speakerid.embed import BaseEmbedder
+    from speakerid.embedding.pipeline import BaseEmbedder
 
 POOL_FILE = "teacher_pool.npz"
 
@@ -84,8 +84,8 @@ class TeacherPool:
         The teacher runs through the onnx backend when onnxruntime is installed (faster on a
         CPU), else torch. Labels found in ``folder / POOL_FILE`` under the same key are reused.
         """
-        from speakerid.modelinfo import read_header
-        from speakerid.registry import resolve_model
+        from speakerid.encoders.checkpoint import read_header
+        from speakerid.encoders.registry import resolve_model
 
         if size < 1:
             raise DataError(f"teacher pool size must be positive, not {size}")
@@ -133,7 +133,7 @@ def _cached(path: Path, key: str) -> np.ndarray | None:
 
 def _open_teacher(path: str | Path) -> BaseEmbedder:
     """The teacher's embedder: onnxruntime when installed (faster on a CPU), else torch."""
-    from speakerid.embed import open_embedder
+    from speakerid.embedding.pipeline import open_embedder
 
     backend = "onnx" if _has_onnxruntime() else "torch"
     return open_embedder(path, backend=backend, precision="fp32")

@@ -33,6 +33,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder
 from speakerid.errors import CheckpointError, DataError
 from speakerid.lab import distributed
 from speakerid.lab.data import (
@@ -48,7 +49,6 @@ from speakerid.lab.data import (
 from speakerid.lab.losses import DISTANCES, AAMHead, PairBCEHead
 from speakerid.lab.teachers import TeacherPool
 from speakerid.lab.validation import embed_teacher, raw_embeddings, selection_key, validate
-from speakerid.model import Encoder, ModelConfig, save_encoder
 
 OBJECTIVES = ("bce", "aam", "distill")
 SELECT_ON = ("accuracy", "distill")
@@ -137,7 +137,7 @@ def init_from_checkpoint(encoder: Encoder, path: str | Path) -> None:
     starts a run without the back-end, which ``speakerid whiten`` fits again afterwards. Its
     front-end and body are still loaded strictly; only the whitening is left out.
     """
-    from speakerid.model import load_encoder
+    from speakerid.encoders.twin import load_encoder
 
     loaded = load_encoder(path)
     if replace(loaded.encoder.config, whiten=encoder.config.whiten) != encoder.config:
@@ -263,7 +263,7 @@ def _train(
     if cfg.init_teacher:
         if "teacher" not in heads:
             raise DataError("init_teacher needs the distill objective")
-        from speakerid.pretrained import init_from_ge2e
+        from speakerid.encoders.pretrained import init_from_ge2e
 
         init_from_ge2e(encoder.body, heads["teacher"])
     if cfg.init_from:
@@ -446,7 +446,7 @@ def _build_heads(
     if pool_dim is not None:  # the teacher's labels are in the pool; only the projection here
         heads["project"] = nn.Identity() if dim == pool_dim else nn.Linear(dim, pool_dim)
     elif cfg.objective == "distill":
-        from speakerid.pretrained import GE2E, GE2E_DIM
+        from speakerid.encoders.pretrained import GE2E, GE2E_DIM
 
         heads["teacher"] = GE2E(windows=cfg.teacher_windows)
         # Same size as the teacher: distil straight into the embedding, so that the shipped

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from speakerid.calibration import eer_point
+from speakerid.decision.calibration import eer_point
+from speakerid.encoders.twin import Encoder
 from speakerid.lab.data import FragmentSet
 from speakerid.lab.kway import kway_accuracy
 from speakerid.lab.metrics import verification_trials
-from speakerid.model import Encoder
 from speakerid.vectors import l2_normalize, score_pairs
 
 

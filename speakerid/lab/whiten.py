@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from speakerid.encoders.twin import Encoder, LoadedModel
 from speakerid.errors import DataError
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpora
 from speakerid.lab.evaluate import match_speakers
 from speakerid.lab.validation import embed_set, selection_key, validate
-from speakerid.model import Encoder, LoadedModel
 
 # Candidate ridges for the within-speaker covariance, in units of its mean eigenvalue:
 # small trusts the estimate, large tends to plain centring.

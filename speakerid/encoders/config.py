@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
+from speakerid.encoders.checkpoint import EMBEDDING_MAX_DIM
 from speakerid.errors import CheckpointError
-from speakerid.modelinfo import EMBEDDING_MAX_DIM
 
 # The largest value of each whole-number config field, checked before anything is built:
 # far above any useful model, far below what exhausts memory or leaves a layer empty

@@ -17,7 +17,7 @@ milliseconds. Reading a million vectors out of SQLite takes seconds, so the stor
 
 These files are a *base*, never modified once written. Writes to the store do not touch
 them: each write transaction that changes a vector bumps the store's ``vectors_seq`` and
-stamps the rows it writes (``speakerid.storedb``), so a search reads, in one transaction,
+stamps the rows it writes (``speakerid.store.db``), so a search reads, in one transaction,
 the speakers changed and removed since the base (``Delta``), leaves the base's stale rows
 out, scans the changed ones exactly, and checks the best candidates against the store's own
 rows (``rank_kept``). A crash between a store write and anything on the index side leaves
@@ -36,7 +36,7 @@ faiss is optional (``pip install 'speakerid[ann]'``); without it the kind is ``f
 
 At about 760 lines this module is past the style's ~600: the ranking and the index's files
 are one job (a fold writes what ``rank_kept`` reads, and both follow one row layout); the
-store-facing side already lives in ``speakerid.storeindex``.
+store-facing side already lives in ``speakerid.store.index``.
 """
 
 from __future__ import annotations
@@ -539,7 +539,7 @@ class VectorIndex:
         self, store_path: Path, requested: str = "auto", written_vectors: Path | None = None
     ) -> None:
         """Write the index files, then the pointer (atomically), then drop older files;
-        called holding the store's fold lock (``speakerid.storeindex``).
+        called holding the store's fold lock (``speakerid.store.index``).
 
         ``requested`` is the kind asked for (``"auto"`` or one kind), which rebuilds reuse;
         ``written_vectors``: a temporary file already holding the vectors (a fold's).

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from speakerid.calibration import ASNORM_TOP_K, Calibration, as_norm_scores
-from speakerid.decision import (
+from speakerid.decision.calibration import ASNORM_TOP_K, Calibration, as_norm_scores
+from speakerid.decision.model import (
     DEFAULT_FAR,
     Decision,
     DecisionModel,
@@ -38,9 +38,14 @@ from speakerid.decision import (
     check_far,
     sidak_far,
 )
+from speakerid.decision.thresholds import (
+    GIVEN,
+    calibration_for,
+    identify_threshold,
+    resolve_threshold,
+)
 from speakerid.errors import DataError, SpeakerIDError, StoreError
-from speakerid.store import SpeakerStore
-from speakerid.thresholds import GIVEN, calibration_for, identify_threshold, resolve_threshold
+from speakerid.store.speakers import SpeakerStore
 from speakerid.vectors import l2_normalize
 
 # An enrolled recording whose speech was never measured (imported vectors) counts as this much.

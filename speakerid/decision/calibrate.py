@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from speakerid.calibration import (
+from speakerid.decision.calibration import (
     ASNORM_TOP_K,
     MIN_COHORT,
     MIN_TARGET_TRIALS,
@@ -35,7 +35,7 @@ from speakerid.calibration import (
     quality_trials,
     rates_at,
 )
-from speakerid.decision import (
+from speakerid.decision.model import (
     DEFAULT_FAR,
     MIN_FIT_NONTARGET,
     MIN_FIT_TARGET,
@@ -44,11 +44,17 @@ from speakerid.decision import (
     fit_decision_model,
     refit,
 )
-from speakerid.embed import BaseEmbedder
+from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.encoders.checkpoint import file_sha256
 from speakerid.errors import AudioError, DataError
-from speakerid.modelinfo import file_sha256
-from speakerid.service import FileError, embed_measured, model_id, model_identity, speaker_folders
-from speakerid.store import SpeakerStore
+from speakerid.recognition import (
+    FileError,
+    embed_measured,
+    model_id,
+    model_identity,
+    speaker_folders,
+)
+from speakerid.store.speakers import SpeakerStore
 from speakerid.vectors import l2_normalize, score
 
 NORMS = ("none", "asnorm")

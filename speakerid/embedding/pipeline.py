@@ -21,16 +21,16 @@ import numpy as np
 from speakerid.audio import (
     MIN_SPEECH_SECONDS,
 )
-from speakerid.embedder import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.encoders.checkpoint import refuse_onnx
+from speakerid.encoders.registry import resolve_model
 from speakerid.errors import SpeakerIDError
-from speakerid.modelinfo import refuse_onnx
-from speakerid.registry import resolve_model
 from speakerid.vectors import l2_normalize
 
 if TYPE_CHECKING:
     import torch
 
-    from speakerid.model import LoadedModel
+    from speakerid.encoders.twin import LoadedModel
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -126,7 +126,7 @@ def load_model(spec: str | Path | None = None) -> LoadedModel:
 
     ``None`` is the default shipped model (``registry.DEFAULT_MODEL``).
     """
-    from speakerid.model import load_encoder
+    from speakerid.encoders.twin import load_encoder
 
     path, sha256 = resolve_model(spec)
     refuse_onnx(path)  # torch runs checkpoints; a graph needs --backend onnx
@@ -157,7 +157,7 @@ def open_embedder(
     if min_speech <= 0:
         raise SpeakerIDError(f"--min-speech must be positive, not {min_speech}")
     if resolve_backend(backend) == "onnx":
-        from speakerid.onnx_backend import OnnxEmbedder, load_onnx_model
+        from speakerid.embedding.backends.onnx import OnnxEmbedder, load_onnx_model
 
         return OnnxEmbedder(load_onnx_model(model), min_speech=min_speech)
     return Embedder(load_model(model), precision=precision, min_speech=min_speech)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:  # model.py imports this module to register the body
-    from speakerid.modelconfig import ModelConfig
+    from speakerid.encoders.config import ModelConfig
 
 FCM_CHANNELS = 32  # width of the 2-D convolution front
 FCM_FREQ_STRIDE = 8  # the FCM halves the frequency axis three times

@@ -19,12 +19,12 @@ One SQLite file (stdlib ``sqlite3``, WAL mode) holds three tables:
 
 ``vectors_seq`` (meta) counts the write transactions that changed a vector, and
 ``store_token`` (meta, random, set once) tells this store from any other. Together they let
-the search index beside the store (``speakerid.search``) name the state it reflects and catch
+the search index beside the store (``speakerid.store.search``) name the state it reflects and catch
 up from it: the speakers changed since, and the rows removed since, are two indexed reads.
 
 ``StoreDB`` opens a file only after checking it is a store of a schema this speakerid reads,
 creates a new one atomically, holds each write in one ``BEGIN IMMEDIATE`` transaction and
-upgrades an older schema inside the first one. ``speakerid.store.SpeakerStore`` builds the
+upgrades an older schema inside the first one. ``speakerid.store.speakers.SpeakerStore`` builds the
 speakers' reads and writes on it.
 """
 
@@ -45,9 +45,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from speakerid.calibration import agreements
+from speakerid.decision.calibration import agreements
+from speakerid.encoders.registry import shipped_name
 from speakerid.errors import StoreError
-from speakerid.registry import shipped_name
 from speakerid.vectors import l2_normalize
 
 STORE_FORMAT = "speakerid-store"  # meta 'format': what kind of file this is
@@ -626,7 +626,7 @@ class StoreDB:
 def _next_seq(conn: sqlite3.Connection) -> int:
     """Inside a write transaction that changes speaker vectors: the next ``vectors_seq``,
     recorded in meta; the caller stamps the rows it writes with it (``changed``, ``removed``),
-    so that a search index built before it can tell what it misses (``speakerid.search``)."""
+    so that a search index built before it can tell what it misses (``speakerid.store.search``)."""
     row = conn.execute(
         "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ? RETURNING value",
         (SEQ_KEY,),

@@ -33,10 +33,10 @@ from torch import nn
 
 from speakerid.audio import SAMPLE_RATE
 from speakerid.errors import CheckpointError, DataError
-from speakerid.features import POWERMEL_HOP, POWERMEL_N_MELS, PowerMel, equal_windows
+from speakerid.features.torch import POWERMEL_HOP, POWERMEL_N_MELS, PowerMel, equal_windows
 
 if TYPE_CHECKING:
-    from speakerid.modelconfig import ModelConfig
+    from speakerid.encoders.config import ModelConfig
 
 GE2E_N_MELS = POWERMEL_N_MELS  # Resemblyzer's input: 40-band power mel, 25 ms / 10 ms
 GE2E_HOP = POWERMEL_HOP

@@ -3,9 +3,9 @@
 Storage only: speakers and recordings in and out, the model that made them, the store's
 metadata (its calibration, as JSON under ``calibration``: thresholds for this store's domain
 and where they came from) and speaker names. The file itself
-(schema, migrations, connections, transactions) is ``speakerid.storedb``; ranking speakers
-is ``speakerid.search``; enroll / verify / identify are ``speakerid.service``. Nothing here
-imports torch or the encoder, so ``speakerid list`` and ``remove`` stay light.
+(schema, migrations, connections, transactions) is ``speakerid.store.db``; ranking speakers
+is ``speakerid.store.search``; enroll / verify / identify are ``speakerid.recognition``.
+Nothing here imports torch or the encoder, so ``speakerid list`` and ``remove`` stay light.
 
 A speaker's vector is always the pool (normalised mean) of their recordings' embeddings and
 is rewritten in the same transaction as the recordings, so a crash never leaves the two out
@@ -13,13 +13,13 @@ of step. Embeddings are computed *before* a write transaction opens (``BEGIN IMM
 which keeps the write lock short and lets several processes enroll at once.
 
 Every write that changes a vector stamps it with the store's next ``vectors_seq``
-(``speakerid.storedb``), and nothing else: a search index kept beside the file
-(``speakerid.storeindex``) reads what changed since it was written, so no write rebuilds it.
+(``speakerid.store.db``), and nothing else: a search index kept beside the file
+(``speakerid.store.index``) reads what changed since it was written, so no write rebuilds it.
 Bulk imports (``add_many``, ``add_vectors``) write thousands of speakers per transaction.
 
 Without a kept index, search keeps all pooled vectors in one contiguous ``(N, D)`` float32
 matrix, loaded once and reloaded only when the database changes, and hands it to
-``speakerid.search``, which scores many queries with one matrix product (or with faiss
+``speakerid.store.search``, which scores many queries with one matrix product (or with faiss
 when it is importable).
 
 At about 770 lines this module is past the style's ~600: what is left is one job, the
@@ -42,11 +42,10 @@ from typing import Any
 import numpy as np
 from platformdirs import user_data_path
 
-from speakerid.calibration import Calibration
+from speakerid.decision.calibration import Calibration
+from speakerid.encoders.checkpoint import file_sha256
 from speakerid.errors import InvalidNameError, SpeakerIDError, StoreError, UnknownSpeakerError
-from speakerid.modelinfo import file_sha256
-from speakerid.search import Candidate, IndexInfo, exact_index, import_faiss, rank
-from speakerid.storedb import (
+from speakerid.store.db import (
     EMBEDDING_OR_VECTOR,
     IMPORTED_EMBEDDING,
     INSERT_BATCH,
@@ -57,7 +56,8 @@ from speakerid.storedb import (
     _unit_rows,
     name_key,
 )
-from speakerid.storeindex import KeptIndex
+from speakerid.store.index import KeptIndex
+from speakerid.store.search import Candidate, IndexInfo, exact_index, import_faiss, rank
 from speakerid.vectors import l2_normalize, pool
 
 CALIBRATION_KEY = "calibration"  # meta key of the store's calibration (JSON)
@@ -831,7 +831,7 @@ class SpeakerStore(StoreDB):
         return names, mat, index
 
     def search(self, queries: np.ndarray, top_k: int = 5) -> list[list[Candidate]]:
-        """Rank enrolled speakers by cosine score for each query (``speakerid.search.rank``).
+        """Rank enrolled speakers by cosine score for each query (``speakerid.store.search.rank``).
 
         The store hands the ranking its cached matrix, or the search index it keeps beside
         the file (rebuilt first if the vectors changed since).
@@ -853,10 +853,10 @@ class SpeakerStore(StoreDB):
         names, mat, index = self._search_state()
         return rank(names, mat, queries, top_k, index, where=str(self.path))
 
-    # -- the search index kept beside the file (speakerid/search.py, speakerid/storeindex.py)
+    # -- the search index kept beside the file (speakerid/store/search.py, speakerid/store/index.py)
 
     def build_index(self, kind: str = "auto", rebuild: bool = False) -> IndexInfo:
-        """Keep a search index beside the store (see ``speakerid.search``).
+        """Keep a search index beside the store (see ``speakerid.store.search``).
 
         ``rebuild``: train it afresh from every vector; else fold the store's changes into
         the kept one (``KeptIndex.refresh``; built when none is kept or ``kind`` differs).

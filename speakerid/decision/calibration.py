@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from speakerid.decision import QualityTrials, act_dcf, cllr, min_cllr
+from speakerid.decision.model import QualityTrials, act_dcf, cllr, min_cllr
 from speakerid.errors import DataError
 from speakerid.vectors import l2_normalize, pool, score, score_pairs
 

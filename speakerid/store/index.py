@@ -1,7 +1,7 @@
 """The search index kept beside one store: opened, caught up, folded, rebuilt.
 
-``speakerid.search`` holds the index itself (its files, faiss, the ranking); this module
-ties it to a store file (``speakerid.storedb``): which base is current, what the store
+``speakerid.store.search`` holds the index itself (its files, faiss, the ranking); this module
+ties it to a store file (``speakerid.store.db``): which base is current, what the store
 changed since (read in the same transaction as the rows it names), when the changes are
 folded into a new base, and when the base is rebuilt from the store instead (missing,
 another store's, failing its checksums, disagreeing with the store, or drifted).
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from speakerid.errors import StoreError
-from speakerid.search import (
+from speakerid.store.db import StoreDB
+from speakerid.store.search import (
     INDEX_VERSION,
     Candidate,
     Delta,
@@ -36,7 +37,6 @@ from speakerid.search import (
     remove_index,
     requested_kind,
 )
-from speakerid.storedb import StoreDB
 
 
 def choose(n: int, kind: str) -> str:

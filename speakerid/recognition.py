@@ -2,8 +2,9 @@
 
 What the CLI and the Python API call. Each function takes arrays or paths and returns a
 result dataclass, raising only ``SpeakerIDError`` subclasses. Files become embeddings here
-(``speakerid.embed``); the store (``speakerid.store``) only keeps vectors, and ranking is
-``speakerid.search``; which threshold a decision uses, and why, is ``speakerid.thresholds``.
+(``speakerid.embedding.pipeline``); the store (``speakerid.store.speakers``) only keeps
+vectors, and ranking is ``speakerid.store.search``; which threshold a decision uses, and why,
+is ``speakerid.decision.thresholds``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,20 @@ from speakerid.audio import (
     trim_silence,
 )
 from speakerid.audio import Source as AudioSource
-from speakerid.calibration import (
+from speakerid.decision.calibration import (
     Calibration,
     agreements,
 )
-from speakerid.decision import Quality
-from speakerid.embed import BaseEmbedder
+from speakerid.decision.model import Quality
+from speakerid.decision.scorer import ModelIdentity, Scorer
+from speakerid.decision.thresholds import (
+    calibration_for,
+    calibration_notes,
+    identify_threshold,
+    resolve_threshold,
+)
+from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.encoders.registry import DEFAULT_MODEL, decision_model, model_cohort, resolve_model
 from speakerid.errors import (
     AudioError,
     CheckpointError,
@@ -38,10 +47,8 @@ from speakerid.errors import (
     SpeakerIDError,
     StoreError,
 )
-from speakerid.registry import DEFAULT_MODEL, decision_model, model_cohort, resolve_model
-from speakerid.scorer import ModelIdentity, Scorer
-from speakerid.search import Candidate
-from speakerid.store import (
+from speakerid.store.search import Candidate
+from speakerid.store.speakers import (
     EnrollResult,
     RecordingQuality,
     SpeakerStore,
@@ -49,12 +56,6 @@ from speakerid.store import (
     recording_key,
     refuse_collisions,
     validate_name,
-)
-from speakerid.thresholds import (
-    calibration_for,
-    calibration_notes,
-    identify_threshold,
-    resolve_threshold,
 )
 from speakerid.vectors import score
 
@@ -96,7 +97,7 @@ class EmbedResult:
 
 @dataclass(frozen=True)
 class Verification:
-    """A 1:1 decision (``speakerid.scorer`` says by which rule).
+    """A 1:1 decision (``speakerid.decision.scorer`` says by which rule).
 
     With a decision calibration, ``accepted`` holds false accepts at ``far`` for this clip's
     and this enrollment's quality, and ``threshold`` is the cosine that means here; with a
@@ -121,8 +122,8 @@ class Identification:
     """A 1:N answer for one file: ranked candidates, ``best`` None when no one is accepted.
 
     ``accepted[i]`` and ``thresholds[i]`` are candidate i's decision and the cosine threshold
-    it was judged at (its own enrollment's quality, see ``speakerid.scorer``); ``threshold``
-    is the top candidate's.
+    it was judged at (its own enrollment's quality, see ``speakerid.decision.scorer``);
+    ``threshold`` is the top candidate's.
     """
 
     file: str
@@ -356,7 +357,7 @@ def enroll_directory(
     Parameters
     ----------
     on_file: called as ``on_file(speaker, files_done, files_total)`` after each file.
-    shard: ``(I, N)``: only every N-th speaker folder from the I-th (``speakerid.bulk``).
+    shard: ``(I, N)``: only every N-th speaker folder from the I-th (``speakerid.embedding.bulk``).
     """
     folders = speaker_folders(root)
     refuse_collisions([(name, str(Path(root) / name)) for name, _ in folders])  # every shard's
@@ -430,7 +431,7 @@ def scorer_for(
     threshold: float | None = None,
     far: float | None = None,
 ) -> Scorer:
-    """The decision home for this store and this embedder's model (``speakerid.scorer``)."""
+    """The decision home for this store and this embedder's model (``decision.scorer``)."""
     return Scorer(store, model_identity(embedder), threshold=threshold, far=far)
 
 
@@ -448,7 +449,7 @@ def verify(
     ``threshold`` (a cosine) decides exactly when given; else the decision holds false
     accepts at ``far`` (default ``decision.DEFAULT_FAR``) for this clip's and this
     enrollment's quality, through the store's or the model's decision calibration (see
-    ``speakerid.scorer`` for the rules).
+    ``speakerid.decision.scorer`` for the rules).
     """
     name = validate_name(name)
     fingerprint, dim, source = model_id(embedder)
@@ -488,7 +489,7 @@ def identify(
 
     All files are embedded first, then scored together with one matrix product. A file
     that cannot be used gets a ``FileError`` in its place (with ``strict`` it raises).
-    Candidates are ranked by raw cosine; who is named follows ``speakerid.scorer``: each
+    Candidates are ranked by raw cosine; who is named follows ``speakerid.decision.scorer``: each
     candidate judged with its own enrollment's quality, a stranger named at most about
     ``far`` of the time whatever the number of speakers (or a fixed threshold when given).
     """
@@ -581,7 +582,7 @@ def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:
     The model is described from its header (``modelinfo.read_header``), without loading
     the weights or importing torch.
     """
-    from speakerid.modelinfo import read_header
+    from speakerid.encoders.checkpoint import read_header
 
     shown = str(model_path) if model_path is not None else f"{DEFAULT_MODEL} (shipped default)"
     try:

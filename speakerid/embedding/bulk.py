@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
+from speakerid.encoders.checkpoint import EMBEDDING_MAX_DIM, read_metadata
+from speakerid.encoders.registry import shipped_name
 from speakerid.errors import AudioError, InvalidNameError, SpeakerIDError
-from speakerid.modelinfo import EMBEDDING_MAX_DIM, read_metadata
 from speakerid.outputs import replacing
-from speakerid.registry import shipped_name
 from speakerid.vectors import EPS
 
 if TYPE_CHECKING:
-    from speakerid.embed import Embedder
-    from speakerid.service import BulkEnrollResult
-    from speakerid.store import SpeakerStore
+    from speakerid.embedding.pipeline import Embedder
+    from speakerid.recognition import BulkEnrollResult
+    from speakerid.store.speakers import SpeakerStore
 
 EMBEDDINGS_FORMAT = "speakerid-embeddings"
 BATCH_FRAGMENTS = 256  # fragments gathered across files per encoder call (GPU-sized)
@@ -120,7 +120,7 @@ def save_embeddings(
 
     Written member by member rather than with ``np.savez(**embeddings)``, so that any key
     (even ``"file"``, or one with slashes) survives unchanged. ``header`` (the model's
-    identity, see ``speakerid.bulk.header``) goes into the zip comment as JSON, where
+    identity, see ``speakerid.embedding.bulk.header``) goes into the zip comment as JSON, where
     ``np.load`` does not see it.
     """
     with (
@@ -231,7 +231,7 @@ def _shown(value: object) -> str:
 def known_dim(fingerprint: str) -> int | None:
     """The embedding size of the shipped model with this fingerprint, from its header
     (not hashed: the pin names it); None for another model or a missing file."""
-    from speakerid.registry import SHIPPED, shipped_path
+    from speakerid.encoders.registry import SHIPPED, shipped_path
 
     name = shipped_name(fingerprint)
     if name is None:
@@ -459,8 +459,8 @@ def embed_directory(
     """
     from speakerid.audio import load_audio, prepare
     from speakerid.errors import DataError
-    from speakerid.service import speaker_folders
-    from speakerid.store import refuse_collisions
+    from speakerid.recognition import speaker_folders
+    from speakerid.store.speakers import refuse_collisions
 
     every = speaker_folders(root)
     refuse_collisions([(name, str(Path(root) / name)) for name, _ in every])  # every shard's
@@ -493,8 +493,8 @@ def enroll_embeddings(
     header binds or must match the store's model. Folders with unusable names are skipped
     and reported."""
     from speakerid.errors import DataError
-    from speakerid.service import BulkEnrollResult, FileError
-    from speakerid.store import refuse_collisions, validate_name
+    from speakerid.recognition import BulkEnrollResult, FileError
+    from speakerid.store.speakers import refuse_collisions, validate_name
 
     groups = speakers_of(emb)
     refuse_collisions(

@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 
 from speakerid.audio import FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS
-from speakerid.embedder import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.encoders.checkpoint import ModelHeader, check_threshold, file_sha256, read_header
+from speakerid.encoders.registry import resolve_model
 from speakerid.errors import CheckpointError, SpeakerIDError
-from speakerid.modelinfo import ModelHeader, check_threshold, file_sha256, read_header
-from speakerid.npfeatures import Frontend, numpy_frontend
+from speakerid.features.numpy import Frontend, numpy_frontend
 from speakerid.outputs import replacing
-from speakerid.registry import resolve_model
 from speakerid.vectors import l2_normalize
 
 ONNX_FORMAT = "speakerid-onnx/1"  # metadata 'format' of an exported graph
@@ -111,7 +111,7 @@ def export_onnx(
     """
     import torch
 
-    from speakerid.model import load_encoder
+    from speakerid.encoders.twin import load_encoder
 
     loaded = load_encoder(checkpoint, expected_sha256=expected_sha256)
     cfg = loaded.encoder.config

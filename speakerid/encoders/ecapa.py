@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:  # model.py imports this module to register the body
-    from speakerid.modelconfig import ModelConfig
+    from speakerid.encoders.config import ModelConfig
 
 STEM_KERNEL = 5  # the first TDNN layer's kernel
 BLOCKS = ((3, 2), (3, 3), (3, 4))  # (kernel, dilation) of the three SE-Res2Net blocks

@@ -42,11 +42,11 @@ from speakerid.audio import (
     speech_frames,
     stream_audio,
 )
-from speakerid.embed import Embedder
+from speakerid.embedding.pipeline import Embedder
 from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
 from speakerid.outputs import save_figure
-from speakerid.service import model_id, scorer_for
-from speakerid.store import SpeakerStore
+from speakerid.recognition import model_id, scorer_for
+from speakerid.store.speakers import SpeakerStore
 from speakerid.vectors import score
 
 Fit = Literal["tile", "direct"]

@@ -11,8 +11,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import norm as gaussian
 
-from speakerid.calibration import Trials, bucket_name, bucket_of, eer_point, error_rates
-from speakerid.decision import QualityTrials
+from speakerid.decision.calibration import Trials, bucket_name, bucket_of, eer_point, error_rates
+from speakerid.decision.model import QualityTrials
 from speakerid.outputs import save_figure
 
 DET_TICKS = (0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99, 0.999)

@@ -24,10 +24,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from speakerid.campp import CAMPPBody
-from speakerid.ecapa import ECAPABody
+from speakerid.encoders.campp import CAMPPBody
+from speakerid.encoders.checkpoint import CHECKPOINT_FORMAT, check_threshold, file_sha256
+from speakerid.encoders.config import ModelConfig
+from speakerid.encoders.ecapa import ECAPABody
 from speakerid.errors import CheckpointError
-from speakerid.features import (
+from speakerid.features.torch import (
     FbankFrontend,
     KaldiFbankFrontend,
     MFCCFrontend,
@@ -36,8 +38,6 @@ from speakerid.features import (
     SBFbankFrontend,
     equal_windows,
 )
-from speakerid.modelconfig import ModelConfig
-from speakerid.modelinfo import CHECKPOINT_FORMAT, check_threshold, file_sha256
 
 COHORT_KEY = "cohort"  # optional (N, D) unit embeddings of training speakers, for AS-norm
 # Tensor dtypes a checkpoint may hold: weights are floating point (stored fp32 or fp16), and
@@ -47,13 +47,13 @@ WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def _ge2e(cfg: ModelConfig) -> nn.Module:
     # The pretrained front-ends (and their optional packages) load only when asked for.
-    from speakerid.pretrained import GE2EFrontend
+    from speakerid.encoders.pretrained import GE2EFrontend
 
     return GE2EFrontend(cfg)
 
 
 def _vggish(cfg: ModelConfig) -> nn.Module:
-    from speakerid.pretrained import VGGishFrontend
+    from speakerid.encoders.pretrained import VGGishFrontend
 
     return VGGishFrontend(cfg)
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from speakerid.decision import DecisionModel
+from speakerid.decision.model import DecisionModel
+from speakerid.encoders.checkpoint import read_raw_header
 from speakerid.errors import CheckpointError, DataError
-from speakerid.modelinfo import read_raw_header
 
-PACKAGE_DIR = Path(__file__).parent / "_models"  # in an installed wheel
-REPO_DIR = Path(__file__).parent.parent / "models"  # in a source checkout
+PACKAGE_DIR = Path(__file__).parents[1] / "_models"  # in an installed wheel
+REPO_DIR = Path(__file__).parents[2] / "models"  # in a source checkout
 MEASURED_FILE = "measured.json"  # benchmark summary per shipped model, beside the weights
 
 
@@ -207,7 +207,7 @@ def read_cohort(path: str | Path, fingerprint: str) -> np.ndarray | None:
     """
     from safetensors import safe_open
 
-    from speakerid.modelinfo import file_sha256
+    from speakerid.encoders.checkpoint import file_sha256
 
     path = Path(path)
     if not path.is_file() or path.suffix != ".safetensors" or file_sha256(path) != fingerprint:
