@@ -61,7 +61,11 @@ from speakerid.vectors import score
 
 # Less speech than this is warned about: over half of its one fragment is repeated audio.
 GOOD_SPEECH_SECONDS = FRAGMENT_SECONDS / 2  # 1.5
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
+# What enroll-dir and calibrate take from a folder: libsndfile's formats, then those read
+# through FFmpeg when PyAV is installed (audio.ffmpeg; without it each is refused in words).
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"}) | frozenset(
+    {".m4a", ".aac", ".amr", ".3gp", ".webm", ".mka", ".mkv", ".mp4", ".mov"}
+)
 
 Source = AudioSource  # a path as given, ``-`` or stdin spooled (``Spooled``), or a ``Clip``
 OnFile = Callable[[int, int], None]  # progress: ``on_file(files_done, files_total)``

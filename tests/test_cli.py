@@ -347,7 +347,7 @@ BAD_AUDIO = {
 BAD_AUDIO_REASON = {
     "missing": "no such file",
     "directory": "is a directory",
-    "empty": "cannot be read as audio",
+    "empty": "the file is empty",
     "zero-samples": "no audio samples",
     "silent": "silent",
     "too-short": "of speech",
