@@ -86,7 +86,6 @@ def embed_cmd(
     sources = read_sources(files, sample_rate)
     sid = open_sid(None, model, backend, precision, min_speech)
     with progress_bar() as progress:
-        sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=len(sources))
         result = sid.embed_many(
             sources,

@@ -37,6 +37,7 @@ from speakerid.cli.common import (
 from speakerid.embedding.bulk import save_embeddings
 from speakerid.embedding.pipeline import BaseEmbedder
 from speakerid.outputs import output_target
+from speakerid.recognition import check_root
 from speakerid.store.speakers import SpeakerStore
 
 
@@ -176,6 +177,7 @@ def enroll_dir(
     from speakerid.embedding.bulk import parse_shard
 
     part = parse_shard(shard)
+    check_root(directory)  # a mistyped folder costs no model load
     if out_path is not None:
         output_target(out_path)  # a directory, FIFO or device is refused before any work
         embedder = load_embedder(model, precision, backend)
@@ -185,7 +187,6 @@ def enroll_dir(
         writing_sid(store, model, backend, precision, min_speech) as sid,
         progress_bar() as progress,
     ):
-        sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:

@@ -30,6 +30,7 @@ from speakerid.cli.common import (
 from speakerid.decision.model import DEFAULT_FAR
 from speakerid.embedding.pipeline import load_model
 from speakerid.outputs import output_target, replacing
+from speakerid.recognition import check_root
 from speakerid.store.speakers import SpeakerStore
 
 # ---------------------------------------------------------------- training and evaluation
@@ -386,29 +387,30 @@ def calibrate_cmd(
         target = "far"
     if plot is not None:
         output_target(plot)  # refused before the store is written, not after
-    embedder = load_embedder(model, precision)
-    with (
-        SpeakerStore(store) as db,
-        progress_bar() as progress,
-    ):
-        task = progress.add_task("embedding", total=None)
+    for root in data:
+        check_root(root)  # a mistyped folder costs no model load
+    with SpeakerStore(store) as db:
+        embedder = load_embedder(model, precision)  # once the store opened: a bad one costs none
+        with progress_bar() as progress:
+            task = progress.add_task("embedding", total=None)
 
-        def on_file(speaker: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=shown_markup(speaker))
+            def on_file(speaker: str, done: int, total: int) -> None:
+                shown_as = shown_markup(speaker)
+                progress.update(task, completed=done, total=total, description=shown_as)
 
-        report = calibrate(
-            db,
-            embedder,
-            data,
-            far=far if target == "far" else None,
-            fpir=fpir,
-            norm=norm,
-            cohort=cohort,
-            enroll_size=enroll_size,
-            seed=seed,
-            dry_run=dry_run,
-            on_file=on_file,
-        )
+            report = calibrate(
+                db,
+                embedder,
+                data,
+                far=far if target == "far" else None,
+                fpir=fpir,
+                norm=norm,
+                cohort=cohort,
+                enroll_size=enroll_size,
+                seed=seed,
+                dry_run=dry_run,
+                on_file=on_file,
+            )
     cal = report.calibration
     if plot is not None:
         from speakerid.decision.plot import plot_calibration

@@ -197,8 +197,10 @@ def identify_cmd(
             strict=strict,
             on_file=lambda done, total: progress.update(task, completed=done),
         )
-        fingerprint = sid.embedder.model.fingerprint
-        notes = calibration_notes(sid.store, fingerprint) if threshold is None else []
+        identified = any(isinstance(r, Identification) for r in everything)
+        notes = []  # about the calibration the decisions used: none when no file got one
+        if threshold is None and identified:
+            notes = calibration_notes(sid.store, sid.embedder.model.fingerprint)
         store_path = str(sid.store.path)
     for note in notes:
         if not note.startswith("not calibrated"):  # the usual case needs no warning
