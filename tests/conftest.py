@@ -177,6 +177,9 @@ def _isolated_store_location(
     monkeypatch.delenv("SPEAKERID_BACKEND", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("SPEAKERID_CACHE", str(onnx_cache))
+    # Progress lines and notes depend on how long a step takes: tests that count stderr
+    # lines see none (tests/test_progress.py turns them back on).
+    monkeypatch.setenv("SPEAKERID_QUIET", "1")
 
 
 def run_unprivileged(fn: Callable[..., object], *args: object) -> object:

@@ -34,11 +34,11 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, read_stdin
 from speakerid.cli.helptext import HELP_MAX_WIDTH, Command
+from speakerid.cli.progress import progress_for, report_notes, stop_notes
 from speakerid.decision.model import DEFAULT_FAR, check_far
 from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
 from speakerid.embedding.pipeline import (
@@ -163,6 +163,16 @@ StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Stop at the first file that fails (exit 2).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+QUIET_ENV = "SPEAKERID_QUIET"
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        envvar=QUIET_ENV,
+        help="No progress or notes on stderr (results, warnings and errors still print).",
+    ),
+]
 AudioFiles = Annotated[
     list[str],
     typer.Argument(
@@ -206,6 +216,8 @@ _WRITE_ERRORS = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG
 
 # Whether the running command was given --json: then its errors are JSON on stdout too.
 _json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
+# Whether it was given --quiet: then no progress lines and no notes.
+_quiet: ContextVar[bool] = ContextVar("quiet", default=False)
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
@@ -215,6 +227,8 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
         @functools.wraps(fn)
         def guarded(*args: Any, **kw: Any) -> Any:
             token = _json_errors.set(bool(kw.get("json_")))
+            quiet = _quiet.set(bool(kw.get("quiet")))
+            notes = report_notes(err, bool(kw.get("quiet")))
             code = EXIT_ERROR
             with warnings.catch_warnings(record=True) as caught:
                 try:
@@ -239,6 +253,8 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                     raise
                 finally:
                     _json_errors.reset(token)
+                    _quiet.reset(quiet)
+                    stop_notes(notes)
                     if code in (EXIT_OK, EXIT_REJECTED):
                         report_warnings(caught)
 
@@ -401,17 +417,10 @@ def read_sources(files: list[str], sample_rate: int | None) -> list[Source]:
     return [read_stdin(sample_rate) if f == STDIN else f for f in files]
 
 
-def progress_bar() -> Progress:
-    """A bar on stderr, drawn only when stderr is a terminal."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+def progress_bar(unit: str = "files") -> Any:
+    """Progress on stderr: a bar on a terminal, plain lines elsewhere (``PlainProgress``),
+    nothing under ``--quiet``; counts are of ``unit``."""
+    return progress_for(err, _quiet.get(), unit)
 
 
 def report_failures(failures: list[FileError]) -> None:

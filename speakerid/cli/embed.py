@@ -16,6 +16,7 @@ from speakerid.cli.common import (
     MinSpeechOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     SampleRateOpt,
     ShardOpt,
     StrictOpt,
@@ -52,6 +53,7 @@ def embed_cmd(
     sample_rate: SampleRateOpt = None,
     strict: StrictOpt = False,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write one unit embedding per FILE to an .npz file.
 
@@ -134,6 +136,7 @@ def export_cmd(
         bool, typer.Option("--force", help="Overwrite the file if it exists.")
     ] = False,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write a model's ONNX graph for --backend onnx.
 

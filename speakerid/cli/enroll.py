@@ -16,6 +16,7 @@ from speakerid.cli.common import (
     MinSpeechOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     SampleRateOpt,
     ShardOpt,
     SpeakerName,
@@ -72,6 +73,7 @@ def enroll(
     sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Enroll a speaker from one or more recordings.
 
@@ -168,6 +170,7 @@ def enroll_dir(
     strict: StrictOpt = False,
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Enroll every speaker folder under DIR.
 

@@ -16,6 +16,7 @@ from speakerid.cli.common import (
     JsonOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     StoreOpt,
     command,
     err,
@@ -366,6 +367,7 @@ def calibrate_cmd(
     precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Calibrate the store's decisions on recordings of your domain.
 

@@ -146,4 +146,7 @@ def report_notes(console: Console, quiet: bool) -> logging.Handler:
 
 
 def stop_notes(handler: logging.Handler) -> None:
-    logging.getLogger("speakerid").removeHandler(handler)
+    """Undo ``report_notes``: the logger is the embedding program's again."""
+    logger = logging.getLogger("speakerid")
+    logger.removeHandler(handler)
+    logger.propagate = True

@@ -21,6 +21,7 @@ from speakerid.cli.common import (
     MinSpeechOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     SampleRateOpt,
     SpeakerName,
     StoreOpt,
@@ -62,6 +63,7 @@ def verify_cmd(
     sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """1:1 check that FILE is NAME. Exit status 0 accepted, 1 rejected, 2 error.
 
@@ -124,6 +126,7 @@ def identify_cmd(
     strict: StrictOpt = False,
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
     segments: Annotated[
         bool,
         typer.Option(

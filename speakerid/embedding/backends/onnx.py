@@ -28,6 +28,7 @@ output must be ``(batch, embedding_dim)`` finite floats. onnxruntime comes with 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import warnings
@@ -45,6 +46,8 @@ from speakerid.errors import CheckpointError, SpeakerIDError
 from speakerid.features.numpy import Frontend, numpy_frontend
 from speakerid.outputs import replacing
 from speakerid.vectors import l2_normalize
+
+log = logging.getLogger(__name__)  # notes of slow steps; the CLI prints them
 
 ONNX_FORMAT = "speakerid-onnx/1"  # metadata 'format' of an exported graph
 ONNX_OPSET = 17  # LSTM, convolutions and reductions all export at this opset
@@ -303,6 +306,11 @@ def load_onnx_model(model: str | Path | None = None) -> OnnxModel:
     header = read_header(checkpoint, expected_sha256=expected)
     target = cached_onnx_path(header)
     if not (target.is_file() and exported_from(file_sha256(target)) == header.fingerprint):
+        log.info(
+            "exporting %s to ONNX once, into %s (it takes about 30 s; later runs load it)",
+            checkpoint.name,
+            target.parent,
+        )
         export_onnx(checkpoint, target, expected_sha256=expected)
     loaded = open_onnx(target)
     if loaded.fingerprint != header.fingerprint:  # replaced between export and load
