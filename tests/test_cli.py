@@ -253,6 +253,7 @@ def test_store_from_environment(cli, runner, tmp_path: Path, voices_dir: Path) -
     assert (tmp_path / "xdg-data" / "speakerid" / "store.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_enroll_dir(cli, tmp_path: Path, store_path: Path) -> None:
     root = tmp_path / "corpus"
     for i, (name, v) in enumerate(VOICES.items()):
@@ -542,6 +543,7 @@ def test_train_flags_are_the_train_config_fields(runner, tmp_path: Path, monkeyp
     assert "campp" in help_text and "kaldi_fbank" in help_text
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_commands(runner, tmp_path: Path) -> None:
     from conftest import Voice
 

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from hostile_corpus import Case, Inputs, build, judge, write_voice
 
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 

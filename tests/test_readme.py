@@ -173,3 +173,13 @@ def test_every_file_readme_names_exists() -> None:
     named = set(re.findall(path, README))
     missing = sorted(p for p in named if not (ROOT / p.split("#")[0]).exists())
     assert not missing, missing
+
+
+def test_readme_gives_the_test_command_ci_runs() -> None:
+    block = README.split("## Install, test, run", 1)[1].split("```", 2)[1]
+    given = [ln.split("#")[0].strip() for ln in block.splitlines() if "pytest" in ln]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    runs = [ln.split("#")[0].strip() for ln in ci if ln.startswith("python -m pytest")]
+    assert runs and runs[0] in given, (runs, given)  # CI: every test
+    assert "python -m pytest" in given  # the quick default run
+    assert "-m 'not slow'" in PYPROJECT  # what the quick run leaves out

@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 PROBE = """
 import json, sys
 from speakerid.cli import app
+
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
 try:
     app(sys.argv[1:], prog_name="speakerid")
     code = 0
