@@ -101,8 +101,9 @@ def enroll(
             )
     action = "enrolled" if result.created else ("re-enrolled" if result.replaced else "updated")
     out.print(
-        f"[green]{action}[/green] [bold]{shown_markup(result.speaker)}[/bold]: {result.added} new, "
-        f"{result.updated} re-embedded, {result.recordings} recording(s) in total",
+        f"[green]{action}[/green] [bold]{shown_markup(result.speaker)}[/bold]: "
+        f"{result.added} added, {result.updated} updated (re-embedded), "
+        f"{result.recordings} recording(s) in total",
         soft_wrap=True,
     )
 

@@ -36,7 +36,7 @@ def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
     table.add_column("recordings", justify="right")
     table.add_column("speech s", justify="right")
     table.add_column("weakest agreement", justify="right")
-    table.add_column("updated (UTC)")
+    table.add_column("updated (UTC)", no_wrap=True)  # names wrap first; a time cut is no time
     for s in speakers:
         seconds = "?" if s.speech_seconds is None else f"{s.speech_seconds:.1f}"
         weakest = "-" if s.weakest_agreement is None else f"{s.weakest_agreement:.4f}"
