@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.embedding.bulk import (
     Shard,
     embed_batched,
@@ -17,7 +18,6 @@ from speakerid.embedding.bulk import (
     parse_shard,
     save_embeddings,
 )
-from speakerid.embedding.pipeline import Embedder, load_model
 from speakerid.errors import AudioError, SpeakerIDError
 from speakerid.store.speakers import SpeakerStore
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 import speakerid.encoders.registry as registry
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.embedding.pipeline import Embedder, load_model, native_bf16, resolve_precision
+from speakerid.embedding.backends.torch import Embedder, load_model, native_bf16, resolve_precision
 from speakerid.encoders.twin import (
     CHECKPOINT_FORMAT,
     Encoder,
@@ -659,7 +659,7 @@ def test_wrong_shape_names_the_tensor_and_both_shapes(ckpt: Path, tmp_path: Path
 def test_long_files_are_embedded_as_a_stream_with_the_same_vector(
     embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import speakerid.audio as audio_mod
+    import speakerid.audio.io as audio_mod
 
     path = tmp_path / "long.wav"
     speech = np.concatenate(
@@ -674,9 +674,9 @@ def test_long_files_are_embedded_as_a_stream_with_the_same_vector(
     streamed_calls = []
     real = Embedder.embed_stream
 
-    def spy(self, p):
+    def spy(self, p, on_speech=None):
         streamed_calls.append(p)
-        return real(self, p)
+        return real(self, p, on_speech=on_speech)
 
     monkeypatch.setattr(Embedder, "embed_stream", spy)
     streamed = embedder.embed_file(path)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from speakerid.api import SpeakerID
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     AudioFiles,
@@ -23,7 +24,6 @@ from speakerid.cli.common import (
     command,
     fail,
     failures_reported,
-    open_sid,
     out,
     print_json,
     progress_bar,
@@ -86,7 +86,7 @@ def embed_cmd(
         if not files:
             fail(f"shard {part} holds no file (fewer files than N)")
     sources = read_sources(files, sample_rate)
-    sid = open_sid(None, model, backend, precision, min_speech)
+    sid = SpeakerID(None, model, backend=backend, precision=precision, min_speech=min_speech)
     with progress_bar() as progress:
         task = progress.add_task("embedding", total=len(sources))
         result = sid.embed_many(

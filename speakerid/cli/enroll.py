@@ -26,7 +26,6 @@ from speakerid.cli.common import (
     err,
     fail,
     failures_reported,
-    load_embedder,
     out,
     print_json,
     progress_bar,
@@ -36,7 +35,8 @@ from speakerid.cli.common import (
     writing_sid,
 )
 from speakerid.embedding.bulk import save_embeddings
-from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.embedding.pipeline import open_embedder
 from speakerid.outputs import output_target
 from speakerid.recognition import check_root
 from speakerid.store.speakers import SpeakerStore
@@ -184,7 +184,7 @@ def enroll_dir(
     check_root(directory)  # a mistyped folder costs no model load
     if out_path is not None:
         output_target(out_path)  # a directory, FIFO or device is refused before any work
-        embedder = load_embedder(model, precision, backend)
+        embedder = open_embedder(model, backend, precision)
         _embed_dir_to_npz(embedder, directory, part, out_path, json_)
         return
     with (

@@ -21,7 +21,6 @@ from speakerid.cli.common import (
     command,
     err,
     fail,
-    load_embedder,
     out,
     print_json,
     progress_bar,
@@ -29,7 +28,8 @@ from speakerid.cli.common import (
     shown_markup,
 )
 from speakerid.decision.model import DEFAULT_FAR
-from speakerid.embedding.pipeline import load_model
+from speakerid.embedding.backends.torch import load_model
+from speakerid.embedding.pipeline import open_embedder
 from speakerid.outputs import output_target, replacing
 from speakerid.recognition import check_root
 from speakerid.store.speakers import SpeakerStore
@@ -392,7 +392,8 @@ def calibrate_cmd(
     for root in data:
         check_root(root)  # a mistyped folder costs no model load
     with SpeakerStore(store) as db:
-        embedder = load_embedder(model, precision)  # once the store opened: a bad one costs none
+        # torch (calibrate has no --backend), once the store opened: a bad one costs no load
+        embedder = open_embedder(model, None, precision)
         with progress_bar() as progress:
             task = progress.add_task("embedding", total=None)
 

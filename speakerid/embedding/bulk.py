@@ -33,7 +33,7 @@ from speakerid.outputs import replacing
 from speakerid.vectors import EPS
 
 if TYPE_CHECKING:
-    from speakerid.embedding.pipeline import Embedder
+    from speakerid.embedding.backends.torch import Embedder
     from speakerid.recognition import BulkEnrollResult
     from speakerid.store.speakers import SpeakerStore
 
@@ -474,10 +474,8 @@ def embed_directory(
     for path, item in embed_batched(embedder.embed_fragments, load, paths, on_file=on_file):
         if isinstance(item, AudioError):
             skipped.append((path, str(item)))
-        elif not np.isfinite(item).all():
-            raise SpeakerIDError(f"{embedder.model.path}: the model produced NaN for {path}")
         else:
-            vectors[path] = item
+            vectors[path] = embedder.finite(item, path)
     return vectors, skipped
 
 
