@@ -13,13 +13,13 @@ import pytest
 HEAVY = ("torch", "torchaudio", "sklearn", "matplotlib")
 REPO = Path(__file__).resolve().parent.parent
 
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
+
 # Runs the CLI, then reports which heavy modules the command imported and its exit status.
 PROBE = """
 import json, sys
 from speakerid.cli import app
-
-# Slow integration tests: CI runs them (README, "Install, test, run").
-pytestmark = pytest.mark.slow
 try:
     app(sys.argv[1:], prog_name="speakerid")
     code = 0
