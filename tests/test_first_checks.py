@@ -18,8 +18,8 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr("speakerid.api.open_embedder", refuse)
-    monkeypatch.setattr("speakerid.cli.common.open_embedder", refuse)
+    for module in ("speakerid.api", "speakerid.cli.enroll", "speakerid.cli.lab"):
+        monkeypatch.setattr(f"{module}.open_embedder", refuse)
 
 
 def refused(runner, args: list[str], needle: str) -> None:
