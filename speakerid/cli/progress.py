@@ -48,7 +48,7 @@ class PlainProgress:
     def __exit__(self, kind: object, *exc: object) -> None:
         if kind is None:  # an error's line says what happened; no summary after it
             for task in self._tasks.values():
-                if task["printed"]:
+                if task["printed"] or time.monotonic() - task["start"] >= PLAIN_AFTER_SECONDS:
                     self._line(task, final=True)
 
     def add_task(self, description: str, total: float | None = None, **_: Any) -> int:
@@ -78,7 +78,8 @@ class PlainProgress:
             task["what"] = description
         now = time.monotonic()
         due = task["printed"] + PLAIN_EVERY_SECONDS if task["printed"] else task["start"]
-        if now - task["start"] >= PLAIN_AFTER_SECONDS and now >= due:
+        finished = task["total"] is not None and task["done"] >= task["total"]
+        if now - task["start"] >= PLAIN_AFTER_SECONDS and now >= due and not finished:
             self._line(task)
             task["printed"] = now
 
@@ -86,15 +87,20 @@ class PlainProgress:
         elapsed = time.monotonic() - task["start"]
         done, total = int(task["done"]), task["total"]
         if final:
-            text = f"{task['what']}: {done} {self._unit} in {duration(elapsed)}"
+            text = f"{task['what']}: {self._count(done)} in {duration(elapsed)}"
         elif total:
             left = elapsed / done * (total - done) if done else None
             eta = f", about {duration(left)} left" if left is not None else ""
-            text = f"{task['what']}: {done}/{int(total)} {self._unit} ({100 * done / total:.0f}%)"
-            text += f"{eta}"
+            share = f"({100 * done / total:.0f}%)"
+            text = f"{task['what']}: {done}/{self._count(int(total))} {share}{eta}"
         else:
-            text = f"{task['what']}: {done} {self._unit} so far ({duration(elapsed)})"
+            text = f"{task['what']}: {self._count(done)} so far ({duration(elapsed)})"
         self._console.print(f"speakerid: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def _count(self, n: int) -> str:
+        """``3 files``, ``1 file``."""
+        unit = self._unit[:-1] if n == 1 and self._unit.endswith("s") else self._unit
+        return f"{n} {unit}"
 
 
 class SilentProgress(PlainProgress):
