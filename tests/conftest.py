@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from scipy.signal import lfilter
 from typer.testing import CliRunner
 
 from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder
@@ -46,6 +45,8 @@ VOICES = {
 
 def synth_voice(voice: Voice, seconds: float = RECORDING_SECONDS, seed: int = 0) -> np.ndarray:
     """Speech-like float32 audio at 16 kHz, shape ``(seconds * SR,)``, peak 0.5."""
+    from scipy.signal import lfilter  # here, not at collection: scipy.signal takes a second
+
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
     source = np.zeros(n)
