@@ -30,8 +30,8 @@ from speakerid.cli.common import (
     read_sources,
     shown_markup,
 )
-from speakerid.embedding.bulk import save_embeddings
 from speakerid.outputs import output_target
+from speakerid.store.npz import save_embeddings
 
 
 @command("embed")
@@ -62,7 +62,8 @@ def embed_cmd(
     Every FILE is tried: one that fails is reported on stderr (and under "errors" with
     --json), the others are written, and the exit status is 2.
     """
-    from speakerid.embedding.bulk import header, merge_embeddings, parse_shard
+    from speakerid.embedding.shards import parse_shard
+    from speakerid.store.npz import header, merge_embeddings
 
     output_target(out_path)  # a directory, FIFO or device is refused before any work
     if merge:

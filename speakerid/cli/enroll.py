@@ -34,11 +34,11 @@ from speakerid.cli.common import (
     shown_markup,
     writing_sid,
 )
-from speakerid.embedding.bulk import save_embeddings
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.embedding.pipeline import open_embedder
 from speakerid.outputs import output_target
 from speakerid.recognition import check_root
+from speakerid.store.npz import save_embeddings
 from speakerid.store.speakers import SpeakerStore
 
 
@@ -109,7 +109,8 @@ def enroll(
 
 
 def _enroll_from_npz(path: Path, replace: bool, store: Path | None, json_: bool) -> None:
-    from speakerid.embedding.bulk import enroll_embeddings, load_embeddings
+    from speakerid.embedding.bulk import enroll_embeddings
+    from speakerid.store.npz import load_embeddings
 
     embeddings = load_embeddings(path)
     with SpeakerStore(store) as db:
@@ -178,7 +179,7 @@ def enroll_dir(
     A file that fails is reported on stderr and the rest are enrolled; exit status 2 if
     any failed.
     """
-    from speakerid.embedding.bulk import parse_shard
+    from speakerid.embedding.shards import parse_shard
 
     part = parse_shard(shard)
     check_root(directory)  # a mistyped folder costs no model load
@@ -217,7 +218,8 @@ def enroll_dir(
 def _embed_dir_to_npz(
     embedder: BaseEmbedder, directory: Path, part: Any, out_path: Path, json_: bool
 ) -> None:
-    from speakerid.embedding.bulk import embed_directory, header
+    from speakerid.embedding.bulk import embed_directory
+    from speakerid.store.npz import header
 
     vectors, skipped = embed_directory(embedder, directory, part)
     if not vectors:
