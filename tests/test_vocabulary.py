@@ -33,5 +33,7 @@ def test_list_keeps_the_whole_timestamp_at_80_columns(
     stamp = json.loads(runner.invoke(app, ["list", "--json", "--store", str(store_path)]).stdout)
     updated = stamp["speakers"][0]["updated"]
     shown = runner.invoke(app, ["list", "--store", str(store_path)], env={"COLUMNS": "80"})
-    assert shown.exit_code == 0 and updated in shown.stdout, shown.stdout
+    day, time = updated[:10], updated[11:19]  # ISO 8601 in JSON, "day time" in the table
+    assert shown.exit_code == 0 and f"{day} {time}" in shown.stdout, shown.stdout
+    assert "weakest agreement" in shown.stdout  # headers whole too
     assert max(len(line) for line in shown.stdout.splitlines()) <= 80
