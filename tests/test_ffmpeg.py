@@ -126,3 +126,12 @@ def test_without_pyav_the_refusal_names_the_extra(
     with pytest.raises(AudioError) as caught:
         load_audio(path)
     assert "pip install av" in str(caught.value) and ".[ffmpeg]" in str(caught.value)
+
+
+def test_stdin_bytes_no_reader_knows_name_no_python_object() -> None:
+    spooled = Spooled("-", io.BytesIO(b"\x01\x02raw pcm without a header " * 40))
+    with pytest.raises(AudioError) as caught:
+        load_audio(spooled)
+    message = str(caught.value)
+    assert "<_io" not in message and "object at 0x" not in message, message
+    assert message.startswith("-: cannot be read as audio") and "--sample-rate" in message

@@ -183,3 +183,14 @@ def test_readme_gives_the_test_command_ci_runs() -> None:
     assert runs and runs[0] in given, (runs, given)  # CI: every test
     assert "python -m pytest" in given  # the quick default run
     assert "-m 'not slow'" in PYPROJECT  # what the quick run leaves out
+
+
+def test_install_hints_name_what_installs() -> None:
+    # speakerid is not on PyPI: `pip install 'speakerid[onnx]'` finds nothing (or another
+    # project). Messages and docs name the package, or the extra from a checkout.
+    texts = [*(ROOT / "speakerid").rglob("*.py"), *(ROOT / "docs").glob("*.md")]
+    texts += [ROOT / "models" / "README.md"]
+    wrong = [str(p) for p in texts if "install 'speakerid[" in p.read_text()]
+    assert not wrong, wrong
+    said = re.findall(r"[^.]*pip install 'speakerid\[[^.]*", README)
+    assert all("finds nothing" in s for s in said), said

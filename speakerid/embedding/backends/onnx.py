@@ -22,7 +22,7 @@ onnx backend, the graph is exported once into the user cache (``onnx_cache_dir``
 while its sha256 is noted as exported from that checkpoint (rebuilt else). Every graph's
 metadata is checked at load, and a graph speakerid did not write is probed: one run whose
 output must be ``(batch, embedding_dim)`` finite floats. onnxruntime comes with the
-``speakerid[onnx]`` extra.
+``onnx`` extra.
 """
 
 from __future__ import annotations
@@ -54,7 +54,12 @@ ONNX_OPSET = 17  # LSTM, convolutions and reductions all export at this opset
 CACHE_ENV = "SPEAKERID_CACHE"  # overrides the cache folder (default: the user cache dir)
 INPUT_NAME = "features"
 OUTPUT_NAME = "embedding"
-INSTALL_HINT = "the onnx backend needs onnxruntime: pip install 'speakerid[onnx]'"
+# speakerid is not on PyPI, so an extra asked of PyPI finds nothing (or another project):
+# the hint names the package, and the extra for a checkout.
+INSTALL_HINT = (
+    "the onnx backend needs onnxruntime: pip install onnxruntime "
+    "(in a speakerid checkout: pip install -e '.[onnx]')"
+)
 EXPORTS_DIR = "exports"  # under the cache: <graph sha256>.json for each graph speakerid wrote
 PROBE_BATCH = 2  # fragments of a foreign graph's probe run (2: the batch axis must vary)
 # Front-end sizes a graph's config may ask for: bounds the numpy front-end's tables.
@@ -124,7 +129,8 @@ def export_onnx(
         import onnx
     except ImportError:
         raise SpeakerIDError(
-            "exporting to ONNX needs onnx: pip install 'speakerid[onnx]'"
+            "exporting to ONNX needs onnx: pip install onnx "
+            "(in a speakerid checkout: pip install -e '.[onnx]')"
         ) from None
 
     class Body(torch.nn.Module):
