@@ -49,6 +49,13 @@ def test_a_quick_step_prints_nothing() -> None:
     assert stream.getvalue() == ""
 
 
+def test_one_file_prints_nothing_however_long(talkative: None) -> None:
+    stream = io.StringIO()
+    with PlainProgress(Console(file=stream)) as bar:
+        bar.update(bar.add_task("identifying", total=1), completed=1)
+    assert stream.getvalue() == ""
+
+
 def test_cli_progress_and_quiet(
     runner, talkative: None, model_path: Path, voices_dir: Path, tmp_path: Path
 ) -> None:

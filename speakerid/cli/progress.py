@@ -4,8 +4,9 @@ On a terminal a long step draws a Rich bar that clears itself. Elsewhere (a pipe
 file, CI) a bar draws nothing, so a step of minutes looked like a hang: ``PlainProgress``
 prints plain lines instead, the first once the step has run ``PLAIN_AFTER_SECONDS`` (quick
 runs stay silent), then one every ``PLAIN_EVERY_SECONDS`` (what, how far, how long left),
-and one when it ends. The core's own notes about slow steps (``logging`` records of the
-``speakerid`` logger, such as the one-off ONNX export) are printed as ``speakerid:`` lines.
+and one when it ends; a step of one file prints none. The core's own notes about slow
+steps (``logging`` records of the ``speakerid`` logger, such as the one-off ONNX export)
+are printed as ``speakerid:`` lines.
 ``--quiet`` silences both; results and errors are never silenced.
 """
 
@@ -34,6 +35,12 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def _counted(task: dict[str, Any]) -> bool:
+    """Whether a task has a 'how far' to tell: one file of one (a single identify) has not,
+    and a script running it should not get a line on stderr every time."""
+    return task["total"] is None or task["total"] > 1
+
+
 class PlainProgress:
     """Rich ``Progress``'s ``add_task`` / ``update`` as plain lines on a non-terminal."""
 
@@ -48,7 +55,8 @@ class PlainProgress:
     def __exit__(self, kind: object, *exc: object) -> None:
         if kind is None:  # an error's line says what happened; no summary after it
             for task in self._tasks.values():
-                if task["printed"] or time.monotonic() - task["start"] >= PLAIN_AFTER_SECONDS:
+                late = time.monotonic() - task["start"] >= PLAIN_AFTER_SECONDS
+                if task["printed"] or (late and _counted(task)):
                     self._line(task, final=True)
 
     def add_task(self, description: str, total: float | None = None, **_: Any) -> int:
@@ -79,7 +87,8 @@ class PlainProgress:
         now = time.monotonic()
         due = task["printed"] + PLAIN_EVERY_SECONDS if task["printed"] else task["start"]
         finished = task["total"] is not None and task["done"] >= task["total"]
-        if now - task["start"] >= PLAIN_AFTER_SECONDS and now >= due and not finished:
+        late = now - task["start"] >= PLAIN_AFTER_SECONDS
+        if late and now >= due and not finished and _counted(task):
             self._line(task)
             task["printed"] = now
 
