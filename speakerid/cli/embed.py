@@ -63,23 +63,11 @@ def embed_cmd(
     --json), the others are written, and the exit status is 2.
     """
     from speakerid.embedding.shards import parse_shard
-    from speakerid.store.npz import header, merge_embeddings
+    from speakerid.store.npz import header
 
     output_target(out_path)  # a directory, FIFO or device is refused before any work
     if merge:
-        merged = merge_embeddings(files)
-        head = header(
-            merged.model_fingerprint or "", merged.embedding_dim, merged.model_source, merged.root
-        )
-        save_embeddings(out_path, merged.vectors, head)
-        if json_:
-            print_json({"out": str(out_path), "merged": merged.parts, "keys": len(merged.vectors)})
-            return
-        out.print(
-            f"merged {len(merged.parts)} file(s), {len(merged.vectors)} embedding(s), "
-            f"into {shown_markup(out_path)}",
-            soft_wrap=True,
-        )
+        _merge(files, out_path, json_)
         return
     if shard is not None:  # else the files keep the order given
         part = parse_shard(shard)
@@ -117,6 +105,25 @@ def embed_cmd(
                 f"{shown_markup(out_path)}",
                 soft_wrap=True,
             )
+
+
+def _merge(files: list[str], out_path: Path, json_: bool) -> None:
+    """``embed --merge``: join .npz files of one model into ``out_path``."""
+    from speakerid.store.npz import header, merge_embeddings
+
+    merged = merge_embeddings(files)
+    head = header(
+        merged.model_fingerprint or "", merged.embedding_dim, merged.model_source, merged.root
+    )
+    save_embeddings(out_path, merged.vectors, head)
+    if json_:
+        print_json({"out": str(out_path), "merged": merged.parts, "keys": len(merged.vectors)})
+        return
+    out.print(
+        f"merged {len(merged.parts)} file(s), {len(merged.vectors)} embedding(s), "
+        f"into {shown_markup(out_path)}",
+        soft_wrap=True,
+    )
 
 
 @command("export")
