@@ -13,6 +13,9 @@ import pytest
 HEAVY = ("torch", "torchaudio", "sklearn", "matplotlib")
 REPO = Path(__file__).resolve().parent.parent
 
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
+
 # Runs the CLI, then reports which heavy modules the command imported and its exit status.
 PROBE = """
 import json, sys
