@@ -156,7 +156,15 @@ def test_readme_command_table_is_the_cli() -> None:
 
 
 # Flags README gives to other programs: torchrun's and the benchmarks'.
-OTHER_PROGRAMS = {"--nnodes", "--nproc", "--rdzv", "--standalone", "--readings", "--threads"}
+OTHER_PROGRAMS = {
+    "--nnodes",
+    "--nproc",
+    "--rdzv",
+    "--standalone",
+    "--readings",
+    "--threads",
+    "--memory",
+}
 
 
 def test_every_flag_in_readme_exists() -> None:
