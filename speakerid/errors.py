@@ -34,3 +34,25 @@ class DataError(SpeakerIDError):
 
 class EnrollmentQualityError(SpeakerIDError):
     """A recording that ``enroll --strict`` refuses: too little speech, or another voice."""
+
+
+class MissingExtraError(SpeakerIDError):
+    """A command that needs a package this install lacks (torch comes with ``[train]``)."""
+
+
+TRAIN_EXTRA = "pip install 'speakerid[train]'"  # torch, torchaudio, librosa, scikit-learn
+
+
+def require_torch(what: str) -> None:
+    """Raise ``MissingExtraError`` when torch is not installed, naming the extra that has it.
+
+    ``find_spec`` looks torch up without importing it, so the check costs nothing.
+    """
+    from importlib.util import find_spec
+
+    try:
+        found = find_spec("torch") is not None
+    except (ImportError, ValueError):  # a finder that refuses it, a half-imported module
+        found = False
+    if not found:
+        raise MissingExtraError(f"{what} needs torch, which this install lacks: {TRAIN_EXTRA}")
