@@ -48,12 +48,17 @@ from speakerid.embedding.pipeline import (
     open_embedder,
 )
 from speakerid.encoders.checkpoint import check_threshold
-from speakerid.errors import SpeakerIDError
+from speakerid.errors import TRAIN_EXTRA, SpeakerIDError
 from speakerid.recognition import FileError, Source
 from speakerid.store.speakers import STORE_ENV, default_store_path
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # verify: the voice did not match
+# Packages the runtime install leaves out, and the extra that brings each.
+EXTRA_OF = {
+    **dict.fromkeys(("torch", "torchaudio", "librosa", "sklearn"), TRAIN_EXTRA),
+    "matplotlib": "pip install 'speakerid[plot]'",
+}
 EXIT_ERROR = 2  # any SpeakerIDError (and usage errors, as Click does)
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
@@ -117,8 +122,9 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         envvar=PRECISION_ENV,
-        help=f"Encoder arithmetic: {' | '.join(PRECISIONS)}. auto: bf16 on CPUs with native "
-        "bf16 (about 2x faster, same accuracy), else fp32.",
+        help=f"Encoder arithmetic: {' | '.join(PRECISIONS)}. onnx backend: fp32. torch "
+        "backend, auto: bf16 on CPUs with native bf16 (about 2x faster, same accuracy), "
+        "else fp32.",
     ),
 ]
 BackendOpt = Annotated[
@@ -126,8 +132,8 @@ BackendOpt = Annotated[
     typer.Option(
         "--backend",
         envvar=BACKEND_ENV,
-        help=f"What runs the model: {' | '.join(BACKENDS)} (onnxruntime, no torch; "
-        "pip install 'speakerid[onnx]'). Default: torch.",
+        help=f"What runs the model: {' | '.join(BACKENDS)}. Default: onnx (onnxruntime, "
+        "no torch); torch runs on GPUs and needs pip install 'speakerid[train]'.",
         show_default=False,
     ),
 ]
@@ -215,6 +221,11 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                     raise
                 except SpeakerIDError as exc:
                     fail(str(exc))
+                except ModuleNotFoundError as exc:
+                    # The runtime install leaves the lab's packages out: say which extra has it.
+                    if exc.name not in EXTRA_OF:
+                        raise
+                    fail(f"this needs {exc.name}, which this install lacks: {EXTRA_OF[exc.name]}")
                 except KeyboardInterrupt as exc:
                     # An interrupt may say what was kept (enroll-dir); a bare Ctrl-C says nothing.
                     fail(str(exc) or "interrupted", EXIT_INTERRUPTED, prefix="")

@@ -24,7 +24,7 @@ from speakerid.audio import (
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.checkpoint import refuse_onnx
 from speakerid.encoders.registry import resolve_model
-from speakerid.errors import SpeakerIDError
+from speakerid.errors import SpeakerIDError, require_torch
 from speakerid.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -126,16 +126,22 @@ def load_model(spec: str | Path | None = None) -> LoadedModel:
 
     ``None`` is the default shipped model (``registry.DEFAULT_MODEL``).
     """
+    path, sha256 = resolve_model(spec)
+    require_torch("the torch backend")
     from speakerid.encoders.twin import load_encoder
 
-    path, sha256 = resolve_model(spec)
     refuse_onnx(path)  # torch runs checkpoints; a graph needs --backend onnx
     return load_encoder(path, expected_sha256=sha256)
 
 
 def resolve_backend(backend: str | None) -> str:
-    """``backend``, else ``$SPEAKERID_BACKEND``, else ``torch``; refuses unknown names."""
-    name = backend or os.environ.get(BACKEND_ENV) or "torch"
+    """``backend``, else ``$SPEAKERID_BACKEND``, else ``onnx``; refuses unknown names.
+
+    onnx is the default because it is the one every install has (the runtime install has
+    no torch), its shipped graphs need no export, and on CPU it is the faster one
+    (docs/benchmarks.md). torch stays for GPUs, training and checkpoints being worked on.
+    """
+    name = backend or os.environ.get(BACKEND_ENV) or "onnx"
     if name not in BACKENDS:
         raise SpeakerIDError(f"unknown backend {name!r}; one of {list(BACKENDS)}")
     return name
@@ -150,14 +156,16 @@ def open_embedder(
     """The embedder every runtime command uses: ``model`` run by ``backend``.
 
     ``model``: a shipped name, a checkpoint path, an ``.onnx`` file (onnx backend) or None
-    for the default. ``onnx`` runs onnxruntime on an exported graph (built once from a
-    checkpoint and cached, see ``onnx_backend``) and never imports torch; ``precision``
-    applies to torch only.
+    for the default. ``onnx`` runs onnxruntime on a graph (shipped, or exported once from a
+    checkpoint into the cache, see ``backends.onnx``) and never imports torch. ``precision``:
+    torch ``auto | fp32 | bf16``; the onnx backend runs fp32 graphs (``auto | fp32``).
     """
     if min_speech <= 0:
         raise SpeakerIDError(f"--min-speech must be positive, not {min_speech}")
+    if precision not in PRECISIONS:
+        raise SpeakerIDError(f"unknown precision {precision!r}; one of {list(PRECISIONS)}")
     if resolve_backend(backend) == "onnx":
         from speakerid.embedding.backends.onnx import OnnxEmbedder, load_onnx_model
 
-        return OnnxEmbedder(load_onnx_model(model), min_speech=min_speech)
+        return OnnxEmbedder(load_onnx_model(model, precision), min_speech=min_speech)
     return Embedder(load_model(model), precision=precision, min_speech=min_speech)
