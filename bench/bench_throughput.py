@@ -70,7 +70,7 @@ def embedders(names: list[str]) -> dict[str, Callable[[np.ndarray], np.ndarray]]
 
             model = load_onnx_model("accurate")
             model = replace(model, session=single_thread_session(model.onnx_path))
-            out[name] = OnnxEmbedder(model, batch_size=16).embed_waveform
+            out[name] = OnnxEmbedder(model).embed_waveform
         elif name.startswith("accurate torch"):
             import torch
 

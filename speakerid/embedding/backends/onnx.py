@@ -218,6 +218,9 @@ def _session(path: Path) -> Any:
     options.log_severity_level = 3  # warnings about unused initialisers are not the user's
     # One fragment batch after another: the graph has no branches to run side by side.
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # No arena: it keeps the largest batch's activations for the process's life (CAM++, 64
+    # fragments of 8: peak 296 MB with it, 258 MB without, the same speed within noise).
+    options.enable_cpu_mem_arena = False
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types, not importable here
@@ -370,8 +373,11 @@ class OnnxEmbedder(BaseEmbedder):
     """``embed.Embedder``'s twin on onnxruntime: numpy front-end, ONNX body, fp32 on CPU."""
 
     def __init__(
-        self, model: OnnxModel, batch_size: int = 64, min_speech: float = MIN_SPEECH_SECONDS
+        self, model: OnnxModel, batch_size: int = 8, min_speech: float = MIN_SPEECH_SECONDS
     ):
+        # 8 fragments a run: CAM++'s activations grow with the batch (64 fragments at once:
+        # 535 MB peak; by 8: 258 MB), and on one CPU thread batches of 4 and 16 ran at the
+        # same speed per fragment (bench/bench_onnx.py profile), so larger buys nothing.
         self.model = model
         self.batch_size = batch_size
         self.min_speech = min_speech
