@@ -9,6 +9,10 @@ fragments and halves, RAVDESS, AMI, VCTK + ARCTIC) with the torch fp32 model and
 graph (numpy front-end, one thread), and reports every set's EER / minDCF and the cosine
 between each graph's embeddings and torch's. Writes ``docs/results/onnx_accuracy.json``.
 
+``frontend`` times the numpy Kaldi fbank against ``kaldi-native-fbank`` (the C++ one
+sherpa-onnx uses; ``[dev]`` installs it) on one thread, interleaved, and gives their largest
+difference in log mel energy.
+
 ``profile`` runs onnxruntime's profiler on one thread over ``--runs`` batches of noise-like
 fragments and splits the time by stage: the numpy front-end, the 2-D convolution head (FCM),
 the TDNN layer, each dense block and transition, and the session's own overhead (the run's
@@ -185,6 +189,44 @@ def profile(args: argparse.Namespace) -> None:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
 
 
+# ------------------------------------------------------------------------------- frontend
+
+
+def frontend(args: argparse.Namespace) -> None:
+    """The numpy Kaldi fbank against kaldi-native-fbank (C++): speed and parity."""
+    import kaldi_native_fbank as knf
+
+    from speakerid.features.numpy import KALDI_F_MAX, KALDI_F_MIN, KALDI_N_MELS, kaldi_fbank
+
+    options = knf.FbankOptions()
+    options.frame_opts.dither = 0.0
+    options.frame_opts.samp_freq = 16_000
+    options.mel_opts.num_bins = KALDI_N_MELS
+    options.mel_opts.low_freq, options.mel_opts.high_freq = KALDI_F_MIN, KALDI_F_MAX
+
+    def native(wav: np.ndarray) -> np.ndarray:
+        rows = []
+        for row in wav:
+            fbank = knf.OnlineFbank(options)
+            fbank.accept_waveform(16_000, row.tolist())
+            fbank.input_finished()
+            rows.append(np.stack([fbank.get_frame(i) for i in range(fbank.num_frames_ready)]))
+        return np.stack(rows)
+
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal((args.batch, 48_000))).astype(np.float32)
+    diff = np.abs(kaldi_fbank(wav) - native(wav))
+    times: dict[str, list[float]] = {"numpy": [], "kaldi-native-fbank": []}
+    for _ in range(args.runs):  # interleaved
+        for name, fn in (("numpy", kaldi_fbank), ("kaldi-native-fbank", native)):
+            start = time.perf_counter()
+            fn(wav)
+            times[name].append((time.perf_counter() - start) / args.batch * 1e3)
+    for name, t in times.items():
+        print(f"{name:20s} {np.median(t):.2f} ms per 3-s fragment (median of {args.runs})")
+    print(f"log-mel difference: max {diff.max():.2e}, mean {diff.mean():.2e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -199,8 +241,11 @@ def main() -> None:
     prof.add_argument("--batch", type=int, default=16)
     prof.add_argument("--runs", type=int, default=5)
     prof.add_argument("--out", type=Path, default=Path("docs/results/onnx_profile.json"))
+    front = sub.add_parser("frontend")
+    front.add_argument("--batch", type=int, default=16)
+    front.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
-    {"accuracy": accuracy, "profile": profile}[args.command](args)
+    {"accuracy": accuracy, "profile": profile, "frontend": frontend}[args.command](args)
 
 
 if __name__ == "__main__":
