@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.twin import LoadedModel, load_encoder
 from speakerid.lab.data import AudioBank, FragmentSet, fragment_set, scan_corpus
 from speakerid.lab.evaluate import report_json

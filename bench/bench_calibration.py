@@ -38,7 +38,7 @@ from speakerid.decision.calibration import (
     power_threshold,
     rates_at,
 )
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.errors import AudioError
 
 AUDIO = (".flac", ".wav")

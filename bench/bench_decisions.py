@@ -190,7 +190,7 @@ def main() -> None:
     if args.fit is not None:
         args.fit.write_text(model.to_json() + "\n")
         print(f"wrote {args.fit}")
-    from speakerid.embedding.pipeline import load_model
+    from speakerid.embedding.backends.torch import load_model
 
     fixed = load_model(args.model).threshold
     assert fixed is not None

@@ -3,7 +3,7 @@
 For each size N, random unit vectors (no audio) of dimension ``--dim``:
 
 - *import*: ``enroll --from-npz``'s work on an ``enroll-dir --out`` style file of N speakers
-  (one recording each): ``bulk.load_embeddings`` then ``bulk.enroll_embeddings`` (wall and
+  (one recording each): ``npz.load_embeddings`` then ``bulk.enroll_embeddings`` (wall and
   CPU seconds of each), for sizes up to ``--npz-max``; above it ``SpeakerStore.add_vectors``
   in one call; the store's bytes per speaker;
 - *index*: ``build_index()`` (auto kind: pq from 50,000 speakers), its files' sizes, and the
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from speakerid.embedding import bulk
-from speakerid.store import search
+from speakerid.store import npz, search
 from speakerid.store.speakers import SpeakerStore
 
 FINGERPRINT = "bench" + "0" * 59  # a stand-in model identity
@@ -111,12 +111,12 @@ def bench(n: int, args: argparse.Namespace) -> dict[str, object]:
     vectors = unit(rng, n, args.dim)
     row: dict[str, object] = {"n": n}
     if n <= args.npz_max:
-        npz = work / "import.npz"
+        npz_file = work / "import.npz"
         keys = {f"root/spk{i:07d}/a.wav": vectors[i] for i in range(n)}
-        bulk.save_embeddings(npz, keys, bulk.header(FINGERPRINT, args.dim, "bench", "root"))
+        npz.save_embeddings(npz_file, keys, npz.header(FINGERPRINT, args.dim, "bench", "root"))
         del keys
         t = clock()
-        emb = bulk.load_embeddings(npz)
+        emb = npz.load_embeddings(npz_file)
         row["npz_read"] = since(t)
         t = clock()
         with SpeakerStore(path) as store:

@@ -16,7 +16,7 @@ import time
 import torch
 
 from speakerid.audio import FRAGMENT_SECONDS
-from speakerid.embedding.pipeline import load_model
+from speakerid.embedding.backends.torch import load_model
 
 
 def main() -> None:

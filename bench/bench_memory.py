@@ -38,7 +38,7 @@ CASES = [
 ]
 WHOLE = (
     "import sys; from speakerid.audio import load_audio; "
-    "from speakerid.embedding.pipeline import Embedder, load_model; "
+    "from speakerid.embedding.backends.torch import Embedder, load_model; "
     "e = Embedder(load_model(), device='cpu'); e.embed_waveform(load_audio(sys.argv[1]))"
 )
 

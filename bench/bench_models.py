@@ -39,7 +39,7 @@ from bench_accuracy import Resemblyzer  # the same baseline, run the same way
 
 from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
 from speakerid.decision.calibration import as_norm, cohort_stats
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.twin import LoadedModel
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
 from speakerid.lab.kway import kway_curve

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from bench_accuracy import Resemblyzer, held_out_speakers, libri_bank, load_run
 
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.pretrained import GE2E, init_from_ge2e
 from speakerid.encoders.twin import Encoder, LoadedModel, ModelConfig
 from speakerid.lab.data import fragment_set

@@ -54,7 +54,7 @@ from speakerid.decision.timeline import (
     score_windows,
     segment_scores,
 )
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.recognition import enroll
 from speakerid.store.speakers import SpeakerStore
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from speakerid.audio import SAMPLE_RATE, fragment
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.lab.data import AudioBank, scan_corpus
 from speakerid.lab.metrics import verification_summary
 from speakerid.vectors import l2_normalize

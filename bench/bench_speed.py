@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from speakerid.audio import SAMPLE_RATE, fragment, load_audio, trim_silence
-from speakerid.embedding.pipeline import Embedder, load_model, native_bf16
+from speakerid.embedding.backends.torch import Embedder, load_model, native_bf16
 from speakerid.lab.data import scan_corpus
 from speakerid.vectors import pool
 

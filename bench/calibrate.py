@@ -22,7 +22,7 @@ import numpy as np
 
 from speakerid.audio import SAMPLE_RATE
 from speakerid.decision.calibration import gap_threshold, pair_trials
-from speakerid.embedding.pipeline import Embedder
+from speakerid.embedding.backends.torch import Embedder
 from speakerid.encoders.twin import load_encoder, resave
 from speakerid.lab.data import AudioBank, scan_corpora
 from speakerid.lab.evaluate import match_speakers

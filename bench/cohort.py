@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from speakerid.embedding.pipeline import Embedder
+from speakerid.embedding.backends.torch import Embedder
 from speakerid.encoders.twin import load_encoder, resave
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
 from speakerid.vectors import pool

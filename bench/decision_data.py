@@ -27,7 +27,7 @@ import numpy as np
 
 from speakerid.audio import SAMPLE_RATE, fragment, load_audio, trim_silence
 from speakerid.decision.model import QualityTrials
-from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.errors import AudioError
 from speakerid.vectors import pool
 

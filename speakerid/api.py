@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from speakerid.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE, Clip, to_16k_mono
-from speakerid.embedding.pipeline import BaseEmbedder, open_embedder
-from speakerid.errors import SpeakerIDError
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.embedding.pipeline import open_embedder
+from speakerid.errors import AudioError, SpeakerIDError
 from speakerid.recognition import (
     BulkEnrollResult,
     EmbedResult,
@@ -32,7 +34,8 @@ from speakerid.recognition import (
 )
 from speakerid.store.speakers import EnrollResult, SpeakerStore, SpeakerSummary
 
-Verdict = Verification  # the 1:1 answer: speaker, file, score, threshold, accepted
+if TYPE_CHECKING:
+    from speakerid.decision.timeline import SegmentConfig, Timeline
 
 
 class SpeakerID:
@@ -149,7 +152,7 @@ class SpeakerID:
         *,
         threshold: float | None = None,
         far: float | None = None,
-    ) -> Verdict:
+    ) -> Verification:
         """1:1: is ``file`` the enrolled speaker ``name``?
 
         Decided at the false-accept rate ``far`` (default 1 %) for this clip's and this
@@ -196,6 +199,34 @@ class SpeakerID:
             strict=strict,
             on_file=on_file,
         )
+
+    def identify_segments(
+        self,
+        files: Sequence[Source],
+        *,
+        threshold: float | None = None,
+        config: SegmentConfig | None = None,
+        strict: bool = False,
+        on_file: OnFile | None = None,
+    ) -> list[Timeline | FileError]:
+        """Who speaks when along each recording, in order; a file that fails gets a
+        ``FileError`` (with ``strict`` the first one raises). Each recording streams in
+        chunks and needs ``min_speech`` seconds of speech."""
+        from speakerid.decision.timeline import identify_segments
+
+        results: list[Timeline | FileError] = []
+        for done, file in enumerate(files, 1):
+            try:
+                results.append(
+                    identify_segments(self.store, self.embedder, file, threshold, config)
+                )
+            except AudioError as exc:
+                if strict:
+                    raise
+                results.append(FileError(str(file), str(exc)))
+            if on_file:
+                on_file(done, len(files))
+        return results
 
     def embed(self, audio: Source | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
         """One recording -> its ``(D,)`` unit embedding.

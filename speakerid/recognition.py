@@ -18,10 +18,6 @@ import numpy as np
 
 from speakerid.audio import (
     FRAGMENT_SECONDS,
-    SAMPLE_RATE,
-    is_long,
-    load_audio,
-    trim_silence,
 )
 from speakerid.audio import Source as AudioSource
 from speakerid.decision.calibration import (
@@ -36,11 +32,10 @@ from speakerid.decision.thresholds import (
     identify_threshold,
     resolve_threshold,
 )
-from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.registry import DEFAULT_MODEL, decision_model, model_cohort, resolve_model
 from speakerid.errors import (
     AudioError,
-    CheckpointError,
     DataError,
     EnrollmentQualityError,
     InvalidNameError,
@@ -172,39 +167,21 @@ class Info:
 
 def model_id(embedder: BaseEmbedder) -> tuple[str, int, str]:
     """(fingerprint, embedding size, absolute path) of the embedder's model."""
-    model = embedder.model
-    return model.fingerprint, embedder.dim, str(Path(model.path).resolve())
-
-
-def _finite(embedder: BaseEmbedder, path: Source, vector: np.ndarray) -> np.ndarray:
-    """``vector``, refused when not finite: a damaged model's mark."""
-    if not np.isfinite(vector).all():
-        raise CheckpointError(
-            f"{embedder.model.path}: the model produced NaN or infinite values for {path}; "
-            "the checkpoint is damaged"
-        )
-    return vector
+    return embedder.identity()
 
 
 def embed_checked(embedder: BaseEmbedder, path: Source) -> np.ndarray:
     """``embedder.embed_file`` that refuses non-finite output (a damaged model's mark)."""
-    return _finite(embedder, path, embedder.embed_file(path))
+    return embedder.finite(embedder.embed_file(path), path)
 
 
 def embed_measured(embedder: BaseEmbedder, path: Source) -> tuple[np.ndarray, float]:
     """``embed_checked`` that also returns the recording's seconds of speech (after trimming).
 
-    The same embedding as ``embed_file``: trimming here and not again in the embedder.
+    The same embedding as ``embed_file`` (``BaseEmbedder.embed_measured``).
     """
-    if is_long(path):  # streamed: memory stays flat whatever the length and the rate
-        samples: list[int] = []
-        vector = embedder.embed_stream(path, on_speech=samples.append)
-        seconds = samples[0] / SAMPLE_RATE
-    else:
-        speech = trim_silence(load_audio(path), name=str(path))
-        vector = embedder.embed_waveform(speech, name=str(path), trim=False)
-        seconds = len(speech) / SAMPLE_RATE
-    return _finite(embedder, path, vector), seconds
+    vector, seconds = embedder.embed_measured(path)
+    return embedder.finite(vector, path), seconds
 
 
 def recording_quality(

@@ -118,7 +118,7 @@ def _enrolled_template(
     tmp_path_factory: pytest.TempPathFactory, model_path: Path, voices_dir: Path
 ) -> Path:
     """A store with alice (recordings 1, 2) and bob (1, 2), built once."""
-    from speakerid.embedding.pipeline import Embedder, load_model
+    from speakerid.embedding.backends.torch import Embedder, load_model
     from speakerid.recognition import enroll
     from speakerid.store.speakers import SpeakerStore
 
@@ -149,6 +149,7 @@ def cli(runner: CliRunner, model_path: Path) -> Callable[..., object]:
         store: Path | None = None,
         model: Path | bool | None = True,
         env: dict[str, str] | None = None,
+        input: bytes | None = None,
     ):
         argv: Sequence[str] = [str(a) for a in args]
         if model is True:
@@ -157,7 +158,7 @@ def cli(runner: CliRunner, model_path: Path) -> Callable[..., object]:
             argv = [*argv, "--model", str(model)]
         if store is not None:
             argv = [*argv, "--store", str(store)]
-        return runner.invoke(app, argv, env=env)
+        return runner.invoke(app, argv, env=env, input=input)
 
     return invoke
 

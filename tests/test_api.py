@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import VOICES, synth_voice, write_wav
 
-from speakerid import FileError, Identification, SpeakerID, SpeakerIDError, Verdict
+from speakerid import FileError, Identification, SpeakerID, SpeakerIDError, Verification
 from speakerid.audio import resample
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -43,7 +43,7 @@ def test_api_results_and_errors(model_path: Path, voices_dir: Path, tmp_path: Pa
         assert enrolled.recordings == 1
         sid.enroll("bob", [voices_dir / "bob_1.wav", voices_dir / "bob_2.wav"])
         verdict = sid.verify("alice", voices_dir / "alice_2.wav")
-        assert isinstance(verdict, Verdict) and verdict.speaker == "alice"
+        assert isinstance(verdict, Verification) and verdict.speaker == "alice"
         who = sid.identify(voices_dir / "alice_2.wav", top=1)
         assert isinstance(who, Identification) and len(who.candidates) == 1
         many = sid.identify_many([voices_dir / "bob_3.wav", tmp_path / "none.wav"])
@@ -69,3 +69,10 @@ def test_api_onnx_backend_matches_torch(model_path: Path, voices_dir: Path) -> N
     a = SpeakerID(model=model_path, precision="fp32").embed(sample)
     b = SpeakerID(model=model_path, backend="onnx").embed(sample)
     assert float(a @ b) >= 0.9999
+
+
+def test_the_old_name_verdict_still_imports_with_a_warning() -> None:
+    import speakerid
+
+    with pytest.warns(DeprecationWarning, match="Verification"):
+        assert speakerid.Verdict is Verification

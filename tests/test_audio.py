@@ -563,3 +563,30 @@ def test_streamed_short_and_bad_files_follow_the_whole_file_rules(tmp_path: Path
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(AudioError, match="cut short"):
         list(stream_fragments(cut))
+
+
+def test_the_streamed_path_keeps_the_minimum_speech(tmp_path: Path) -> None:
+    """--min-speech holds for a long file as for a short one: both cut by one rule."""
+    from speakerid.audio import stream_fragments
+
+    path = tmp_path / "long.wav"
+    sf.write(str(path), _speechy(23.3, SR, 1), SR)
+    speech = len(trim_silence(load_audio(path))) / SR
+    with pytest.raises(AudioError, match="at least 60 s"):
+        list(stream_fragments(path, min_speech=60.0))
+    with pytest.raises(AudioError, match="at least 60 s"):
+        prepare(load_audio(path), min_speech=60.0)
+    assert sum(len(b) for b in stream_fragments(path, min_speech=speech - 1)) > 1
+
+
+@pytest.mark.parametrize("seconds", [3.0, 4.4, 4.6, 9.0, 10.5])
+def test_fragment_starts_cover_the_speech_with_a_half_fragment_tail(seconds: float) -> None:
+    from speakerid.audio import fragment_starts
+
+    n = round(seconds * SAMPLE_RATE)
+    starts = fragment_starts(n)
+    assert starts[0] == 0 and np.all(np.diff(starts) > 0)
+    assert all(s + FRAGMENT_SAMPLES <= n for s in starts)
+    uncovered = n - (starts[-1] + FRAGMENT_SAMPLES)
+    assert uncovered < FRAGMENT_SAMPLES / 2  # a tail of half a fragment or more got its own
+    assert len(fragment(np.ones(n, np.float32))) == len(starts)

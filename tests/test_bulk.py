@@ -9,16 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speakerid.embedding.bulk import (
-    Shard,
-    embed_batched,
-    load_embeddings,
-    merge_embeddings,
-    parse_shard,
-    save_embeddings,
-)
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
+from speakerid.embedding.bulk import embed_batched
+from speakerid.embedding.shards import Shard, parse_shard
 from speakerid.errors import AudioError, SpeakerIDError
+from speakerid.store.npz import load_embeddings, merge_embeddings, save_embeddings
 from speakerid.store.speakers import SpeakerStore
 
 
@@ -311,7 +306,7 @@ def test_a_member_is_judged_by_its_npy_header_before_its_data_is_read(tmp_path: 
 
 
 def test_member_count_is_checked_from_the_zip_directory(tmp_path: Path, monkeypatch) -> None:
-    import speakerid.embedding.bulk as bulk
+    import speakerid.store.npz as bulk
 
     monkeypatch.setattr(bulk, "EMBEDDINGS_MAX_KEYS", 3)
     members = {f"r/a/{i}.wav": _npy(GOOD) for i in range(4)}

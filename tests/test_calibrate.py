@@ -228,7 +228,7 @@ def test_asnorm_with_the_store_cohort(
     cli, enrolled_store: Path, labelled_dir: Path, voices_dir: Path, model_path: Path
 ) -> None:
     from speakerid.decision.calibration import as_norm_scores
-    from speakerid.embedding.pipeline import Embedder, load_model
+    from speakerid.embedding.backends.torch import Embedder, load_model
     from speakerid.encoders.twin import file_sha256
 
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
-from speakerid.embedding.pipeline import load_model
+from speakerid.embedding.backends.torch import load_model
 from speakerid.encoders.campp import CAMPPBody, mean_std_pool, segment_means
 from speakerid.encoders.twin import Encoder, ModelConfig
 from speakerid.features.torch import KaldiFbankFrontend

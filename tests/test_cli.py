@@ -213,7 +213,7 @@ def test_embed_npz_keys_exactly_as_given(
 def test_precision_option_and_environment(cli, voices_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    from speakerid.embedding.pipeline import native_bf16
+    from speakerid.embedding.backends.torch import native_bf16
 
     sample = voice(voices_dir, "alice", 1)
     got = {}
@@ -882,7 +882,7 @@ def test_store_in_a_new_folder_says_so(cli, tmp_path: Path, voices_dir: Path) ->
 def test_interrupted_enroll_dir_says_what_was_kept(
     cli, tmp_path: Path, store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from speakerid.embedding.pipeline import Embedder
+    from speakerid.embedding.backends.torch import Embedder
 
     root = tmp_path / "corpus"
     for i, (name, v) in enumerate(VOICES.items()):

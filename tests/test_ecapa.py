@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from test_campp import cosine, reference_input
 
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.ecapa import ECAPABody, Res2Net, weighted_stats
 from speakerid.encoders.twin import Encoder, ModelConfig, load_encoder, save_encoder
 from speakerid.errors import CheckpointError

@@ -211,7 +211,7 @@ def test_stdin_memory_is_flat_with_length(tmp_path: Path, model_path: Path) -> N
 
 
 def test_stdin_beyond_the_stated_maximum_is_refused(cli, runner, model_path, monkeypatch):
-    import speakerid.audio as audio
+    import speakerid.audio.io as audio
     from speakerid.cli import app
 
     monkeypatch.setattr(audio, "STDIN_MAX_BYTES", MB)

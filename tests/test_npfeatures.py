@@ -100,11 +100,26 @@ def test_mel_filterbank_matches_torchaudio(n_fft, n_mels, f_min, f_max, scale, n
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=2e-5 * float(expected.max()))
 
 
-def test_constants_repeat_features() -> None:
-    names = [n for n in dir(npfeatures) if n.isupper() and hasattr(features, n)]
-    assert len(names) >= 14
-    for name in names:
-        assert getattr(npfeatures, name) == getattr(features, name), name
+def test_front_end_constants_are_defined_once() -> None:
+    """Both implementations read features.constants; neither assigns a constant of its own."""
+    import ast
+    import inspect
+
+    from speakerid.features import constants
+
+    defined = {n for n in dir(constants) if n.isupper()}
+    assert len(defined) >= 20
+    for module in (npfeatures, features):
+        tree = ast.parse(inspect.getsource(module))
+        assigned = {
+            t.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for t in node.targets
+            if isinstance(t, ast.Name) and t.id.isupper()
+        }
+        assert not assigned & defined, (module.__name__, assigned & defined)
+        assert all(getattr(module, n) is getattr(constants, n) for n in defined & set(dir(module)))
 
 
 def test_frontend_without_numpy_version_is_refused() -> None:

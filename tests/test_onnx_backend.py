@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import VOICES, synth_voice
 
-from speakerid.embedding.pipeline import Embedder, load_model, open_embedder
+from speakerid.embedding.backends.torch import Embedder, load_model
+from speakerid.embedding.pipeline import open_embedder
 from speakerid.encoders import registry
 from speakerid.encoders.checkpoint import file_sha256
 from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder

@@ -115,6 +115,7 @@ def test_onnx_backend_runs_every_embedding_command_without_torch(
         (("verify", "alice", voices_dir / "alice_3.wav", *common), None),
         (("identify", voices_dir / "alice_3.wav", voices_dir / "bob_1.wav", *common), 0),
         (("embed", voices_dir / "bob_1.wav", "--out", tmp_path / "e.npz", *common), 0),
+        (("identify", voices_dir / "alice_3.wav", "--segments", "--json", *common), 0),
     ]
     for args, code in steps:
         result = run_cli(*args, env=env)

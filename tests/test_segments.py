@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import SR, VOICES, synth_voice, write_wav
 
-from speakerid.audio import TRIM_FRAME_SAMPLES, stream_audio
+from speakerid.audio import MIN_SPEECH_SECONDS, TRIM_FRAME_SAMPLES, stream_audio
 from speakerid.decision.timeline import (
     SegmentConfig,
     decode,
@@ -29,6 +29,7 @@ from speakerid.decision.timeline import (
     score_windows,
     voice_activity,
 )
+from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.errors import AudioError, SpeakerIDError
 from speakerid.store.speakers import SpeakerStore
 
@@ -57,14 +58,18 @@ class FakeModel:
     threshold: float | None = 0.4  # between its genuine (~0.95) and other-voice (< 0) scores
 
 
-class FakeEmbedder:
-    """Duck-types ``Embedder``: centred band spectra as unit vectors; counts its inputs."""
+class FakeEmbedder(BaseEmbedder):
+    """A backend of centred band spectra as unit vectors; counts its inputs."""
 
     def __init__(self, centre: np.ndarray) -> None:
         self.model = FakeModel()
         self.centre = centre
-        self.dim = len(centre)
+        self.min_speech = MIN_SPEECH_SECONDS
         self.lengths: list[int] = []
+
+    @property
+    def dim(self) -> int:
+        return len(self.centre)
 
     def embed_fragments(self, frags: np.ndarray) -> np.ndarray:
         self.lengths.extend([frags.shape[1]] * len(frags))
@@ -351,6 +356,43 @@ def test_cli_segments_bad_options(
     # with --json the error is also a JSON object on stdout; otherwise stdout stays empty
     assert r.stdout == "" or json.loads(r.stdout)["code"] == 2
     assert enrolled_store.read_bytes() == before
+
+
+def test_cli_segments_honours_identify_flags(
+    cli, enrolled_store: Path, tmp_path: Path, voices_dir: Path
+) -> None:
+    """--segments takes identify's flags: stdin as -, --sample-rate, --min-speech, --strict,
+    --backend; --top and --far, which a timeline cannot use, are refused in one line."""
+    wav, _ = conversation([("alice", 2.0), ("bob", 2.0)])
+    path = write_wav(tmp_path / "talk.wav", wav)
+    pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
+    r = cli(
+        "identify",
+        "-",
+        "--segments",
+        "--json",
+        "--sample-rate",
+        "16000",
+        store=enrolled_store,
+        input=pcm,
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["file"] == "-"
+    r = cli("identify", str(path), "--segments", "--min-speech", "30", store=enrolled_store)
+    assert r.exit_code == 2 and "at least 30 s" in r.stderr, r.output
+    missing = str(tmp_path / "gone.wav")
+    r = cli("identify", missing, str(path), "--segments", "--json", store=enrolled_store)
+    assert r.exit_code == 2, r.output
+    data = json.loads(r.stdout)
+    assert "error" in data[0] and data[1]["file"] == str(path) and data[1]["segments"]
+    r = cli("identify", missing, str(path), "--segments", "--strict", store=enrolled_store)
+    assert r.exit_code == 2 and r.stdout == "" and "gone.wav" in r.stderr, r.output
+    for flag, value in (("--top", "3"), ("--far", "0.01")):
+        r = cli("identify", str(path), "--segments", flag, value, store=enrolled_store)
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and flag in lines[0], r.output
+    r = cli("identify", str(path), "--segments", "--backend", "tensorflow", store=enrolled_store)
+    assert r.exit_code == 2 and "tensorflow" in r.stderr, r.output
 
 
 def test_cli_segments_bad_audio(cli, enrolled_store: Path, tmp_path: Path) -> None:

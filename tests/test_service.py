@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from speakerid.embedding.pipeline import Embedder, load_model
+from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.errors import DataError, SpeakerIDError, UnknownSpeakerError
 from speakerid.recognition import enroll, identify, speaker_folders, verify
 from speakerid.store.speakers import SpeakerStore

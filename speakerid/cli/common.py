@@ -40,13 +40,8 @@ from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, read_stdin
 from speakerid.decision.model import DEFAULT_FAR, check_far
 from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
-from speakerid.embedding.pipeline import (
-    BACKEND_ENV,
-    BACKENDS,
-    PRECISIONS,
-    BaseEmbedder,
-    open_embedder,
-)
+from speakerid.embedding.backends.torch import PRECISIONS
+from speakerid.embedding.pipeline import BACKEND_ENV, BACKENDS
 from speakerid.encoders.checkpoint import check_threshold
 from speakerid.errors import TRAIN_EXTRA, SpeakerIDError
 from speakerid.recognition import FileError, Source
@@ -376,20 +371,6 @@ def print_json(data: Any) -> None:
     typer.echo(text)
 
 
-def load_embedder(model: str | None, precision: str, backend: str | None = None) -> BaseEmbedder:
-    return open_embedder(model, backend, precision)
-
-
-def open_sid(
-    store: Path | None,
-    model: str | None,
-    backend: str | None,
-    precision: str,
-    min_speech: float,
-) -> SpeakerID:
-    return SpeakerID(store, model, backend=backend, precision=precision, min_speech=min_speech)
-
-
 def read_sources(files: list[str], sample_rate: int | None) -> list[Source]:
     """FILE arguments with ``-`` read from stdin (once: a pipe holds one recording)."""
     if files.count(STDIN) > 1:
@@ -434,11 +415,13 @@ def failures_reported(failures: list[FileError]) -> Iterator[None]:
 def writing_sid(
     store: Path | None, model: str | None, backend: str | None, precision: str, min_speech: float
 ) -> Iterator[SpeakerID]:
-    """``open_sid`` for a command that writes; says on stderr when the store's folder did not
+    """The API for a command that writes; says on stderr when the store's folder did not
     exist and was created with it (a mistyped --store goes unseen else)."""
     target = Path(store) if store is not None else default_store_path()
     folder_missing = not target.parent.exists()
-    with open_sid(store, model, backend, precision, min_speech) as sid:
+    with SpeakerID(
+        store, model, backend=backend, precision=precision, min_speech=min_speech
+    ) as sid:
         yield sid
     if folder_missing and target.exists():
         err.print(

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from speakerid.api import SpeakerID
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     AudioFiles,
@@ -22,15 +23,14 @@ from speakerid.cli.common import (
     command,
     fail,
     failures_reported,
-    open_sid,
     out,
     print_json,
     progress_bar,
     read_sources,
     shown_markup,
 )
-from speakerid.embedding.bulk import save_embeddings
 from speakerid.outputs import output_target
+from speakerid.store.npz import save_embeddings
 
 
 @command("embed")
@@ -58,7 +58,8 @@ def embed_cmd(
     Every FILE is tried: one that fails is reported on stderr (and under "errors" with
     --json), the others are written, and the exit status is 2.
     """
-    from speakerid.embedding.bulk import header, merge_embeddings, parse_shard
+    from speakerid.embedding.shards import parse_shard
+    from speakerid.store.npz import header, merge_embeddings
 
     output_target(out_path)  # a directory, FIFO or device is refused before any work
     if merge:
@@ -82,7 +83,7 @@ def embed_cmd(
         if not files:
             fail(f"shard {part} holds no file (fewer files than N)")
     sources = read_sources(files, sample_rate)
-    sid = open_sid(None, model, backend, precision, min_speech)
+    sid = SpeakerID(None, model, backend=backend, precision=precision, min_speech=min_speech)
     with progress_bar() as progress:
         sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=len(sources))

@@ -25,7 +25,6 @@ from speakerid.cli.common import (
     err,
     fail,
     failures_reported,
-    load_embedder,
     out,
     print_json,
     progress_bar,
@@ -34,9 +33,10 @@ from speakerid.cli.common import (
     shown_markup,
     writing_sid,
 )
-from speakerid.embedding.bulk import save_embeddings
-from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.embedding.pipeline import open_embedder
 from speakerid.outputs import output_target
+from speakerid.store.npz import save_embeddings
 from speakerid.store.speakers import SpeakerStore
 
 
@@ -102,7 +102,8 @@ def enroll(
 
 
 def _enroll_from_npz(path: Path, replace: bool, store: Path | None, json_: bool) -> None:
-    from speakerid.embedding.bulk import enroll_embeddings, load_embeddings
+    from speakerid.embedding.bulk import enroll_embeddings
+    from speakerid.store.npz import load_embeddings
 
     embeddings = load_embeddings(path)
     with SpeakerStore(store) as db:
@@ -167,12 +168,12 @@ def enroll_dir(
 ) -> None:
     """Enroll every speaker folder under DIR. A file that fails is reported on stderr and the
     rest are enrolled; exit status 2 if any failed."""
-    from speakerid.embedding.bulk import parse_shard
+    from speakerid.embedding.shards import parse_shard
 
     part = parse_shard(shard)
     if out_path is not None:
         output_target(out_path)  # a directory, FIFO or device is refused before any work
-        embedder = load_embedder(model, precision, backend)
+        embedder = open_embedder(model, backend, precision)
         _embed_dir_to_npz(embedder, directory, part, out_path, json_)
         return
     with (
@@ -206,7 +207,8 @@ def enroll_dir(
 def _embed_dir_to_npz(
     embedder: BaseEmbedder, directory: Path, part: Any, out_path: Path, json_: bool
 ) -> None:
-    from speakerid.embedding.bulk import embed_directory, header
+    from speakerid.embedding.bulk import embed_directory
+    from speakerid.store.npz import header
 
     vectors, skipped = embed_directory(embedder, directory, part)
     if not vectors:

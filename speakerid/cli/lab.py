@@ -20,7 +20,6 @@ from speakerid.cli.common import (
     command,
     err,
     fail,
-    load_embedder,
     out,
     print_json,
     progress_bar,
@@ -28,7 +27,8 @@ from speakerid.cli.common import (
     shown_markup,
 )
 from speakerid.decision.model import DEFAULT_FAR
-from speakerid.embedding.pipeline import load_model
+from speakerid.embedding.backends.torch import load_model
+from speakerid.embedding.pipeline import open_embedder
 from speakerid.outputs import output_target, replacing
 from speakerid.store.speakers import SpeakerStore
 
@@ -379,7 +379,9 @@ def calibrate_cmd(
         target = "far"
     if plot is not None:
         output_target(plot)  # refused before the store is written, not after
-    embedder = load_embedder(model, precision)
+    embedder = open_embedder(
+        model, None, precision
+    )  # the torch backend: calibrate has no --backend
     with (
         SpeakerStore(store) as db,
         progress_bar() as progress,

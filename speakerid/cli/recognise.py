@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from speakerid.api import SpeakerID
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     EXIT_OK,
@@ -31,8 +32,6 @@ from speakerid.cli.common import (
     fail,
     failures_reported,
     far_flag,
-    load_embedder,
-    open_sid,
     out,
     print_json,
     progress_bar,
@@ -46,7 +45,6 @@ from speakerid.decision.model import Quality
 from speakerid.decision.thresholds import calibration_notes
 from speakerid.outputs import output_target
 from speakerid.recognition import FileError, Identification
-from speakerid.store.speakers import SpeakerStore
 
 
 @command("verify")
@@ -69,7 +67,9 @@ def verify_cmd(
     length and this speaker's enrollment: a short clip needs a higher score than a long one.
     """
     far = far_flag(far, threshold)
-    with open_sid(store, model, backend, precision, min_speech) as sid:
+    with SpeakerID(
+        store, model, backend=backend, precision=precision, min_speech=min_speech
+    ) as sid:
         (source,) = read_sources([file], sample_rate)
         result = sid.verify(name, source, threshold=threshold_flag(threshold), far=far)
         store_path = str(sid.store.path)
@@ -113,7 +113,9 @@ def _seg_opt(help_: str) -> Any:
 @command("identify")
 def identify_cmd(
     files: AudioFiles,
-    top: Annotated[int, typer.Option("--top", "-k", help="Candidates to show (1 or more).")] = 5,
+    top: Annotated[
+        int | None, typer.Option("--top", "-k", help="Candidates to show (1 or more); default 5.")
+    ] = None,
     far: FarOpt = None,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
@@ -175,10 +177,13 @@ def identify_cmd(
         "threshold_offset": threshold_offset,
     }
     if segments:
+        _refuse_with_segments(top, far)
         settings = {k: v for k, v in seg_values.items() if v is not None}
-        chosen = (threshold_flag(threshold), model, backend, precision, store)
-        _identify_segments(files, settings, *chosen, json_, rttm, plot)
+        outputs = (json_, rttm, plot)
+        opened = (store, model, backend, precision, min_speech)
+        _identify_segments(files, settings, threshold, sample_rate, strict, opened, outputs)
         return
+    top = 5 if top is None else top
     if top < 1:  # before anything loads: a usage error costs no model
         fail(f"--top must be at least 1, not {top}")
     far = far_flag(far, threshold)
@@ -187,7 +192,8 @@ def identify_cmd(
     if given:
         fail(f"--{given[0].replace('_', '-')} needs --segments")
     sources = read_sources(files, sample_rate)
-    with open_sid(store, model, backend, precision, min_speech) as sid, progress_bar() as progress:
+    opened = SpeakerID(store, model, backend=backend, precision=precision, min_speech=min_speech)
+    with opened as sid, progress_bar() as progress:
         task = progress.add_task("identifying", total=len(sources))
         everything = sid.identify_many(
             sources,
@@ -255,22 +261,35 @@ def _identification_json(result: Identification | FileError, store_path: str) ->
     return data
 
 
+def _refuse_with_segments(top: int | None, far: float | None) -> None:
+    """The flags of ``identify`` that a timeline has no use for, refused in one line each."""
+    if top is not None:
+        fail("--top ranks candidates per FILE; --segments names one speaker per stretch")
+    if far is not None:
+        fail(
+            "--far is not used by --segments: windows are judged at the model's threshold "
+            "plus --threshold-offset; give --threshold to set it"
+        )
+
+
 def _identify_segments(
     files: list[str],
     settings: dict[str, Any],
     threshold: float | None,
-    model: str | None,
-    backend: str | None,
-    precision: str,
-    store: Path | None,
-    json_: bool,
-    rttm: bool,
-    plot: Path | None,
+    sample_rate: int | None,
+    strict: bool,
+    opened: tuple[Path | None, str | None, str | None, str, float],
+    outputs: tuple[bool, bool, Path | None],
 ) -> None:
-    """``identify --segments``: one timeline per file, as a table, JSON, RTTM or a plot."""
-    from speakerid.decision.timeline import UNKNOWN, SegmentConfig, identify_segments, plot_timeline
-    from speakerid.decision.timeline import rttm_lines as to_rttm
+    """``identify --segments``: one timeline per FILE, as a table, JSON, RTTM or a plot.
 
+    ``opened``: the store, model, backend, precision and minimum speech the API opens;
+    ``outputs``: --json, --rttm and --plot. A FILE that fails is reported and the others
+    are still shown (with --strict the first failure stops the batch).
+    """
+    from speakerid.decision.timeline import SegmentConfig
+
+    json_, rttm, plot = outputs
     if json_ and rttm:
         fail("--rttm and --json are two output formats; choose one")
     if plot is not None and len(files) != 1:
@@ -278,17 +297,37 @@ def _identify_segments(
     if plot is not None:
         output_target(plot)  # a directory, FIFO or device is refused before any work
     config = SegmentConfig(**settings)
-    with SpeakerStore(store) as db:
-        embedder = load_embedder(model, precision, backend)
-        timelines = [identify_segments(db, embedder, f, threshold, config) for f in files]
-    if plot is not None:
+    sources = read_sources(files, sample_rate)
+    store, model, backend, precision, min_speech = opened
+    api = SpeakerID(store, model, backend=backend, precision=precision, min_speech=min_speech)
+    with api as sid, progress_bar() as progress:
+        task = progress.add_task("who speaks when", total=len(sources))
+        everything = sid.identify_segments(
+            sources,
+            threshold=threshold_flag(threshold),
+            config=config,
+            strict=strict,
+            on_file=lambda done, total: progress.update(task, completed=done),
+        )
+    failures = [r for r in everything if isinstance(r, FileError)]
+    timelines = [r for r in everything if not isinstance(r, FileError)]
+    with failures_reported(failures):
+        _show_timelines(everything, timelines, json_, rttm, plot)
+
+
+def _show_timelines(
+    everything: list[Any], timelines: list[Any], json_: bool, rttm: bool, plot: Path | None
+) -> None:
+    from speakerid.decision.timeline import UNKNOWN, plot_timeline, rttm_lines
+
+    if plot is not None and timelines:
         plot_timeline(timelines[0], plot)
     if json_:
-        print_json([asdict(t) for t in timelines])
+        print_json([asdict(t) for t in everything])
         return
     if rttm:
         for timeline in timelines:
-            for line in to_rttm(timeline):
+            for line in rttm_lines(timeline):
                 typer.echo(line)
         return
     for timeline in timelines:
@@ -301,6 +340,7 @@ def _identify_segments(
             who = shown_markup(seg.speaker) if seg.speaker else f"[yellow]{UNKNOWN}[/yellow]"
             table.add_row(f"{seg.start:.2f}", f"{seg.end:.2f}", who, f"{seg.score:.4f}")
         out.print(table)
-    out.print(f"threshold {timelines[0].threshold:.4f}")
-    if plot is not None:
+    if timelines:
+        out.print(f"threshold {timelines[0].threshold:.4f}")
+    if plot is not None and timelines:
         out.print(f"timeline plot: {shown_markup(plot)}", soft_wrap=True)

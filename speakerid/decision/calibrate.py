@@ -44,7 +44,7 @@ from speakerid.decision.model import (
     fit_decision_model,
     refit,
 )
-from speakerid.embedding.pipeline import BaseEmbedder
+from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.checkpoint import file_sha256
 from speakerid.errors import AudioError, DataError
 from speakerid.recognition import (

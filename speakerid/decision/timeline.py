@@ -38,12 +38,13 @@ from speakerid.audio import (
     SAMPLE_RATE,
     STREAM_CHUNK_SECONDS,
     TRIM_FRAME_SAMPLES,
+    Source,
     frame_dbfs,
     speech_frames,
     stream_audio,
 )
-from speakerid.embedding.pipeline import Embedder
-from speakerid.errors import AudioError, CheckpointError, SpeakerIDError, StoreError
+from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.errors import AudioError, SpeakerIDError, StoreError
 from speakerid.outputs import save_figure
 from speakerid.recognition import model_id, scorer_for
 from speakerid.store.speakers import SpeakerStore
@@ -329,6 +330,7 @@ def score_windows(
     references: np.ndarray,
     cfg: SegmentConfig,
     name: str = "audio",
+    min_speech: float = MIN_SPEECH_SECONDS,
 ) -> WindowScores:
     """Steps 1-3: voice activity, windows, and their ``(T, S)`` scores against ``references``.
 
@@ -337,6 +339,7 @@ def score_windows(
     chunks: returns a fresh iterator over the recording's 16 kHz chunks (it is read twice).
     embed: ``(n, samples)`` float32 -> ``(n, D)`` unit embeddings.
     references: ``(S, D)`` unit vectors of the enrolled speakers.
+    min_speech: seconds of voiced audio the recording needs (``--min-speech``).
     """
     voiced, samples = voice_activity(chunks())
     if samples == 0:
@@ -346,10 +349,9 @@ def score_windows(
     lengths = np.full(len(voiced), TRIM_FRAME_SAMPLES)  # the last frame may be partial
     lengths[-1] = samples - (len(voiced) - 1) * TRIM_FRAME_SAMPLES
     speech_seconds = int(lengths[voiced].sum()) / SAMPLE_RATE
-    if speech_seconds < MIN_SPEECH_SECONDS:
+    if speech_seconds < min_speech:
         raise AudioError(
-            f"{name}: only {speech_seconds:.2f} s of speech; at least "
-            f"{MIN_SPEECH_SECONDS:.1f} s is needed"
+            f"{name}: only {speech_seconds:.2f} s of speech; at least {min_speech:g} s is needed"
         )
     rows: list[np.ndarray] = []
     scored: list[bool] = []
@@ -358,8 +360,6 @@ def score_windows(
     def flush() -> None:
         if batch:
             emb = embed(np.stack(batch))
-            if not np.isfinite(emb).all():
-                raise CheckpointError("the model produced NaN or infinite values")
             rows.append(score(emb, references).astype(np.float32))
             batch.clear()
 
@@ -393,8 +393,8 @@ def segment_scores(
 
 def identify_segments(
     store: SpeakerStore,
-    embedder: Embedder,
-    audio: str | Path | np.ndarray,
+    embedder: BaseEmbedder,
+    audio: Source | np.ndarray,
     threshold: float | None = None,
     config: SegmentConfig | None = None,
     name: str | None = None,
@@ -403,7 +403,9 @@ def identify_segments(
 
     Parameters
     ----------
-    audio: a file path (read in chunks) or a float32 mono 16 kHz ``(samples,)`` array.
+    audio: a file path or stdin's spooled recording (read in chunks), or a float32 mono
+        16 kHz ``(samples,)`` array. The recording needs ``embedder.min_speech`` seconds
+        of speech.
     threshold: cosine score a window needs to name an enrolled speaker; None: the model's
         calibrated one plus ``config.threshold_offset``. A store's ``calibrate``d thresholds
         are not used: they were set on whole recordings (and maybe on AS-norm scores).
@@ -425,7 +427,13 @@ def identify_segments(
     else:
         label = name or str(audio)
         chunks = lambda: stream_audio(audio)  # noqa: E731
-    windows = score_windows(chunks, embedder.embed_fragments, references, cfg, name=label)
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        return embedder.finite(embedder.embed_fragments(batch), label)
+
+    windows = score_windows(
+        chunks, embed, references, cfg, name=label, min_speech=embedder.min_speech
+    )
     segments = segment_scores(windows, names, threshold, cfg)
     return Timeline(label, windows.samples / SAMPLE_RATE, segments, names, threshold, cfg)
 

@@ -8,19 +8,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
 from speakerid.audio import (
     MIN_SPEECH_SECONDS,
+    SAMPLE_RATE,
     Source,
     is_long,
     load_audio,
     prepare,
     stream_fragments,
+    trim_silence,
 )
+from speakerid.errors import CheckpointError
 from speakerid.vectors import l2_normalize, pool
+
+
+class ModelInfo(Protocol):
+    """What every backend's loaded model says about itself (``LoadedModel``, ``OnnxModel``)."""
+
+    threshold: float | None  # its calibrated cosine threshold, None if never calibrated
+    fingerprint: str  # the store's model identity
+    path: Path  # what messages name
 
 
 class BaseEmbedder:
@@ -30,13 +41,26 @@ class BaseEmbedder:
     ``min_speech`` (seconds of speech a recording needs after trimming).
     """
 
-    model: Any
+    model: ModelInfo
     min_speech: float = MIN_SPEECH_SECONDS
     batch_size: int = 64  # fragments per forward pass
 
     @property
     def dim(self) -> int:
         raise NotImplementedError
+
+    def identity(self) -> tuple[str, int, str]:
+        """(fingerprint, embedding size, absolute path): what a store checks before mixing."""
+        return self.model.fingerprint, self.dim, str(Path(self.model.path).resolve())
+
+    def finite(self, vectors: np.ndarray, what: object = "audio") -> np.ndarray:
+        """``vectors``, refused when not finite: a damaged model's mark (``CheckpointError``)."""
+        if not np.isfinite(vectors).all():
+            raise CheckpointError(
+                f"{self.model.path}: the model produced NaN or infinite values for {what}; "
+                "the checkpoint is damaged"
+            )
+        return vectors
 
     def embed_fragments(self, fragments: np.ndarray) -> np.ndarray:
         """``(n, FRAGMENT_SAMPLES)`` float32 -> ``(n, D)`` unit-length embeddings."""
@@ -49,14 +73,23 @@ class BaseEmbedder:
 
     def embed_file(self, path: Source) -> np.ndarray:
         """An audio file (a ``Clip``, or stdin spooled) -> ``(D,)`` unit vector. Raises
-        ``AudioError``.
+        ``AudioError``. See ``embed_measured``."""
+        return self.embed_measured(path)[0]
 
-        Long files (``audio.is_long``) are streamed (``embed_stream``), so that memory
-        does not grow with the file's length and rate.
+    def embed_measured(self, path: Source) -> tuple[np.ndarray, float]:
+        """An audio file -> its ``(D,)`` unit vector and its seconds of speech (trimmed).
+
+        The one place a recording is read, trimmed and cut: long files (``audio.is_long``)
+        are streamed (``embed_stream``), so that memory does not grow with the file's
+        length and rate; the others are read whole.
         """
         if is_long(path):  # never true for a Clip or a bare "-" (probing would read stdin)
-            return self.embed_stream(path)
-        return self.embed_waveform(load_audio(path), name=str(path))
+            samples: list[int] = []
+            vector = self.embed_stream(path, on_speech=samples.append)
+            return vector, samples[0] / SAMPLE_RATE
+        speech = trim_silence(load_audio(path), name=str(path))
+        vector = self.embed_waveform(speech, name=str(path), trim=False)
+        return vector, len(speech) / SAMPLE_RATE
 
     def embed_stream(
         self, path: Source, on_speech: Callable[[int], None] | None = None
@@ -68,7 +101,10 @@ class BaseEmbedder:
         """
         total = np.zeros(self.dim, np.float64)
         count = 0
-        for batch in stream_fragments(path, batch=self.batch_size, on_speech=on_speech):
+        fragments = stream_fragments(
+            path, batch=self.batch_size, on_speech=on_speech, min_speech=self.min_speech
+        )
+        for batch in fragments:
             embeddings = self.embed_fragments(batch)
             total += embeddings.sum(axis=0, dtype=np.float64)
             count += len(embeddings)

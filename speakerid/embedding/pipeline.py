@@ -4,7 +4,7 @@ A recording's embedding is the L2-normalised mean of its fragment embeddings; a 
 is the L2-normalised mean of their recordings' embeddings (as Resemblyzer's
 ``embed_utterance`` / ``embed_speaker``).
 
-Two backends run the encoder: ``Embedder`` (torch) and ``onnx_backend.OnnxEmbedder``
+Two backends run the encoder: ``backends.torch.Embedder`` and ``backends.onnx.OnnxEmbedder``
 (onnxruntime, no torch). Both share ``BaseEmbedder``'s path from audio to one vector, and
 ``open_embedder`` picks one. torch is imported only when the torch backend is used, so that
 commands that embed nothing start fast.
@@ -14,124 +14,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
-import numpy as np
-
-from speakerid.audio import (
-    MIN_SPEECH_SECONDS,
-)
+from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.embedding.embedder import BaseEmbedder
-from speakerid.encoders.checkpoint import refuse_onnx
-from speakerid.encoders.registry import resolve_model
-from speakerid.errors import SpeakerIDError, require_torch
-from speakerid.vectors import l2_normalize
+from speakerid.errors import SpeakerIDError
 
-if TYPE_CHECKING:
-    import torch
-
-    from speakerid.encoders.twin import LoadedModel
-
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 BACKEND_ENV = "SPEAKERID_BACKEND"  # environment variable choosing the backend
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes in bfloat16 natively: a CPU with AVX512-BF16 or AMX.
-
-    Elsewhere bf16 matrix products are emulated and no faster than fp32. (On CUDA, ``auto``
-    stays fp32 too: the GPU benchmark measures both and fp32 is not the bottleneck there.)
-    """
-    if device.type != "cpu":
-        return False
-    import torch
-
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` where the device has native bf16, else ``fp32``."""
-    if precision not in PRECISIONS:
-        raise SpeakerIDError(f"unknown precision {precision!r}; one of {list(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    if precision == "bf16" and device.type == "cpu" and not native_bf16(device):
-        # emulated bf16 is many times slower, and oneDNN has no bf16 LSTM kernel for it
-        raise SpeakerIDError(
-            "--precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has "
-            "none: use auto or fp32"
-        )
-    return precision
-
-
-class Embedder(BaseEmbedder):
-    """Runs a loaded encoder over fragments in batches, on CPU or GPU (torch backend).
-
-    Parameters
-    ----------
-    model: the checkpoint to embed with (see ``load_model``).
-    device: ``"cpu"``, ``"cuda"`` or ``None`` for CUDA when available.
-    batch_size: fragments per forward pass.
-    precision: the encoder body's arithmetic: ``fp32``, ``bf16`` (autocast; the front-end and
-        the whitening stay fp32), or ``auto``: bf16 on CPUs with native bf16, which about
-        halves the LSTM's time at a cosine of at least 0.998 (median 0.9998) to the fp32
-        embedding on the held-out fragments (docs/benchmarks.md).
-    min_speech: seconds of speech (after trimming) a recording needs.
-    """
-
-    def __init__(
-        self,
-        model: LoadedModel,
-        device: str | None = None,
-        batch_size: int = 64,
-        precision: Precision | str = "auto",
-        min_speech: float = MIN_SPEECH_SECONDS,
-    ):
-        import torch
-
-        self.model = model
-        self.min_speech = min_speech
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.encoder = model.encoder.to(self.device).eval()
-        self.batch_size = batch_size
-        self.precision = resolve_precision(precision, self.device)
-
-    @property
-    def dim(self) -> int:
-        return self.model.encoder.config.embedding_dim
-
-    def embed_fragments(self, fragments: np.ndarray) -> np.ndarray:
-        """``(n, FRAGMENT_SAMPLES)`` float32 -> ``(n, D)`` unit-length embeddings."""
-        import torch
-
-        out = []
-        bf16 = self.precision == "bf16"
-        with torch.inference_mode():
-            for start in range(0, len(fragments), self.batch_size):
-                chunk = np.ascontiguousarray(fragments[start : start + self.batch_size])
-                batch = torch.from_numpy(chunk).to(self.device)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    out.append(self.encoder(batch).float().cpu().numpy())
-        if not out:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalize(np.concatenate(out))
-
-
-def load_model(spec: str | Path | None = None) -> LoadedModel:
-    """Load a shipped model by name (``accurate``, ``fast``, ``ecapa``; sha256-checked) or a file.
-
-    ``None`` is the default shipped model (``registry.DEFAULT_MODEL``).
-    """
-    path, sha256 = resolve_model(spec)
-    require_torch("the torch backend")
-    from speakerid.encoders.twin import load_encoder
-
-    refuse_onnx(path)  # torch runs checkpoints; a graph needs --backend onnx
-    return load_encoder(path, expected_sha256=sha256)
 
 
 def resolve_backend(backend: str | None) -> str:
@@ -150,7 +41,7 @@ def resolve_backend(backend: str | None) -> str:
 def open_embedder(
     model: str | Path | None = None,
     backend: str | None = None,
-    precision: Precision | str = "auto",
+    precision: str = "auto",
     min_speech: float = MIN_SPEECH_SECONDS,
 ) -> BaseEmbedder:
     """The embedder every runtime command uses: ``model`` run by ``backend``.
@@ -162,10 +53,10 @@ def open_embedder(
     """
     if min_speech <= 0:
         raise SpeakerIDError(f"--min-speech must be positive, not {min_speech}")
-    if precision not in PRECISIONS:
-        raise SpeakerIDError(f"unknown precision {precision!r}; one of {list(PRECISIONS)}")
     if resolve_backend(backend) == "onnx":
         from speakerid.embedding.backends.onnx import OnnxEmbedder, load_onnx_model
 
         return OnnxEmbedder(load_onnx_model(model, precision), min_speech=min_speech)
+    from speakerid.embedding.backends.torch import Embedder, load_model
+
     return Embedder(load_model(model), precision=precision, min_speech=min_speech)

@@ -17,39 +17,36 @@ import numpy as np
 
 from speakerid.audio import SAMPLE_RATE
 from speakerid.errors import CheckpointError
-
-# The same values as features.py (which imports torch); tests check that they agree.
-RAW_RATE = 4_000
-MFCC_N_FFT = 2048
-MFCC_HOP = 512
-MFCC_N_MELS = 128
-MFCC_TOP_DB = 80.0
-FBANK_N_FFT = 512
-FBANK_WIN = 400
-FBANK_HOP = 160
-FBANK_F_MIN = 20.0
-FBANK_F_MAX = 7_600.0
-POWERMEL_N_MELS = 40
-POWERMEL_WIN = 400
-POWERMEL_HOP = 160
-POWERMEL_TARGET_DBFS = -30.0
-SB_WIN = 400
-SB_HOP = 160
-SB_AMIN = 1e-10
-SB_TOP_DB = 80.0
-# torchaudio's default ``resample`` kernel (windowed sinc, Hann window), for the raw front-end
-RESAMPLE_ZERO_CROSSINGS = 6  # sinc lobes each side of the kernel's centre
-RESAMPLE_ROLLOFF = 0.99  # cutoff as a fraction of the lower Nyquist frequency
-
-# Kaldi's fbank as ``torchaudio.compliance.kaldi.fbank`` computes it with CAM++'s settings.
-KALDI_WIN = 400  # 25 ms
-KALDI_HOP = 160  # 10 ms
-KALDI_N_FFT = 512  # the window rounded up to a power of two
-KALDI_PREEMPH = 0.97
-KALDI_POVEY_POWER = 0.85  # Povey window: a Hann window to this power
-KALDI_F_MIN = 20.0
-KALDI_F_MAX = 8_000.0
-KALDI_N_MELS = 80
+from speakerid.features.constants import (
+    FBANK_F_MAX,
+    FBANK_F_MIN,
+    FBANK_HOP,
+    FBANK_N_FFT,
+    FBANK_WIN,
+    KALDI_F_MAX,
+    KALDI_F_MIN,
+    KALDI_HOP,
+    KALDI_N_FFT,
+    KALDI_N_MELS,
+    KALDI_POVEY_POWER,
+    KALDI_PREEMPH,
+    KALDI_WIN,
+    MFCC_HOP,
+    MFCC_N_FFT,
+    MFCC_N_MELS,
+    MFCC_TOP_DB,
+    POWERMEL_HOP,
+    POWERMEL_N_MELS,
+    POWERMEL_TARGET_DBFS,
+    POWERMEL_WIN,
+    RAW_RATE,
+    RESAMPLE_ROLLOFF,
+    RESAMPLE_ZERO_CROSSINGS,
+    SB_AMIN,
+    SB_HOP,
+    SB_TOP_DB,
+    SB_WIN,
+)
 
 Frontend = Callable[[np.ndarray], np.ndarray]
 

@@ -111,7 +111,7 @@ def evaluate_model(
     Reports n-shot k-way accuracy (k = 2 .. ``max_way``; prototype and nearest-neighbour for
     n > 1), the random and MFCC-statistics k-NN baselines, and fragment-level EER / minDCF.
     """
-    from speakerid.embedding.pipeline import Embedder
+    from speakerid.embedding.backends.torch import Embedder
     from speakerid.lab.data import AudioBank, fragment_set, scan_corpora
     from speakerid.lab.plots import plot_det, plot_kway_curve, plot_tsne
 

@@ -26,7 +26,7 @@ from speakerid.errors import DataError
 from speakerid.lab.data import AudioBank, Sampler
 
 if TYPE_CHECKING:
-    from speakerid.embedding.pipeline import BaseEmbedder
+    from speakerid.embedding.embedder import BaseEmbedder
 
 POOL_FILE = "teacher_pool.npz"
 

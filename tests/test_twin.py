@@ -1,29 +1,22 @@
-"""The twin encoder (model.py) and the embedding rules on top of it (embed.py).
+"""The twin encoder and its checkpoints (speakerid.encoders.twin).
 
-Covers every front-end/body pairing, strict safetensors checkpoints and
-their refusals, the pinned shipped model (with its paths redirected into tmp_path), and the
-Embedder's file/array/speaker embeddings.
+Covers every front-end/body pairing, and strict safetensors checkpoints and their refusals.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torch.nn.functional as F
-from conftest import VOICES, synth_voice
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import speakerid.encoders.registry as registry
-from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
-from speakerid.embedding.pipeline import Embedder, load_model, native_bf16, resolve_precision
+from speakerid.audio import FRAGMENT_SAMPLES
 from speakerid.encoders.twin import (
     CHECKPOINT_FORMAT,
     Encoder,
@@ -33,9 +26,9 @@ from speakerid.encoders.twin import (
     resave,
     save_encoder,
 )
-from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
+from speakerid.errors import CheckpointError
 from speakerid.lab.losses import DISTANCES
-from speakerid.vectors import l2_normalize, pool
+from speakerid.vectors import l2_normalize
 
 SMALL = {"channels": 32, "embedding_dim": 16}
 
@@ -376,84 +369,6 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- shipped model
 
 
-@pytest.fixture
-def shipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
-    """Point the package and checkout model folders into tmp_path (both absent at first)."""
-    package, repo = tmp_path / "pkg", tmp_path / "repo"
-    monkeypatch.setattr(registry, "PACKAGE_DIR", package)
-    monkeypatch.setattr(registry, "REPO_DIR", repo)
-    return package / _default().filename, repo / _default().filename
-
-
-def _default() -> registry.ShippedModel:
-    return registry.SHIPPED[registry.DEFAULT_MODEL]
-
-
-def _pin(monkeypatch: pytest.MonkeyPatch, sha256: str) -> None:
-    entry = dataclasses.replace(_default(), sha256=sha256)
-    monkeypatch.setitem(registry.SHIPPED, entry.name, entry)
-
-
-def test_shipped_model_missing(shipped: tuple[Path, Path]) -> None:
-    _, repo = shipped
-    assert registry.shipped_path(_default()) == repo
-    with pytest.raises(CheckpointError) as exc:
-        load_model(None)
-    message = assert_one_line(exc)
-    assert "missing" in message and "--model" in message
-
-
-def test_shipped_model_in_checkout_is_loaded_and_pinned(
-    shipped: tuple[Path, Path], ckpt: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, repo = shipped
-    repo.parent.mkdir(parents=True)
-    repo.write_bytes(ckpt.read_bytes())
-    _pin(monkeypatch, file_sha256(ckpt))
-
-    model = load_model(None)
-
-    assert model.path == repo and model.fingerprint == file_sha256(ckpt)
-    assert model.threshold == 0.625
-    assert load_model(registry.DEFAULT_MODEL).path == repo  # the name means the same file
-
-
-def test_installed_package_model_wins_over_checkout(
-    shipped: tuple[Path, Path], ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    package, repo = shipped
-    for path in (package, repo):
-        path.parent.mkdir(parents=True)
-    package.write_bytes(ckpt.read_bytes())
-    save_encoder(small_encoder(seed=9), repo)
-    _pin(monkeypatch, file_sha256(package))
-
-    assert registry.shipped_path(_default()) == package
-    assert load_model(None).path == package
-
-
-def test_shipped_model_replaced_is_refused(
-    shipped: tuple[Path, Path], ckpt: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, repo = shipped
-    repo.parent.mkdir(parents=True)
-    save_encoder(small_encoder(seed=9), repo)  # a valid model, but not the pinned one
-    _pin(monkeypatch, file_sha256(ckpt))
-    with pytest.raises(CheckpointError) as exc:
-        load_model(None)
-    assert "does not match the shipped model" in assert_one_line(exc)
-    # An explicit path is the user's choice: no pin applies.
-    assert load_model(repo).fingerprint == file_sha256(repo)
-
-
-@pytest.mark.parametrize("name", sorted(registry.SHIPPED))
-def test_every_shipped_model_matches_its_pin(name: str) -> None:
-    model = load_model(name)
-    assert model.fingerprint == registry.SHIPPED[name].sha256
-    assert model.threshold is not None and -1.0 < model.threshold < 1.0
-    assert set(model.info["split"]) >= {"val", "test"}  # benchmarks hold these speakers out
-
-
 def test_cohort_is_stored_beside_the_weights_and_checked(tmp_path: Path) -> None:
     encoder = small_encoder()
     cohort = l2_normalize(np.random.default_rng(0).standard_normal((5, 16)))
@@ -481,150 +396,7 @@ def _save_plain(tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------- Embedder
 
 
-@pytest.fixture(scope="module")
-def embedder(ckpt: Path) -> Embedder:
-    return Embedder(load_encoder(ckpt), device="cpu", batch_size=2)
-
-
-@pytest.fixture(scope="module")
-def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Float wav files, so that reading them back is exact: 7 s of bob, 2 x 4 s of alice."""
-    root = tmp_path_factory.mktemp("rec")
-    out = {}
-    for key, name, seconds, seed in (
-        ("bob", "bob", 7.0, 0),
-        ("alice1", "alice", 4.0, 1),
-        ("alice2", "alice", 4.0, 2),
-    ):
-        out[key] = root / f"{key}.wav"
-        wav = synth_voice(VOICES[name], seconds=seconds, seed=seed)
-        sf.write(str(out[key]), wav, SAMPLE_RATE, subtype="FLOAT")
-    return out
-
-
-def test_path_and_array_give_the_same_embedding(
-    embedder: Embedder, recordings: dict[str, Path]
-) -> None:
-    path = recordings["bob"]
-    wav, _ = sf.read(str(path), dtype="float32")
-    from_file = embedder.embed_file(path)
-    from_str = embedder.embed_file(str(path))
-    from_array = embedder.embed_waveform(wav)
-    assert from_file.shape == (embedder.dim,) == (SMALL["embedding_dim"],)
-    np.testing.assert_allclose(from_file, from_array, rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(from_file, from_str)
-
-
-def test_embeddings_are_unit_norm(embedder: Embedder, recordings: dict[str, Path]) -> None:
-    frags = np.stack([synth_voice(VOICES["carol"], seconds=3.0, seed=s) for s in range(5)])
-    emb = embedder.embed_fragments(frags)
-    assert emb.shape == (5, embedder.dim) and emb.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    for path in recordings.values():
-        assert np.linalg.norm(embedder.embed_file(path)) == pytest.approx(1.0, abs=1e-5)
-
-
-def test_batch_size_does_not_change_embeddings(ckpt: Path) -> None:
-    frags = np.stack([synth_voice(VOICES["carol"], seconds=3.0, seed=s) for s in range(5)])
-    model = load_encoder(ckpt)
-    one = Embedder(model, device="cpu", batch_size=1).embed_fragments(frags)
-    many = Embedder(model, device="cpu", batch_size=64).embed_fragments(frags)
-    np.testing.assert_allclose(one, many, rtol=0, atol=1e-5)
-
-
-def test_recording_embedding_is_the_pooled_fragments(
-    embedder: Embedder, recordings: dict[str, Path]
-) -> None:
-    wav, _ = sf.read(str(recordings["bob"]), dtype="float32")
-    from speakerid.audio import prepare
-
-    frags = prepare(wav)
-    assert len(frags) == 2  # 7 s of speech-like audio
-    expected = pool(embedder.embed_fragments(frags))
-    np.testing.assert_allclose(embedder.embed_waveform(wav), expected, rtol=0, atol=1e-6)
-
-
-def test_embed_speaker_pools_recordings(embedder: Embedder, recordings: dict[str, Path]) -> None:
-    paths = [recordings["alice1"], recordings["alice2"]]
-    each = np.stack([embedder.embed_file(p) for p in paths])
-    speaker = embedder.embed_speaker(paths)
-    np.testing.assert_allclose(speaker, pool(each), rtol=0, atol=1e-6)
-    assert np.linalg.norm(speaker) == pytest.approx(1.0, abs=1e-5)
-    # The normalised mean lies between its recordings: closer to each than they are apart.
-    assert (each @ speaker >= each[0] @ each[1] - 1e-6).all()
-    np.testing.assert_allclose(embedder.embed_speaker(paths[:1]), each[0], atol=1e-6)
-
-
-def test_embed_fragments_empty_and_silence(embedder: Embedder, tmp_path: Path) -> None:
-    assert embedder.embed_fragments(np.zeros((0, FRAGMENT_SAMPLES), np.float32)).shape == (
-        0,
-        embedder.dim,
-    )
-    silent = tmp_path / "silent.wav"
-    sf.write(str(silent), np.zeros(4 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
-    with pytest.raises(AudioError, match="silent"):
-        embedder.embed_file(silent)
-
-
-def test_pool_and_normalise_helpers() -> None:
-    x = np.array([[3.0, 0.0], [0.0, 0.5]], np.float32)
-    np.testing.assert_allclose(pool(x), [2**-0.5, 2**-0.5], atol=1e-7)  # each unit first
-    np.testing.assert_array_equal(l2_normalize(np.zeros((1, 3))), np.zeros((1, 3)))
-    m = l2_normalize(np.random.default_rng(0).standard_normal((4, 6)))
-    np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, rtol=1e-6)
-
-
 # ----------------------------------------------------------------------------- precision
-
-
-@pytest.mark.skipif(
-    not native_bf16(torch.device("cpu")),
-    reason="this CPU has no native bf16 (explicit bf16 refused)",
-)
-@pytest.mark.parametrize(("frontend", "arch"), [("powermel", "lstm"), ("fbank", "ecapa_lite")])
-def test_bf16_embeddings_stay_close_to_fp32(tmp_path: Path, frontend: str, arch: str) -> None:
-    path = tmp_path / "m.safetensors"
-    save_encoder(small_encoder(frontend=frontend, arch=arch, whiten=True, stem_stride=3), path)
-    model = load_encoder(path)
-    frags = np.stack([synth_voice(VOICES[v], seconds=3.0, seed=1) for v in VOICES])
-    full = Embedder(model, "cpu", precision="fp32")
-    half = Embedder(model, "cpu", precision="bf16")
-    assert (full.precision, half.precision) == ("fp32", "bf16")
-    a, b = full.embed_fragments(frags), half.embed_fragments(frags)
-    assert a.dtype == b.dtype == np.float32
-    assert not np.array_equal(a, b)  # bf16 really ran
-    assert (a * b).sum(axis=1).min() > 0.99
-
-
-def test_autocast_reaches_only_the_body() -> None:
-    # ecapa_lite: oneDNN has no bf16 LSTM kernel on CPUs without native bf16, convs run anywhere
-    enc = small_encoder(frontend="powermel", arch="ecapa_lite", whiten=True, stem_stride=3)
-    seen: dict[str, torch.dtype] = {}
-    enc.frontend.register_forward_hook(lambda m, i, o: seen.__setitem__("frontend", o.dtype))
-    enc.body.embed.register_forward_hook(lambda m, i, o: seen.__setitem__("body", o.dtype))
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = enc(waves(2))
-    assert seen == {"frontend": torch.float32, "body": torch.bfloat16}
-    assert out.dtype == torch.float32  # the whitening ran in fp32
-
-
-def test_precision_auto_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    cpu = torch.device("cpu")
-    for native in (True, False):
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-        assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
-        assert resolve_precision("fp32", cpu) == "fp32"
-        if native:
-            assert resolve_precision("bf16", cpu) == "bf16"
-        else:  # emulated bf16 is slow and has no LSTM kernel: a clear refusal, not a crash
-            with pytest.raises(SpeakerIDError, match="native bf16"):
-                resolve_precision("bf16", cpu)
-    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # an older or other torch
-    assert resolve_precision("auto", cpu) == "fp32"
-    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
-    with pytest.raises(SpeakerIDError, match="unknown precision 'fp8'"):
-        resolve_precision("fp8", cpu)
 
 
 def test_resave_keeps_cohort_storage_and_threshold(tmp_path: Path) -> None:
@@ -653,34 +425,6 @@ def test_wrong_shape_names_the_tensor_and_both_shapes(ckpt: Path, tmp_path: Path
     message = _refused(path, "weights do not match the config")
     assert "Error(s)" not in message and "state_dict" not in message
     assert "shape" in message and "(8," in message
-
-
-def test_long_files_are_embedded_as_a_stream_with_the_same_vector(
-    embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import speakerid.audio as audio_mod
-
-    path = tmp_path / "long.wav"
-    speech = np.concatenate(
-        [synth_voice(VOICES["alice"], 4.0, seed=s) for s in range(4)] + [np.zeros(8000)]
-    )
-    stereo = np.stack([speech, 0.5 * speech], axis=1)
-    sf.write(str(path), stereo, SAMPLE_RATE)
-    whole = embedder.embed_file(path)
-    assert not audio_mod.is_long(path)
-    monkeypatch.setattr(audio_mod, "STREAM_ABOVE_VALUES", 1000)
-    assert audio_mod.is_long(path)
-    streamed_calls = []
-    real = Embedder.embed_stream
-
-    def spy(self, p):
-        streamed_calls.append(p)
-        return real(self, p)
-
-    monkeypatch.setattr(Embedder, "embed_stream", spy)
-    streamed = embedder.embed_file(path)
-    assert streamed_calls == [path]
-    assert float(whole @ streamed) > 0.99999
 
 
 def _load_message(path: str) -> str:
