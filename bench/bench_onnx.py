@@ -68,7 +68,7 @@ def accuracy(args: argparse.Namespace) -> None:
     from bench_models import build_sets, pairs, summarise
 
     from speakerid.embedding.backends.onnx import OnnxEmbedder, open_onnx
-    from speakerid.embedding.pipeline import Embedder, load_model
+    from speakerid.embedding.backends.torch import Embedder, load_model
     from speakerid.lab.metrics import verification_trials
 
     torch.set_num_threads(1)

@@ -74,7 +74,7 @@ def embedders(names: list[str]) -> dict[str, Callable[[np.ndarray], np.ndarray]]
         elif name.startswith("accurate torch"):
             import torch
 
-            from speakerid.embedding.pipeline import Embedder, load_model
+            from speakerid.embedding.backends.torch import Embedder, load_model
 
             torch.set_num_threads(1)
             precision = name.rsplit(" ", 1)[1]

@@ -35,7 +35,7 @@ import numpy as np
 
 from speakerid.audio import load_audio, prepare
 from speakerid.embedding.backends.onnx import INPUT_NAME, export_onnx
-from speakerid.embedding.pipeline import load_model
+from speakerid.embedding.backends.torch import load_model
 from speakerid.encoders.registry import resolve_model
 from speakerid.features.numpy import numpy_frontend
 from speakerid.lab.data import scan_corpus
