@@ -13,6 +13,10 @@ between each graph's embeddings and torch's. Writes ``docs/results/onnx_accuracy
 sherpa-onnx uses; ``[dev]`` installs it) on one thread, interleaved, and gives their largest
 difference in log mel energy.
 
+``sessions`` times creating a session, its first run (one fragment, as a cold ``verify``)
+and a batch, for each graph and each optimisation level applied at load, interleaved: the
+raw export against the shipped (offline-optimised) graph.
+
 ``profile`` runs onnxruntime's profiler on one thread over ``--runs`` batches of noise-like
 fragments and splits the time by stage: the numpy front-end, the 2-D convolution head (FCM),
 the TDNN layer, each dense block and transition, and the session's own overhead (the run's
@@ -189,6 +193,50 @@ def profile(args: argparse.Namespace) -> None:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
 
 
+# ------------------------------------------------------------------------------- sessions
+
+LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "disable": "ORT_DISABLE_ALL"}
+
+
+def sessions(args: argparse.Namespace) -> None:
+    """Session creation and run time of each graph at each optimisation level, interleaved."""
+    import onnxruntime as ort
+
+    from speakerid.features.numpy import kaldi_fbank_frontend
+
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal((args.batch, 48_000))).astype(np.float32)
+    features = kaldi_fbank_frontend({"n_mels": 80})(wav)
+    cases = [(g, lv) for g in parse_graphs(args.graph).items() for lv in args.level]
+    rows: dict[str, dict[str, list[float]]] = {}
+    for _ in range(args.runs):
+        for (name, path), level in cases:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.enable_cpu_mem_arena = False
+            options.log_severity_level = 3
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+            start = time.perf_counter()
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            created = time.perf_counter()
+            session.run(None, {"features": features[:1]})
+            first = time.perf_counter()
+            session.run(None, {"features": features})
+            done = time.perf_counter()
+            row = rows.setdefault(f"{name} @ {level}", {"create": [], "first": [], "batch": []})
+            row["create"].append((created - start) * 1e3)
+            row["first"].append((first - created) * 1e3)
+            row["batch"].append((done - first) / args.batch * 1e3)
+    print(
+        "| graph @ level at load | create (ms) | first run, 1 fragment (ms) | "
+        f"ms/fragment, batch {args.batch} |"
+    )
+    print("| --- | ---: | ---: | ---: |")
+    for label, r in rows.items():
+        cells = " | ".join(f"{np.median(r[k]):.0f}" for k in ("create", "first"))
+        print(f"| {label} | {cells} | {np.median(r['batch']):.1f} |")
+
+
 # ------------------------------------------------------------------------------- frontend
 
 
@@ -241,11 +289,18 @@ def main() -> None:
     prof.add_argument("--batch", type=int, default=16)
     prof.add_argument("--runs", type=int, default=5)
     prof.add_argument("--out", type=Path, default=Path("docs/results/onnx_profile.json"))
+    sess = sub.add_parser("sessions")
+    sess.add_argument("--graph", action="append", default=[], metavar="NAME=PATH")
+    sess.add_argument("--level", nargs="+", default=["all", "disable"], choices=list(LEVELS))
+    sess.add_argument("--batch", type=int, default=8)
+    sess.add_argument("--runs", type=int, default=5)
     front = sub.add_parser("frontend")
     front.add_argument("--batch", type=int, default=16)
     front.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
-    {"accuracy": accuracy, "profile": profile, "frontend": frontend}[args.command](args)
+    {"accuracy": accuracy, "profile": profile, "sessions": sessions, "frontend": frontend}[
+        args.command
+    ](args)
 
 
 if __name__ == "__main__":

@@ -179,6 +179,7 @@ def main() -> None:
     ap.add_argument("--int8", choices=("fast", "bn-float"), default=None, help="also a candidate")
     ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="int8 calibration")
     ap.add_argument("--calibration", type=int, default=CALIBRATION_FRAGMENTS)
+    ap.add_argument("--keep-raw", action="store_true", help="also <stem>.raw.onnx, unoptimised")
     args = ap.parse_args()
 
     import onnx
@@ -193,11 +194,14 @@ def main() -> None:
         metadata = {p.key: p.value for p in onnx.load(str(raw)).metadata_props}
         metadata.pop("source", None)  # a path on the exporting machine: says nothing elsewhere
         optimise(raw, written[0], {**metadata, "variant": "fp32"})
+        if args.keep_raw:  # what the optimiser started from, for bench_onnx.py sessions
+            written.append(out_dir / f"{stem}.raw.onnx")
+            written[-1].write_bytes(raw.read_bytes())
         if args.int8:
             features = calibration_features(checkpoint, args.data, args.calibration)
             quantise(raw, work / "int8.onnx", features, work, args.int8 == "bn-float")
             written.append(out_dir / f"{stem}.int8.onnx")
-            optimise(work / "int8.onnx", written[1], {**metadata, "variant": f"int8-{args.int8}"})
+            optimise(work / "int8.onnx", written[-1], {**metadata, "variant": f"int8-{args.int8}"})
     for path in written:
         print(f"{path}  {path.stat().st_size / 1e6:.1f} MB  sha256 {sha256(path)}")
 
