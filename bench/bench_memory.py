@@ -13,6 +13,7 @@ Usage::
     python bench/bench_memory.py                 # the cases in CASES, streamed path only
     python bench/bench_memory.py --whole         # also the whole-file path (slow, GBs)
     python bench/bench_memory.py --minutes 5     # shorter recordings, for a quick look
+    python bench/bench_memory.py --only "48 kHz stereo 16" --minutes 10   # one case
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, help="override every case's length")
     ap.add_argument("--whole", action="store_true", help="also run the whole-file path")
+    ap.add_argument("--only", nargs="+", default=None, help="cases whose label has one of these")
     args = ap.parse_args()
     print(f"machine: {machine()}; model: the shipped default; python {platform.python_version()}")
     print("| recording | file MB | path | peak RSS MB | wall s |")
@@ -98,9 +100,11 @@ def main() -> None:
         rss, wall, _ = peak_rss(
             [sys.executable, "-m", "speakerid.cli", "embed", str(short), "-o", f"{tmp}/x.npz"]
         )
-        base = "5 s, 16 kHz mono (baseline: Python, torch, model)"
+        base = "5 s, 16 kHz mono (baseline: Python, the backend, model)"
         print(f"| {base} | 0.2 | embed | {rss:.0f} | {wall:.1f} |")
         for label, rate, channels, subtype, minutes in CASES:
+            if args.only and not any(word in label for word in args.only):
+                continue
             minutes = args.minutes or minutes
             suffix = ".flac" if "flac" in label else ".wav"
             path = Path(tmp) / f"long{suffix}"
