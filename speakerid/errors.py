@@ -41,18 +41,22 @@ class MissingExtraError(SpeakerIDError):
 
 
 TRAIN_EXTRA = "pip install 'speakerid[train]'"  # torch, torchaudio, librosa, scikit-learn
+PLOT_EXTRA = "pip install 'speakerid[plot]'"  # matplotlib, scipy
 
 
-def require_torch(what: str) -> None:
-    """Raise ``MissingExtraError`` when torch is not installed, naming the extra that has it.
-
-    ``find_spec`` looks torch up without importing it, so the check costs nothing.
-    """
+def require(module: str, what: str, extra: str) -> None:
+    """Raise ``MissingExtraError`` when ``module`` is not installed, naming the extra that
+    brings it. ``find_spec`` looks it up without importing it, so the check costs nothing."""
     from importlib.util import find_spec
 
     try:
-        found = find_spec("torch") is not None
+        found = find_spec(module) is not None
     except (ImportError, ValueError):  # a finder that refuses it, a half-imported module
         found = False
     if not found:
-        raise MissingExtraError(f"{what} needs torch, which this install lacks: {TRAIN_EXTRA}")
+        raise MissingExtraError(f"{what} needs {module}, which this install lacks: {extra}")
+
+
+def require_torch(what: str) -> None:
+    """``require`` torch, which comes with ``[train]``."""
+    require("torch", what, TRAIN_EXTRA)

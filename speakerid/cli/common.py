@@ -43,7 +43,7 @@ from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
 from speakerid.embedding.backends.torch import PRECISIONS
 from speakerid.embedding.pipeline import BACKEND_ENV, BACKENDS
 from speakerid.encoders.checkpoint import check_threshold
-from speakerid.errors import TRAIN_EXTRA, SpeakerIDError
+from speakerid.errors import PLOT_EXTRA, TRAIN_EXTRA, SpeakerIDError
 from speakerid.recognition import FileError, Source
 from speakerid.store.speakers import STORE_ENV, default_store_path
 
@@ -52,7 +52,7 @@ EXIT_REJECTED = 1  # verify: the voice did not match
 # Packages the runtime install leaves out, and the extra that brings each.
 EXTRA_OF = {
     **dict.fromkeys(("torch", "torchaudio", "librosa", "sklearn"), TRAIN_EXTRA),
-    "matplotlib": "pip install 'speakerid[plot]'",
+    "matplotlib": PLOT_EXTRA,
 }
 EXIT_ERROR = 2  # any SpeakerIDError (and usage errors, as Click does)
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
