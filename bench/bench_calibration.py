@@ -39,7 +39,9 @@ from speakerid.decision.calibration import (
     rates_at,
 )
 from speakerid.embedding.backends.torch import Embedder, load_model
+from speakerid.encoders.twin import LoadedModel
 from speakerid.errors import AudioError
+from speakerid.vectors import score
 
 AUDIO = (".flac", ".wav")
 
@@ -88,38 +90,30 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
-    ap.add_argument("--cache", type=Path, default=Path("runs/bench_calibration_cache.npz"))
-    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
-    args = ap.parse_args()
-    # One thread: on a shared CPU two threads spin against each other; results are the same.
-    torch.set_num_threads(1)
-    model = load_model(args.model)
-    embedder = Embedder(model, device="cpu", precision="fp32")
-    shipped = model.threshold
-    data = args.data
+Groups = dict[str, list[Path]]  # speaker -> recordings
+MULTI = {"19", "26", "27"}  # LibriSpeech speakers enrolled from 3 recordings, tested on 10
+
+
+def file_groups(data: Path) -> dict[str, Groups]:
+    """Every group of recordings the benchmark uses, by role (see the module's description)."""
     rav = data / "eval-only" / "ravdess"
     libri = data / "LibriSpeech" / "train-clean-100"
     extra = data / "extra"
 
-    def actors(lo: int, hi: int) -> dict[str, list[Path]]:
+    def actors(lo: int, hi: int) -> Groups:
         return {f"actor{a:02d}": files_of(rav / f"Actor_{a:02d}") for a in range(lo, hi + 1)}
 
-    rav_cal, rav_test = actors(1, 12), actors(13, 24)
-    multi = {"19", "26", "27"}
-    gallery_files: dict[str, list[Path]] = {}
-    genuine: dict[str, list[Path]] = {}
+    gallery_files: Groups = {}
+    genuine: Groups = {}
     for folder in sorted(p for p in libri.iterdir() if p.is_dir()):
         chapters = sorted(p for p in folder.iterdir() if p.is_dir())
-        if folder.name in multi:
+        if folder.name in MULTI:
             gallery_files[folder.name] = files_of(chapters[0])[:3]
             genuine[folder.name] = files_of(chapters[1])[:10]
         else:
             gallery_files[folder.name] = files_of(folder)[:1]
     ami = sorted(p.name for p in (extra / "ami").iterdir())
+    rav_cal, rav_test = actors(1, 12), actors(13, 24)
     strangers_cal = {
         **{f"vctk:{s}": files_of(extra / "vctk" / s) for s in ("p225", "p226")},
         "arctic:clb": files_of(extra / "cmu_arctic" / "clb"),
@@ -133,29 +127,27 @@ def main() -> None:
         "aishell:S0913": files_of(extra / "aishell1" / "S0913"),
         **rav_test,
     }
-    everything = [
-        p
-        for group in (gallery_files, genuine, strangers_cal, strangers_test)
-        for files in group.values()
-        for p in files
-    ]
-    print(f"embedding {len(everything)} recordings (cached in {args.cache})", flush=True)
-    emb = embed_all(embedder, everything, args.cache)
-    rav_cal, rav_test = usable(rav_cal, emb), usable(rav_test, emb)
-    gallery_files, genuine = usable(gallery_files, emb), usable(genuine, emb)
-    strangers_cal, strangers_test = usable(strangers_cal, emb), usable(strangers_test, emb)
-    left_out = len(everything) - sum(
-        len(f) for g in (gallery_files, genuine, strangers_cal, strangers_test) for f in g.values()
-    )
-    print(f"{left_out} recording(s) left out: too little speech", flush=True)
-    results: dict[str, object] = {"model": str(model.path), "fingerprint": model.fingerprint}
+    return {
+        "rav_cal": rav_cal,
+        "rav_test": rav_test,
+        "gallery": gallery_files,
+        "genuine": genuine,
+        "strangers_cal": strangers_cal,
+        "strangers_test": strangers_test,
+    }
 
-    # ---- 1. verification on RAVDESS, held-out actors
-    cal_data, test_data = labelled(rav_cal, emb), labelled(rav_test, emb)
-    cohort_names = sorted(n for n in gallery_files if n not in multi)
+
+def verification(
+    groups: dict[str, Groups], emb: dict[str, np.ndarray], model: LoadedModel
+) -> list[dict]:
+    """1:1 on RAVDESS actors 13-24 at the model's threshold and at thresholds calibrated on
+    actors 01-12 (raw cosine, and AS-norm against the LibriSpeech gallery as cohort)."""
+    cal_data, test_data = labelled(groups["rav_cal"], emb), labelled(groups["rav_test"], emb)
+    gallery_files = groups["gallery"]
+    cohort_names = sorted(n for n in gallery_files if n not in MULTI)
     cohort = np.stack([emb[str(gallery_files[n][0])] for n in cohort_names])
     test = enrollment_trials(test_data.embeddings, test_data.speakers, ENROLL_SIZE)
-    rows = [("model threshold", shipped, test)]
+    rows = [("model threshold", model.threshold, test)]
     for far in (None, 0.01):
         c = fit_calibration(cal_data, model.fingerprint, far=far).calibration
         rows.append((f"calibrated, {c.target}", c.threshold, test))
@@ -184,12 +176,18 @@ def main() -> None:
         one_to_one.append(
             {"threshold": label, "value": value, "false_accepts": fa, "misses": miss, "eer": rate}
         )
-    results["verification_ravdess"] = one_to_one
+    return one_to_one
 
-    # ---- 2. open-set identification against the LibriSpeech store
+
+def identification(
+    groups: dict[str, Groups], emb: dict[str, np.ndarray], model: LoadedModel
+) -> dict[str, object]:
+    """1:N against the LibriSpeech store: the 1:N threshold calibrated on some strangers,
+    then other strangers and the enrolled speakers' second chapters identified."""
+    gallery_files = groups["gallery"]
     names = np.asarray(sorted(gallery_files))
     gallery = np.stack([pool(np.stack([emb[str(p)] for p in gallery_files[n]])) for n in names])
-    strangers = labelled(strangers_cal, emb)
+    strangers = labelled(groups["strangers_cal"], emb)
     report = fit_calibration(
         strangers, model.fingerprint, gallery=gallery, gallery_names=names, fpir=0.05
     )
@@ -202,30 +200,11 @@ def main() -> None:
         f"recordings of {calib.n_speakers} speakers): {calib.identify_threshold:.4f}\n"
     )
     thresholds = {
-        "model": shipped,
+        "model": model.threshold,
         "calibrated 1:N": calib.identify_threshold,
         "power": power,
     }
-    table = {}
-    for corpus in ("vctk", "arctic", "ami", "aishell", "actor"):
-        paths = [
-            str(p) for s, files in strangers_test.items() if s.startswith(corpus) for p in files
-        ]
-        best = (np.stack([emb[p] for p in paths]) @ gallery.T).max(axis=1)
-        table[f"strangers, {corpus.replace('actor', 'ravdess')}"] = (
-            len(paths),
-            {k: int((best >= t).sum()) for k, t in thresholds.items()},
-        )
-    gen_paths = [(s, str(p)) for s, files in genuine.items() for p in files]
-    scores = np.stack([emb[p] for _, p in gen_paths]) @ gallery.T
-    top = names[np.argmax(scores, axis=1)]
-    right = top == np.asarray([s for s, _ in gen_paths])
-    for label in ("missed", "named wrongly"):
-        counts = {}
-        for k, t in thresholds.items():
-            named = scores.max(axis=1) >= t
-            counts[k] = int((~named).sum()) if label == "missed" else int((named & ~right).sum())
-        table[f"enrolled (19, 26, 27), {label}"] = (len(gen_paths), counts)
+    table = identification_table(groups, emb, names, gallery, thresholds)
     print(f"(power-law estimate from 1:1 impostor scores instead: {power:.4f})\n")
     print("| recordings | n | model threshold | calibrated 1:N | power-law 1:N |")
     print("| --- | ---: | ---: | ---: | ---: |")
@@ -234,13 +213,80 @@ def main() -> None:
             f"| {label} | {n} | {counts['model']} | {counts['calibrated 1:N']} "
             f"| {counts['power']} |"
         )
-    results["identification"] = {
+    return {
         "store_speakers": len(names),
         "identify_threshold": calib.identify_threshold,
         "power_threshold": power,
-        "model_threshold": shipped,
+        "model_threshold": model.threshold,
         "rows": {k: {"n": n, **c} for k, (n, c) in table.items()},
     }
+
+
+def identification_table(
+    groups: dict[str, Groups],
+    emb: dict[str, np.ndarray],
+    names: np.ndarray,
+    gallery: np.ndarray,
+    thresholds: dict[str, float],
+) -> dict[str, tuple[int, dict[str, int]]]:
+    """Per row, recordings identified and, at each threshold, strangers named, or enrolled
+    speakers missed or named wrongly."""
+    table = {}
+    for corpus in ("vctk", "arctic", "ami", "aishell", "actor"):
+        paths = [
+            str(p)
+            for s, files in groups["strangers_test"].items()
+            if s.startswith(corpus)
+            for p in files
+        ]
+        best = score(np.stack([emb[p] for p in paths]), gallery).max(axis=1)
+        table[f"strangers, {corpus.replace('actor', 'ravdess')}"] = (
+            len(paths),
+            {k: int((best >= t).sum()) for k, t in thresholds.items()},
+        )
+    gen_paths = [(s, str(p)) for s, files in groups["genuine"].items() for p in files]
+    scores = score(np.stack([emb[p] for _, p in gen_paths]), gallery)
+    top = names[np.argmax(scores, axis=1)]
+    right = top == np.asarray([s for s, _ in gen_paths])
+    for label in ("missed", "named wrongly"):
+        counts = {}
+        for k, t in thresholds.items():
+            named = scores.max(axis=1) >= t
+            counts[k] = int((~named).sum()) if label == "missed" else int((named & ~right).sum())
+        table[f"enrolled (19, 26, 27), {label}"] = (len(gen_paths), counts)
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    ap.add_argument("--cache", type=Path, default=Path("runs/bench_calibration_cache.npz"))
+    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    args = ap.parse_args()
+    # One thread: on a shared CPU two threads spin against each other; results are the same.
+    torch.set_num_threads(1)
+    model = load_model(args.model)
+    embedder = Embedder(model, device="cpu", precision="fp32")
+    groups = file_groups(args.data)
+    everything = [
+        p
+        for role in ("gallery", "genuine", "strangers_cal", "strangers_test")
+        for files in groups[role].values()
+        for p in files
+    ]
+    print(f"embedding {len(everything)} recordings (cached in {args.cache})", flush=True)
+    emb = embed_all(embedder, everything, args.cache)
+    groups = {role: usable(group, emb) for role, group in groups.items()}
+    left_out = len(everything) - sum(
+        len(f)
+        for role in ("gallery", "genuine", "strangers_cal", "strangers_test")
+        for f in groups[role].values()
+    )
+    print(f"{left_out} recording(s) left out: too little speech", flush=True)
+    results: dict[str, object] = {"model": str(model.path), "fingerprint": model.fingerprint}
+    results["verification_ravdess"] = verification(groups, emb, model)
+    results["identification"] = identification(groups, emb, model)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_accuracy import Resemblyzer  # the same baseline, run the same way
+from common import LIBRI, RAVDESS, Resemblyzer, at_threshold, ravdess_files, trimmed
 
-from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
-from speakerid.decision.calibration import as_norm, cohort_stats
+from speakerid.audio import SAMPLE_RATE
+from speakerid.decision.calibration import P_TARGET, as_norm, cohort_stats, pair_trials
 from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.twin import LoadedModel
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
@@ -46,30 +46,15 @@ from speakerid.lab.kway import kway_curve
 from speakerid.lab.metrics import verification_summary, verification_trials
 from speakerid.vectors import l2_normalize, pool
 
-P_TARGET = 0.01
-# The trial sets keep files with at least 1 s of speech after trimming: the CLI's minimum
-# when the published tables were made. Fixed here so that the sets (and the numbers) do not
-# move when the CLI's minimum does (it is 0.5 s now).
-TRIAL_MIN_SAMPLES = SAMPLE_RATE
 KWAY = (4, 40)
 
 
 # ------------------------------------------------------------------------------------ sets
 
 
-def trimmed(files: list[Path]) -> tuple[list[Path], list[np.ndarray]]:
-    """Load and trim, keeping files with at least the CLI's minimum of speech."""
-    kept = []
-    for f in files:
-        wav = trim_silence(load_audio(f), name=str(f))
-        if len(wav) >= TRIAL_MIN_SAMPLES:
-            kept.append((f, wav))
-    return [f for f, _ in kept], [w for _, w in kept]
-
-
 def build_sets(data: Path, test_speakers: list[str], ravdess_per_actor: int) -> dict:
     """Every trial set as ``{name: {"waves", "speakers", "recordings"}}`` (recording sets)."""
-    libri = scan_corpus(data / "LibriSpeech/train-clean-100")
+    libri = scan_corpus(data / LIBRI)
     bank = AudioBank.load(libri, test_speakers)
     frags = fragment_set(bank, hop_seconds=3.0)
     sets: dict[str, dict] = {
@@ -88,14 +73,7 @@ def build_sets(data: Path, test_speakers: list[str], ravdess_per_actor: int) -> 
             rec += [f"{name}#a", f"{name}#b"]
     sets["libri_halves"] = {"waves": halves, "speakers": owner, "recordings": rec}
 
-    rng = np.random.default_rng(0)
-    rav = []
-    for actor in sorted(p for p in (data / "eval-only/ravdess").iterdir() if p.is_dir()):
-        files = sorted(actor.glob("*.flac"))
-        if ravdess_per_actor and len(files) > ravdess_per_actor:
-            files = [files[i] for i in sorted(rng.choice(len(files), ravdess_per_actor, False))]
-        rav += files
-    files, waves = trimmed(rav)
+    files, waves = trimmed(ravdess_files(data / RAVDESS, ravdess_per_actor, seed=0))
     sets["ravdess"] = {
         "waves": waves,
         "speakers": [f.parent.name for f in files],
@@ -169,14 +147,18 @@ def asnorm(
     return as_norm(scores, cohort_stats(a, cohort, top), cohort_stats(b, cohort, top))
 
 
-def pairs(emb: np.ndarray, speakers: np.ndarray, recordings: np.ndarray) -> tuple:
-    """Indices, scores and labels of every cross-recording pair (``verification_trials``'s rule)."""
+def recording_trials(emb: np.ndarray, speakers: np.ndarray, recordings: np.ndarray) -> tuple:
+    """Indices, scores and labels of every pair of a set of whole recordings.
+
+    Each item of these sets is its own recording, so ``verification_trials``'s rule (no
+    same-recording pairs) leaves every pair in: the trials are ``pair_trials``'s, in its order.
+    """
+    if len(set(recordings.tolist())) != len(recordings):
+        sys.exit(
+            "a recording set holds one recording twice: its pairs would need the fragment rule"
+        )
     i, j = np.triu_indices(len(emb), k=1)
-    same = speakers[i] == speakers[j]
-    multi = {s for s in set(speakers) if len(set(recordings[speakers == s])) > 1}
-    drop = same & (recordings[i] == recordings[j]) & np.isin(speakers[i], list(multi))
-    i, j = i[~drop], j[~drop]
-    return i, j, np.einsum("pd,pd->p", emb[i], emb[j]), speakers[i] == speakers[j]
+    return (i, j, *pair_trials(emb, speakers))
 
 
 def summarise(scores: np.ndarray, labels: np.ndarray) -> dict:
@@ -211,7 +193,7 @@ def write_measured(path: Path, results: dict, command: str) -> None:
     path.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--cache", type=Path, default=Path("/tmp/speakerid-bench-cache"))
@@ -249,18 +231,26 @@ def main() -> None:
         help="merge the shipped models' EERs into this file (models/measured.json)",
     )
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    for spec in args.candidate:
+        name, _, path = spec.partition("=")
+        if not name or not path or "(" in name or " " in name:
+            ap.error(f"--candidate {spec!r}: NAME=CHECKPOINT, NAME one word")
+    return args
 
-    accurate, fast, ecapa = load_model("accurate"), load_model("fast"), load_model("ecapa")
-    speakers = sorted(s.rsplit(":", 1)[-1] for s in accurate.info["split"]["test"])
-    sets = build_sets(args.data, speakers, args.ravdess_per_actor)
-    if args.sets:
-        sets = {name: s for name, s in sets.items() if name in args.sets}
+
+Systems = dict[str, dict[str, Callable]]  # row label -> {"frag": fn, "rec": fn}
+
+
+def build_systems(
+    args: argparse.Namespace, shipped: dict[str, LoadedModel]
+) -> tuple[Systems, dict[str, LoadedModel]]:
+    """The rows to score (the shipped models, Resemblyzer, candidates, readings) and the
+    candidates' models by name."""
+    accurate, fast, ecapa = shipped["accurate"], shipped["fast"], shipped["ecapa"]
     emb_acc, emb_fast = Embedder(accurate, "cpu"), Embedder(fast, "cpu")
     emb_ecapa = Embedder(ecapa, "cpu")
     resemblyzer = Resemblyzer()
-    systems: dict[str, dict[str, Callable]] = {
+    systems: Systems = {
         "accurate (CAM++)": {
             "frag": emb_acc.embed_fragments,
             "rec": lambda w: emb_acc.embed_waveform(w, trim=False),
@@ -281,8 +271,6 @@ def main() -> None:
     candidates = {}
     for spec in args.candidate:
         name, _, path = spec.partition("=")
-        if not name or not path or "(" in name or " " in name:
-            ap.error(f"--candidate {spec!r}: NAME=CHECKPOINT, NAME one word")
         candidates[name] = load_model(path)
         emb = Embedder(candidates[name], "cpu")
         systems[f"{name} (candidate)"] = {
@@ -295,16 +283,16 @@ def main() -> None:
         systems["ECAPA one pass"] = {"rec": whole_pass(ecapa)}
     if args.systems:
         systems = {k: v for k, v in systems.items() if k.split()[0] in args.systems}
+    return systems, candidates
 
-    # What each system's embeddings depend on besides the audio: the weights it ran.
-    weights = {
-        "accurate": accurate.fingerprint,
-        "fast": fast.fingerprint,
-        "ecapa": ecapa.fingerprint,
-        "CAM++": accurate.fingerprint,
-        "ECAPA": ecapa.fingerprint,
-        **{name: m.fingerprint for name, m in candidates.items()},
-    }
+
+def embed_sets(
+    systems: Systems, sets: dict, weights: dict[str, str], cache: Path
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each row's embeddings of each set it can read, through the cache.
+
+    ``weights``: the fingerprint of the weights behind each row's first word.
+    """
     embeddings: dict[str, dict[str, np.ndarray]] = {}
     for label, fns in systems.items():
         key = label.split()[0] + ("" if "(" in label else "_" + "_".join(label.split()[1:]))
@@ -318,25 +306,25 @@ def main() -> None:
                 if "frag" not in fns:
                     continue
                 out[name] = cached(
-                    args.cache,
+                    cache,
                     f"{key}_{name}_{digest}",
                     lambda f=fns, s=s: f["frag"](s["fragments"]),
                 )
             else:
                 out[name] = cached(
-                    args.cache,
+                    cache,
                     f"{key}_{name}_{digest}",
                     lambda f=fns, s=s: np.stack([f["rec"](w) for w in s["waves"]]),
                 )
         embeddings[label] = out
+    return embeddings
 
-    thresholds = {
-        "accurate (CAM++)": accurate.threshold,
-        "fast (lstm_s3)": fast.threshold,
-        "ecapa (ECAPA-TDNN)": ecapa.threshold,
-    }
-    thresholds.update({f"{name} (candidate)": m.threshold for name, m in candidates.items()})
-    thresholds = {k: v for k, v in thresholds.items() if k in systems}
+
+def score_sets(
+    embeddings: dict[str, dict[str, np.ndarray]], sets: dict, thresholds: dict[str, float]
+) -> dict[str, dict]:
+    """EER and minDCF of every row on every set (k-way accuracy too on the fragments), and
+    what a shipped model's own threshold does there."""
     results: dict[str, dict] = {}
     for label, by_set in embeddings.items():
         results[label] = {}
@@ -349,50 +337,34 @@ def main() -> None:
                 curve = kway_curve(emb, spk, rec, ks=KWAY, trials=2000, rng=0)
                 r.update({f"acc{k}": curve[k].accuracy for k in KWAY})
             else:
-                s, lab = pairs(emb, spk, rec)[2:]
+                s, lab = recording_trials(emb, spk, rec)[2:]
                 r = summarise(s, lab)
             shipped = thresholds.get(label)
             if shipped is not None:  # what the model's own calibrated threshold does here
-                accept = s >= shipped
-                r["at_model_threshold"] = {
-                    "threshold": shipped,
-                    "miss": float(np.mean(~accept[lab])),
-                    "false_alarm": float(np.mean(accept[~lab])),
-                }
+                r["at_model_threshold"] = {"threshold": shipped, **at_threshold(s, lab, shipped)}
             results[label][name] = r
+    return results
 
-    if args.readings and accurate.cohort is not None and "accurate (CAM++)" in embeddings:
-        cohort = l2_normalize(accurate.cohort)
-        for top in args.asnorm_top:
-            label = f"accurate + AS-norm (top {top})"
-            results[label] = {}
-            for name, emb in embeddings["accurate (CAM++)"].items():
-                spk = np.asarray(sets[name]["speakers"])
-                rec = np.asarray(sets[name]["recordings"])
-                i, j, s, lab = pairs(emb, spk, rec)
-                results[label][name] = summarise(asnorm(s, emb[i], emb[j], cohort, top), lab)
 
-    notes = {
-        name: f"{len(s['speakers'])} items, {len(set(s['speakers']))} speakers"
-        for name, s in sets.items()
-    }
-    report = {
-        "command": " ".join(sys.argv),
-        "models": {
-            "accurate": accurate.fingerprint,
-            "fast": fast.fingerprint,
-            "ecapa": ecapa.fingerprint,
-            **{name: m.fingerprint for name, m in candidates.items()},
-        },
-        "threads": torch.get_num_threads(),
-        "sets": notes,
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    if args.write_measured:
-        write_measured(args.write_measured, results, " ".join(sys.argv))
-    names = list(sets)
+def asnorm_rows(
+    embeddings: dict[str, np.ndarray], sets: dict, cohort: np.ndarray, tops: list[int]
+) -> dict[str, dict]:
+    """The accurate model's rows again, its scores AS-normalised against its cohort."""
+    results: dict[str, dict] = {}
+    for top in tops:
+        label = f"accurate + AS-norm (top {top})"
+        results[label] = {}
+        for name, emb in embeddings.items():
+            spk = np.asarray(sets[name]["speakers"])
+            rec = np.asarray(sets[name]["recordings"])
+            i, j, s, lab = recording_trials(emb, spk, rec)
+            results[label][name] = summarise(asnorm(s, emb[i], emb[j], cohort, top), lab)
+    return results
+
+
+def print_tables(
+    results: dict[str, dict], names: list[str], thresholds: dict[str, float], notes: dict
+) -> None:
     print("| system | " + " | ".join(names) + " | 4-way | 40-way |")
     print("| --- |" + " ---: |" * (len(names) + 2))
     for label, by_set in results.items():
@@ -415,6 +387,46 @@ def main() -> None:
     print()
     for name, note in notes.items():
         print(f"- {name}: {note}")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shipped = {name: load_model(name) for name in ("accurate", "fast", "ecapa")}
+    accurate = shipped["accurate"]
+    speakers = sorted(s.rsplit(":", 1)[-1] for s in accurate.info["split"]["test"])
+    sets = build_sets(args.data, speakers, args.ravdess_per_actor)
+    if args.sets:
+        sets = {name: s for name, s in sets.items() if name in args.sets}
+    systems, candidates = build_systems(args, shipped)
+    models = {name: m.fingerprint for name, m in {**shipped, **candidates}.items()}
+    # What each system's embeddings depend on besides the audio: the weights it ran.
+    weights = {**models, "CAM++": accurate.fingerprint, "ECAPA": shipped["ecapa"].fingerprint}
+    embeddings = embed_sets(systems, sets, weights, args.cache)
+    thresholds = {label: shipped[name].threshold for name, label in SHIPPED_ROWS.items()}
+    thresholds.update({f"{name} (candidate)": m.threshold for name, m in candidates.items()})
+    thresholds = {k: v for k, v in thresholds.items() if k in systems}
+    results = score_sets(embeddings, sets, thresholds)
+    if args.readings and accurate.cohort is not None and "accurate (CAM++)" in embeddings:
+        cohort = l2_normalize(accurate.cohort)
+        results |= asnorm_rows(embeddings["accurate (CAM++)"], sets, cohort, args.asnorm_top)
+    notes = {
+        name: f"{len(s['speakers'])} items, {len(set(s['speakers']))} speakers"
+        for name, s in sets.items()
+    }
+    report = {
+        "command": " ".join(sys.argv),
+        "models": models,
+        "threads": torch.get_num_threads(),
+        "sets": notes,
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.write_measured:
+        write_measured(args.write_measured, results, " ".join(sys.argv))
+    print_tables(results, list(sets), thresholds, notes)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ reference row. Markdown to stdout, JSON to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_accuracy import Resemblyzer, held_out_speakers, libri_bank, load_run
+from common import Resemblyzer, held_out_speakers, libri_bank, load_run, write_json
 
 from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.encoders.pretrained import GE2E, init_from_ge2e
@@ -46,6 +45,22 @@ def score(emb: np.ndarray, speakers: np.ndarray, recordings: np.ndarray, trials:
     # Every k from 2 on, as bench_accuracy.py kway draws them: the same tasks as its table.
     curve = kway_curve(emb, speakers, recordings, range(2, max(KS) + 1), 1, trials, rng=0)
     return {"eer": eer(scores, labels)[0], **{f"acc{k}": curve[k].accuracy for k in KS}}
+
+
+def print_table(rows: list[dict], n_speakers: int, n_fragments: int) -> None:
+    lines = [
+        f"### GE2E read differently ({n_speakers} held-out speakers, {n_fragments} fragments)",
+        "",
+        "| system | step (ms) | windows | fragment EER | 4-way | 40-way |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        step = 10 * r["stride"]
+        lines.append(
+            f"| {r['system']} | {step} | {r['windows']} | {r['eer']:.2%} "
+            f"| {r['acc4']:.3f} | {r['acc40']:.3f} |"
+        )
+    print("\n".join(lines))
 
 
 def main() -> None:
@@ -90,19 +105,7 @@ def main() -> None:
             Embedder(model, "cpu").embed_fragments(frags.waves),
         )
 
-    lines = [
-        f"### GE2E read differently ({len(speakers)} held-out speakers, {len(frags)} fragments)",
-        "",
-        "| system | step (ms) | windows | fragment EER | 4-way | 40-way |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        step = 10 * r["stride"]
-        lines.append(
-            f"| {r['system']} | {step} | {r['windows']} | {r['eer']:.2%} "
-            f"| {r['acc4']:.3f} | {r['acc40']:.3f} |"
-        )
-    print("\n".join(lines))
+    print_table(rows, len(speakers), len(frags))
     report = {
         "command": "bench/bench_readings.py " + " ".join(sys.argv[1:]),
         "speakers": len(speakers),
@@ -111,8 +114,7 @@ def main() -> None:
         "rows": rows,
     }
     if args.out != "-":
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {args.out}", file=sys.stderr)
+        write_json(Path(args.out), report)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,57 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import held_out_speakers, libri_bank
 
 from speakerid.audio import SAMPLE_RATE, fragment
 from speakerid.embedding.backends.torch import Embedder, load_model
-from speakerid.lab.data import AudioBank, scan_corpus
+from speakerid.encoders.twin import LoadedModel
+from speakerid.lab.data import AudioBank
 from speakerid.lab.metrics import verification_summary
-from speakerid.vectors import l2_normalize
+from speakerid.vectors import l2_normalize, score
 
 LENGTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def enrollments(embedder: Embedder, bank: AudioBank) -> tuple[np.ndarray, np.ndarray]:
+    """The first half of each trimmed recording, embedded as one recording, and its owner."""
+    enroll, owner = [], []
+    for spk, waves in zip(bank.speakers, bank.waves, strict=True):
+        for wav in waves:
+            mid = len(wav) // 2
+            enroll.append(embedder.embed_waveform(wav[:mid], trim=False))
+            owner.append(spk)
+    return np.stack(enroll), np.asarray(owner)
+
+
+def crops(
+    bank: AudioBank, size: int, per_recording: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[str]]:
+    """``per_recording`` crops of ``size`` samples from the second half of each recording
+    long enough for them, at seeded offsets, and each crop's speaker."""
+    out, owner = [], []
+    for spk, waves in zip(bank.speakers, bank.waves, strict=True):
+        for wav in waves:
+            second = wav[len(wav) // 2 :]
+            if len(second) < size:
+                continue
+            for start in rng.integers(0, len(second) - size + 1, per_recording):
+                out.append(second[start : start + size])
+                owner.append(spk)
+    return out, owner
+
+
+def read(
+    reading: str, pieces: list[np.ndarray], embedder: Embedder, model: LoadedModel
+) -> np.ndarray:
+    """The crops' embeddings, ``tiled`` as the pipeline reads them or ``as is``."""
+    if reading == "tiled":
+        # the pipeline's rule (audio.fragment), below the CLI's minimum too
+        tiled = [fragment(c, min_speech=min(LENGTHS))[0] for c in pieces]
+        return embedder.embed_fragments(np.stack(tiled))
+    with torch.inference_mode():
+        batch = torch.from_numpy(np.stack(pieces))
+        return l2_normalize(model.encoder(batch).numpy())
 
 
 def main() -> None:
@@ -41,51 +84,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     embedder = Embedder(model, "cpu")
-    speakers = sorted(s.rsplit(":", 1)[-1] for s in model.info["split"]["test"])
-    bank = AudioBank.load(scan_corpus(args.data / "LibriSpeech/train-clean-100"), speakers)
-    enroll, owner, seconds = [], [], []
-    for spk, waves in zip(bank.speakers, bank.waves, strict=True):
-        for wav in waves:
-            mid = len(wav) // 2
-            enroll.append(embedder.embed_waveform(wav[:mid], trim=False))
-            owner.append(spk)
-            seconds.append(len(wav) / SAMPLE_RATE)
-    enroll_arr = np.stack(enroll)
-    owner_arr = np.asarray(owner)
+    bank = libri_bank(args.data, held_out_speakers(model))
+    enroll, owner = enrollments(embedder, bank)
     rng = np.random.default_rng(0)
     readings = ["tiled"] + (["as is"] if model.encoder.config.arch == "campp" else [])
     results: dict[str, dict[str, dict]] = {r: {} for r in readings}
-    for seconds_ in LENGTHS:
-        size = int(seconds_ * SAMPLE_RATE)
-        crops, crop_owner = [], []
-        for spk, waves in zip(bank.speakers, bank.waves, strict=True):
-            for wav in waves:
-                second = wav[len(wav) // 2 :]
-                if len(second) < size:
-                    continue
-                for start in rng.integers(0, len(second) - size + 1, args.crops):
-                    crops.append(second[start : start + size])
-                    crop_owner.append(spk)
-        labels = np.asarray(crop_owner)[:, None] == owner_arr[None, :]
+    for seconds in LENGTHS:
+        pieces, piece_owner = crops(bank, int(seconds * SAMPLE_RATE), args.crops, rng)
+        labels = np.asarray(piece_owner)[:, None] == owner[None, :]
         for reading in readings:
-            if reading == "tiled":
-                # the pipeline's rule (audio.fragment), below the CLI's minimum too
-                tiled = [fragment(c, min_speech=min(LENGTHS))[0] for c in crops]
-                emb = embedder.embed_fragments(np.stack(tiled))
-            else:
-                with torch.inference_mode():
-                    batch = torch.from_numpy(np.stack(crops))
-                    emb = l2_normalize(model.encoder(batch).numpy())
-            scores = emb @ enroll_arr.T
+            scores = score(read(reading, pieces, embedder, model), enroll)
             r = verification_summary(scores.ravel(), labels.ravel())
-            results[reading][f"{seconds_:g}"] = {
+            results[reading][f"{seconds:g}"] = {
                 "eer": r.eer,
                 "min_dcf": r.min_dcf,
                 "n_target": r.n_target,
                 "n_nontarget": r.n_nontarget,
             }
             print(
-                f"{args.model} {reading:6} {seconds_:>4g} s: EER {100 * r.eer:.2f}%",
+                f"{args.model} {reading:6} {seconds:>4g} s: EER {100 * r.eer:.2f}%",
                 file=sys.stderr,
             )
     report = {

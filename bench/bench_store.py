@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from common import machine_line
 
 from speakerid.store.search import top_k
 from speakerid.store.speakers import SpeakerStore
@@ -38,23 +37,14 @@ from speakerid.vectors import score
 
 FINGERPRINT = "bench" + "0" * 59  # a stand-in model identity
 ANN_SECTION = "## Approximate search"  # the part of the report that bench_ann.py's tables fill
-
-
-def machine() -> str:
-    """CPU model name and core count, as lscpu reports them."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in pairs}
-        cpu = f"{fields.get('Model name', 'unknown CPU')}, {fields.get('CPU(s)', '?')} CPU(s)"
-    except (OSError, subprocess.CalledProcessError):
-        cpu = f"{platform.processor() or 'unknown CPU'}"
-    return f"{cpu}; {platform.system()} {platform.release()}; Python {platform.python_version()}"
+# bench_latency.py imports the machine line from here; it is to take common.machine_line.
+machine = machine_line
 
 
 def shipped_dim() -> int:
     """Embedding size of the shipped model (``models/default.safetensors``)."""
-    from speakerid.embedding.pipeline import load_model  # torch only when the size is not given
+    # torch only when the size is not given
+    from speakerid.embedding.backends.torch import load_model
 
     return load_model().encoder.config.embedding_dim
 
@@ -165,6 +155,44 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_up(args: argparse.Namespace, rows: list[dict], backend: str) -> str:
+    """The markdown report: the machine, the command line, the table and its notes."""
+    command = "python bench/bench_store.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    return "\n".join(
+        [
+            "# Enrollment store benchmark",
+            "",
+            f"Machine: {machine_line()}; numpy {np.__version__}.",
+            f"Command: `{command}` (D = {args.dim}, top {args.top}, median of {args.repeats} "
+            f"single searches; batch of {args.batch} queries).",
+            "",
+            table(rows),
+            "",
+            "Notes:",
+            "",
+            "- *insert*: `SpeakerStore.add_vectors` in one transaction (each speaker also gets "
+            "one `(imported)` recording row, whose embedding is the speaker's vector, stored "
+            "once); *load*: the first `matrix()` of a freshly opened store, SQLite rows -> "
+            "one contiguous float32 "
+            f"matrix ({args.dim * 4} bytes per speaker, "
+            f"{max(args.sizes) * args.dim * 4 / 1e6:.0f} MB for {max(args.sizes):,}).",
+            "- *search, 1 query*: `SpeakerStore.search(q, top_k)` on the loaded store, the cost "
+            "`speakerid identify` adds after embedding the file: one data-version check, one "
+            "matrix-vector product, `argpartition` top-k. *per query in a batch*: the same with "
+            f"{args.batch} queries at once (one matrix product), divided by {args.batch}.",
+            f"- search backend: {backend}. With faiss installed, `SpeakerStore` uses "
+            "`IndexFlatIP` (exact) automatically; `--numpy-only` forces numpy.",
+            "- *kept index* (`--index`, `speakerid index`): the search index beside the store "
+            "(speakerid/store/search.py); *open + first search*: a new `SpeakerStore` answering "
+            "its first query, which with an index reads no vectors out of SQLite (they are "
+            "memory-mapped); *search with index*: later queries.",
+            "- The machine's cores are shared with other jobs, so the numbers are indicative "
+            "(a few tens of percent run to run).",
+            "",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**4, 10**5, 10**6])
@@ -210,40 +238,7 @@ def main(argv: list[str] | None = None) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-    command = "python bench/bench_store.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
-    report = "\n".join(
-        [
-            "# Enrollment store benchmark",
-            "",
-            f"Machine: {machine()}; numpy {np.__version__}.",
-            f"Command: `{command}` (D = {args.dim}, top {args.top}, median of {args.repeats} "
-            f"single searches; batch of {args.batch} queries).",
-            "",
-            table(rows),
-            "",
-            "Notes:",
-            "",
-            "- *insert*: `SpeakerStore.add_vectors` in one transaction (each speaker also gets "
-            "one `(imported)` recording row, whose embedding is the speaker's vector, stored "
-            "once); *load*: the first `matrix()` of a freshly opened store, SQLite rows -> "
-            "one contiguous float32 "
-            f"matrix ({args.dim * 4} bytes per speaker, "
-            f"{max(args.sizes) * args.dim * 4 / 1e6:.0f} MB for {max(args.sizes):,}).",
-            "- *search, 1 query*: `SpeakerStore.search(q, top_k)` on the loaded store, the cost "
-            "`speakerid identify` adds after embedding the file: one data-version check, one "
-            "matrix-vector product, `argpartition` top-k. *per query in a batch*: the same with "
-            f"{args.batch} queries at once (one matrix product), divided by {args.batch}.",
-            f"- search backend: {backend}. With faiss installed, `SpeakerStore` uses "
-            "`IndexFlatIP` (exact) automatically; `--numpy-only` forces numpy.",
-            "- *kept index* (`--index`, `speakerid index`): the search index beside the store "
-            "(speakerid/store/search.py); *open + first search*: a new `SpeakerStore` answering "
-            "its first query, which with an index reads no vectors out of SQLite (they are "
-            "memory-mapped); *search with index*: later queries.",
-            "- The machine's cores are shared with other jobs, so the numbers are indicative "
-            "(a few tens of percent run to run).",
-            "",
-        ]
-    )
+    report = write_up(args, rows, backend)
     previous = Path(args.out).read_text() if args.out != "-" and Path(args.out).exists() else ""
     if ANN_SECTION in previous:  # bench_ann.py's results, pasted below, are kept
         report += "\n" + previous[previous.index(ANN_SECTION) :]

@@ -29,7 +29,7 @@ from speakerid.audio import SAMPLE_RATE, fragment, load_audio, trim_silence
 from speakerid.decision.model import QualityTrials
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.errors import AudioError
-from speakerid.vectors import pool
+from speakerid.vectors import pool, score
 
 CUT_SECONDS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)  # test speech lengths
 SPLIT_MIN_SECONDS = 8.0  # a lone LibriSpeech utterance this long is split into two recordings
@@ -218,7 +218,7 @@ def build_trials(
                 if len(others) > max_nontarget:
                     others = rng.choice(others, size=max_nontarget, replace=False)
                 for cuts, label in ((tests, True), (others, False)):
-                    cols["s"].append(e.cut_vectors[cuts] @ vector)
+                    cols["s"].append(score(e.cut_vectors[cuts], vector))
                     cols["y"].append(np.full(len(cuts), label))
                     cols["t"].append(e.cut_seconds[cuts])
                     cols["es"].append(np.full(len(cuts), seconds))

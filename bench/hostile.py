@@ -354,10 +354,30 @@ def stores(d: Path, p: dict[str, Path]) -> dict[str, Path]:
 
 
 def corpus(d: Path, p: dict[str, Path], s: dict[str, Path], every: bool) -> list[Case]:
+    """Every case of the first table: bad audio, bad stores, bad models, bad options."""
     m = ["--model", str(p["model"])]
+    st = ["--store", str(s["good"])]
+    sample = str(p["bob2"])
+    cases = [
+        *_audio_cases(d, p, s, m),
+        *_store_cases(d, p, s, m, sample),
+        *_model_cases(d, p, s, sample),
+        *_option_cases(s, [*m, *st], sample),
+    ]
+    if every:
+        return cases
+    # One run per input unless --every (each start costs seconds of torch import): the
+    # plain and the --json variants alternate from input to input, so both stay covered.
+    groups: dict[str, list[Case]] = {}
+    for c in cases:
+        groups.setdefault(c.name.split(":")[0].removesuffix(" --json"), []).append(c)
+    return [group[i % len(group)] for i, group in enumerate(groups.values())]
+
+
+def _audio_cases(d: Path, p: dict[str, Path], s: dict[str, Path], m: list[str]) -> list[Case]:
+    """Unreadable, damaged, silent or odd audio files."""
     good_store = s["good"]
     st = ["--store", str(good_store)]
-    sample = str(p["bob2"])
     cases: list[Case] = []
     audio_needles = {
         "empty": "cannot be read as audio",
@@ -429,7 +449,15 @@ def corpus(d: Path, p: dict[str, Path], s: dict[str, Path], every: bool) -> list
                 f"audio/{key}: verify works", ["verify", "alice", str(p[key]), *m, *st], expect="ok"
             )
         )
+    return cases
 
+
+def _store_cases(
+    d: Path, p: dict[str, Path], s: dict[str, Path], m: list[str], sample: str
+) -> list[Case]:
+    """Damaged, foreign, newer, unreadable and read-only stores, and a store's new folder."""
+    st = ["--store", str(s["good"])]
+    cases: list[Case] = []
     for key, needle in {
         "empty": "is empty",
         "text": "not an SQLite database",
@@ -489,7 +517,14 @@ def corpus(d: Path, p: dict[str, Path], s: dict[str, Path], every: bool) -> list
             needle="new folder",
         )
     )
+    return cases
 
+
+def _model_cases(d: Path, p: dict[str, Path], s: dict[str, Path], sample: str) -> list[Case]:
+    """Damaged, tampered and missing model files."""
+    good_store = s["good"]
+    st = ["--store", str(good_store)]
+    cases: list[Case] = []
     for key, needle in {
         "model_wrong_shape": "has shape",
         "model_nan_threshold": "threshold",
@@ -515,7 +550,14 @@ def corpus(d: Path, p: dict[str, Path], s: dict[str, Path], every: bool) -> list
             json=True,
         )
     )
+    return cases
 
+
+def _option_cases(s: dict[str, Path], model_and_store: list[str], sample: str) -> list[Case]:
+    """Out-of-range options, bad speaker names, an unknown speaker."""
+    good_store = s["good"]
+    st = ["--store", str(good_store)]
+    cases: list[Case] = []
     for label, argv, needle in [
         ("--threshold 5", ["verify", "alice", sample, "--threshold", "5"], "threshold"),
         ("--threshold -5", ["verify", "alice", sample, "--threshold", "-5"], "threshold"),
@@ -526,11 +568,13 @@ def corpus(d: Path, p: dict[str, Path], s: dict[str, Path], every: bool) -> list
         ("name too long", ["enroll", "x" * 65, sample], "speaker name"),
         ("unknown speaker", ["verify", "zed", sample], "not enrolled"),
     ]:
-        cases.append(Case(f"option/{label}", [*argv, *m, *st], needle=needle, store=good_store))
+        cases.append(
+            Case(f"option/{label}", [*argv, *model_and_store], needle=needle, store=good_store)
+        )
         cases.append(
             Case(
                 f"option/{label} --json",
-                [*argv, *m, *st],
+                [*argv, *model_and_store],
                 needle=needle,
                 store=good_store,
                 json=True,
@@ -541,14 +585,7 @@ def corpus(d: Path, p: dict[str, Path], s: dict[str, Path], every: bool) -> list
             "option/remove unknown", ["remove", "zed", *st], needle="not enrolled", store=good_store
         )
     )
-    if every:
-        return cases
-    # One run per input unless --every (each start costs seconds of torch import): the
-    # plain and the --json variants alternate from input to input, so both stay covered.
-    groups: dict[str, list[Case]] = {}
-    for c in cases:
-        groups.setdefault(c.name.split(":")[0].removesuffix(" --json"), []).append(c)
-    return [group[i % len(group)] for i, group in enumerate(groups.values())]
+    return cases
 
 
 # ---------------------------------------------------------------- concurrency and kills

@@ -17,7 +17,7 @@ import numpy as np
 from speakerid.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE, Clip, to_16k_mono
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.embedding.pipeline import open_embedder
-from speakerid.errors import AudioError, SpeakerIDError
+from speakerid.errors import SpeakerIDError
 from speakerid.recognition import (
     BulkEnrollResult,
     EmbedResult,
@@ -26,6 +26,7 @@ from speakerid.recognition import (
     OnFile,
     Source,
     Verification,
+    each_file,
     embed_files,
     enroll,
     enroll_directory,
@@ -214,19 +215,11 @@ class SpeakerID:
         chunks and needs ``min_speech`` seconds of speech."""
         from speakerid.decision.timeline import identify_segments
 
-        results: list[Timeline | FileError] = []
-        for done, file in enumerate(files, 1):
-            try:
-                results.append(
-                    identify_segments(self.store, self.embedder, file, threshold, config)
-                )
-            except AudioError as exc:
-                if strict:
-                    raise
-                results.append(FileError(str(file), str(exc)))
-            if on_file:
-                on_file(done, len(files))
-        return results
+        def timeline(file: Source) -> Timeline:
+            return identify_segments(self.store, self.embedder, file, threshold, config)
+
+        done = each_file(files, timeline, strict=strict, on_file=on_file)
+        return [result for _, result in done]
 
     def embed(self, audio: Source | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
         """One recording -> its ``(D,)`` unit embedding.

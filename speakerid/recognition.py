@@ -9,10 +9,11 @@ is ``speakerid.decision.thresholds``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_fields
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -60,6 +61,7 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
 
 Source = AudioSource  # a path as given, ``-`` or stdin spooled (``Spooled``), or a ``Clip``
 OnFile = Callable[[int, int], None]  # progress: ``on_file(files_done, files_total)``
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- results
@@ -541,16 +543,35 @@ def embed_files(
     """
     vectors: dict[str, np.ndarray] = {}
     errors: list[FileError] = []
+    work = lambda path: embed(embedder, path)  # noqa: E731
+    for path, result in each_file(paths, work, strict=strict, on_file=on_file):
+        if isinstance(result, FileError):
+            errors.append(result)
+        else:
+            vectors[str(path)] = result
+    return EmbedResult(vectors, errors)
+
+
+def each_file(
+    paths: Sequence[Source],
+    work: Callable[[Source], T],
+    *,
+    strict: bool = False,
+    on_file: OnFile | None = None,
+) -> Iterator[tuple[Source, T | FileError]]:
+    """``work`` on each file in order: its result, or a ``FileError`` for audio that cannot be
+    used (with ``strict`` the first one raises). A batch's rule: one bad file never costs
+    the others. Anything else (a damaged model, a store error) raises at once."""
     for done, path in enumerate(paths, 1):
         try:
-            vectors[str(path)] = embed(embedder, path)
+            result: T | FileError = work(path)
         except AudioError as exc:
             if strict:
                 raise
-            errors.append(FileError(str(path), str(exc)))
+            result = FileError(str(path), str(exc))
         if on_file:
             on_file(done, len(paths))
-    return EmbedResult(vectors, errors)
+        yield path, result
 
 
 def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:

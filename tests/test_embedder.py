@@ -12,45 +12,18 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import VOICES, synth_voice
+from encoder_helpers import SMALL, small_checkpoint, small_encoder, waves
 
 from speakerid.audio import FRAGMENT_SAMPLES, SAMPLE_RATE
 from speakerid.embedding.backends.torch import Embedder, native_bf16, resolve_precision
 from speakerid.encoders.twin import (
-    Encoder,
-    ModelConfig,
     load_encoder,
     save_encoder,
 )
-from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
+from speakerid.errors import AudioError, SpeakerIDError
 from speakerid.vectors import l2_normalize, pool
 
-SMALL = {"channels": 32, "embedding_dim": 16}
-
-
-def waves(batch: int, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return 0.1 * torch.randn(batch, FRAGMENT_SAMPLES, generator=gen)
-
-
-def small_encoder(seed: int = 0, **overrides: object) -> Encoder:
-    torch.manual_seed(seed)
-    return Encoder(ModelConfig(**{**SMALL, **overrides})).eval()
-
-
-def assert_one_line(exc: pytest.ExceptionInfo[CheckpointError]) -> str:
-    message = str(exc.value)
-    assert message and "\n" not in message
-    return message
-
-
 # ----------------------------------------------------------------------------- encoder
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
-    save_encoder(small_encoder(seed=3), path, threshold=0.625, info={"note": "x", "step": 7})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +195,8 @@ def test_long_files_are_embedded_as_a_stream_with_the_same_vector(
     streamed = embedder.embed_file(path)
     assert streamed_calls == [path]
     assert float(whole @ streamed) > 0.99999
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors")

@@ -9,37 +9,15 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
+from encoder_helpers import assert_one_line, small_checkpoint, small_encoder
 
 import speakerid.encoders.registry as registry
-from speakerid.audio import FRAGMENT_SAMPLES
 from speakerid.embedding.backends.torch import load_model
 from speakerid.encoders.twin import (
-    Encoder,
-    ModelConfig,
     file_sha256,
     save_encoder,
 )
 from speakerid.errors import CheckpointError
-
-SMALL = {"channels": 32, "embedding_dim": 16}
-
-
-def waves(batch: int, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return 0.1 * torch.randn(batch, FRAGMENT_SAMPLES, generator=gen)
-
-
-def small_encoder(seed: int = 0, **overrides: object) -> Encoder:
-    torch.manual_seed(seed)
-    return Encoder(ModelConfig(**{**SMALL, **overrides})).eval()
-
-
-def assert_one_line(exc: pytest.ExceptionInfo[CheckpointError]) -> str:
-    message = str(exc.value)
-    assert message and "\n" not in message
-    return message
-
 
 # ----------------------------------------------------------------------------- encoder
 
@@ -51,13 +29,6 @@ def _default() -> registry.ShippedModel:
 def _pin(monkeypatch: pytest.MonkeyPatch, sha256: str) -> None:
     entry = dataclasses.replace(_default(), sha256=sha256)
     monkeypatch.setitem(registry.SHIPPED, entry.name, entry)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
-    save_encoder(small_encoder(seed=3), path, threshold=0.625, info={"note": "x", "step": 7})
-    return path
 
 
 @pytest.fixture
@@ -127,3 +98,8 @@ def test_every_shipped_model_matches_its_pin(name: str) -> None:
     assert model.fingerprint == registry.SHIPPED[name].sha256
     assert model.threshold is not None and -1.0 < model.threshold < 1.0
     assert set(model.info["split"]) >= {"val", "test"}  # benchmarks hold these speakers out
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors")

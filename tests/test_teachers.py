@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +115,7 @@ def test_pool_teacher_settings_that_cannot_work_are_refused(
 ) -> None:
     cfg = tiny(corpus, tmp_path, objective="distill", teacher=str(teacher), test_speakers=2)
     with pytest.raises(DataError, match=text):
-        train(replace(cfg, **change), console=quiet())
+        train(cfg.changed(**change), console=quiet())
 
 
 def test_init_from_a_whitened_checkpoint_loads_its_body_and_leaves_the_back_end(
@@ -127,7 +126,7 @@ def test_init_from_a_whitened_checkpoint_loads_its_body_and_leaves_the_back_end(
     shipped.whitening.matrix.mul_(2.0)  # a fitted back-end, not the identity
     save_encoder(shipped, tmp_path / "shipped.safetensors", threshold=0.5)
     cfg = tiny(corpus, tmp_path / "run", init_from=str(tmp_path / "shipped.safetensors"))
-    cfg = replace(cfg, channels=16, test_speakers=2, steps=1, lr=1e-12)
+    cfg = cfg.changed(channels=16, test_speakers=2, steps=1, lr=1e-12)
     train(cfg, console=quiet())
     started = load_encoder(tmp_path / "run" / "best.safetensors").encoder
     assert started.whitening is None
@@ -135,7 +134,7 @@ def test_init_from_a_whitened_checkpoint_loads_its_body_and_leaves_the_back_end(
     for name, value in started.body.named_parameters():
         torch.testing.assert_close(value, weights[name], atol=1e-6, rtol=0)
     with pytest.raises(CheckpointError, match="model settings differ"):
-        train(replace(cfg, embedding_dim=12, out=str(tmp_path / "other")), console=quiet())
+        train(cfg.changed(embedding_dim=12, out=str(tmp_path / "other")), console=quiet())
 
 
 def test_the_projection_starts_at_the_least_squares_map(
@@ -165,7 +164,7 @@ def test_a_run_keeps_its_final_encoder_and_a_resume_at_the_end_rewrites_it(
     assert final.info["step"] == 2 and set(final.info["validation"]) == {"acc2", "eer", "threshold"}
     assert final.threshold == pytest.approx(final.info["validation"]["threshold"])
     (tmp_path / "final.safetensors").unlink()
-    train(replace(cfg, resume=True), console=quiet())  # nothing left to train: only saved
+    train(cfg.changed(resume=True), console=quiet())  # nothing left to train: only saved
     again = load_encoder(tmp_path / "final.safetensors")
     assert again.threshold == final.threshold and again.info["step"] == 2
     for name, value in again.encoder.state_dict().items():

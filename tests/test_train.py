@@ -15,7 +15,6 @@ import io
 import itertools
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,16 @@ from scipy.signal import lfilter
 from speakerid.audio import SAMPLE_RATE
 from speakerid.encoders.twin import ModelConfig, load_encoder
 from speakerid.errors import CheckpointError, DataError
-from speakerid.lab.train import (
+from speakerid.lab.config import (
+    AugmentConfig,
+    DistillConfig,
+    LossConfig,
+    OptimConfig,
+    SplitConfig,
     TrainConfig,
-    _set_lr,
-    config_from_overrides,
-    train,
+    ValidationConfig,
 )
+from speakerid.lab.train import _set_lr, train
 
 SR = SAMPLE_RATE
 N_SPEAKERS = 8
@@ -111,7 +114,8 @@ def tiny(corpus: Path, out: Path, **overrides: Any) -> TrainConfig:
         "augment": False,
         "device": "cpu",
     }
-    return TrainConfig(**{**base, **overrides})
+    data = base.pop("data")
+    return TrainConfig.from_flat(data, **{**base, **overrides})
 
 
 def history(out: Path) -> list[dict[str, float]]:
@@ -139,8 +143,8 @@ def test_aam_learns_to_tell_unseen_synthetic_speakers_apart(corpus: Path, tmp_pa
     formants survive random filters), so the loss drop is what shows the optimisation works.
     """
     out = tmp_path / "aam"
-    cfg = TrainConfig(
-        data=(str(corpus),),
+    cfg = TrainConfig.from_flat(
+        (str(corpus),),
         out=str(out),
         objective="aam",
         frontend="fbank",
@@ -166,7 +170,7 @@ def test_aam_learns_to_tell_unseen_synthetic_speakers_apart(corpus: Path, tmp_pa
     assert summary["history"]["eer"] <= 0.25
 
     model = load_encoder(summary["best"])
-    assert model.encoder.config == cfg.model_config()
+    assert model.encoder.config == cfg.model
     assert model.threshold is not None and -1.0 <= model.threshold <= 1.0
     split = model.info["split"]
     assert len(split["test"]) == 4 and len(split["train"]) == 4
@@ -197,7 +201,7 @@ def test_case_study_bce_run_writes_a_loadable_encoder(corpus: Path, tmp_path: Pa
     for name in ("best.safetensors", "last.pt", "history.json", "summary.json"):
         assert (out / name).is_file(), name
     model = load_encoder(out / "best.safetensors")
-    assert model.encoder.config == cfg.model_config()
+    assert model.encoder.config == cfg.model
     # The shipped file is the encoder alone: no pair head inside.
     assert all(k.startswith(("body.", "frontend.")) for k in model.encoder.state_dict())
     with torch.no_grad():
@@ -318,7 +322,7 @@ def test_lstm_student_starts_as_the_teacher(corpus: Path, tmp_path: Path) -> Non
     # LSTM starts near 1 - cos ~ 1).
     assert last["distill"] < 0.5
     with pytest.raises(DataError, match="distill"):
-        train(replace(cfg, objective="aam"), console=quiet())
+        train(cfg.changed(objective="aam"), console=quiet())
 
 
 @pytest.mark.skipif(
@@ -353,9 +357,9 @@ def test_init_from_continues_a_checkpoint_and_selects_on_distillation(
     assert train(again, quiet())["history"]["val_distill"] == pytest.approx(start, abs=1e-5)
     # A checkpoint of another shape is refused, as are two sources of starting weights.
     with pytest.raises(CheckpointError, match="model settings differ"):
-        train(replace(again, stem_stride=2, out=str(tmp_path / "c")), quiet())
+        train(again.changed(stem_stride=2, out=str(tmp_path / "c")), quiet())
     with pytest.raises(DataError, match="pick one"):
-        train(replace(again, init_teacher=True), quiet())
+        train(again.changed(init_teacher=True), quiet())
 
 
 # ----------------------------------------------------------------------------- settings
@@ -388,29 +392,55 @@ def test_windows_on_another_body_are_refused_by_the_encoder(corpus: Path, tmp_pa
     assert "needs the lstm body" in str(exc.value) and "\n" not in str(exc.value)
 
 
-def test_config_from_overrides_ignores_unset_options() -> None:
-    cfg = config_from_overrides(("a", "b"), steps=5, lr=None, nonsense=3, arch="cnn2d")
-    assert cfg.data == ("a", "b") and cfg.steps == 5 and cfg.arch == "cnn2d"
-    assert cfg.lr == TrainConfig(data=()).lr
-    assert cfg.model_config().arch == "cnn2d"
-    lstm = config_from_overrides(("a",), arch="lstm", windows=2, teacher_windows=2)
-    assert lstm.model_config().windows == 2 and lstm.teacher_windows == 2
+def test_settings_are_routed_to_their_group_by_name() -> None:
+    cfg = TrainConfig.from_flat(("a", "b"), steps=5, arch="cnn2d", teacher_windows=2, seed=3)
+    assert cfg.data == ("a", "b") and cfg.seed == 3
+    assert cfg.optim == OptimConfig(steps=5) and cfg.model == ModelConfig(arch="cnn2d")
+    assert cfg.distill == DistillConfig(teacher_windows=2)
+    assert (cfg.loss, cfg.augmentation, cfg.split, cfg.validation) == (
+        LossConfig(),
+        AugmentConfig(),
+        SplitConfig(),
+        ValidationConfig(),
+    )
+    assert cfg.changed(lr=0.5).optim == OptimConfig(steps=5, lr=0.5)  # the rest kept
+    with pytest.raises(TypeError, match="nonsense"):
+        TrainConfig.from_flat(("a",), nonsense=3)
+    with pytest.raises(TypeError, match="whiten"):  # fitted afterwards, never by a run
+        TrainConfig.from_flat(("a",), whiten=True)
+
+
+def test_setting_names_are_unique_and_a_config_round_trips() -> None:
+    """Every group field is one setting (no name in two groups), and ``flat`` lists them
+    all: building from a config's flat record gives the same config."""
+    groups = [ModelConfig, LossConfig, DistillConfig, OptimConfig, AugmentConfig, SplitConfig,
+              ValidationConfig]  # fmt: skip
+    names = [f.name for g in groups for f in dataclasses.fields(g)]
+    assert len(names) == len(set(names))
+    settings = TrainConfig.settings()
+    derived = {"whiten", "fragment_samples"}  # set by `speakerid whiten`; audio.FRAGMENT_SAMPLES
+    assert set(names) - derived <= set(settings) and not derived & set(settings)
+    cfg = TrainConfig.from_flat(
+        ("x",), out="o", arch="lstm", aam_margin=0.3, mix_prob=0.1, batch_size=8,
+        spec_augment=True, holdout_prefix="s", val_ways=(2, 3), device="cpu", resume=True,
+    )  # fmt: skip
+    record = json.loads(json.dumps(cfg.flat()))  # as a checkpoint holds it
+    assert list(record) == ["data", *settings]
+    data = tuple(record.pop("data"))
+    again = TrainConfig.from_flat(data, **{**record, "val_ways": tuple(record["val_ways"])})
+    assert again == cfg
 
 
 def test_every_model_setting_a_run_may_choose_is_a_train_setting() -> None:
-    """TrainConfig carries each ModelConfig field by name, except the two a run does not set."""
-    derived = {"whiten", "fragment_samples"}  # set by `speakerid whiten`; audio.FRAGMENT_SAMPLES
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert model_fields - derived <= train_fields
-    assert TrainConfig(data=()).model_config() == ModelConfig()  # the same defaults
+    """The run's model is a ModelConfig with the same defaults, set by field name."""
+    assert TrainConfig(data=()).model == ModelConfig()
     changed = {"n_mels": 40, "n_mfcc": 20, "lstm_layers": 2, "stem_stride": 3, "channels": 8}
-    cfg = TrainConfig(data=(), **changed).model_config()
+    cfg = TrainConfig.from_flat((), **changed).model
     assert all(getattr(cfg, k) == v for k, v in changed.items())
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
-    cfg = TrainConfig(data=(), steps=100, lr=1e-3)
+    cfg = TrainConfig.from_flat((), steps=100, lr=1e-3)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
 
     def lr_at(step: int, elapsed: float = 0.0, c: TrainConfig = cfg) -> float:
@@ -422,5 +452,5 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert max(lrs) == pytest.approx(1e-3, rel=0.01) and int(np.argmax(lrs)) == 5
     assert all(x >= y for x, y in itertools.pairwise(lrs[5:]))  # monotone decay
     assert lrs[-1] < 1e-5
-    timed = TrainConfig(data=(), steps=100, lr=1e-3, max_minutes=1.0)
+    timed = cfg.changed(max_minutes=1.0)
     assert lr_at(10, elapsed=60.0, c=timed) == pytest.approx(0.0, abs=1e-12)  # budget spent

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from encoder_helpers import SMALL, assert_one_line, small_checkpoint, small_encoder, waves
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -29,25 +30,6 @@ from speakerid.encoders.twin import (
 from speakerid.errors import CheckpointError
 from speakerid.lab.losses import DISTANCES
 from speakerid.vectors import l2_normalize
-
-SMALL = {"channels": 32, "embedding_dim": 16}
-
-
-def waves(batch: int, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return 0.1 * torch.randn(batch, FRAGMENT_SAMPLES, generator=gen)
-
-
-def small_encoder(seed: int = 0, **overrides: object) -> Encoder:
-    torch.manual_seed(seed)
-    return Encoder(ModelConfig(**{**SMALL, **overrides})).eval()
-
-
-def assert_one_line(exc: pytest.ExceptionInfo[CheckpointError]) -> str:
-    message = str(exc.value)
-    assert message and "\n" not in message
-    return message
-
 
 # ----------------------------------------------------------------------------- encoder
 
@@ -173,13 +155,6 @@ def test_whitened_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
-    save_encoder(small_encoder(seed=3), path, threshold=0.625, info={"note": "x", "step": 7})
-    return path
 
 
 def test_round_trip_gives_identical_outputs(ckpt: Path) -> None:
@@ -507,3 +482,8 @@ def test_deeply_nested_header_json_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as exc:
         read_header(deep)
     assert "damaged checkpoint metadata" in assert_one_line(exc)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors")

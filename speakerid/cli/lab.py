@@ -6,8 +6,11 @@ so that loading this module for ``--help`` stays light.
 
 from __future__ import annotations
 
+import inspect
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -33,7 +36,12 @@ from speakerid.errors import PLOT_EXTRA, require
 from speakerid.outputs import output_target, replacing
 from speakerid.store.speakers import SpeakerStore
 
+if TYPE_CHECKING:
+    from speakerid.decision.calibrate import CalibrationReport
+
 # ---------------------------------------------------------------- training and evaluation
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DataDirs = Annotated[
     list[Path],
@@ -50,97 +58,92 @@ def _opt(help_: str, *names: str) -> Any:
     return typer.Option(*names, help=help_, show_default=False)
 
 
+# The help of each training setting's flag, in --help order. The flag is the setting's name
+# (``--batch-size`` sets ``batch_size``), its type the setting's; unset, the config's default
+# holds. ``resume`` has a flag of its own below (no --no-resume).
+TRAIN_FLAGS: dict[str, str] = {
+    "objective": "bce (case study) | aam | distill.",
+    "frontend": "raw | mfcc | fbank | kaldi_fbank | powermel | ge2e | vggish.",
+    "arch": "cnn1d | cnn2d | ecapa_lite | lstm | campp.",
+    "embedding_dim": "Embedding size.",
+    "channels": "Width of the encoder body.",
+    "n_mels": "fbank, kaldi_fbank: mel bands.",
+    "n_mfcc": "mfcc: coefficients.",
+    "stem_stride": "ecapa_lite stem stride; powermel frames per step.",
+    "lstm_layers": "lstm: recurrent layers.",
+    "windows": "lstm: equal windows a fragment is read as.",
+    "teacher": "distill: ge2e, or a speakerid model (accurate, a path).",
+    "teacher_pool": "distill, speakerid teacher: crops it labels once.",
+    "teacher_windows": "distill: equal windows the teacher reads (0: its partials).",
+    "distance": "bce: euclidean | cosine | l1.",
+    "steps": "Optimiser steps.",
+    "batch_size": "Fragments or pairs per step.",
+    "lr": "Peak learning rate.",
+    "optimizer": "radam | adamw.",
+    "weight_decay": "Weight decay.",
+    "aam_margin": "AAM angular margin.",
+    "aam_scale": "AAM logit scale.",
+    "test_speakers": "Speakers held out.",
+    "val_speakers": "Held out for model selection (0: the test ones).",
+    "train_speakers": "Training speakers (0: all the rest).",
+    "holdout_prefix": "Hold out only ids starting with this.",
+    "val_every": "Steps between validations.",
+    "val_ways": "k of validation k-way tasks.",
+    "val_trials": "Tasks per validation k.",
+    "aam_weight": "distill: extra AAM term.",
+    "relation_weight": "distill: batch cosine-matrix term.",
+    "speed_min": "Slowest speed perturbation.",
+    "speed_max": "Fastest speed perturbation.",
+    "augment": "Augment on the fly.",
+    "spec_augment": "Mask features.",
+    "mix_prob": "distill: overlaid-voice share.",
+    "init_teacher": "distill, lstm: start from GE2E.",
+    "init_from": "Start from this checkpoint (same model settings).",
+    "select_on": "Best checkpoint by: accuracy | distill (val distillation loss).",
+    "seed": "Random seed (splits, sampling, init).",
+    "device": "cpu | cuda (default: cuda if present).",
+    "max_minutes": "Time budget; the schedule decays within it.",
+    "amp": "bf16 on CUDA.",
+}
+
+
+def _setting_flag(name: str, kind: type, help_: str) -> inspect.Parameter:
+    """The keyword parameter (so the Typer option) of one training setting."""
+    flag = "--" + name.replace("_", "-")
+    if kind is bool:
+        option = typer.Option(f"{flag}/--no-{flag[2:]}", help=help_)
+    else:
+        option = _opt(help_, flag)
+    if typing.get_origin(kind) is tuple:  # a repeated option arrives as a list
+        kind = list[typing.get_args(kind)[0]]
+    annotation = Annotated[kind | None, option]
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+    )
+
+
+def _with_setting_flags(fn: F) -> F:
+    """Give ``fn`` (``data, out_dir, ..., **settings``) a flag per entry of ``TRAIN_FLAGS``,
+    after ``out_dir``; the values reach ``fn`` in ``settings``, None where not given."""
+    from speakerid.lab.config import TrainConfig
+
+    kinds = TrainConfig.settings()
+    flags = [_setting_flag(name, kinds[name][1], help_) for name, help_ in TRAIN_FLAGS.items()]
+    signature = inspect.signature(fn, eval_str=True)  # Typer reads __signature__ as it is
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in signature.parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    fn.__signature__ = signature.replace(parameters=[*own[:2], *flags, *own[2:]])  # type: ignore[attr-defined]
+    return fn
+
+
 @command("train")
+@_with_setting_flags
 def train_cmd(
     data: DataDirs,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/train"),
-    objective: Annotated[
-        str | None, _opt("bce (case study) | aam | distill.", "--objective")
-    ] = None,
-    frontend: Annotated[
-        str | None,
-        _opt("raw | mfcc | fbank | kaldi_fbank | powermel | ge2e | vggish.", "--frontend"),
-    ] = None,
-    arch: Annotated[
-        str | None, _opt("cnn1d | cnn2d | ecapa_lite | lstm | campp.", "--arch")
-    ] = None,
-    embedding_dim: Annotated[int | None, _opt("Embedding size.", "--embedding-dim")] = None,
-    channels: Annotated[int | None, _opt("Width of the encoder body.", "--channels")] = None,
-    n_mels: Annotated[int | None, _opt("fbank, kaldi_fbank: mel bands.", "--n-mels")] = None,
-    n_mfcc: Annotated[int | None, _opt("mfcc: coefficients.", "--n-mfcc")] = None,
-    stem_stride: Annotated[
-        int | None, _opt("ecapa_lite stem stride; powermel frames per step.", "--stem-stride")
-    ] = None,
-    lstm_layers: Annotated[int | None, _opt("lstm: recurrent layers.", "--lstm-layers")] = None,
-    windows: Annotated[
-        int | None, _opt("lstm: equal windows a fragment is read as.", "--windows")
-    ] = None,
-    teacher: Annotated[
-        str | None,
-        _opt("distill: ge2e, or a speakerid model (accurate, a path).", "--teacher"),
-    ] = None,
-    teacher_pool: Annotated[
-        int | None, _opt("distill, speakerid teacher: crops it labels once.", "--teacher-pool")
-    ] = None,
-    teacher_windows: Annotated[
-        int | None,
-        _opt("distill: equal windows the teacher reads (0: its partials).", "--teacher-windows"),
-    ] = None,
-    distance: Annotated[str | None, _opt("bce: euclidean | cosine | l1.", "--distance")] = None,
-    steps: Annotated[int | None, _opt("Optimiser steps.", "--steps")] = None,
-    batch_size: Annotated[int | None, _opt("Fragments or pairs per step.", "--batch-size")] = None,
-    lr: Annotated[float | None, _opt("Peak learning rate.", "--lr")] = None,
-    optimizer: Annotated[str | None, _opt("radam | adamw.", "--optimizer")] = None,
-    weight_decay: Annotated[float | None, _opt("Weight decay.", "--weight-decay")] = None,
-    aam_margin: Annotated[float | None, _opt("AAM angular margin.", "--aam-margin")] = None,
-    aam_scale: Annotated[float | None, _opt("AAM logit scale.", "--aam-scale")] = None,
-    test_speakers: Annotated[int | None, _opt("Speakers held out.", "--test-speakers")] = None,
-    val_speakers: Annotated[
-        int | None, _opt("Held out for model selection (0: the test ones).", "--val-speakers")
-    ] = None,
-    train_speakers: Annotated[
-        int | None, _opt("Training speakers (0: all the rest).", "--train-speakers")
-    ] = None,
-    holdout_prefix: Annotated[
-        str | None, _opt("Hold out only ids starting with this.", "--holdout-prefix")
-    ] = None,
-    val_every: Annotated[int | None, _opt("Steps between validations.", "--val-every")] = None,
-    val_ways: Annotated[
-        list[int] | None, _opt("k of validation k-way tasks.", "--val-ways")
-    ] = None,
-    val_trials: Annotated[int | None, _opt("Tasks per validation k.", "--val-trials")] = None,
-    aam_weight: Annotated[float | None, _opt("distill: extra AAM term.", "--aam-weight")] = None,
-    relation_weight: Annotated[
-        float | None, _opt("distill: batch cosine-matrix term.", "--relation-weight")
-    ] = None,
-    speed_min: Annotated[float | None, _opt("Slowest speed perturbation.", "--speed-min")] = None,
-    speed_max: Annotated[float | None, _opt("Fastest speed perturbation.", "--speed-max")] = None,
-    augment: Annotated[
-        bool | None, typer.Option("--augment/--no-augment", help="Augment on the fly.")
-    ] = None,
-    spec_augment: Annotated[
-        bool | None, typer.Option("--spec-augment/--no-spec-augment", help="Mask features.")
-    ] = None,
-    mix_prob: Annotated[float | None, _opt("distill: overlaid-voice share.", "--mix-prob")] = None,
-    init_teacher: Annotated[
-        bool | None,
-        typer.Option("--init-teacher/--no-init-teacher", help="distill, lstm: start from GE2E."),
-    ] = None,
-    init_from: Annotated[
-        str | None, _opt("Start from this checkpoint (same model settings).", "--init-from")
-    ] = None,
-    select_on: Annotated[
-        str | None,
-        _opt("Best checkpoint by: accuracy | distill (val distillation loss).", "--select-on"),
-    ] = None,
-    seed: Annotated[int | None, _opt("Random seed (splits, sampling, init).", "--seed")] = None,
-    device: Annotated[
-        str | None, _opt("cpu | cuda (default: cuda if present).", "--device")
-    ] = None,
-    max_minutes: Annotated[
-        float | None, _opt("Time budget; the schedule decays within it.", "--max-minutes")
-    ] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="bf16 on CUDA.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
     distributed: Annotated[
         bool,
@@ -152,18 +155,22 @@ def train_cmd(
         ),
     ] = False,
     json_: JsonOpt = False,
+    **settings: Any,
 ) -> None:
     """Train a twin encoder on speaker-labelled audio and keep the best checkpoint."""
     from speakerid.lab import distributed as ddp
-    from speakerid.lab.train import config_from_overrides, train
+    from speakerid.lab.config import TrainConfig
+    from speakerid.lab.train import train
 
     if distributed and not ddp.launched():
         fail(f"--distributed: start the command under torchrun: {ddp.TORCHRUN_LINE}")
-    skip = {"data", "out_dir", "json_", "distributed", "ddp"}
-    values = {k: v for k, v in locals().items() if k not in skip}
-    if values["val_ways"]:
-        values["val_ways"] = tuple(values["val_ways"])
-    cfg = config_from_overrides(tuple(str(d) for d in data), out=str(out_dir), **values)
+    given = {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in settings.items()
+        if value is not None  # not given: the config's default
+    }
+    data_dirs = tuple(str(d) for d in data)
+    cfg = TrainConfig.from_flat(data_dirs, out=str(out_dir), resume=resume, **given)
     summary = train(cfg, console=err)
     if summary.get("rank", 0):  # rank 0 reports for a torchrun job
         return
@@ -273,6 +280,16 @@ def evaluate_cmd(
     if json_:
         print_json(report)
         return
+    out.print(_kway_table(report))
+    ver = report["verification_fragments"]
+    out.print(
+        f"fragment EER {ver['eer']:.4f} at score {ver['eer_threshold']:.4f}, "
+        f"minDCF(0.01) {ver['min_dcf']:.4f}; report and plots in {out_dir}"
+    )
+
+
+def _kway_table(report: dict[str, Any]) -> Table:
+    """1-shot k-way accuracy at a few k: the model, the compared ones, the baselines."""
     curve = report["kway"]["model, 1-shot"]
     knn = report["kway"]["MFCC-stats k-NN, 1-shot"]
     table = Table(title=f"{report['n_speakers']} speakers, {report['n_fragments']} fragments")
@@ -294,66 +311,72 @@ def evaluate_cmd(
                 f"{knn[k]['accuracy']:.3f}",
                 f"{report['random_baseline'][k]:.3f}",
             )
-    out.print(table)
-    ver = report["verification_fragments"]
-    out.print(
-        f"fragment EER {ver['eer']:.4f} at score {ver['eer_threshold']:.4f}, "
-        f"minDCF(0.01) {ver['min_dcf']:.4f}; report and plots in {out_dir}"
-    )
+    return table
 
 
 # ---------------------------------------------------------------- calibration
 
 
+CalibrationData = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Labelled recordings from your domain: DIR/<speaker>/*.wav|flac or "
+        "DIR/<speaker>/<chapter>/*.flac; 4+ speakers, most with 2+ recordings.",
+        metavar="DATA...",
+        show_default=False,
+    ),
+]
+TargetOpt = Annotated[
+    str, typer.Option("--target", help="1:1 operating point: eer, or far (with --far).")
+]
+FarOpt = Annotated[
+    float | None,
+    _opt(
+        "False-accept rate to set the 1:1 threshold for (e.g. 0.01); implies --target far.",
+        "--far",
+    ),
+]
+FpirOpt = Annotated[
+    float,
+    typer.Option(
+        "--fpir",
+        help="Share of strangers identify may name as someone enrolled, at the store's "
+        "current size: sets the 1:N threshold.",
+    ),
+]
+NormOpt = Annotated[
+    str, typer.Option("--norm", help="Scores to calibrate: none (cosine) | asnorm.")
+]
+CohortOpt = Annotated[
+    str,
+    typer.Option(
+        "--cohort",
+        help="AS-norm cohort: auto (the model's if it ships one) | model | store (the "
+        "enrolled speakers).",
+    ),
+]
+EnrollSizeOpt = Annotated[
+    int, typer.Option("--enroll-size", min=1, help="Recordings pooled per trial model.")
+]
+PlotOpt = Annotated[
+    Path | None, _opt("Write score histograms and a DET curve to this PNG.", "--plot")
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Report only; leave the store as it is.")
+]
+
+
 @command("calibrate")
 def calibrate_cmd(
-    data: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Labelled recordings from your domain: DIR/<speaker>/*.wav|flac or "
-            "DIR/<speaker>/<chapter>/*.flac; 4+ speakers, most with 2+ recordings.",
-            metavar="DATA...",
-            show_default=False,
-        ),
-    ],
-    target: Annotated[
-        str, typer.Option("--target", help="1:1 operating point: eer, or far (with --far).")
-    ] = "eer",
-    far: Annotated[
-        float | None,
-        _opt(
-            "False-accept rate to set the 1:1 threshold for (e.g. 0.01); implies --target far.",
-            "--far",
-        ),
-    ] = None,
-    fpir: Annotated[
-        float,
-        typer.Option(
-            "--fpir",
-            help="Share of strangers identify may name as someone enrolled, at the store's "
-            "current size: sets the 1:N threshold.",
-        ),
-    ] = 0.05,
-    norm: Annotated[
-        str, typer.Option("--norm", help="Scores to calibrate: none (cosine) | asnorm.")
-    ] = "none",
-    cohort: Annotated[
-        str,
-        typer.Option(
-            "--cohort",
-            help="AS-norm cohort: auto (the model's if it ships one) | model | store (the "
-            "enrolled speakers).",
-        ),
-    ] = "auto",
-    enroll_size: Annotated[
-        int, typer.Option("--enroll-size", min=1, help="Recordings pooled per trial model.")
-    ] = 3,
-    plot: Annotated[
-        Path | None, _opt("Write score histograms and a DET curve to this PNG.", "--plot")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Report only; leave the store as it is.")
-    ] = False,
+    data: CalibrationData,
+    target: TargetOpt = "eer",
+    far: FarOpt = None,
+    fpir: FpirOpt = 0.05,
+    norm: NormOpt = "none",
+    cohort: CohortOpt = "auto",
+    enroll_size: EnrollSizeOpt = 3,
+    plot: PlotOpt = None,
+    dry_run: DryRunOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the trial models' recordings.")] = 0,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
@@ -378,13 +401,11 @@ def calibrate_cmd(
         fail(f"unknown --target {target!r}; one of ['eer', 'far']")
     if target == "far" and far is None:
         fail("--target far needs --far RATE (e.g. --far 0.01)")
-    if target == "eer" and far is not None:
-        target = "far"
+    # --far alone implies --target far: the rate given is always the one to calibrate for
     if plot is not None:
         output_target(plot)  # refused before the store is written, not after
-    embedder = open_embedder(
-        model, None, precision
-    )  # the torch backend: calibrate has no --backend
+    # the torch backend: calibrate has no --backend
+    embedder = open_embedder(model, None, precision)
     with (
         SpeakerStore(store) as db,
         progress_bar() as progress,
@@ -398,7 +419,7 @@ def calibrate_cmd(
             db,
             embedder,
             data,
-            far=far if target == "far" else None,
+            far=far,
             fpir=fpir,
             norm=norm,
             cohort=cohort,
@@ -407,23 +428,36 @@ def calibrate_cmd(
             dry_run=dry_run,
             on_file=on_file,
         )
-    cal = report.calibration
     if plot is not None:
-        from speakerid.decision.plot import plot_calibration
-
-        lines = {f"calibrated ({cal.target})": cal.threshold}
-        if report.model_threshold is not None and cal.norm == "none":
-            lines = {"model": report.model_threshold, **lines}
-        plot_calibration(
-            report.trials,
-            lines,
-            plot,
-            "AS-norm score" if cal.norm == "asnorm" else "cosine",
-            report.decided,
-        )
+        _plot_calibration(report, plot)
     if json_:
         print_json({**report.as_dict(), "store": str(db.path), "plot": plot and str(plot)})
         return
+    _print_calibration(report)
+    where = shown_markup(db.path)
+    out.print(f"written to {where}" if report.written else f"dry run: {where} unchanged")
+
+
+def _plot_calibration(report: CalibrationReport, path: Path) -> None:
+    """Score histograms with the thresholds drawn in, and the DET curve, into ``path``."""
+    from speakerid.decision.plot import plot_calibration
+
+    cal = report.calibration
+    lines = {f"calibrated ({cal.target})": cal.threshold}
+    if report.model_threshold is not None and cal.norm == "none":
+        lines = {"model": report.model_threshold, **lines}
+    plot_calibration(
+        report.trials,
+        lines,
+        path,
+        "AS-norm score" if cal.norm == "asnorm" else "cosine",
+        report.decided,
+    )
+
+
+def _print_calibration(report: CalibrationReport) -> None:
+    """The score distributions, error rates and thresholds set, and any notes."""
+    cal = report.calibration
     for item in report.skipped:
         err.print(f"skipped: {shown(item.error)}", style="yellow", markup=False, soft_wrap=True)
     table = Table(title=f"{cal.n_speakers} speakers, {cal.n_recordings} recordings")
@@ -458,8 +492,6 @@ def calibrate_cmd(
         _print_conditions(report.conditions, cal.decision)
     for note in report.notes:
         err.print(f"note: {shown(note)}", style="yellow", markup=False, soft_wrap=True)
-    where = shown_markup(db.path)
-    out.print(f"written to {where}" if report.written else f"dry run: {where} unchanged")
 
 
 def _print_conditions(rows: list[dict[str, Any]], decision: dict[str, Any] | None) -> None:

@@ -200,90 +200,77 @@ def fit_calibration(
         (leave-one-speaker-out); with fewer recordings than that needs, from the 1:1
         impostor scores raised to the N-th power; with no gallery, not at all.
     """
-    if norm not in NORMS:
-        raise DataError(f"unknown --norm {norm!r}; one of {list(NORMS)}")
-    if far is not None and not 0.0 < far < 1.0:
-        raise DataError(f"--far must lie strictly between 0 and 1, not {far}")
-    if not 0.0 < fpir < 1.0:
-        raise DataError(f"--fpir must lie strictly between 0 and 1, not {fpir}")
-    name_of = dict(zip(data.speakers.tolist(), data.names.tolist(), strict=True))
+    _check_operating_points(norm, far, fpir)
     raw = _trials(data, enroll_size, seed)
-    trials = raw
-    top_k = None
+    trials, top_k = raw, None
     if norm == "asnorm":
-        if cohort is None or len(cohort) < MIN_COHORT + (cohort_names is not None):
-            size = 0 if cohort is None else len(cohort)
-            raise DataError(
-                f"AS-norm needs a cohort of at least {MIN_COHORT} speakers besides the one "
-                f"scored; the {cohort_kind or 'store'} cohort has {size} (enroll more speakers, "
-                "or use --norm none)"
-            )
-        top_k = min(ASNORM_TOP_K, len(cohort) - 1)
-
-        def normalised(q: np.ndarray, m: np.ndarray, owners: np.ndarray) -> np.ndarray:
-            owner_names = np.asarray([name_of[o] for o in owners])
-            return as_norm_scores(q, m, owner_names, cohort, cohort_names, top_k)
-
-        trials = _trials(data, enroll_size, seed, normalised)
+        trials, top_k = _asnorm_trials(data, enroll_size, seed, cohort, cohort_names, cohort_kind)
     threshold = _operating_point(trials, far)
     raw_threshold = threshold if trials is raw else _operating_point(raw, far)
     _refuse_degenerate(raw, raw_threshold)
-    rate, eer_at = eer_point(trials.scores, trials.labels)
-    dcf, dcf_at = min_dcf(trials.scores, trials.labels, P_TARGET)
-    fa, miss = rates_at(trials.scores, trials.labels, threshold)
     notes: list[str] = []
-    open_set: dict[str, Any] = {}
-    if gallery is not None and len(gallery):
-        open_set = _open_set(
-            data,
-            trials,
-            fpir,
-            norm,
-            cohort,
-            cohort_names,
-            top_k,
-            gallery,
-            np.asarray(gallery_names),
-            notes,
-        )
-    else:
-        notes.append(
-            "no speakers are enrolled yet: the 1:N threshold is not set; identify "
-            "uses the 1:1 one until you enroll speakers and run calibrate again"
-        )
+    open_set = _open_set(
+        data, trials, fpir, norm, cohort, cohort_names, top_k, gallery, gallery_names, notes
+    )
     fitted, cells, decided = None, [], None
     if norm == "none" and data.seconds is not None:
         fitted, cells, decided = _decision_fit(data, decision, enroll_size, seed, sources, notes)
-    model_fa = model_miss = None
-    if model_threshold is not None:
-        model_fa, model_miss = rates_at(raw.scores, raw.labels, model_threshold)
     calibration = Calibration(
         threshold=threshold,
         raw_threshold=raw_threshold,
         target="eer" if far is None else f"far={far:g}",
         norm=norm,
-        eer=rate,
-        eer_threshold=eer_at,
-        min_dcf=dcf,
-        min_dcf_threshold=dcf_at,
-        p_target=P_TARGET,
-        false_accept_rate=fa,
-        miss_rate=miss,
-        n_speakers=len(np.unique(data.speakers)),
-        n_recordings=len(data.speakers),
-        n_target=trials.n_target,
-        n_nontarget=trials.n_nontarget,
-        enroll_size=enroll_size,
-        data=[str(s) for s in sources],
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        model_fingerprint=fingerprint,
+        **_trial_measures(trials, threshold),
+        **_provenance(data, enroll_size, sources, fingerprint),
         store_speakers=0 if gallery is None else len(gallery),
-        cohort=cohort_kind if norm == "asnorm" else None,
-        cohort_size=None if norm != "asnorm" or cohort is None else len(cohort),
-        top_k=top_k,
+        **_cohort_fields(norm, cohort, cohort_kind, top_k),
         decision=None if fitted is None else asdict(fitted),
         **open_set,
     )
+    return _report(calibration, raw, trials, model_threshold, notes, data, cells, decided)
+
+
+def _provenance(
+    data: Labelled, enroll_size: int, sources: Sequence[str], fingerprint: str
+) -> dict[str, Any]:
+    """``Calibration``'s fields saying what it was fitted on, when, for which model."""
+    return {
+        "n_speakers": len(np.unique(data.speakers)),
+        "n_recordings": len(data.speakers),
+        "enroll_size": enroll_size,
+        "data": [str(s) for s in sources],
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model_fingerprint": fingerprint,
+    }
+
+
+def _cohort_fields(
+    norm: str, cohort: np.ndarray | None, cohort_kind: str | None, top_k: int | None
+) -> dict[str, Any]:
+    """``Calibration``'s AS-norm fields: which cohort, its size, the top-k used."""
+    asnorm = norm == "asnorm"
+    return {
+        "cohort": cohort_kind if asnorm else None,
+        "cohort_size": None if not asnorm or cohort is None else len(cohort),
+        "top_k": top_k,
+    }
+
+
+def _report(
+    calibration: Calibration,
+    raw: Trials,
+    trials: Trials,
+    model_threshold: float | None,
+    notes: list[str],
+    data: Labelled,
+    cells: list[dict[str, Any]],
+    decided: tuple[QualityTrials, np.ndarray] | None,
+) -> CalibrationReport:
+    """The report of a calibration: its trials' score distributions and how the model's
+    own threshold fares on them (raw cosine)."""
+    model_fa = model_miss = None
+    if model_threshold is not None:
+        model_fa, model_miss = rates_at(raw.scores, raw.labels, model_threshold)
     return CalibrationReport(
         calibration,
         distribution(trials.scores[trials.labels]),
@@ -298,6 +285,65 @@ def fit_calibration(
         cells,
         decided,
     )
+
+
+def _check_operating_points(norm: str, far: float | None, fpir: float) -> None:
+    """Refuse an unknown score normalisation or a rate outside (0, 1)."""
+    if norm not in NORMS:
+        raise DataError(f"unknown --norm {norm!r}; one of {list(NORMS)}")
+    if far is not None and not 0.0 < far < 1.0:
+        raise DataError(f"--far must lie strictly between 0 and 1, not {far}")
+    if not 0.0 < fpir < 1.0:
+        raise DataError(f"--fpir must lie strictly between 0 and 1, not {fpir}")
+
+
+def _asnorm_trials(
+    data: Labelled,
+    enroll_size: int,
+    seed: int,
+    cohort: np.ndarray | None,
+    cohort_names: np.ndarray | None,
+    cohort_kind: str | None,
+) -> tuple[Trials, int]:
+    """The enrollment-style trials scored with AS-norm against ``cohort``, and its top-k.
+
+    A cohort of the store's own speakers (``cohort_names`` given) needs one speaker more,
+    since the trial's own speaker is left out of it.
+    """
+    if cohort is None or len(cohort) < MIN_COHORT + (cohort_names is not None):
+        size = 0 if cohort is None else len(cohort)
+        raise DataError(
+            f"AS-norm needs a cohort of at least {MIN_COHORT} speakers besides the one "
+            f"scored; the {cohort_kind or 'store'} cohort has {size} (enroll more speakers, "
+            "or use --norm none)"
+        )
+    top_k = min(ASNORM_TOP_K, len(cohort) - 1)
+    name_of = dict(zip(data.speakers.tolist(), data.names.tolist(), strict=True))
+
+    def normalised(q: np.ndarray, m: np.ndarray, owners: np.ndarray) -> np.ndarray:
+        owner_names = np.asarray([name_of[o] for o in owners])
+        return as_norm_scores(q, m, owner_names, cohort, cohort_names, top_k)
+
+    return _trials(data, enroll_size, seed, normalised), top_k
+
+
+def _trial_measures(trials: Trials, threshold: float) -> dict[str, Any]:
+    """``Calibration``'s fields measured on the trials: EER, minDCF, the rates at
+    ``threshold`` and the trial counts."""
+    rate, eer_at = eer_point(trials.scores, trials.labels)
+    dcf, dcf_at = min_dcf(trials.scores, trials.labels, P_TARGET)
+    fa, miss = rates_at(trials.scores, trials.labels, threshold)
+    return {
+        "eer": rate,
+        "eer_threshold": eer_at,
+        "min_dcf": dcf,
+        "min_dcf_threshold": dcf_at,
+        "p_target": P_TARGET,
+        "false_accept_rate": fa,
+        "miss_rate": miss,
+        "n_target": trials.n_target,
+        "n_nontarget": trials.n_nontarget,
+    }
 
 
 DEGENERATE_THRESHOLD = 0.999  # a cosine threshold this high accepts only copies of a recording
@@ -366,25 +412,33 @@ def _open_set(
     cohort: np.ndarray | None,
     cohort_names: np.ndarray | None,
     top_k: int | None,
-    gallery: np.ndarray,
-    gallery_names: np.ndarray,
+    gallery: np.ndarray | None,
+    gallery_names: Sequence[str],
     notes: list[str],
 ) -> dict[str, Any]:
-    """The 1:N threshold fields of a ``Calibration`` (see ``fit_calibration``)."""
-    best = best_other_scores(data.embeddings, data.names, gallery, gallery_names)
+    """The 1:N threshold fields of a ``Calibration`` (see ``fit_calibration``); none, with
+    a note, when no speaker is enrolled."""
+    if gallery is None or not len(gallery):
+        notes.append(
+            "no speakers are enrolled yet: the 1:N threshold is not set; identify "
+            "uses the 1:1 one until you enroll speakers and run calibrate again"
+        )
+        return {}
+    enrolled = np.asarray(gallery_names)
+    best = best_other_scores(data.embeddings, data.names, gallery, enrolled)
     strangers = np.isfinite(best)  # a recording whose name is the only one enrolled has none
     scores = best[strangers]
     if norm == "asnorm" and len(scores):
         # identify names the top raw candidate when its normalised score passes: the same here
         sims = score(data.embeddings[strangers], gallery)
-        same = data.names[strangers][:, None] == gallery_names[None, :]
+        same = data.names[strangers][:, None] == enrolled[None, :]
         top = np.argmax(np.where(same, -np.inf, sims), axis=1)
         scores = np.asarray(
             [
                 as_norm_scores(
                     q[None],
                     gallery[j][None],
-                    gallery_names[j : j + 1],
+                    enrolled[j : j + 1],
                     cohort,
                     cohort_names,
                     top_k or ASNORM_TOP_K,

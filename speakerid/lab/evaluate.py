@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from speakerid.lab.kway import (
     random_baseline,
 )
 from speakerid.lab.metrics import verification_summary, verification_trials
+
+if TYPE_CHECKING:
+    from speakerid.lab.data import FragmentSet
 
 JSON_DIGITS = 4  # floats in reports are rounded to this many digits
 
@@ -113,52 +116,21 @@ def evaluate_model(
     """
     from speakerid.embedding.backends.torch import Embedder
     from speakerid.lab.data import AudioBank, fragment_set, scan_corpora
-    from speakerid.lab.plots import plot_det, plot_kway_curve, plot_tsne
 
     if speakers not in SPEAKER_SETS:
         raise DataError(f"unknown speaker set {speakers!r}; one of {list(SPEAKER_SETS)}")
     recordings = scan_corpora(list(data))
-    available = sorted({r.speaker for r in recordings})
-    if speakers == "all":
-        chosen = available
-    else:
-        listed = model.info.get("split", {}).get(speakers, [])
-        if not listed:
-            raise DataError(
-                f"the model records no {speakers!r} speakers; use --speakers all on a corpus "
-                "it was not trained on"
-            )
-        chosen = match_speakers(listed, available)
-        if len(chosen) < 2:
-            raise DataError(
-                f"only {len(chosen)} of the model's {len(listed)} {speakers} speakers are in "
-                "the given corpora"
-            )
+    chosen = _chosen_speakers(model, sorted({r.speaker for r in recordings}), speakers)
     frags = fragment_set(AudioBank.load(recordings, chosen))
     emb = Embedder(model, device=device, precision=precision).embed_fragments(frags.waves)
-    rng = np.random.default_rng(seed)
-    n_spk = eligible_speakers(frags.speakers, 1)
-    ks = range(2, min(max_way, n_spk) + 1)
-    curves: dict[str, dict[int, KWayResult]] = {
-        "model, 1-shot": kway_curve(emb, frags.speakers, frags.recordings, ks, 1, trials, rng=rng)
-    }
-    for n in shots:
-        if n <= 1:
-            continue
-        n_ok = eligible_speakers(frags.speakers, n)
-        if n_ok < 2:
-            continue
-        ks_n = range(2, min(max_way, n_ok) + 1)
-        for method in METHODS:
-            curves[f"model, {n}-shot {method}"] = kway_curve(
-                emb, frags.speakers, frags.recordings, ks_n, n, trials, method=method, rng=rng
-            )
+    ks = range(2, min(max_way, eligible_speakers(frags.speakers, 1)) + 1)
+    curves = _model_curves(emb, frags, max_way, shots, trials, np.random.default_rng(seed))
     systems = {"model": emb}
-    for other in compare:
-        name = Path(other.path).stem
-        label = Path(other.path).parent.name if name == "best" else name
-        embedder = Embedder(other, device=device, precision=precision)
-        systems[label] = embedder.embed_fragments(frags.waves)
+    for other in compare:  # the same fragments, and the same 1-shot tasks (rng=seed)
+        label = _label(other)
+        systems[label] = Embedder(other, device=device, precision=precision).embed_fragments(
+            frags.waves
+        )
         curves[f"{label}, 1-shot"] = kway_curve(
             systems[label], frags.speakers, frags.recordings, ks, 1, trials, rng=seed
         )
@@ -170,15 +142,25 @@ def evaluate_model(
         label: verification_trials(e, frags.speakers, frags.recordings, rng=seed)
         for label, e in systems.items()
     }
-    scores, labels = trials_by_system["model"]
-    verification = verification_summary(scores, labels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plot_kway_curve(curves, out / "kway.png", reference=CASE_STUDY_KWAY)
-    plot_det(trials_by_system, out / "det.png")
-    if tsne:
-        plot_tsne(emb, frags.speakers, out / "tsne.png")
-    report = report_json(
+    _plot(out, curves, trials_by_system, (emb, frags.speakers) if tsne else None)
+    report = _report(model, compare, speakers, frags, ks, curves, trials_by_system)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _report(
+    model: Any,
+    compare: Sequence[Any],
+    speakers: str,
+    frags: FragmentSet,
+    ks: range,
+    curves: dict[str, dict[int, KWayResult]],
+    trials_by_system: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, Any]:
+    """``report.json``: the curves, baselines and each system's fragment verification."""
+    return report_json(
         {
             "model": str(model.path),
             "fingerprint": model.fingerprint,
@@ -187,15 +169,80 @@ def evaluate_model(
             "n_fragments": len(frags),
             "random_baseline": {k: random_baseline(k) for k in ks},
             "kway": curves,
-            "verification_fragments": verification,
+            "verification_fragments": verification_summary(*trials_by_system["model"]),
             "compared": {
                 label: {
                     "model": str(m.path),
                     "verification_fragments": verification_summary(*trials_by_system[label]),
                 }
-                for label, m in zip(list(systems)[1:], compare, strict=True)
+                for label, m in zip(list(trials_by_system)[1:], compare, strict=True)
             },
         }
     )
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    return report
+
+
+def _label(model: Any) -> str:
+    """A compared model's name: its file's stem, or its run folder's for a ``best`` file."""
+    name = Path(model.path).stem
+    return Path(model.path).parent.name if name == "best" else name
+
+
+def _plot(
+    out: Path,
+    curves: dict[str, dict[int, KWayResult]],
+    trials_by_system: dict[str, tuple[np.ndarray, np.ndarray]],
+    tsne: tuple[np.ndarray, np.ndarray] | None,
+) -> None:
+    """``kway.png``, ``det.png`` and, given embeddings and speakers, ``tsne.png``."""
+    from speakerid.lab.plots import plot_det, plot_kway_curve, plot_tsne
+
+    plot_kway_curve(curves, out / "kway.png", reference=CASE_STUDY_KWAY)
+    plot_det(trials_by_system, out / "det.png")
+    if tsne is not None:
+        plot_tsne(*tsne, out / "tsne.png")
+
+
+def _chosen_speakers(model: Any, available: list[str], speakers: str) -> list[str]:
+    """The speakers of the corpora to evaluate on: all of them, or the model's held-out
+    ``test`` / ``val`` speakers (at least two of them must be in the corpora)."""
+    if speakers == "all":
+        return available
+    listed = model.info.get("split", {}).get(speakers, [])
+    if not listed:
+        raise DataError(
+            f"the model records no {speakers!r} speakers; use --speakers all on a corpus "
+            "it was not trained on"
+        )
+    chosen = match_speakers(listed, available)
+    if len(chosen) < 2:
+        raise DataError(
+            f"only {len(chosen)} of the model's {len(listed)} {speakers} speakers are in "
+            "the given corpora"
+        )
+    return chosen
+
+
+def _model_curves(
+    emb: np.ndarray,
+    frags: FragmentSet,
+    max_way: int,
+    shots: Sequence[int],
+    trials: int,
+    rng: np.random.Generator,
+) -> dict[str, dict[int, KWayResult]]:
+    """The model's k-way curves: 1-shot, then each n-shot (n > 1) by every method, on the
+    speakers with enough recordings for n; the tasks drawn from ``rng`` in that order."""
+    ks = range(2, min(max_way, eligible_speakers(frags.speakers, 1)) + 1)
+    curves = {
+        "model, 1-shot": kway_curve(emb, frags.speakers, frags.recordings, ks, 1, trials, rng=rng)
+    }
+    for n in shots:
+        n_ok = eligible_speakers(frags.speakers, n) if n > 1 else 0
+        if n_ok < 2:
+            continue
+        ks_n = range(2, min(max_way, n_ok) + 1)
+        for method in METHODS:
+            curves[f"model, {n}-shot {method}"] = kway_curve(
+                emb, frags.speakers, frags.recordings, ks_n, n, trials, method=method, rng=rng
+            )
+    return curves

@@ -90,6 +90,22 @@ def random_baseline(k: int) -> float:
     return 1.0 / k
 
 
+def _speaker_tables(
+    spk: np.ndarray, rec: np.ndarray, counts: np.ndarray, eligible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Padded per-speaker tables ``(S_eligible, M)``: each eligible speaker's fragment
+    indices and their recording codes, ``-1`` where a row is padding."""
+    width = int(counts[eligible].max())
+    frag = np.full((len(eligible), width), -1, dtype=np.int64)
+    frag_rec = np.full((len(eligible), width), -1, dtype=np.int64)
+    by_speaker = np.split(np.argsort(spk, kind="stable"), np.cumsum(counts)[:-1])
+    for row, s in enumerate(eligible):
+        idx = by_speaker[s]
+        frag[row, : len(idx)] = idx
+        frag_rec[row, : len(idx)] = rec[idx]
+    return frag, frag_rec
+
+
 def sample_kway_tasks(
     speakers: np.ndarray,
     recordings: np.ndarray,
@@ -133,18 +149,10 @@ def sample_kway_tasks(
             f"fragments; only {len(eligible)} have that many"
         )
 
-    # Padded per-speaker tables (S_eligible, M): fragment index and recording code, -1 = pad.
-    width = int(counts[eligible].max())
-    frag = np.full((len(eligible), width), -1, dtype=np.int64)
-    frag_rec = np.full((len(eligible), width), -1, dtype=np.int64)
-    rec_counts = np.bincount(rec)
-    by_speaker = np.split(np.argsort(spk, kind="stable"), np.cumsum(counts)[:-1])
-    for row, s in enumerate(eligible):
-        idx = by_speaker[s]
-        frag[row, : len(idx)] = idx
-        frag_rec[row, : len(idx)] = rec[idx]
+    frag, frag_rec = _speaker_tables(spk, rec, counts, eligible)
+    width = frag.shape[1]
     valid = frag >= 0
-    outside = counts[eligible][:, None] - rec_counts[np.maximum(frag_rec, 0)]
+    outside = counts[eligible][:, None] - np.bincount(rec)[np.maximum(frag_rec, 0)]
     capable = valid & (outside >= n_shot)  # a query here leaves n_shot supports elsewhere
     cross_ok = capable.any(axis=1) & cross_recording
 

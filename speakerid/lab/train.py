@@ -21,7 +21,7 @@ import math
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder
+from speakerid.audio import FRAGMENT_SAMPLES
+from speakerid.encoders.twin import Encoder, save_encoder
 from speakerid.errors import CheckpointError, DataError
 from speakerid.lab import distributed
+from speakerid.lab.config import TrainConfig
 from speakerid.lab.data import (
     AudioBank,
+    FragmentSet,
     Sampler,
     Split,
     augment,
@@ -52,73 +55,6 @@ from speakerid.lab.validation import embed_teacher, raw_embeddings, selection_ke
 
 OBJECTIVES = ("bce", "aam", "distill")
 SELECT_ON = ("accuracy", "distill")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A training run. CLI flags of ``speakerid train`` carry these field names."""
-
-    data: tuple[str, ...]  # corpus roots: LibriSpeech subset folders or <root>/<speaker>/ trees
-    out: str = "runs/train"  # run folder: best.safetensors, last.pt, history.json, plots
-    objective: str = "aam"  # bce | aam | distill
-    frontend: str = "fbank"  # see ModelConfig
-    arch: str = "ecapa_lite"
-    embedding_dim: int = 192
-    channels: int = 192
-    distance: str = "euclidean"  # pair distance of the bce head: euclidean | cosine | l1
-    steps: int = 2000  # optimiser steps
-    batch_size: int = 64  # fragments (aam/distill) or pairs (bce) per step
-    lr: float = 1e-3
-    optimizer: str = "radam"  # radam (the case study's) | adamw
-    weight_decay: float = 1e-4
-    aam_margin: float = 0.2
-    aam_scale: float = 30.0
-    aam_weight: float = 0.0  # distill only: weight of an extra AAM term
-    relation_weight: float = 0.0  # distill only: weight of matching the batch's cosine matrix
-    speed_min: float = 0.9  # speed perturbation range (with augment); for distillation a wide
-    speed_max: float = 1.1  # range makes new voices the teacher labels, so it may be wider
-    n_mels: int = 80  # see ModelConfig (fbank, kaldi_fbank)
-    n_mfcc: int = 32  # see ModelConfig (mfcc)
-    stem_stride: int = 2  # see ModelConfig
-    lstm_layers: int = 3  # see ModelConfig (lstm body)
-    windows: int = 1  # see ModelConfig (lstm body)
-    teacher: str = "ge2e"  # distill: ge2e, or a speakerid model (name or checkpoint path)
-    teacher_pool: int = 8192  # distill, speakerid teacher: clean crops it labels once
-    teacher_windows: int = 0  # distill, ge2e: equal windows the teacher reads; 0: partials
-    spec_augment: bool = False  # mask random bands and frame spans of the features (training)
-    mix_prob: float = 0.0  # distill: share of fragments overlaid with another at 0-10 dB
-    init_teacher: bool = False  # distill, lstm body: start from the teacher's weights
-    init_from: str = ""  # start from this speakerid checkpoint (same model settings)
-    select_on: str = "accuracy"  # best checkpoint by: accuracy (k-way, then EER) | distill
-    test_speakers: int = 40  # held out, never seen in training (the case study: 40)
-    val_speakers: int = 0  # held out for model selection; 0 = validate on the test speakers
-    train_speakers: int = 0  # 0 = every speaker not held out (the case study: 80)
-    holdout_prefix: str = ""  # hold out only speakers whose id starts with this ("" = any)
-    val_every: int = 200  # steps between validations
-    val_ways: tuple[int, ...] = (4, 10, 40)  # 1-shot k-way tasks reported at validation
-    val_trials: int = 1000
-    augment: bool = True  # gain, reverb, noise on the fly, and speed perturbation
-    seed: int = 0
-    device: str = ""  # "" = cuda when available, else cpu
-    amp: bool = True  # bf16 autocast on CUDA
-    resume: bool = False  # continue from out/last.pt
-    max_minutes: float = 0.0  # stop early (validating and saving) after this long; 0 = never
-
-    def model_config(self) -> ModelConfig:
-        """The encoder this run trains. Two ``ModelConfig`` fields are not the run's to set:
-        ``whiten`` (the back-end is fitted afterwards, by ``speakerid whiten``) and
-        ``fragment_samples`` (every fragment is ``audio.FRAGMENT_SAMPLES`` long)."""
-        return ModelConfig(
-            frontend=self.frontend,
-            arch=self.arch,
-            embedding_dim=self.embedding_dim,
-            channels=self.channels,
-            n_mels=self.n_mels,
-            n_mfcc=self.n_mfcc,
-            stem_stride=self.stem_stride,
-            lstm_layers=self.lstm_layers,
-            windows=self.windows,
-        )
 
 
 # ---------------------------------------------------------------- the loop
@@ -191,27 +127,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     ``weights_only=True``), ``history.json`` and ``training_curves.png``.
     """
     console = console or Console(stderr=True)
-    if cfg.objective not in OBJECTIVES:
-        raise DataError(f"unknown objective {cfg.objective!r}; one of {list(OBJECTIVES)}")
-    if cfg.optimizer not in ("radam", "adamw"):
-        raise DataError(f"unknown optimizer {cfg.optimizer!r}; radam or adamw")
-    if cfg.distance not in DISTANCES:
-        raise DataError(f"unknown distance {cfg.distance!r}; one of {list(DISTANCES)}")
-    if cfg.select_on not in SELECT_ON:
-        raise DataError(f"unknown select_on {cfg.select_on!r}; one of {list(SELECT_ON)}")
-    if cfg.select_on == "distill" and cfg.objective != "distill":
-        raise DataError("select_on distill needs the distill objective")
-    if cfg.windows < 1 or cfg.teacher_windows < 0:
-        raise DataError("windows must be at least 1 and teacher_windows at least 0")
-    if cfg.init_from and cfg.init_teacher:
-        raise DataError("init_from and init_teacher both set the starting weights; pick one")
-    if cfg.teacher != "ge2e":
-        if cfg.objective != "distill":
-            raise DataError(f"teacher {cfg.teacher!r} needs the distill objective")
-        if cfg.init_teacher:
-            raise DataError("init_teacher starts from GE2E's weights: it needs teacher ge2e")
-        if cfg.mix_prob > 0:
-            raise DataError("mix_prob needs teacher ge2e: a pool teacher labels only its crops")
+    _check(cfg)
     device = _device(cfg)
     ranks = distributed.setup(device.type)
     try:
@@ -220,27 +136,96 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         distributed.teardown(ranks)
 
 
+def _check(cfg: TrainConfig) -> None:
+    """Refuse unknown choices and settings that contradict each other, before any work."""
+    loss, distill, model = cfg.loss, cfg.distill, cfg.model
+    if loss.objective not in OBJECTIVES:
+        raise DataError(f"unknown objective {loss.objective!r}; one of {list(OBJECTIVES)}")
+    if cfg.optim.optimizer not in ("radam", "adamw"):
+        raise DataError(f"unknown optimizer {cfg.optim.optimizer!r}; radam or adamw")
+    if loss.distance not in DISTANCES:
+        raise DataError(f"unknown distance {loss.distance!r}; one of {list(DISTANCES)}")
+    select_on = cfg.validation.select_on
+    if select_on not in SELECT_ON:
+        raise DataError(f"unknown select_on {select_on!r}; one of {list(SELECT_ON)}")
+    if select_on == "distill" and loss.objective != "distill":
+        raise DataError("select_on distill needs the distill objective")
+    if model.whiten or model.fragment_samples != FRAGMENT_SAMPLES:
+        raise DataError("a run trains on whole fragments without whitening (speakerid whiten)")
+    if model.windows < 1 or distill.teacher_windows < 0:
+        raise DataError("windows must be at least 1 and teacher_windows at least 0")
+    if cfg.init_from and distill.init_teacher:
+        raise DataError("init_from and init_teacher both set the starting weights; pick one")
+    if distill.teacher != "ge2e":
+        if loss.objective != "distill":
+            raise DataError(f"teacher {distill.teacher!r} needs the distill objective")
+        if distill.init_teacher:
+            raise DataError("init_teacher starts from GE2E's weights: it needs teacher ge2e")
+        if distill.mix_prob > 0:
+            raise DataError("mix_prob needs teacher ge2e: a pool teacher labels only its crops")
+
+
+@dataclass
+class _Run:
+    """A run's parts, built once by ``_build``, and where its loop stands."""
+
+    cfg: TrainConfig
+    step_cfg: TrainConfig  # cfg with this rank's share of the batch
+    out: Path
+    split: Split
+    val_frags: FragmentSet  # the fixed validation fragments
+    val_targets: np.ndarray | None  # the teacher's embeddings of them (distill)
+    project: Callable[[np.ndarray], np.ndarray] | None  # student-to-teacher, for validation
+    encoder: Encoder
+    heads: dict[str, nn.Module]
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    sampler: Sampler | TeacherPool
+    gen: torch.Generator
+    seed: int  # this rank's seed
+    device: torch.device
+    ranks: distributed.Ranks
+    console: Console
+    start: int = 0  # the step to start at (a resumed run's)
+    best: float = -math.inf  # the best selection key so far
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
 def _train(
     cfg: TrainConfig, console: Console, ranks: distributed.Ranks, device: torch.device
 ) -> dict[str, Any]:
-    """``train``'s loop, on one process or as one rank of a torchrun job (``distributed``)."""
+    """``train``'s work, on one process or as one rank of a torchrun job (``distributed``)."""
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     if ranks.distributed and device.type == "cuda":
         device = torch.device("cuda", ranks.local_rank)
     if not ranks.main:
         console = Console(quiet=True)  # rank 0 reports for the job
-    step_cfg = replace(cfg, batch_size=distributed.share(cfg.batch_size, ranks))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = _build(cfg, console, ranks, device)
+    if cfg.resume and (run.out / "last.pt").is_file():
+        run.start, run.best, run.history = _load_resume(
+            run.out / "last.pt", run.encoder, run.heads, run.optimizer
+        )
+        run.sampler.rng = np.random.default_rng(run.seed + run.start)
+        console.print(f"resumed at step {run.start}")
+    step_fn = _step_function(run)
+    run.encoder.train()
+    t0 = time.time()
+    _loop(run, step_fn, t0)
+    return _finish(run, t0)
 
+
+def _load_data(
+    cfg: TrainConfig, console: Console, device: torch.device
+) -> tuple[Split, AudioBank, FragmentSet]:
+    """The speaker split, the training speakers' audio and the validation fragments."""
     recordings = scan_corpora(cfg.data)
     split = split_speakers(
         recordings,
-        n_test=cfg.test_speakers,
-        n_val=cfg.val_speakers,
-        n_train=cfg.train_speakers,
+        n_test=cfg.split.test_speakers,
+        n_val=cfg.split.val_speakers,
+        n_train=cfg.split.train_speakers,
         seed=cfg.seed,
-        holdout_prefix=cfg.holdout_prefix or None,
+        holdout_prefix=cfg.split.holdout_prefix or None,
     )
     val_names = split.val or split.test
     train_bank = AudioBank.load(recordings, list(split.train))
@@ -250,17 +235,68 @@ def _train(
         f"[bold]{'val' if split.val else 'test (used for validation)'}[/] "
         f"{len(val_names)} speakers, {len(val_frags)} fragments | device {device}"
     )
+    return split, train_bank, val_frags
 
-    encoder = Encoder(cfg.model_config()).to(device)
-    speed = (cfg.speed_min, cfg.speed_max) if cfg.augment else None
+
+def _build(
+    cfg: TrainConfig, console: Console, ranks: distributed.Ranks, device: torch.device
+) -> _Run:
+    """The data, the encoder and heads at their starting weights, optimiser and sampler."""
+    share = distributed.share(cfg.optim.batch_size, ranks)
+    step_cfg = replace(cfg, optim=replace(cfg.optim, batch_size=share))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    split, train_bank, val_frags = _load_data(cfg, console, device)
+    encoder = Encoder(cfg.model).to(device)
+    aug = cfg.augmentation
+    speed = (aug.speed_min, aug.speed_max) if aug.augment else None
     seed = distributed.rank_seed(cfg.seed, ranks)  # cfg.seed on rank 0 and on one process
     pool = None
-    if cfg.objective == "distill" and cfg.teacher != "ge2e":
+    if cfg.loss.objective == "distill" and cfg.distill.teacher != "ge2e":
         pool = TeacherPool.build(
-            train_bank, cfg.teacher, cfg.teacher_pool, seed, speed, out, console
+            train_bank, cfg.distill.teacher, cfg.distill.teacher_pool, seed, speed, out, console
         )
     heads = _build_heads(cfg, len(train_bank), device, pool.dim if pool else None)
-    if cfg.init_teacher:
+    _starting_weights(cfg, encoder, heads, pool, device)
+    # The teacher's embeddings of the fixed validation fragments, computed once.
+    val_targets = None
+    if pool is not None:
+        val_targets = pool.label(val_frags.waves)
+    elif "teacher" in heads:
+        val_targets = embed_teacher(heads["teacher"], val_frags, device)
+    params = list(encoder.parameters()) + [p for h in heads.values() for p in h.parameters()]
+    opt_cls = torch.optim.RAdam if cfg.optim.optimizer == "radam" else torch.optim.AdamW
+    return _Run(
+        cfg=cfg,
+        step_cfg=step_cfg,
+        out=out,
+        split=split,
+        val_frags=val_frags,
+        val_targets=val_targets,
+        project=_projector(heads["project"], device) if "project" in heads else None,
+        encoder=encoder,
+        heads=heads,
+        params=params,
+        optimizer=opt_cls(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay),
+        sampler=pool or Sampler(train_bank, seed=seed, speed=speed),
+        gen=torch.Generator(device=device).manual_seed(seed),
+        seed=seed,
+        device=device,
+        ranks=ranks,
+        console=console,
+    )
+
+
+def _starting_weights(
+    cfg: TrainConfig,
+    encoder: Encoder,
+    heads: dict[str, nn.Module],
+    pool: TeacherPool | None,
+    device: torch.device,
+) -> None:
+    """Start from GE2E's weights or a checkpoint's when asked, and fit the projection to a
+    pool teacher (see ``fit_projection``)."""
+    if cfg.distill.init_teacher:
         if "teacher" not in heads:
             raise DataError("init_teacher needs the distill objective")
         from speakerid.encoders.pretrained import init_from_ge2e
@@ -270,91 +306,123 @@ def _train(
         init_from_checkpoint(encoder, cfg.init_from)
     if pool is not None and isinstance(heads["project"], nn.Linear):
         fit_projection(heads["project"], encoder, pool, device)
-    # The teacher's embeddings of the fixed validation fragments, computed once.
-    val_targets = None
-    if pool is not None:
-        val_targets = pool.label(val_frags.waves)
-    elif "teacher" in heads:
-        val_targets = embed_teacher(heads["teacher"], val_frags, device)
-    project = _projector(heads["project"], device) if "project" in heads else None
-    params = list(encoder.parameters()) + [p for h in heads.values() for p in h.parameters()]
-    opt_cls = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.AdamW
-    optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = pool or Sampler(train_bank, seed=seed, speed=speed)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    history: list[dict[str, float]] = []
-    best = -math.inf
-    start = 0
-    if cfg.resume and (out / "last.pt").is_file():
-        start, best, history = _load_resume(out / "last.pt", encoder, heads, optimizer)
-        sampler.rng = np.random.default_rng(seed + start)
-        console.print(f"resumed at step {start}")
 
-    step_fn = _STEPS[cfg.objective]
-    if ranks.distributed:  # one DDP module runs the step, so its backward averages gradients
-        ddp = DistributedDataParallel(
-            _Step(step_fn, step_cfg, encoder, heads),
-            device_ids=[device.index] if device.type == "cuda" else None,
-        )
-        step_fn = lambda _cfg, _enc, _heads, *rest: ddp(*rest)  # noqa: E731
-    autocast = device.type == "cuda" and cfg.amp
-    encoder.train()
-    columns = (
-        TextColumn("[bold blue]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+
+def _step_function(run: _Run) -> Callable[..., tuple[torch.Tensor, dict[str, float]]]:
+    """The objective's step; under torchrun one DDP module runs it, so that its backward
+    averages the gradients over the ranks."""
+    step_fn = _STEPS[run.cfg.loss.objective]
+    if not run.ranks.distributed:
+        return step_fn
+    device = run.device
+    ddp = DistributedDataParallel(
+        _Step(step_fn, run.step_cfg, run.encoder, run.heads),
+        device_ids=[device.index] if device.type == "cuda" else None,
     )
-    t0 = time.time()
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("training", total=cfg.steps, completed=start, status="")
+    return lambda _cfg, _enc, _heads, *rest: ddp(*rest)
+
+
+_COLUMNS = (
+    TextColumn("[bold blue]{task.description}"),
+    BarColumn(),
+    TextColumn("{task.completed}/{task.total}"),
+    TextColumn("{task.fields[status]}"),
+    TimeElapsedColumn(),
+    TimeRemainingColumn(),
+)
+
+
+def _loop(run: _Run, step_fn: Callable[..., Any], t0: float) -> None:
+    """Optimise from ``run.start`` to the last step (or the time budget), validating and
+    saving every ``val_every`` steps and at the end."""
+    cfg = run.cfg
+    with Progress(*_COLUMNS, console=run.console, transient=False) as progress:
+        task = progress.add_task("training", total=cfg.optim.steps, completed=run.start, status="")
         running: list[float] = []
-        for step in range(start, cfg.steps):
-            elapsed = time.time() - t0
-            if cfg.max_minutes > 0:  # the schedule follows rank 0's clock on every rank
-                elapsed = distributed.from_main(elapsed, ranks, device)
-            _set_lr(optimizer, cfg, step, elapsed)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, metrics = step_fn(step_cfg, encoder, heads, sampler, gen, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            optimizer.step()
-            running.append(loss.item())
+        for step in range(run.start, cfg.optim.steps):
+            loss, metrics = _optimise(run, step_fn, step, t0)
+            running.append(loss)
             done = step + 1
-            out_of_time = cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes
-            if cfg.max_minutes > 0:  # every rank stops at rank 0's step
-                out_of_time = bool(distributed.from_main(float(out_of_time), ranks, device))
-            validating = done % cfg.val_every == 0 or done == cfg.steps or out_of_time
-            if validating and not ranks.main:
+            out_of_time = _out_of_time(run, t0)
+            validating = (
+                done % cfg.validation.val_every == 0 or done == cfg.optim.steps or out_of_time
+            )
+            if validating and run.ranks.main:
+                progress.update(task, status=_validate(run, done, running, metrics, t0))
+            if validating:
                 running = []
-            elif validating:
-                val = validate(
-                    encoder, val_frags, device, cfg.val_ways, cfg.val_trials, val_targets, project
-                )
-                record = {"step": done, "loss": float(np.mean(running)), **metrics, **val}
-                record["seconds"] = round(time.time() - t0, 1)
-                history.append(record)
-                running = []
-                key = selection_key(val, cfg.select_on)
-                if key > best:
-                    best = key
-                    save_encoder(
-                        encoder,
-                        out / "best.safetensors",
-                        threshold=val["threshold"],
-                        info=_info(cfg, split, done, val),
-                    )
-                _save_resume(out / "last.pt", done, best, history, encoder, heads, optimizer)
-                shown = " ".join(f"{k} {v:.3f}" for k, v in val.items() if k != "threshold")
-                progress.update(task, status=f"loss {record['loss']:.3f} | {shown}")
             progress.update(task, completed=done)
             if out_of_time:
-                console.print(f"[yellow]stopped at step {done}: max_minutes reached[/]")
+                run.console.print(f"[yellow]stopped at step {done}: max_minutes reached[/]")
                 break
 
+
+def _optimise(
+    run: _Run, step_fn: Callable[..., Any], step: int, t0: float
+) -> tuple[float, dict[str, float]]:
+    """One optimiser step at the scheduled learning rate; returns the loss and metrics."""
+    elapsed = time.time() - t0
+    if run.cfg.optim.max_minutes > 0:  # the schedule follows rank 0's clock on every rank
+        elapsed = distributed.from_main(elapsed, run.ranks, run.device)
+    _set_lr(run.optimizer, run.cfg, step, elapsed)
+    autocast = run.device.type == "cuda" and run.cfg.amp
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss, metrics = step_fn(
+            run.step_cfg, run.encoder, run.heads, run.sampler, run.gen, run.device
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.params, 5.0)
+    run.optimizer.step()
+    return loss.item(), metrics
+
+
+def _out_of_time(run: _Run, t0: float) -> bool:
+    """Whether ``max_minutes`` is spent; every rank stops at rank 0's step."""
+    minutes = run.cfg.optim.max_minutes
+    if minutes <= 0:
+        return False
+    late = time.time() - t0 > 60 * minutes
+    return bool(distributed.from_main(float(late), run.ranks, run.device))
+
+
+def _validate(
+    run: _Run, done: int, running: list[float], metrics: dict[str, float], t0: float
+) -> str:
+    """Validate after step ``done``, keep the best encoder and the resume state; returns
+    the progress bar's status line."""
+    settings = run.cfg.validation
+    val = validate(
+        run.encoder,
+        run.val_frags,
+        run.device,
+        settings.val_ways,
+        settings.val_trials,
+        run.val_targets,
+        run.project,
+    )
+    record = {"step": done, "loss": float(np.mean(running)), **metrics, **val}
+    record["seconds"] = round(time.time() - t0, 1)
+    run.history.append(record)
+    key = selection_key(val, settings.select_on)
+    if key > run.best:
+        run.best = key
+        save_encoder(
+            run.encoder,
+            run.out / "best.safetensors",
+            threshold=val["threshold"],
+            info=_info(run.cfg, run.split, done, val),
+        )
+    _save_resume(
+        run.out / "last.pt", done, run.best, run.history, run.encoder, run.heads, run.optimizer
+    )
+    shown = " ".join(f"{k} {v:.3f}" for k, v in val.items() if k != "threshold")
+    return f"loss {record['loss']:.3f} | {shown}"
+
+
+def _finish(run: _Run, t0: float) -> dict[str, Any]:
+    """Save the final encoder and write the run's history, curves and summary (rank 0)."""
+    out, history, ranks = run.out, run.history, run.ranks
     if ranks.main and history:  # the encoder as the schedule left it, validated last
         last = history[-1]
         # validate's own numbers (k-way accuracies, eer, threshold, val_distill), not the
@@ -365,21 +433,21 @@ def _train(
             if k.startswith("acc") or k in ("eer", "threshold", "val_distill")
         }
         save_encoder(
-            encoder,
+            run.encoder,
             out / "final.safetensors",
             threshold=last["threshold"],
-            info=_info(cfg, split, int(last["step"]), val),
+            info=_info(run.cfg, run.split, int(last["step"]), val),
         )
     summary = {
         "best": str(out / "best.safetensors"),
         "final": str(out / "final.safetensors"),
         "history": history[-1] if history else {},
-        "split": split.as_dict(),
+        "split": run.split.as_dict(),
         "seconds": round(time.time() - t0, 1),
     }
     if ranks.distributed:  # a collective: every rank takes part
         summary["world_size"] = ranks.world
-        summary["ranks_in_sync"] = distributed.in_sync(encoder, ranks, device)
+        summary["ranks_in_sync"] = distributed.in_sync(run.encoder, ranks, run.device)
     if not ranks.main:
         return {**summary, "rank": ranks.rank}
     (out / "history.json").write_text(json.dumps(history, indent=1))
@@ -407,19 +475,17 @@ def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, elaps
     Progress is the fraction of steps done, or of ``max_minutes`` spent when that is further
     along, so that a time-budgeted run still ends with a fully decayed learning rate.
     """
-    progress = step / cfg.steps
-    if cfg.max_minutes > 0:
-        progress = max(progress, elapsed / (60 * cfg.max_minutes))
+    progress = step / cfg.optim.steps
+    if cfg.optim.max_minutes > 0:
+        progress = max(progress, elapsed / (60 * cfg.optim.max_minutes))
     warm = min(1.0, (progress + 1e-9) / 0.05)
-    lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    lr = cfg.optim.lr * warm * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     for group in optimizer.param_groups:
         group["lr"] = lr
 
 
 def _info(cfg: TrainConfig, split: Split, step: int, val: dict[str, float]) -> dict[str, Any]:
-    conf = asdict(cfg)
-    conf["data"] = [str(d) for d in cfg.data]
-    return {"train_config": conf, "split": split.as_dict(), "step": step, "validation": val}
+    return {"train_config": cfg.flat(), "split": split.as_dict(), "step": step, "validation": val}
 
 
 def _plot_history(history: list[dict[str, float]], path: Path) -> None:
@@ -437,18 +503,20 @@ def _build_heads(
     cfg: TrainConfig, n_speakers: int, device: torch.device, pool_dim: int | None = None
 ) -> dict[str, nn.Module]:
     """The run's training-only modules; ``pool_dim``: a pool teacher's embedding size."""
-    dim = cfg.embedding_dim
+    dim = cfg.model.embedding_dim
     heads: dict[str, nn.Module] = {}
-    if cfg.objective == "bce":
-        heads["pair"] = PairBCEHead(cfg.distance)
-    if cfg.objective == "aam" or (cfg.objective == "distill" and cfg.aam_weight > 0):
-        heads["aam"] = AAMHead(dim, n_speakers, cfg.aam_margin, cfg.aam_scale)
+    if cfg.loss.objective == "bce":
+        heads["pair"] = PairBCEHead(cfg.loss.distance)
+    if cfg.loss.objective == "aam" or (
+        cfg.loss.objective == "distill" and cfg.distill.aam_weight > 0
+    ):
+        heads["aam"] = AAMHead(dim, n_speakers, cfg.loss.aam_margin, cfg.loss.aam_scale)
     if pool_dim is not None:  # the teacher's labels are in the pool; only the projection here
         heads["project"] = nn.Identity() if dim == pool_dim else nn.Linear(dim, pool_dim)
-    elif cfg.objective == "distill":
+    elif cfg.loss.objective == "distill":
         from speakerid.encoders.pretrained import GE2E, GE2E_DIM
 
-        heads["teacher"] = GE2E(windows=cfg.teacher_windows)
+        heads["teacher"] = GE2E(windows=cfg.distill.teacher_windows)
         # Same size as the teacher: distil straight into the embedding, so that the shipped
         # encoder's own cosine geometry is the one trained; otherwise through a projection.
         heads["project"] = nn.Identity() if dim == GE2E_DIM else nn.Linear(dim, GE2E_DIM)
@@ -460,9 +528,9 @@ def _to(x: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _bce_step(cfg, encoder, heads, sampler, gen, device):
-    a, b, same = sampler.pairs(cfg.batch_size)
+    a, b, same = sampler.pairs(cfg.optim.batch_size)
     wav = _to(np.concatenate([a, b]), device)
-    if cfg.augment:
+    if cfg.augmentation.augment:
         wav = augment(wav, gen)
     emb = _encode(cfg, encoder, wav, gen).float()
     logits = heads["pair"](emb[: len(a)], emb[len(a) :])
@@ -474,15 +542,15 @@ def _bce_step(cfg, encoder, heads, sampler, gen, device):
 
 def _encode(cfg: TrainConfig, encoder: Encoder, wav: torch.Tensor, gen: torch.Generator):
     """The encoder's forward, with feature masking in between when asked for."""
-    if not cfg.spec_augment:
+    if not cfg.augmentation.spec_augment:
         return encoder(wav)
     return encoder.body(spec_augment(encoder.frontend(wav), gen))
 
 
 def _aam_step(cfg, encoder, heads, sampler, gen, device):
-    waves, labels = sampler.classes(cfg.batch_size)
+    waves, labels = sampler.classes(cfg.optim.batch_size)
     wav = _to(waves, device)
-    if cfg.augment:
+    if cfg.augmentation.augment:
         wav = augment(wav, gen)
     loss = heads["aam"](_encode(cfg, encoder, wav, gen), _to(labels, device))
     return loss, {}
@@ -490,38 +558,38 @@ def _aam_step(cfg, encoder, heads, sampler, gen, device):
 
 def _distill_step(cfg, encoder, heads, sampler, gen, device):
     if isinstance(sampler, TeacherPool):  # labelled once, ahead of training
-        waves, labels, targets = sampler.draw(cfg.batch_size)
+        waves, labels, targets = sampler.draw(cfg.optim.batch_size)
         clean, target = _to(waves, device), _to(targets, device)
     else:
         clean, labels, target = _ge2e_targets(cfg, heads, sampler, gen, device)
-    wav = augment(clean, gen) if cfg.augment else clean
+    wav = augment(clean, gen) if cfg.augmentation.augment else clean
     emb = _encode(cfg, encoder, wav, gen)
     pred = F.normalize(heads["project"](emb.float()), dim=-1)
     distill = (1.0 - (pred * target).sum(dim=-1)).mean()
     metrics = {"distill": distill.item()}
     loss = distill
-    if cfg.relation_weight > 0:
+    if cfg.distill.relation_weight > 0:
         off = ~torch.eye(len(pred), dtype=torch.bool, device=pred.device)
         relation = ((pred @ pred.T - target @ target.T)[off] ** 2).mean()
-        loss = loss + cfg.relation_weight * relation
+        loss = loss + cfg.distill.relation_weight * relation
         metrics["relation"] = relation.item()
     if "aam" in heads:
         aam = heads["aam"](emb, _to(labels, device))
-        loss = loss + cfg.aam_weight * aam
+        loss = loss + cfg.distill.aam_weight * aam
         metrics["aam"] = aam.item()
     return loss, metrics
 
 
 def _ge2e_targets(cfg, heads, sampler, gen, device):
     """A fresh batch, optionally overlaid with other voices, and GE2E's embeddings of it."""
-    waves, labels = sampler.classes(cfg.batch_size)
+    waves, labels = sampler.classes(cfg.optim.batch_size)
     clean = _to(waves, device)
-    if cfg.mix_prob > 0:  # overlay another voice: new inputs for the teacher to label
+    if cfg.distill.mix_prob > 0:  # overlay another voice: new inputs for the teacher to label
         snr = torch.rand(len(clean), 1, generator=gen, device=device) * 10
         other = clean.roll(1, dims=0)
         gain = clean.norm(dim=1, keepdim=True) / other.norm(dim=1, keepdim=True).clamp_min(1e-8)
         mixed = clean + other * gain * torch.pow(10.0, -snr / 20)
-        chosen = torch.rand(len(clean), 1, generator=gen, device=device) < cfg.mix_prob
+        chosen = torch.rand(len(clean), 1, generator=gen, device=device) < cfg.distill.mix_prob
         clean = torch.where(chosen, mixed, clean)
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         target = heads["teacher"].embed(clean.float())
@@ -569,10 +637,3 @@ def _load_resume(path, encoder, heads, optimizer):
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path}: cannot resume from it (not a checkpoint)") from None
     return int(state["step"]), float(state["best"]), json.loads(state["history"])
-
-
-def config_from_overrides(data: tuple[str, ...], **overrides: Any) -> TrainConfig:
-    """TrainConfig from CLI values, ignoring ``None`` (an option the user did not give)."""
-    known = {f.name for f in fields(TrainConfig)}
-    given = {k: v for k, v in overrides.items() if v is not None and k in known}
-    return replace(TrainConfig(data=data), **given)

@@ -34,7 +34,7 @@ import os
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,35 +344,10 @@ class SpeakerStore(StoreDB):
             (h or p): (p, h, _blob(e), sec)
             for (p, h), e, sec in zip(keys, emb, seconds, strict=True)
         }
-        updated = 0
-        for path, sha, blob, sec in rows.values():
-            # The same bytes enrolled before; else a row that could not be hashed then
-            # (from an older schema, or a path that was no file) with this very path.
-            found = None
-            if sha is not None:
-                found = conn.execute(
-                    "SELECT id FROM recordings WHERE speaker_id = ? AND sha256 = ?",
-                    (speaker_id, sha),
-                ).fetchone()
-            if found is None:
-                found = conn.execute(
-                    "SELECT id FROM recordings WHERE speaker_id = ? AND path = ? "
-                    "AND sha256 IS NULL",
-                    (speaker_id, path),
-                ).fetchone()
-            if found is None:
-                conn.execute(
-                    "INSERT INTO recordings (speaker_id, path, sha256, embedding, added, "
-                    "speech_seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                    (speaker_id, path, sha, blob, now, sec),
-                )
-            else:
-                updated += 1
-                conn.execute(
-                    "UPDATE recordings SET path = ?, sha256 = ?, embedding = ?, added = ?, "
-                    "speech_seconds = ? WHERE id = ?",
-                    (path, sha, blob, now, sec, found[0]),
-                )
+        updated = sum(
+            self._put_recording(conn, speaker_id, path, sha, blob, sec, now)
+            for path, sha, blob, sec in rows.values()
+        )
         self._store_agreement(conn, speaker_id, dim)
         vector, count = self._pool_speaker(conn, speaker_id, dim)
         conn.execute(
@@ -388,6 +363,46 @@ class SpeakerStore(StoreDB):
             created=created,
             replaced=replace and not created,
         )
+
+    @staticmethod
+    def _put_recording(
+        conn: sqlite3.Connection,
+        speaker_id: int,
+        path: str,
+        sha: str | None,
+        blob: bytes,
+        seconds: float | None,
+        now: str,
+    ) -> bool:
+        """Insert one recording of a speaker, or update the row it replaces; True if updated.
+
+        The row replaced holds the same bytes enrolled before; else it is a row that could
+        not be hashed then (from an older schema, or a path that was no file) with this path.
+        """
+        found = None
+        if sha is not None:
+            found = conn.execute(
+                "SELECT id FROM recordings WHERE speaker_id = ? AND sha256 = ?",
+                (speaker_id, sha),
+            ).fetchone()
+        if found is None:
+            found = conn.execute(
+                "SELECT id FROM recordings WHERE speaker_id = ? AND path = ? AND sha256 IS NULL",
+                (speaker_id, path),
+            ).fetchone()
+        if found is None:
+            conn.execute(
+                "INSERT INTO recordings (speaker_id, path, sha256, embedding, added, "
+                "speech_seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                (speaker_id, path, sha, blob, now, seconds),
+            )
+            return False
+        conn.execute(
+            "UPDATE recordings SET path = ?, sha256 = ?, embedding = ?, added = ?, "
+            "speech_seconds = ? WHERE id = ?",
+            (path, sha, blob, now, seconds, found[0]),
+        )
+        return True
 
     def _pool_speaker(
         self, conn: sqlite3.Connection, speaker_id: int, dim: int
@@ -548,60 +563,38 @@ class SpeakerStore(StoreDB):
         ``keys`` (``recording_key``). Pools and agreements are computed for all at once; a
         speaker's only recording keeps ``IMPORTED_EMBEDDING`` (its vector, stored once)."""
         now = _now()
-        if (counts == 1).all():  # one recording each (imports): the pool is the vector
-            sums = unit
-        else:
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-            sums = np.add.reduceat(unit.astype(np.float64), starts, axis=0)
-        pooled = l2_normalize(sums / counts[:, None])
-        owner = np.repeat(np.arange(len(names)), counts)
-        agreement = np.full(len(unit), np.nan)
-        multi = counts[owner] >= 2
-        if multi.any():  # cosine to the pool of the speaker's other recordings
-            others = (sums[owner] - unit)[multi] / (counts[owner][multi] - 1)[:, None]
-            others /= np.maximum(np.linalg.norm(others, axis=1, keepdims=True), 1e-12)
-            agreement[multi] = np.sum(unit[multi].astype(np.float64) * others, axis=1)
+        pooled, owner, agreement = _pools_and_agreement(unit, counts)
         first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM speakers").fetchone()[0]
+        single = counts[owner] == 1
+
+        def speaker_row(j: int) -> tuple[Any, ...]:
+            vector, n = pooled[j].tobytes(), int(counts[j])
+            return (first + j, names[j], name_key(names[j]), vector, n, now, now, seq)
+
+        def recording_row(r: int) -> tuple[Any, ...]:
+            blob = IMPORTED_EMBEDDING if single[r] else unit[r].tobytes()
+            score = None if np.isnan(agreement[r]) else float(agreement[r])
+            return (first + int(owner[r]), keys[r][0], keys[r][1], blob, now, score)
+
         try:
-            for lo in range(0, len(names), INSERT_BATCH):
-                conn.executemany(
-                    "INSERT INTO speakers (id, name, name_key, vector, n_recordings, created, "
-                    "updated, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            first + j,
-                            names[j],
-                            name_key(names[j]),
-                            pooled[j].tobytes(),
-                            int(counts[j]),
-                            now,
-                            now,
-                            seq,
-                        )
-                        for j in range(lo, min(lo + INSERT_BATCH, len(names)))
-                    ],
-                )
+            _insert_batched(
+                conn,
+                "INSERT INTO speakers (id, name, name_key, vector, n_recordings, created, "
+                "updated, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                len(names),
+                speaker_row,
+            )
         except sqlite3.IntegrityError:
             raise StoreError(
                 f"{self.path}: a name to add is already enrolled or repeated; nothing was added"
             ) from None
-        single = counts[owner] == 1
-        for lo in range(0, len(unit), INSERT_BATCH):
-            conn.executemany(
-                "INSERT INTO recordings (speaker_id, path, sha256, embedding, added, agreement) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        first + int(owner[r]),
-                        keys[r][0],
-                        keys[r][1],
-                        IMPORTED_EMBEDDING if single[r] else unit[r].tobytes(),
-                        now,
-                        None if np.isnan(agreement[r]) else float(agreement[r]),
-                    )
-                    for r in range(lo, min(lo + INSERT_BATCH, len(unit)))
-                ],
-            )
+        _insert_batched(
+            conn,
+            "INSERT INTO recordings (speaker_id, path, sha256, embedding, added, agreement) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            len(unit),
+            recording_row,
+        )
         return [
             EnrollResult(name, int(c), 0, int(c), created=True, replaced=False)
             for name, c in zip(names, counts, strict=True)
@@ -882,3 +875,37 @@ class SpeakerStore(StoreDB):
 
 
 _LAZY = object()  # SpeakerStore._faiss before the first search decides it
+
+
+def _pools_and_agreement(
+    unit: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pools of new speakers owning consecutive rows of ``(M, D)`` unit embeddings.
+
+    Returns the ``(S, D)`` pooled unit vectors, each row's owner index ``(M,)``, and each
+    row's agreement ``(M,)``: its cosine to the pool of the speaker's other recordings (NaN
+    for a speaker's only recording).
+    """
+    if (counts == 1).all():  # one recording each (imports): the pool is the vector
+        sums = unit
+    else:
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        sums = np.add.reduceat(unit.astype(np.float64), starts, axis=0)
+    pooled = l2_normalize(sums / counts[:, None])
+    owner = np.repeat(np.arange(len(counts)), counts)
+    agreement = np.full(len(unit), np.nan)
+    multi = counts[owner] >= 2
+    if multi.any():
+        others = (sums[owner] - unit)[multi] / (counts[owner][multi] - 1)[:, None]
+        others /= np.maximum(np.linalg.norm(others, axis=1, keepdims=True), 1e-12)
+        agreement[multi] = np.sum(unit[multi].astype(np.float64) * others, axis=1)
+    return pooled, owner, agreement
+
+
+def _insert_batched(
+    conn: sqlite3.Connection, sql: str, n: int, row: Callable[[int], tuple[Any, ...]]
+) -> None:
+    """``executemany`` of rows ``row(0) .. row(n - 1)``, ``INSERT_BATCH`` at a time, so that
+    only one batch of rows (and their blobs) is held at once."""
+    for lo in range(0, n, INSERT_BATCH):
+        conn.executemany(sql, [row(i) for i in range(lo, min(lo + INSERT_BATCH, n))])
