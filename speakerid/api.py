@@ -2,8 +2,10 @@
 
 The CLI is a thin layer over these calls (README, "Python API", has a tested example).
 The model and the store are opened on first use, so constructing a ``SpeakerID`` is free
-and ``list``-like calls never load a model. Results are the dataclasses the JSON output is
-made of; every failure is a ``SpeakerIDError``.
+and ``list``-like calls never load a model. What can be refused without the model (an
+unknown speaker, a missing or empty file, nobody enrolled) is refused before it loads.
+Results are the dataclasses the JSON output is made of; every failure is a
+``SpeakerIDError``.
 """
 
 from __future__ import annotations
@@ -26,14 +28,18 @@ from speakerid.recognition import (
     OnFile,
     Source,
     Verification,
+    check_gallery,
+    check_root,
+    check_source,
     each_file,
     embed_files,
     enroll,
     enroll_directory,
     identify,
+    unreadable,
     verify,
 )
-from speakerid.store.speakers import EnrollResult, SpeakerStore, SpeakerSummary
+from speakerid.store.speakers import EnrollResult, SpeakerStore, SpeakerSummary, validate_name
 
 if TYPE_CHECKING:
     from speakerid.decision.timeline import SegmentConfig, Timeline
@@ -123,6 +129,9 @@ class SpeakerID:
         """
         if isinstance(files, str | Path):  # one path is not a sequence of its characters
             files = [files]
+        validate_name(name)
+        for file in files:  # all or nothing: one unreadable file refuses the enrollment
+            check_source(file)
         return enroll(self.store, self.embedder, name, list(files), replace=replace, strict=strict)
 
     def enroll_dir(
@@ -136,6 +145,7 @@ class SpeakerID:
     ) -> BulkEnrollResult:
         """Enroll every ``root/<speaker>/`` folder (of shard ``(index, count)``); files that
         fail are listed in ``errors``, not fatal (with ``strict`` the first one raises)."""
+        check_root(root)
         return enroll_directory(
             self.store,
             self.embedder,
@@ -159,6 +169,8 @@ class SpeakerID:
         Decided at the false-accept rate ``far`` (default 1 %) for this clip's and this
         enrollment's quality, or at exactly ``threshold`` (a cosine) when given.
         """
+        self.store.vector(name)  # an unknown speaker or a bad name, before the model
+        check_source(file)
         return verify(self.store, self.embedder, name, file, threshold, far=far)
 
     def identify(
@@ -173,6 +185,8 @@ class SpeakerID:
 
         ``far``: how often a stranger may be named, per query (default 1 %).
         """
+        check_gallery(self.store, top)
+        check_source(file)
         (result,) = identify(
             self.store, self.embedder, [file], threshold, top, far=far, strict=True
         )
@@ -190,6 +204,10 @@ class SpeakerID:
         on_file: OnFile | None = None,
     ) -> list[Identification | FileError]:
         """1:N for several recordings, in order; a file that fails gets a ``FileError``."""
+        check_gallery(self.store, top)
+        refused = self._refused(files, strict)
+        if refused is not None:
+            return list(refused)
         return identify(
             self.store,
             self.embedder,
@@ -238,7 +256,21 @@ class SpeakerID:
         self, files: Sequence[Source], *, strict: bool = False, on_file: OnFile | None = None
     ) -> EmbedResult:
         """Embeddings of several files keyed by path; files that fail are in ``errors``."""
+        refused = self._refused(files, strict)
+        if refused is not None:
+            return EmbedResult({}, refused)
         return embed_files(self.embedder, files, strict=strict, on_file=on_file)
+
+    @staticmethod
+    def _refused(files: Sequence[Source], strict: bool) -> list[FileError] | None:
+        """Every file's ``FileError`` when none can be read, so no model loads for nothing
+        (with ``strict``, the first unreadable file raises); None when some can."""
+        if strict:
+            for file in files:
+                check_source(file)
+            return None
+        errors = unreadable(files)
+        return errors if errors and len(errors) == len(files) else None
 
     # -- the store
 

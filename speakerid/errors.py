@@ -40,8 +40,9 @@ class MissingExtraError(SpeakerIDError):
     """A command that needs a package this install lacks (torch comes with ``[train]``)."""
 
 
-TRAIN_EXTRA = "pip install 'speakerid[train]'"  # torch, torchaudio, librosa, scikit-learn
-PLOT_EXTRA = "pip install 'speakerid[plot]'"  # matplotlib, scipy
+# speakerid is not on PyPI, so a hint names the packages, and the extra for a checkout.
+TRAIN_EXTRA = "pip install torch torchaudio (in a speakerid checkout: pip install -e '.[train]')"
+PLOT_EXTRA = "pip install matplotlib scipy (in a speakerid checkout: pip install -e '.[plot]')"
 
 
 def require(module: str, what: str, extra: str) -> None:

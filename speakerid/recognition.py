@@ -19,6 +19,10 @@ import numpy as np
 
 from speakerid.audio import (
     FRAGMENT_SECONDS,
+    STDIN,
+    Clip,
+    Spooled,
+    check_audio_file,
 )
 from speakerid.audio import Source as AudioSource
 from speakerid.decision.calibration import (
@@ -57,7 +61,11 @@ from speakerid.vectors import score
 
 # Less speech than this is warned about: over half of its one fragment is repeated audio.
 GOOD_SPEECH_SECONDS = FRAGMENT_SECONDS / 2  # 1.5
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"})
+# What enroll-dir and calibrate take from a folder: libsndfile's formats, then those read
+# through FFmpeg when PyAV is installed (audio.ffmpeg; without it each is refused in words).
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".opus", ".mp3"}) | frozenset(
+    {".m4a", ".aac", ".amr", ".3gp", ".webm", ".mka", ".mkv", ".mp4", ".mov"}
+)
 
 Source = AudioSource  # a path as given, ``-`` or stdin spooled (``Spooled``), or a ``Clip``
 OnFile = Callable[[int, int], None]  # progress: ``on_file(files_done, files_total)``
@@ -286,6 +294,47 @@ def enroll(
     return replace_fields(result, quality=quality)
 
 
+# ---------------------------------------------------------------- checks before the model
+# Loading a model takes seconds (the accurate one about 4 s on a CPU, an ONNX graph's first
+# export about 30 s): what can be refused without it is refused first.
+
+
+def check_source(path: Source) -> None:
+    """``AudioError`` now if ``path`` is a file that cannot be read (missing, a directory,
+    unreadable, empty); arrays and stdin are read later."""
+    if isinstance(path, Clip | Spooled) or str(path) == STDIN:
+        return
+    check_audio_file(Path(path))
+
+
+def unreadable(paths: Sequence[Source]) -> list[FileError]:
+    """A ``FileError`` for each path ``check_source`` refuses, in order."""
+    errors = []
+    for path in paths:
+        try:
+            check_source(path)
+        except AudioError as exc:
+            errors.append(FileError(str(path), str(exc)))
+    return errors
+
+
+def check_root(root: str | Path) -> Path:
+    """``root`` if it is a directory, else ``DataError`` naming it."""
+    root = Path(root)
+    if not root.is_dir():
+        problem = "not a directory" if root.exists() else "no such directory"
+        raise DataError(f"{root}: {problem}")
+    return root
+
+
+def check_gallery(store: SpeakerStore, top_k: int) -> None:
+    """What identify needs before any audio: a ``top_k`` of 1 or more, someone enrolled."""
+    if top_k < 1:
+        raise SpeakerIDError(f"top must be at least 1, not {top_k}")
+    if len(store) == 0:
+        raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
+
+
 def speaker_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
     """Speaker folders under ``root`` and their audio files, sorted.
 
@@ -293,10 +342,7 @@ def speaker_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
     ``root/<speaker>/<chapter>/*.flac`` (any depth below the speaker folder). Hidden
     files and folders are ignored. Raises ``DataError`` when none hold audio.
     """
-    root = Path(root)
-    if not root.is_dir():
-        problem = "not a directory" if root.exists() else "no such directory"
-        raise DataError(f"{root}: {problem}")
+    root = check_root(root)
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(
@@ -472,13 +518,10 @@ def identify(
     candidate judged with its own enrollment's quality, a stranger named at most about
     ``far`` of the time whatever the number of speakers (or a fixed threshold when given).
     """
-    if top_k < 1:
-        raise SpeakerIDError(f"top must be at least 1, not {top_k}")
+    check_gallery(store, top_k)
     fingerprint, dim, source = model_id(embedder)
     scorer = scorer_for(store, embedder, threshold, far)
     store.check_model(fingerprint, dim, source)
-    if len(store) == 0:
-        raise StoreError(f"{store.path}: no speakers are enrolled; enroll some first")
     embedded, seconds = _embed_measured_files(embedder, paths, strict=strict, on_file=on_file)
     vectors = embedded.vectors
     ranked = store.search(np.stack(list(vectors.values())), top_k) if vectors else []

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from scipy.signal import lfilter
 from typer.testing import CliRunner
 
 from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder
@@ -46,6 +45,8 @@ VOICES = {
 
 def synth_voice(voice: Voice, seconds: float = RECORDING_SECONDS, seed: int = 0) -> np.ndarray:
     """Speech-like float32 audio at 16 kHz, shape ``(seconds * SR,)``, peak 0.5."""
+    from scipy.signal import lfilter  # here, not at collection: scipy.signal takes a second
+
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
     source = np.zeros(n)
@@ -178,6 +179,9 @@ def _isolated_store_location(
     monkeypatch.delenv("SPEAKERID_BACKEND", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("SPEAKERID_CACHE", str(onnx_cache))
+    # Progress lines and notes depend on how long a step takes: tests that count stderr
+    # lines see none (tests/test_progress.py turns them back on).
+    monkeypatch.setenv("SPEAKERID_QUIET", "1")
 
 
 def run_unprivileged(fn: Callable[..., object], *args: object) -> object:

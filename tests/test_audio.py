@@ -145,7 +145,7 @@ def test_directory(tmp_path: Path) -> None:
 def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.wav"
     path.write_bytes(b"")
-    _expect_audio_error(path, "cannot be read as audio")
+    _expect_audio_error(path, "the file is empty (0 bytes)")
 
 
 def test_zero_sample_wav(tmp_path: Path) -> None:

@@ -97,6 +97,7 @@ def test_sharded_enroll_dir_merge_and_import_equal_a_direct_enrollment(
             np.testing.assert_allclose(a.vector(name), b.vector(name), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sharded_enroll_dir_into_one_store(cli, voices_dir: Path, tmp_path: Path) -> None:
     root = _speakers_dir(voices_dir, tmp_path / "speakers")
     store = tmp_path / "s.sqlite"
@@ -106,6 +107,7 @@ def test_sharded_enroll_dir_into_one_store(cli, voices_dir: Path, tmp_path: Path
         assert [s.speaker for s in db.speakers()] == ["alice", "bob", "carol"]
 
 
+@pytest.mark.slow
 def test_sharded_embed_and_merge_keep_keys_and_model(
     cli, voices_dir: Path, tmp_path: Path, model_path: Path
 ) -> None:

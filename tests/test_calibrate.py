@@ -50,6 +50,7 @@ def test_resolve_threshold_precedence() -> None:
     assert resolve_threshold(None, None, None) == (DEFAULT_THRESHOLD, "default")
 
 
+@pytest.mark.slow
 def test_calibrate_then_verify_and_identify_use_the_store(
     cli, enrolled_store: Path, labelled_dir: Path, voices_dir: Path, tmp_path: Path
 ) -> None:
@@ -126,6 +127,7 @@ def test_identify_warns_when_the_store_outgrew_its_calibration(
     assert "threshold 0.3500 (store)" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("speakers", [3, 1])
 def test_calibrate_refuses_too_little_data(
     cli, enrolled_store: Path, labelled_dir: Path, tmp_path: Path, speakers: int
@@ -141,6 +143,7 @@ def test_calibrate_refuses_too_little_data(
     assert enrolled_store.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_calibrate_dry_run_and_bad_options(cli, store_path: Path, labelled_dir: Path) -> None:
     result = cli("calibrate", labelled_dir, "--dry-run", "--json", store=store_path)
     assert result.exit_code == 0, result.output
@@ -224,6 +227,7 @@ def test_calibration_survives_replace(enrolled_store: Path) -> None:
         assert db.calibration() is None
 
 
+@pytest.mark.slow
 def test_asnorm_with_the_store_cohort(
     cli, enrolled_store: Path, labelled_dir: Path, voices_dir: Path, model_path: Path
 ) -> None:
@@ -279,6 +283,7 @@ def test_enroll_dir_warns_about_quality(cli, store_path: Path, tmp_path: Path) -
     assert quality["short.wav"]["problems"] and not quality["long.wav"]["problems"]
 
 
+@pytest.mark.slow
 def test_asnorm_with_the_model_cohort_works_on_both_backends(
     cli, store_path: Path, labelled_dir: Path, voices_dir: Path, tmp_path: Path
 ) -> None:

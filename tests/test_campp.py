@@ -105,6 +105,7 @@ def test_stats_pool_is_mean_and_unbiased_std() -> None:
     assert torch.isfinite(mean_std_pool(x[..., :1])).all()  # one step: no NaN
 
 
+@pytest.mark.slow
 def test_body_takes_any_length_and_has_the_published_shape() -> None:
     body = CAMPPBody(80, ModelConfig(embedding_dim=192)).eval()
     params = sum(p.numel() for p in body.parameters())
@@ -114,6 +115,7 @@ def test_body_takes_any_length_and_has_the_published_shape() -> None:
             assert body(torch.randn(2, 80, frames)).shape == (2, 192)
 
 
+@pytest.mark.slow
 def test_encoder_reads_fragments_and_batches_do_not_mix() -> None:
     torch.manual_seed(0)
     encoder = Encoder(ModelConfig(frontend="kaldi_fbank", arch="campp", embedding_dim=192))

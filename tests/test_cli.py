@@ -259,6 +259,7 @@ def test_store_from_environment(cli, runner, tmp_path: Path, voices_dir: Path) -
     assert (tmp_path / "xdg-data" / "speakerid" / "store.sqlite").exists()
 
 
+@pytest.mark.slow
 def test_enroll_dir(cli, tmp_path: Path, store_path: Path) -> None:
     root = tmp_path / "corpus"
     for i, (name, v) in enumerate(VOICES.items()):
@@ -353,7 +354,7 @@ BAD_AUDIO = {
 BAD_AUDIO_REASON = {
     "missing": "no such file",
     "directory": "is a directory",
-    "empty": "cannot be read as audio",
+    "empty": "the file is empty",
     "zero-samples": "no audio samples",
     "silent": "silent",
     "too-short": "of speech",
@@ -559,6 +560,7 @@ def test_every_train_flag_sets_the_train_setting_of_its_name(
     assert "campp" in help_text and "kaldi_fbank" in help_text
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_commands(runner, tmp_path: Path) -> None:
     from conftest import Voice
 

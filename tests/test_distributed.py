@@ -21,6 +21,9 @@ from speakerid.errors import DataError
 from speakerid.lab import distributed
 from tests.test_train import write_corpus
 
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,7 +55,6 @@ main()
 """
 
 
-@pytest.mark.slow
 def test_two_gloo_processes_train_one_model(corpus: Path, tmp_path: Path) -> None:
     """Measured here: 40 s under a load average of about 11 on the shared 2-core CPU."""
     out, logs = tmp_path / "run", tmp_path / "logs"

@@ -79,6 +79,7 @@ def test_port_reproduces_speechbrains_embedding() -> None:
     assert np.abs(emb - REFERENCE).max() < 0.5
 
 
+@pytest.mark.slow
 def test_body_has_the_published_size_and_takes_any_length() -> None:
     body = ECAPABody(80, ModelConfig(channels=1024, embedding_dim=192)).eval()
     # SpeechBrain's ECAPA_TDNN(80, C=1024, lin_neurons=192): 20,767,552 learnable parameters
@@ -180,6 +181,7 @@ def test_strict_load_refuses_a_checkpoint_that_does_not_fit(tmp_path: Path) -> N
         load_encoder(tmp_path / "wrong.safetensors")
 
 
+@pytest.mark.slow
 def test_tiny_model_runs_the_same_on_onnx(tmp_path: Path) -> None:
     from speakerid.embedding.backends.onnx import OnnxEmbedder, export_onnx, open_onnx
 

@@ -56,6 +56,7 @@ def signals() -> np.ndarray:
 # ----------------------------------------------------------------------------- MFCC
 
 
+@pytest.mark.slow
 def test_mfcc_matches_librosa(signals: np.ndarray) -> None:
     ours = MFCCFrontend()(torch.from_numpy(signals)).numpy()
 

@@ -26,6 +26,9 @@ from safetensors.torch import load_file, save_file
 
 from speakerid.encoders.registry import SHIPPED
 
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1 << 20
 

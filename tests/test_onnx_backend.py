@@ -97,6 +97,7 @@ def test_exported_tiny_models_match_torch(name: str, tmp_path: Path) -> None:
     _assert_parity(Embedder(load_model(ckpt), precision="fp32"), OnnxEmbedder(model))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shipped", SHIPPED)
 def test_shipped_models_match_torch_on_onnx(shipped: str) -> None:
     torch_side = open_embedder(shipped, "torch", precision="fp32")

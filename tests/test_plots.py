@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import embedding_corpus
 
 from speakerid.lab.kway import CASE_STUDY_KWAY, kway_curve
 from speakerid.lab.metrics import verification_trials
 from speakerid.lab.plots import plot_det, plot_kway_curve, plot_training_curves, plot_tsne
+
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -34,6 +34,9 @@ from speakerid.encoders.pretrained import (
 from speakerid.encoders.twin import Encoder, ModelConfig, load_encoder, save_encoder
 from speakerid.errors import CheckpointError, DataError
 
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
+
 PATCHES_3S = 21  # 0.96-s patches every 0.1 s in a 3-s fragment
 GE2E_PARTIALS_3S = 16  # 1.6-s windows every 0.1 s, the last zero-padded, as Resemblyzer
 

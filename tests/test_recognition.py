@@ -33,6 +33,7 @@ def test_speaker_folders_layouts(tmp_path: Path) -> None:
         speaker_folders(root / "27")
 
 
+@pytest.mark.slow
 def test_audio_operations(store_path: Path, model_path: Path, voices_dir: Path) -> None:
     embedder = Embedder(load_model(model_path), device="cpu")
     a = [str(voices_dir / f"alice_{k}.wav") for k in (1, 2)]

@@ -157,6 +157,7 @@ def _changes(store: SpeakerStore, vectors: np.ndarray, rng: np.random.Generator)
     store.remove("new3")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["flat", "pq"])
 def test_a_fold_equals_a_rebuild(store_path: Path, kind: str) -> None:
     """Writes, then the changes folded into the base (no retraining), give the index a
@@ -214,6 +215,7 @@ def test_writes_fold_past_the_threshold_without_a_rebuild(
     conn.close()
 
 
+@pytest.mark.slow
 def test_drift_retrains_the_codebooks(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """New speakers unlike the ones the pq codebooks were trained on are not folded in:
     the fold measures their quantisation error and the index is rebuilt."""

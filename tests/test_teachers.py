@@ -20,6 +20,9 @@ from speakerid.lab.data import AudioBank, scan_corpus
 from speakerid.lab.teachers import POOL_FILE, TeacherPool
 from speakerid.lab.train import train
 
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:

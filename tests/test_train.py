@@ -39,6 +39,9 @@ from speakerid.lab.config import (
 )
 from speakerid.lab.train import _set_lr, train
 
+# Slow integration tests: CI runs them (README, "Install, test, run").
+pytestmark = pytest.mark.slow
+
 SR = SAMPLE_RATE
 N_SPEAKERS = 8
 RECORDINGS = 2
@@ -132,7 +135,6 @@ def test_synthetic_corpus_layout(corpus: Path) -> None:
 # ----------------------------------------------------------------------------- learning
 
 
-@pytest.mark.slow
 def test_aam_learns_to_tell_unseen_synthetic_speakers_apart(corpus: Path, tmp_path: Path) -> None:
     """1-shot 4-way accuracy on 4 held-out speakers, after training on the other 4.
 

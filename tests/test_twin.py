@@ -88,6 +88,7 @@ def test_unknown_frontend_or_arch_is_refused(field: str, value: str) -> None:
     assert repr(value) in assert_one_line(exc)
 
 
+@pytest.mark.slow
 def test_lstm_windows_average_the_unit_embeddings_of_equal_slices() -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(

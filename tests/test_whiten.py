@@ -45,6 +45,7 @@ def test_wccn_needs_within_speaker_variation() -> None:
         wccn(np.eye(4), np.arange(4), shrinkage=0.1)  # one sample per speaker
 
 
+@pytest.mark.slow
 def test_fit_whitening_chooses_on_validation_speakers(corpus: Path, tmp_path: Path) -> None:
     train(tiny(corpus, tmp_path, val_speakers=2, val_ways=(2,)), console=quiet())
     model = load_encoder(tmp_path / "best.safetensors")

@@ -6,9 +6,11 @@ Long files take the streamed path instead (``stream_audio`` -> ``stream_fragment
 same reading, mixing, resampling, trimming and cutting, done block by block, so memory stays
 flat whatever the length and the rate. Stdin is spooled to an anonymous temporary file
 (``read_stdin``) and then read like a file. Numpy, soundfile and soxr only: every backend,
-the torch-free one included, reads audio here.
+the torch-free one included, reads audio here; what libsndfile does not read (M4A/AAC, AMR,
+WebM, a video's sound) is decoded through FFmpeg when PyAV is installed.
 
 The package: ``constants`` (every audio constant), ``io`` (files, stdin, blocks),
+``ffmpeg`` (what libsndfile does not read, through PyAV),
 ``speech`` (the energy rule and trimming), ``fragments`` (the 3-s cut, whole or
 streamed). Callers import from ``speakerid.audio``.
 """

@@ -2,13 +2,16 @@
 
 ``load_audio`` is the only function that reads a whole recording; ``stream_audio`` reads
 one block at a time (long files). Stdin is spooled to an anonymous temporary file
-(``read_stdin``) and then read like a file. Numpy, soundfile and soxr only.
+(``read_stdin``) and then read like a file. Numpy, soundfile and soxr only; what
+libsndfile does not read (M4A/AAC, AMR, WebM, a video's sound) is decoded through FFmpeg
+when PyAV is installed (``audio.ffmpeg``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -33,7 +36,16 @@ from speakerid.audio.constants import (
     STREAM_ABOVE_VALUES,
     STREAM_CHUNK_SECONDS,
 )
+from speakerid.audio.ffmpeg import (
+    FFMPEG_FORMATS,
+    FFMPEG_INSTALL,
+    DecodeError,
+    FFmpegFile,
+    FFmpegMissing,
+)
 from speakerid.errors import AudioError
+
+_SF_ERR_UNRECOGNISED_FORMAT = 1  # libsndfile's code for a format it does not know
 
 
 @dataclass(frozen=True)
@@ -96,8 +108,11 @@ def load_audio(path: Source) -> np.ndarray:
     return to_16k_mono(data, rate, name=name)
 
 
-def _open(path: str | Path | Spooled) -> tuple[sf.SoundFile, str]:
-    """Open a file (or a spooled stdin) for reading; its rate checked. Raises ``AudioError``."""
+def _open(path: str | Path | Spooled) -> tuple[sf.SoundFile | FFmpegFile, str]:
+    """Open a file (or a spooled stdin) for reading; its rate checked. Raises ``AudioError``.
+
+    libsndfile reads it when it knows the format, else FFmpeg (``audio.ffmpeg``) does.
+    """
     if isinstance(path, Spooled):
         raw = {}
         if path.raw_rate is not None:
@@ -113,14 +128,18 @@ def _open(path: str | Path | Spooled) -> tuple[sf.SoundFile, str]:
             path.file.seek(0)
             handle = sf.SoundFile(path.file, **raw)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-            raise _read_failure(path, exc) from None
+            if path.raw_rate is not None or not _unknown_format(exc):
+                raise _read_failure(path, exc) from None
+            handle = _through_ffmpeg(path.file, path.name, exc)
     else:
         path = Path(path)
         check_audio_file(path)
         try:
             handle = sf.SoundFile(str(path))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-            raise read_error(path, exc) from None
+            if not _unknown_format(exc):
+                raise read_error(path, exc) from None
+            handle = _through_ffmpeg(str(path), str(path), exc)
         except OSError as exc:
             raise AudioError(f"{path}: {os_problem(path, exc)}") from None
     try:
@@ -129,6 +148,40 @@ def _open(path: str | Path | Spooled) -> tuple[sf.SoundFile, str]:
         handle.close()
         raise
     return handle, str(path)
+
+
+def _unknown_format(exc: Exception) -> bool:
+    """Whether libsndfile refused a file for its format (then FFmpeg may know it), not for
+    damage it found in a format it reads."""
+    if not isinstance(exc, sf.LibsndfileError):
+        return False
+    reason = sndfile_reason(exc).lower()
+    return exc.code == _SF_ERR_UNRECOGNISED_FORMAT or "unsupported" in reason
+
+
+def _through_ffmpeg(source: str | BinaryIO, name: str, refused: Exception) -> FFmpegFile:
+    """FFmpeg's reader for what libsndfile ``refused``, or an ``AudioError`` that says
+    neither reads it (and how to add FFmpeg, when PyAV is not installed)."""
+    why = sndfile_reason(refused)
+    pcm = "; for raw PCM on stdin pass --sample-rate" if name == STDIN else ""
+    try:
+        return FFmpegFile(source)
+    except FFmpegMissing:
+        raise AudioError(
+            f"{name}: cannot be read as audio ({why}){pcm}; {FFMPEG_FORMATS} are read "
+            f"through FFmpeg: {FFMPEG_INSTALL}"
+        ) from None
+    except DecodeError as exc:
+        raise AudioError(f"{name}: cannot be read as audio ({why}; FFmpeg: {exc}){pcm}") from None
+
+
+def sndfile_reason(exc: Exception) -> str:
+    """A reader's reason in words: libsndfile's without its ``Error opening <...>:``
+    preamble (which names a Python object for stdin and repeats a file's path)."""
+    text = getattr(exc, "error_string", None) or str(exc) or type(exc).__name__
+    text = re.sub(r"^Error opening .*?: ", "", str(text).splitlines()[0].strip()).rstrip(".")
+    # "Format not recognised" reads as a clause in parentheses; "FLAC ..." keeps its case
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
 def check_rate(rate: int, name: str = "audio") -> int:
@@ -145,7 +198,7 @@ def _read_failure(path: str | Path | Spooled, exc: Exception) -> AudioError:
     """``read_error`` for files; for stdin, what to pass when its bytes are no audio file."""
     if not isinstance(path, Spooled):
         return read_error(Path(path), exc)
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = sndfile_reason(exc)
     if path.raw_rate is not None:
         return AudioError(f"{path}: raw PCM on stdin cannot be read ({reason})")
     return AudioError(
@@ -189,6 +242,8 @@ def check_audio_file(path: Path) -> None:
         raise AudioError(f"{path}: {os_problem(path, exc)}") from None
     if stat.S_ISDIR(st.st_mode):
         raise AudioError(f"{path}: is a directory, not an audio file")
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:  # libsndfile: "Format not recognised"
+        raise AudioError(f"{path}: the file is empty (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioError(f"{path}: {os_problem(path, PermissionError(errno.EACCES, ''))}")
 
@@ -207,7 +262,7 @@ _CUT_SHORT = (
 
 def read_error(path: Path, exc: Exception) -> AudioError:
     """An ``AudioError`` for a failed libsndfile read, saying what is wrong in words."""
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = sndfile_reason(exc)
     if any(mark in reason.lower() for mark in _CUT_SHORT):
         return AudioError(
             f"{path}: the audio is cut short or damaged: its data breaks off before the end "
@@ -320,7 +375,7 @@ def read_stdin(
         raise
     if total == 0:
         spool.close()
-        raise AudioError(f"{STDIN}: nothing was read from stdin")
+        raise AudioError(f"{STDIN}: stdin is empty (nothing was read from it)")
     if sample_rate is not None and total < RAW_SAMPLE_WIDTH:
         spool.close()
         raise AudioError(f"{STDIN}: less than one 16-bit sample was read from stdin")

@@ -34,10 +34,11 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, read_stdin
+from speakerid.cli.helptext import HELP_MAX_WIDTH, Command
+from speakerid.cli.progress import progress_for, report_notes, stop_notes
 from speakerid.decision.model import DEFAULT_FAR, check_far
 from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
 from speakerid.embedding.backends.torch import PRECISIONS
@@ -45,7 +46,7 @@ from speakerid.embedding.pipeline import BACKEND_ENV, BACKENDS
 from speakerid.encoders.checkpoint import check_threshold
 from speakerid.errors import PLOT_EXTRA, TRAIN_EXTRA, SpeakerIDError
 from speakerid.recognition import FileError, Source
-from speakerid.store.speakers import STORE_ENV, default_store_path
+from speakerid.store.speakers import NAME_MAX_CHARS, STORE_ENV, default_store_path
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # verify: the voice did not match
@@ -63,6 +64,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # Plain help, as git and uv print it: Rich's mode kept the docstrings' line breaks
+    # (ragged at 80 columns) and read ``[onnx]`` in a help text as markup.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": HELP_MAX_WIDTH},
 )
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -74,6 +79,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="NAME|PATH",
         help="accurate (CAM++, the default), fast, ecapa, or a checkpoint file (.safetensors); "
         "`speakerid models` lists them.",
         show_default=False,
@@ -84,6 +90,7 @@ StoreOpt = Annotated[
     typer.Option(
         "--store",
         "-s",
+        metavar="PATH",
         envvar=STORE_ENV,
         help="Enrollment store file. Default: the user data dir's speakerid/store.sqlite.",
         show_default=False,
@@ -95,6 +102,7 @@ ThresholdOpt = Annotated[
     typer.Option(
         "--threshold",
         "-t",
+        metavar="SCORE",
         help="Cosine score needed to accept, exactly, whatever the clip (instead of --far). "
         "Default: decide at --far where the store or the model is calibrated for it, else the "
         f"store's or the model's threshold ({DEFAULT_THRESHOLD} if it has none).",
@@ -105,6 +113,7 @@ FarOpt = Annotated[
     float | None,
     typer.Option(
         "--far",
+        metavar="RATE",
         help="False-accept rate to decide at, in (0, 0.5]: the share of strangers accepted, "
         "held for each clip's length and each enrollment's size (identify: strangers named "
         f"per query). Default: {DEFAULT_FAR:g}.",
@@ -117,9 +126,9 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         envvar=PRECISION_ENV,
-        help=f"Encoder arithmetic: {' | '.join(PRECISIONS)}. onnx backend: fp32. torch "
-        "backend, auto: bf16 on CPUs with native bf16 (about 2x faster, same accuracy), "
-        "else fp32.",
+        metavar="|".join(PRECISIONS),
+        help="Encoder arithmetic. torch backend, auto: bf16 on CPUs with native bf16 (about 2x "
+        "faster, same accuracy), else fp32. The onnx backend runs fp32.",
     ),
 ]
 BackendOpt = Annotated[
@@ -127,8 +136,9 @@ BackendOpt = Annotated[
     typer.Option(
         "--backend",
         envvar=BACKEND_ENV,
-        help=f"What runs the model: {' | '.join(BACKENDS)}. Default: onnx (onnxruntime, "
-        "no torch); torch runs on GPUs and needs pip install 'speakerid[train]'.",
+        metavar="|".join(BACKENDS),
+        help="What runs the model. Default: onnx (onnxruntime, no torch). torch runs on GPUs "
+        "and needs torch (in a checkout: pip install -e '.[train]').",
         show_default=False,
     ),
 ]
@@ -136,6 +146,7 @@ MinSpeechOpt = Annotated[
     float,
     typer.Option(
         "--min-speech",
+        metavar="SECONDS",
         help="Seconds of speech (after trimming silence) a recording needs.",
     ),
 ]
@@ -143,7 +154,7 @@ SampleRateOpt = Annotated[
     int | None,
     typer.Option(
         "--sample-rate",
-        min=1,
+        metavar="HZ",
         help="FILE - is raw PCM (mono signed 16-bit little-endian) at this rate in Hz.",
         show_default=False,
     ),
@@ -152,6 +163,16 @@ StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Stop at the first file that fails (exit 2).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+QUIET_ENV = "SPEAKERID_QUIET"
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        envvar=QUIET_ENV,
+        help="No progress or notes on stderr (results, warnings and errors still print).",
+    ),
+]
 AudioFiles = Annotated[
     list[str],
     typer.Argument(
@@ -171,7 +192,7 @@ AudioFile = Annotated[
 SpeakerName = Annotated[
     str,
     typer.Argument(
-        help="Speaker name: letters, digits, spaces, . _ - (64 at most).",
+        help=f"Speaker name: letters, digits, spaces, . _ - ({NAME_MAX_CHARS} at most).",
         metavar="NAME",
         show_default=False,
     ),
@@ -181,6 +202,7 @@ ShardOpt = Annotated[
     str | None,
     typer.Option(
         "--shard",
+        metavar="I/N",
         help="I/N: embed only slice I (0-based) of N of the sorted list, so N processes or "
         "machines share the work; join their outputs with `embed --merge`.",
         show_default=False,
@@ -194,6 +216,8 @@ _WRITE_ERRORS = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG
 
 # Whether the running command was given --json: then its errors are JSON on stdout too.
 _json_errors: ContextVar[bool] = ContextVar("json_errors", default=False)
+# Whether it was given --quiet: then no progress lines and no notes.
+_quiet: ContextVar[bool] = ContextVar("quiet", default=False)
 
 
 def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
@@ -203,6 +227,8 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
         @functools.wraps(fn)
         def guarded(*args: Any, **kw: Any) -> Any:
             token = _json_errors.set(bool(kw.get("json_")))
+            quiet = _quiet.set(bool(kw.get("quiet")))
+            notes = report_notes(err, bool(kw.get("quiet")))
             code = EXIT_ERROR
             with warnings.catch_warnings(record=True) as caught:
                 try:
@@ -232,10 +258,12 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                     raise
                 finally:
                     _json_errors.reset(token)
+                    _quiet.reset(quiet)
+                    stop_notes(notes)
                     if code in (EXIT_OK, EXIT_REJECTED):
                         report_warnings(caught)
 
-        app.command(name, **kwargs)(guarded)
+        app.command(name, cls=Command, **kwargs)(guarded)
         return fn
 
     return decorator
@@ -380,17 +408,10 @@ def read_sources(files: list[str], sample_rate: int | None) -> list[Source]:
     return [read_stdin(sample_rate) if f == STDIN else f for f in files]
 
 
-def progress_bar() -> Progress:
-    """A bar on stderr, drawn only when stderr is a terminal."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+def progress_bar(unit: str = "files") -> Any:
+    """Progress on stderr: a bar on a terminal, plain lines elsewhere (``PlainProgress``),
+    nothing under ``--quiet``; counts are of ``unit``."""
+    return progress_for(err, _quiet.get(), unit)
 
 
 def report_failures(failures: list[FileError]) -> None:

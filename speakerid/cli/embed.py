@@ -17,6 +17,7 @@ from speakerid.cli.common import (
     MinSpeechOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     SampleRateOpt,
     ShardOpt,
     StrictOpt,
@@ -52,30 +53,21 @@ def embed_cmd(
     sample_rate: SampleRateOpt = None,
     strict: StrictOpt = False,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Write one L2-normalised embedding per FILE to an .npz file (atomically).
+    """Write one unit embedding per FILE to an .npz file.
+
+    The file is written atomically, one array per FILE keyed by the path as given.
 
     Every FILE is tried: one that fails is reported on stderr (and under "errors" with
     --json), the others are written, and the exit status is 2.
     """
     from speakerid.embedding.shards import parse_shard
-    from speakerid.store.npz import header, merge_embeddings
+    from speakerid.store.npz import header
 
     output_target(out_path)  # a directory, FIFO or device is refused before any work
     if merge:
-        merged = merge_embeddings(files)
-        head = header(
-            merged.model_fingerprint or "", merged.embedding_dim, merged.model_source, merged.root
-        )
-        save_embeddings(out_path, merged.vectors, head)
-        if json_:
-            print_json({"out": str(out_path), "merged": merged.parts, "keys": len(merged.vectors)})
-            return
-        out.print(
-            f"merged {len(merged.parts)} file(s), {len(merged.vectors)} embedding(s), "
-            f"into {shown_markup(out_path)}",
-            soft_wrap=True,
-        )
+        _merge(files, out_path, json_)
         return
     if shard is not None:  # else the files keep the order given
         part = parse_shard(shard)
@@ -85,7 +77,6 @@ def embed_cmd(
     sources = read_sources(files, sample_rate)
     sid = SpeakerID(None, model, backend=backend, precision=precision, min_speech=min_speech)
     with progress_bar() as progress:
-        sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=len(sources))
         result = sid.embed_many(
             sources,
@@ -116,6 +107,25 @@ def embed_cmd(
             )
 
 
+def _merge(files: list[str], out_path: Path, json_: bool) -> None:
+    """``embed --merge``: join .npz files of one model into ``out_path``."""
+    from speakerid.store.npz import header, merge_embeddings
+
+    merged = merge_embeddings(files)
+    head = header(
+        merged.model_fingerprint or "", merged.embedding_dim, merged.model_source, merged.root
+    )
+    save_embeddings(out_path, merged.vectors, head)
+    if json_:
+        print_json({"out": str(out_path), "merged": merged.parts, "keys": len(merged.vectors)})
+        return
+    out.print(
+        f"merged {len(merged.parts)} file(s), {len(merged.vectors)} embedding(s), "
+        f"into {shown_markup(out_path)}",
+        soft_wrap=True,
+    )
+
+
 @command("export")
 def export_cmd(
     onnx: Annotated[
@@ -126,7 +136,7 @@ def export_cmd(
         typer.Argument(
             help="A shipped model's name (accurate, fast, ecapa) or a checkpoint (.safetensors). "
             "Default: the default shipped model.",
-            metavar="[MODEL]",
+            metavar="MODEL",
             show_default=False,
         ),
     ] = None,
@@ -134,9 +144,11 @@ def export_cmd(
         bool, typer.Option("--force", help="Overwrite the file if it exists.")
     ] = False,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Export a model for --backend onnx (needs torch and the onnx package).
+    """Write a model's ONNX graph for --backend onnx.
 
+    Needs torch and the onnx package.
     The graph holds the encoder body and whitening; the front-end runs in numpy. Run it
     with --backend onnx --model OUT.onnx. The default model ships its graph; the others'
     are built once into the user cache.

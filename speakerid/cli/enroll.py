@@ -16,6 +16,7 @@ from speakerid.cli.common import (
     MinSpeechOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     SampleRateOpt,
     ShardOpt,
     SpeakerName,
@@ -36,6 +37,7 @@ from speakerid.cli.common import (
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.embedding.pipeline import open_embedder
 from speakerid.outputs import output_target
+from speakerid.recognition import check_root
 from speakerid.store.npz import save_embeddings
 from speakerid.store.speakers import SpeakerStore
 
@@ -71,8 +73,12 @@ def enroll(
     sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Enroll a speaker from one or more recordings (added to an existing speaker)."""
+    """Enroll a speaker from one or more recordings.
+
+    The recordings are added to the speaker's earlier ones; --replace starts over.
+    """
     if from_npz is not None:
         if name is not None or files:
             fail("give either NAME FILE... or --from-npz, not both")
@@ -95,8 +101,9 @@ def enroll(
             )
     action = "enrolled" if result.created else ("re-enrolled" if result.replaced else "updated")
     out.print(
-        f"[green]{action}[/green] [bold]{shown_markup(result.speaker)}[/bold]: {result.added} new, "
-        f"{result.updated} re-embedded, {result.recordings} recording(s) in total",
+        f"[green]{action}[/green] [bold]{shown_markup(result.speaker)}[/bold]: "
+        f"{result.added} added, {result.updated} updated (re-embedded), "
+        f"{result.recordings} recording(s) in total",
         soft_wrap=True,
     )
 
@@ -165,12 +172,17 @@ def enroll_dir(
     strict: StrictOpt = False,
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Enroll every speaker folder under DIR. A file that fails is reported on stderr and the
-    rest are enrolled; exit status 2 if any failed."""
+    """Enroll every speaker folder under DIR.
+
+    A file that fails is reported on stderr and the rest are enrolled; exit status 2 if
+    any failed.
+    """
     from speakerid.embedding.shards import parse_shard
 
     part = parse_shard(shard)
+    check_root(directory)  # a mistyped folder costs no model load
     if out_path is not None:
         output_target(out_path)  # a directory, FIFO or device is refused before any work
         embedder = open_embedder(model, backend, precision)
@@ -180,7 +192,6 @@ def enroll_dir(
         writing_sid(store, model, backend, precision, min_speech) as sid,
         progress_bar() as progress,
     ):
-        sid.load()  # before the bar starts: loading prints nothing and takes a while
         task = progress.add_task("embedding", total=None)
 
         def on_file(speaker: str, done: int, total: int) -> None:

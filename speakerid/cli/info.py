@@ -20,7 +20,11 @@ from speakerid.store.speakers import SpeakerStore
 
 @command("info")
 def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = False) -> None:
-    """Show the model (path, fingerprint, threshold) and the store (path, counts)."""
+    """Show the model, the store and how decisions are taken.
+
+    The model's path, fingerprint and threshold; the store's path and counts; which
+    calibration decides and why.
+    """
     with SpeakerStore(store) as db:
         info = describe(db, model)
     if model is not None and info.model.error:  # asked about this model: it is the answer
@@ -77,7 +81,10 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
 
 @command("models")
 def models_cmd(json_: JsonOpt = False) -> None:
-    """List the shipped models (--model NAME) with size, speed and measured error rates."""
+    """List the shipped models: size, threshold, measured EERs.
+
+    Pick one with --model NAME. Speeds are in README and docs/benchmarks.md.
+    """
     from speakerid.encoders.registry import list_models, measured
 
     rows = list_models()

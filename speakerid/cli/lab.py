@@ -19,6 +19,7 @@ from speakerid.cli.common import (
     JsonOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     StoreOpt,
     command,
     err,
@@ -34,6 +35,7 @@ from speakerid.embedding.backends.torch import load_model
 from speakerid.embedding.pipeline import open_embedder
 from speakerid.errors import PLOT_EXTRA, require
 from speakerid.outputs import output_target, replacing
+from speakerid.recognition import check_root
 from speakerid.store.speakers import SpeakerStore
 
 if TYPE_CHECKING:
@@ -157,7 +159,10 @@ def train_cmd(
     json_: JsonOpt = False,
     **settings: Any,
 ) -> None:
-    """Train a twin encoder on speaker-labelled audio and keep the best checkpoint."""
+    """Train a twin encoder on speaker-labelled audio.
+
+    Keeps the best checkpoint (best.safetensors) and the last one in the run folder.
+    """
     from speakerid.lab import distributed as ddp
     from speakerid.lab.config import TrainConfig
     from speakerid.lab.train import train
@@ -199,8 +204,9 @@ def whiten_cmd(
     device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
     json_: JsonOpt = False,
 ) -> None:
-    """Fit a WCCN back-end on a checkpoint's training speakers and write a new checkpoint.
+    """Fit a WCCN back-end and write a whitened checkpoint.
 
+    The back-end is fitted on the checkpoint's training speakers.
     DATA must hold the corpora the checkpoint was trained on (its recorded split names the
     speakers). The threshold is reset to the validation speakers' fragment EER point (or
     left uncalibrated when the checkpoint has no validation speakers).
@@ -261,7 +267,10 @@ def evaluate_cmd(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Evaluate a model on unseen speakers: k-way accuracy, baselines, EER, plots."""
+    """Score a model on unseen speakers: k-way accuracy, EER, plots.
+
+    Baselines and the --compare checkpoints are scored on the same tasks.
+    """
     from speakerid.lab.evaluate import evaluate_model
 
     others = [load_model(p) for p in compare or []]
@@ -382,8 +391,9 @@ def calibrate_cmd(
     precision: PrecisionOpt = "auto",
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Calibrate the store's decisions on labelled recordings of your own domain.
+    """Calibrate the store's decisions on recordings of your domain.
 
     Scores every same- and different-speaker trial (one recording against a model pooled
     from 1 and from --enroll-size others, as verify does), reports EER, minDCF and the score
@@ -404,30 +414,31 @@ def calibrate_cmd(
     # --far alone implies --target far: the rate given is always the one to calibrate for
     if plot is not None:
         output_target(plot)  # refused before the store is written, not after
-    # the torch backend: calibrate has no --backend
-    embedder = open_embedder(model, None, precision)
-    with (
-        SpeakerStore(store) as db,
-        progress_bar() as progress,
-    ):
-        task = progress.add_task("embedding", total=None)
+    for root in data:
+        check_root(root)  # a mistyped folder costs no model load
+    with SpeakerStore(store) as db:
+        # torch (calibrate has no --backend), once the store opened: a bad one costs no load
+        embedder = open_embedder(model, None, precision)
+        with progress_bar() as progress:
+            task = progress.add_task("embedding", total=None)
 
-        def on_file(speaker: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=shown_markup(speaker))
+            def on_file(speaker: str, done: int, total: int) -> None:
+                shown_as = shown_markup(speaker)
+                progress.update(task, completed=done, total=total, description=shown_as)
 
-        report = calibrate(
-            db,
-            embedder,
-            data,
-            far=far,
-            fpir=fpir,
-            norm=norm,
-            cohort=cohort,
-            enroll_size=enroll_size,
-            seed=seed,
-            dry_run=dry_run,
-            on_file=on_file,
-        )
+            report = calibrate(
+                db,
+                embedder,
+                data,
+                far=far,
+                fpir=fpir,
+                norm=norm,
+                cohort=cohort,
+                enroll_size=enroll_size,
+                seed=seed,
+                dry_run=dry_run,
+                on_file=on_file,
+            )
     if plot is not None:
         _plot_calibration(report, plot)
     if json_:

@@ -22,6 +22,7 @@ from speakerid.cli.common import (
     MinSpeechOpt,
     ModelOpt,
     PrecisionOpt,
+    QuietOpt,
     SampleRateOpt,
     SpeakerName,
     StoreOpt,
@@ -61,6 +62,7 @@ def verify_cmd(
     sample_rate: SampleRateOpt = None,
     store: StoreOpt = None,
     json_: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """1:1 check that FILE is NAME. Exit status 0 accepted, 1 rejected, 2 error.
 
@@ -111,12 +113,36 @@ def _seg_opt(help_: str) -> Any:
     return typer.Option(help=help_ + " (with --segments).", show_default=False)
 
 
+TopOpt = Annotated[
+    int | None, typer.Option("--top", "-k", help="Candidates to show (1 or more); default 5.")
+]
+SegmentsOpt = Annotated[
+    bool,
+    typer.Option("--segments", help="Who speaks when: a timeline of enrolled speakers per FILE."),
+]
+WindowOpt = Annotated[float | None, _seg_opt("Seconds per scored window; default 1.5")]
+HopOpt = Annotated[float | None, _seg_opt("Seconds between windows; default 0.75")]
+FitOpt = Annotated[
+    str | None, _seg_opt("How a window meets the encoder: tile (to 3 s) | direct; default tile")
+]
+SwitchOpt = Annotated[float | None, _seg_opt("Score a change of speaker must earn; default 0.3")]
+MinSegmentOpt = Annotated[
+    float | None, _seg_opt("Shorter runs of speech join a neighbour, seconds; default 1.0")
+]
+MaxGapOpt = Annotated[
+    float | None, _seg_opt("Pauses shorter than this inside a turn are bridged, s; default 1.0")
+]
+OffsetOpt = Annotated[
+    float | None, _seg_opt("Added to the model's threshold, not to --threshold; default -0.15")
+]
+RttmOpt = Annotated[bool, typer.Option("--rttm", help="Print RTTM lines (with --segments).")]
+PlotOpt = Annotated[Path | None, _seg_opt("Write the timeline of one FILE as a PNG")]
+
+
 @command("identify")
 def identify_cmd(
     files: AudioFiles,
-    top: Annotated[
-        int | None, typer.Option("--top", "-k", help="Candidates to show (1 or more); default 5.")
-    ] = None,
+    top: TopOpt = None,
     far: FarOpt = None,
     threshold: ThresholdOpt = None,
     model: ModelOpt = None,
@@ -127,35 +153,19 @@ def identify_cmd(
     strict: StrictOpt = False,
     store: StoreOpt = None,
     json_: JsonOpt = False,
-    segments: Annotated[
-        bool,
-        typer.Option(
-            "--segments", help="Who speaks when: a timeline of enrolled speakers per FILE."
-        ),
-    ] = False,
-    window: Annotated[float | None, _seg_opt("Seconds per scored window; default 1.5")] = None,
-    hop: Annotated[float | None, _seg_opt("Seconds between windows; default 0.75")] = None,
-    fit: Annotated[
-        str | None, _seg_opt("How a window meets the encoder: tile (to 3 s) | direct; default tile")
-    ] = None,
-    switch_penalty: Annotated[
-        float | None, _seg_opt("Score a change of speaker must earn; default 0.3")
-    ] = None,
-    min_segment: Annotated[
-        float | None, _seg_opt("Shorter runs of speech join a neighbour, seconds; default 1.0")
-    ] = None,
-    max_gap: Annotated[
-        float | None, _seg_opt("Pauses shorter than this inside a turn are bridged, s; default 1.0")
-    ] = None,
-    threshold_offset: Annotated[
-        float | None, _seg_opt("Added to the model's threshold, not to --threshold; default -0.15")
-    ] = None,
-    rttm: Annotated[
-        bool, typer.Option("--rttm", help="Print RTTM lines (with --segments).")
-    ] = False,
-    plot: Annotated[Path | None, _seg_opt("Write the timeline of one FILE as a PNG")] = None,
+    quiet: QuietOpt = False,
+    segments: SegmentsOpt = False,
+    window: WindowOpt = None,
+    hop: HopOpt = None,
+    fit: FitOpt = None,
+    switch_penalty: SwitchOpt = None,
+    min_segment: MinSegmentOpt = None,
+    max_gap: MaxGapOpt = None,
+    threshold_offset: OffsetOpt = None,
+    rttm: RttmOpt = False,
+    plot: PlotOpt = None,
 ) -> None:
-    """1:N: who is speaking in each FILE? 'unknown' for a voice not enrolled.
+    """1:N: name the enrolled speaker in each FILE, or 'unknown'.
 
     By default a stranger is named at most 1 time in 100 per FILE (--far 0.01), however many
     speakers are enrolled: each candidate is judged for this clip's length and its own
@@ -184,17 +194,33 @@ def identify_cmd(
         opened = (store, model, backend, precision, min_speech)
         _identify_segments(files, settings, threshold, sample_rate, strict, opened, outputs)
         return
-    top = 5 if top is None else top
-    if top < 1:  # before anything loads: a usage error costs no model
-        fail(f"--top must be at least 1, not {top}")
-    far = far_flag(far, threshold)
     given = [k for k, v in seg_values.items() if v is not None]
     given += [k for k, v in (("rttm", rttm), ("plot", plot)) if v]
     if given:
         fail(f"--{given[0].replace('_', '-')} needs --segments")
+    opened = (store, model, backend, precision, min_speech)
+    _identify_files(files, top, far, threshold, sample_rate, strict, opened, json_)
+
+
+def _identify_files(
+    files: list[str],
+    top: int | None,
+    far: float | None,
+    threshold: float | None,
+    sample_rate: int | None,
+    strict: bool,
+    opened: tuple[Path | None, str | None, str | None, str, float],
+    json_: bool,
+) -> None:
+    """``identify``: ranked candidates and a decision per FILE, as tables or JSON."""
+    top = 5 if top is None else top
+    if top < 1:  # before anything loads: a usage error costs no model
+        fail(f"--top must be at least 1, not {top}")
+    far = far_flag(far, threshold)
     sources = read_sources(files, sample_rate)
-    opened = SpeakerID(store, model, backend=backend, precision=precision, min_speech=min_speech)
-    with opened as sid, progress_bar() as progress:
+    store, model, backend, precision, min_speech = opened
+    api = SpeakerID(store, model, backend=backend, precision=precision, min_speech=min_speech)
+    with api as sid, progress_bar() as progress:
         task = progress.add_task("identifying", total=len(sources))
         everything = sid.identify_many(
             sources,
@@ -204,8 +230,10 @@ def identify_cmd(
             strict=strict,
             on_file=lambda done, total: progress.update(task, completed=done),
         )
-        fingerprint = sid.embedder.model.fingerprint
-        notes = calibration_notes(sid.store, fingerprint) if threshold is None else []
+        identified = any(isinstance(r, Identification) for r in everything)
+        notes = []  # about the calibration the decisions used: none when no file got one
+        if threshold is None and identified:
+            notes = calibration_notes(sid.store, sid.embedder.model.fingerprint)
         store_path = str(sid.store.path)
     for note in notes:
         if not note.startswith("not calibrated"):  # the usual case needs no warning

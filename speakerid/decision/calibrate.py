@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -56,6 +57,8 @@ from speakerid.recognition import (
 )
 from speakerid.store.speakers import SpeakerStore
 from speakerid.vectors import l2_normalize, score
+
+log = logging.getLogger(__name__)  # notes of slow steps; the CLI prints them
 
 NORMS = ("none", "asnorm")
 COHORTS = ("auto", "model", "store")
@@ -118,6 +121,7 @@ def embed_folders(
         (i, name, files) for i, root in enumerate(roots) for name, files in speaker_folders(root)
     ]
     total = sum(len(files) for *_, files in folders)
+    log.info("embedding %d recordings of %d speakers, then scoring", total, len(folders))
     vectors, labels, names, paths, skipped, seconds = [], [], [], [], [], []
     seen: dict[str, str] = {}  # content sha256 -> the first path holding it
     done = 0

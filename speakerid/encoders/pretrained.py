@@ -56,8 +56,9 @@ def ge2e_weights_path() -> Path:
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or spec.origin is None:
         raise CheckpointError(
-            "the GE2E front-end needs Resemblyzer's weights: pip install 'speakerid[ge2e]' "
-            f"or set {GE2E_WEIGHTS_ENV} to a pretrained.pt"
+            "the GE2E front-end needs Resemblyzer's weights: pip install resemblyzer (in a "
+            f"speakerid checkout: pip install -e '.[ge2e]'), or set {GE2E_WEIGHTS_ENV} to a "
+            "pretrained.pt"
         )
     return Path(spec.origin).parent / "pretrained.pt"
 

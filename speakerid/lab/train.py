@@ -7,7 +7,7 @@ Objectives (their heads and distances are in ``losses``, never in the shipped en
   same-speaker logit by a learned affine head and trained with binary cross-entropy.
 - ``aam``: additive angular margin softmax (ArcFace/AAM) over the training speakers.
 - ``distill``: cosine distance to a frozen teacher's embedding of the clean fragment
-  (Resemblyzer's GE2E, ``speakerid[ge2e]``, run on every batch; or a speakerid model such as
+  (Resemblyzer's GE2E, the ``ge2e`` extra, run on every batch; or a speakerid model such as
   ``accurate``, which labels a fixed pool of crops once, ``teachers.TeacherPool``), the
   student seeing the augmented fragment, plus ``aam_weight`` times the AAM loss when
   ``aam_weight > 0``. An ``lstm`` student may start from GE2E's own weights

@@ -32,7 +32,7 @@ changed since it was written; a base that fails, or whose vector for a candidate
 from the store's, is rebuilt from the store, never trusted. Candidates are re-scored
 exactly, so every reported score is the true cosine.
 
-faiss is optional (``pip install 'speakerid[ann]'``); without it the kind is ``flat``.
+faiss is optional (``pip install faiss-cpu``); without it the kind is ``flat``.
 
 At about 760 lines this module is past the style's ~600: the ranking and the index's files
 are one job (a fold writes what ``rank_kept`` reads, and both follow one row layout); the

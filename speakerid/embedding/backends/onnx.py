@@ -33,6 +33,7 @@ no torch. onnxruntime is a dependency of every install.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import warnings
@@ -58,12 +59,16 @@ from speakerid.features.numpy import Frontend, numpy_frontend
 from speakerid.outputs import replacing
 from speakerid.vectors import l2_normalize
 
+log = logging.getLogger(__name__)  # notes of slow steps; the CLI prints them
+
 ONNX_FORMAT = "speakerid-onnx/1"  # metadata 'format' of an exported graph
 ONNX_OPSET = 17  # LSTM, convolutions and reductions all export at this opset
 CACHE_ENV = "SPEAKERID_CACHE"  # overrides the cache folder (default: the user cache dir)
 INPUT_NAME = "features"
 OUTPUT_NAME = "embedding"
-INSTALL_HINT = "the onnx backend needs onnxruntime: pip install speakerid"
+INSTALL_HINT = (
+    "the onnx backend needs onnxruntime (a speakerid dependency): pip install onnxruntime"
+)
 EXPORTS_DIR = "exports"  # under the cache: <graph sha256>.json for each graph speakerid wrote
 PROBE_BATCH = 2  # fragments of a foreign graph's probe run (2: the batch axis must vary)
 # Front-end sizes a graph's config may ask for: bounds the numpy front-end's tables.
@@ -133,7 +138,8 @@ def export_onnx(
         import onnx
     except ImportError:
         raise SpeakerIDError(
-            "exporting to ONNX needs onnx: pip install 'speakerid[train]'"
+            "exporting to ONNX needs onnx: pip install onnx "
+            "(in a speakerid checkout: pip install -e '.[train]')"
         ) from None
 
     class Body(torch.nn.Module):
@@ -362,6 +368,11 @@ def load_onnx_model(model: str | Path | None = None, precision: str = "auto") ->
     target = cached_onnx_path(header)
     if not (target.is_file() and exported_from(file_sha256(target)) == header.fingerprint):
         require_torch(f"{checkpoint}: exporting its graph for the onnx backend")
+        log.info(
+            "exporting %s to ONNX once, into %s (it takes about 30 s; later runs load it)",
+            checkpoint.name,
+            target.parent,
+        )
         export_onnx(checkpoint, target, expected_sha256=expected)
     loaded = open_onnx(target)
     if loaded.fingerprint != header.fingerprint:  # replaced between export and load
