@@ -1,17 +1,21 @@
 """Cold-start wall time of the CLI, as a user meets it: one new process per command.
 
 Each command runs ``--repeats`` times as ``python -m speakerid.cli ...`` in a fresh
-interpreter (the console script does the same imports); the table gives the median and the
-fastest run. Measured: ``--help``, ``list`` and ``info`` (no model), ``verify`` of one 3-s
-clip and ``identify`` of ten 3-s clips against a store of two enrolled speakers, each with
-the torch and the onnx backend. The onnx backend's graph is built into a temporary cache
-before timing (its one-off first-use export is timed separately).
+interpreter (the console script does the same imports), commands interleaved; the table
+gives the median and fastest wall time and the median CPU time. Measured: ``--help``,
+``list`` (no model), ``verify`` of one 3-s clip and ``identify`` of ten 3-s
+clips against a store of two enrolled speakers: with the default backend (onnx, the shipped
+graph) for every install given, and with the torch backend where the install has torch.
+
+``--install NAME=PYTHON`` (repeatable) names an interpreter whose environment has speakerid
+installed, e.g. a runtime install made with ``pip install .`` in a fresh venv; without one,
+this checkout runs on the current interpreter (``full``).
 
 Clips are cut from LibriSpeech train-clean-100 under ``--data`` when it is there, else
 synthetic. Usage::
 
-    python bench/bench_latency.py --data ../shared/data   # writes docs/results/latency.json
-    python bench/bench_latency.py --repeats 3 --out -
+    python -m venv /tmp/rt && /tmp/rt/bin/pip install .        # the runtime install
+    python bench/bench_latency.py --install runtime=/tmp/rt/bin/python --install full=python
     python bench/bench_latency.py --parity 40     # torch vs onnx cosine on 40 real files
 """
 
@@ -59,7 +63,9 @@ def clips(folder: Path, n: int, data: Path) -> list[Path]:
     return paths
 
 
-def run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+def run(
+    args: list[str], env: dict[str, str], python: str = sys.executable, cwd: Path = REPO
+) -> tuple[float, float]:
     """Wall and CPU (user + system) seconds of one ``speakerid ARGS`` in a new process.
 
     CPU time is reported beside wall time because this machine's 2 cores are shared: under
@@ -68,7 +74,7 @@ def run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "speakerid.cli", *args], env=env, cwd=REPO, capture_output=True
+        [python, "-m", "speakerid.cli", *args], env=env, cwd=cwd, capture_output=True
     )
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -96,6 +102,28 @@ def parity(n: int, data: Path, model: str | None) -> None:
     )
 
 
+def has_torch(python: str) -> bool:
+    probe = "import importlib.util as u; print(u.find_spec('torch') is not None)"
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "True"
+
+
+def install_env(python: str, tmp_path: Path, checkout: bool) -> dict[str, str]:
+    """The environment of one install's commands: its own store and cache, this checkout
+    on the path only for the checkout's interpreter (they run in ``tmp_path``, so that
+    ``python -m`` does not find the checkout from the working directory)."""
+    env = {
+        **os.environ,
+        "SPEAKERID_STORE": str(tmp_path / "store.sqlite"),
+        "SPEAKERID_CACHE": str(tmp_path / "cache"),
+    }
+    env.pop("SPEAKERID_BACKEND", None)
+    env.pop("PYTHONPATH", None)
+    if checkout:
+        env["PYTHONPATH"] = str(REPO)
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -103,46 +131,48 @@ def main() -> None:
     parser.add_argument("--parity", type=int, default=0, help="Only the parity check, N files.")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--model", default=None, help="Shipped name or path (default model).")
+    parser.add_argument("--install", action="append", default=[], metavar="NAME=PYTHON")
     opts = parser.parse_args()
     data = opts.data / LIBRISPEECH
     if opts.parity:
         parity(opts.parity, data, opts.model)
         return
+    installs = dict(spec.split("=", 1) for spec in opts.install) or {"full": sys.executable}
 
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "SPEAKERID_STORE": str(tmp_path / "store.sqlite"),
-            "SPEAKERID_CACHE": str(tmp_path / "cache"),
-        }
-        env.pop("SPEAKERID_BACKEND", None)
+        root = Path(tmp)
         model = ["--model", opts.model] if opts.model else []
-        paths = clips(tmp_path, 10, data)
+        paths = clips(root, 10, data)
         enroll, queries = paths[:2], paths[2:]
-        run(["enroll", "a", str(enroll[0]), *model], env)
-        run(["enroll", "b", str(enroll[1]), *model], env)
-        first_use = run(["verify", "a", str(queries[0]), "--backend", "onnx", *model], env)[0]
-
-        commands: dict[str, list[str]] = {
-            "--help": ["--help"],
-            "list": ["list"],
-            "info": ["info"],
-        }
-        for backend in ("torch", "onnx"):
-            flags = ["--backend", backend, *model]
-            commands[f"verify 3-s clip ({backend})"] = ["verify", "a", str(queries[0]), *flags]
-            commands[f"identify 10 clips ({backend})"] = [
-                "identify",
-                *map(str, queries),
-                *flags,
-            ]
+        commands: dict[str, tuple[str, list[str], dict[str, str], Path]] = {}
+        for name, python in installs.items():
+            home = root / name
+            home.mkdir()
+            env = install_env(python, home, checkout=python == sys.executable)
+            run(["enroll", "a", str(enroll[0]), *model], env, python, home)
+            run(["enroll", "b", str(enroll[1]), *model], env, python, home)
+            backends = ["onnx", "torch"] if has_torch(python) else ["onnx"]
+            commands[f"{name}: --help"] = (python, ["--help"], env, home)
+            commands[f"{name}: list"] = (python, ["list"], env, home)
+            for backend in backends:
+                flags = ["--backend", backend, *model]
+                commands[f"{name}: verify 3-s clip ({backend})"] = (
+                    python,
+                    ["verify", "a", str(queries[0]), *flags],
+                    env,
+                    home,
+                )
+                commands[f"{name}: identify 10 clips ({backend})"] = (
+                    python,
+                    ["identify", *map(str, queries), *flags],
+                    env,
+                    home,
+                )
         results = {}
         loads = [os.getloadavg()[0]]
         for _ in range(opts.repeats):  # interleaved: a burst of load hits every command alike
-            for label, args in commands.items():
-                wall, cpu = run(args, env)
+            for label, (python, args, env, home) in commands.items():
+                wall, cpu = run(args, env, python, home)
                 entry = results.setdefault(label, {"wall": [], "cpu": []})
                 entry["wall"].append(round(wall, 3))
                 entry["cpu"].append(round(cpu, 3))
@@ -153,16 +183,17 @@ def main() -> None:
             entry["median_cpu_s"] = round(statistics.median(entry["cpu"]), 3)
 
     report = {
+        "command": " ".join(sys.argv),
         "machine": machine(),
+        "installs": installs,
         "model": opts.model or "(default)",
         "load_average_1min": [round(x, 2) for x in loads],
         "repeats": opts.repeats,
         "clips": str(data) if data.is_dir() else "synthetic",
-        "onnx_first_use_export_s": round(first_use, 2),
         "results": results,
     }
     lines = [
-        "| command | wall, median (s) | wall, fastest (s) | CPU, median (s) |",
+        "| install: command | wall, median (s) | wall, fastest (s) | CPU, median (s) |",
         "| --- | ---: | ---: | ---: |",
     ]
     lines += [
@@ -170,7 +201,7 @@ def main() -> None:
         for k, v in results.items()
     ]
     print("\n".join(lines))
-    print(f"\nmachine: {report['machine']}; first onnx use (export): {first_use:.1f} s")
+    print(f"\nmachine: {report['machine']}")
     print(f"1-min load average during the runs: {report['load_average_1min']}")
     if opts.out != "-":
         Path(opts.out).write_text(json.dumps(report, indent=2) + "\n")

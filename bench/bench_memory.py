@@ -13,6 +13,7 @@ Usage::
     python bench/bench_memory.py                 # the cases in CASES, streamed path only
     python bench/bench_memory.py --whole         # also the whole-file path (slow, GBs)
     python bench/bench_memory.py --minutes 5     # shorter recordings, for a quick look
+    python bench/bench_memory.py --only "48 kHz stereo 16" --minutes 10   # one case
 """
 
 from __future__ import annotations
@@ -84,10 +85,35 @@ def peak_rss(argv: list[str]) -> tuple[float, float, int]:
     return usage.ru_maxrss / 1024, wall, proc.returncode
 
 
+def segments_case(tmp: Path, short: Path, minutes: float) -> None:
+    """Peak RSS of ``identify FILE --segments`` on a long file, against a one-speaker store."""
+    cli = [sys.executable, "-m", "speakerid.cli"]
+    store = ["--store", str(tmp / "segments.sqlite")]
+    path = tmp / "segments.wav"
+    write_recording(path, 16_000, 1, "PCM_16", minutes)
+    subprocess.run([*cli, "enroll", "someone", str(short), *store], check=True, capture_output=True)
+    rss, wall, code = peak_rss([*cli, "identify", str(path), "--segments", "--json", *store])
+    name = f"{minutes:g} min, 16 kHz mono 16-bit wav"
+    size = path.stat().st_size / 1e6
+    print(
+        f"| {name} | {size:.0f} | identify --segments | {rss:.0f} | {wall:.1f} |"
+        + ("" if code == 0 else f" exit {code}")
+    )
+    path.unlink()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, help="override every case's length")
     ap.add_argument("--whole", action="store_true", help="also run the whole-file path")
+    ap.add_argument("--only", nargs="+", default=None, help="cases whose label has one of these")
+    ap.add_argument(
+        "--segments",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="also identify --segments on a 16 kHz mono file this long (one speaker enrolled)",
+    )
     args = ap.parse_args()
     print(f"machine: {machine()}; model: the shipped default; python {platform.python_version()}")
     print("| recording | file MB | path | peak RSS MB | wall s |")
@@ -98,9 +124,13 @@ def main() -> None:
         rss, wall, _ = peak_rss(
             [sys.executable, "-m", "speakerid.cli", "embed", str(short), "-o", f"{tmp}/x.npz"]
         )
-        base = "5 s, 16 kHz mono (baseline: Python, torch, model)"
+        base = "5 s, 16 kHz mono (baseline: Python, the backend, model)"
         print(f"| {base} | 0.2 | embed | {rss:.0f} | {wall:.1f} |")
+        if args.segments:
+            segments_case(Path(tmp), short, args.segments)
         for label, rate, channels, subtype, minutes in CASES:
+            if args.only and not any(word in label for word in args.only):
+                continue
             minutes = args.minutes or minutes
             suffix = ".flac" if "flac" in label else ".wav"
             path = Path(tmp) / f"long{suffix}"

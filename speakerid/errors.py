@@ -34,3 +34,30 @@ class DataError(SpeakerIDError):
 
 class EnrollmentQualityError(SpeakerIDError):
     """A recording that ``enroll --strict`` refuses: too little speech, or another voice."""
+
+
+class MissingExtraError(SpeakerIDError):
+    """A command that needs a package this install lacks (torch comes with ``[train]``)."""
+
+
+# speakerid is not on PyPI, so a hint names the packages, and the extra for a checkout.
+TRAIN_EXTRA = "pip install torch torchaudio (in a speakerid checkout: pip install -e '.[train]')"
+PLOT_EXTRA = "pip install matplotlib scipy (in a speakerid checkout: pip install -e '.[plot]')"
+
+
+def require(module: str, what: str, extra: str) -> None:
+    """Raise ``MissingExtraError`` when ``module`` is not installed, naming the extra that
+    brings it. ``find_spec`` looks it up without importing it, so the check costs nothing."""
+    from importlib.util import find_spec
+
+    try:
+        found = find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, a half-imported module
+        found = False
+    if not found:
+        raise MissingExtraError(f"{what} needs {module}, which this install lacks: {extra}")
+
+
+def require_torch(what: str) -> None:
+    """``require`` torch, which comes with ``[train]``."""
+    require("torch", what, TRAIN_EXTRA)

@@ -537,8 +537,8 @@ def build(folder: Path, given: Inputs) -> list[Case]:
     cases.append(
         Case(
             "messages",
-            ".onnx without --backend onnx: says what to pass",
-            ["verify", "alice", v, "--model", str(given.graph), *st],
+            ".onnx with --backend torch: says what to pass",
+            ["verify", "alice", v, "--model", str(given.graph), "--backend", "torch", *st],
             needle="--backend onnx",
             store=given.store,
         )

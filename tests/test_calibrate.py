@@ -232,7 +232,7 @@ def test_asnorm_with_the_store_cohort(
     cli, enrolled_store: Path, labelled_dir: Path, voices_dir: Path, model_path: Path
 ) -> None:
     from speakerid.decision.calibration import as_norm_scores
-    from speakerid.embedding.backends.torch import Embedder, load_model
+    from speakerid.embedding.pipeline import open_embedder
     from speakerid.encoders.twin import file_sha256
 
     rng = np.random.default_rng(0)
@@ -256,7 +256,7 @@ def test_asnorm_with_the_store_cohort(
     with SpeakerStore(enrolled_store) as db:
         names, matrix = db.matrix()
         reference = db.vector("alice")
-    query = Embedder(load_model(model_path), device="cpu").embed_file(alice)
+    query = open_embedder(model_path).embed_file(alice)  # what the CLI ran: the default backend
     expected = as_norm_scores(
         query[None], reference[None], np.array(["alice"]), matrix, np.array(names), 13
     )[0, 0]

@@ -216,24 +216,30 @@ def test_precision_option_and_environment(cli, voices_dir: Path, tmp_path: Path)
     from speakerid.embedding.backends.torch import native_bf16
 
     sample = voice(voices_dir, "alice", 1)
+    torch_backend = ("--backend", "torch")  # fp32/bf16/auto are the torch backend's
     got = {}
     native = native_bf16(torch.device("cpu"))
     for precision in ("fp32", "bf16", "auto") if native else ("fp32", "auto"):
         out = tmp_path / f"{precision}.npz"
-        ok(cli("embed", sample, "--out", out, "--precision", precision))
+        ok(cli("embed", sample, "--out", out, "--precision", precision, *torch_backend))
         with np.load(out) as z:
             got[precision] = z[sample]
     if native:
         assert float(got["fp32"] @ got["bf16"]) > 0.99
     else:  # refused in one line rather than emulated
-        error(cli("embed", sample, "--out", tmp_path / "b.npz", "--precision", "bf16"), "bf16")
+        refused = cli(
+            "embed", sample, "--out", tmp_path / "b.npz", "--precision", "bf16", *torch_backend
+        )
+        error(refused, "bf16")
     assert any(np.array_equal(got["auto"], got[p]) for p in got if p != "auto")
     env = {"SPEAKERID_PRECISION": "fp32"}
-    ok(cli("embed", sample, "--out", tmp_path / "env.npz", env=env))
+    ok(cli("embed", sample, "--out", tmp_path / "env.npz", *torch_backend, env=env))
     with np.load(tmp_path / "env.npz") as z:
         np.testing.assert_array_equal(z[sample], got["fp32"])
     error(cli("embed", sample, "--out", tmp_path / "x.npz", "--precision", "fp8"), "fp8")
     assert not (tmp_path / "x.npz").exists()
+    # the onnx backend (the default) runs fp32 graphs: bf16 is refused there in one line
+    error(cli("embed", sample, "--out", tmp_path / "y.npz", "--precision", "bf16"), "torch")
 
 
 def test_store_from_environment(cli, runner, tmp_path: Path, voices_dir: Path) -> None:
@@ -895,13 +901,13 @@ def test_store_in_a_new_folder_says_so(cli, tmp_path: Path, voices_dir: Path) ->
 def test_interrupted_enroll_dir_says_what_was_kept(
     cli, tmp_path: Path, store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from speakerid.embedding.backends.torch import Embedder
+    from speakerid.embedding.embedder import BaseEmbedder  # what every backend embeds with
 
     root = tmp_path / "corpus"
     for i, (name, v) in enumerate(VOICES.items()):
         for k in (1, 2):
             write_wav(root / name / f"{name}_{k}.wav", synth_voice(v, seed=10 * i + k))
-    real = Embedder.embed_waveform
+    real = BaseEmbedder.embed_waveform
     calls = []
 
     def interrupt_third(self, *args, **kwargs):
@@ -910,7 +916,7 @@ def test_interrupted_enroll_dir_says_what_was_kept(
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Embedder, "embed_waveform", interrupt_third)
+    monkeypatch.setattr(BaseEmbedder, "embed_waveform", interrupt_third)
     res = cli("enroll-dir", root, store=store_path)
     assert res.exit_code == 130 and "Traceback" not in res.output
     assert "1 speaker(s)" in res.stderr and "kept" in res.stderr

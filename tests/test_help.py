@@ -67,9 +67,9 @@ def test_command_list_is_not_cut(runner) -> None:
 
 
 def test_install_hints_survive_the_renderer(runner) -> None:
-    # Rich's markup mode printed ``pip install 'speakerid'``: it read ``[onnx]`` as a tag.
+    # Rich's markup mode printed ``pip install 'speakerid'``: it read ``[train]`` as a tag.
     text = " ".join(help_text(runner, "verify", width=120).split())
-    assert "pip install -e '.[onnx]'" in text and "pip install onnxruntime" in text
+    assert "pip install -e '.[train]'" in text
 
 
 def test_models_help_promises_what_models_prints(runner) -> None:

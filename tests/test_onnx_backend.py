@@ -108,6 +108,29 @@ def test_shipped_models_match_torch_on_onnx(shipped: str) -> None:
     _assert_parity(torch_side, onnx_side)
 
 
+def test_shipped_graphs_are_pinned_and_run_as_shipped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, onnx_cache: Path
+) -> None:
+    """A shipped model's graph is the pinned file, with the checkpoint's identity; nothing
+    is exported into the cache, and a changed byte is refused."""
+    graphs = [(m, g) for m in registry.SHIPPED.values() for g in m.graphs]
+    assert graphs  # the default model ships one
+    cached = sorted(onnx_cache.rglob("*"))
+    for model, graph in graphs:
+        path = registry.shipped_path(graph)
+        assert file_sha256(path) == graph.sha256
+        loaded = load_onnx_model(model.name, graph.variant)
+        assert loaded.onnx_path == path and loaded.fingerprint == model.sha256
+    assert sorted(onnx_cache.rglob("*")) == cached
+    model, graph = graphs[0]
+    tampered = bytearray(registry.shipped_path(graph).read_bytes())
+    tampered[-1] ^= 1
+    (tmp_path / graph.filename).write_bytes(bytes(tampered))
+    monkeypatch.setattr(registry, "PACKAGE_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match="pinned"):
+        load_onnx_model(model.name)
+
+
 def test_cache_is_built_once_and_checked(model_path: Path, onnx_cache: Path) -> None:
     first = load_onnx_model(model_path)
     target = cached_onnx_path(read_header(model_path))

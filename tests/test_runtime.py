@@ -30,10 +30,26 @@ sys.stderr.write("\\nPROBE " + json.dumps({{"code": code, "heavy": heavy}}) + "\
 """.format(heavy=(*HEAVY, "onnxruntime"))
 
 
-def run_cli(*args: str | Path, env: dict[str, str], stdin: bytes | None = None) -> dict:
+# Prepended to PROBE: an install without the lab's packages, as ``pip install speakerid``
+# leaves it. Importing one of them fails as a missing package does.
+WITHOUT_TRAIN = """
+import sys
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {heavy!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+sys.meta_path.insert(0, _NotInstalled())
+""".format(heavy=(*HEAVY, "librosa"))
+
+
+def run_cli(
+    *args: str | Path, env: dict[str, str], stdin: bytes | None = None, torch: bool = True
+) -> dict:
     """Run ``speakerid ARGS`` in a new interpreter; returns code, heavy modules, stdout, stderr."""
+    probe = PROBE if torch else WITHOUT_TRAIN + PROBE
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, *map(str, args)],
+        [sys.executable, "-c", probe, *map(str, args)],
         input=stdin,
         capture_output=True,
         env=env,
@@ -133,7 +149,15 @@ def test_onnx_backend_runs_every_embedding_command_without_torch(
     assert result["code"] in (0, 1) and "torch" not in result["heavy"], result
     # the same store serves both backends: the fingerprint is the checkpoint's
     result = run_cli(
-        "verify", "alice", voices_dir / "alice_3.wav", "--model", model_path, "--json", env=env
+        "verify",
+        "alice",
+        voices_dir / "alice_3.wav",
+        "--model",
+        model_path,
+        "--backend",
+        "torch",
+        "--json",
+        env=env,
     )
     assert result["code"] in (0, 1) and "torch" in result["heavy"], result
 
@@ -163,3 +187,39 @@ def test_the_store_side_imports_neither_torch_nor_the_encoder(module: str) -> No
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout) == []
+
+
+def test_the_default_model_enrolls_and_verifies_without_torch_installed(
+    env, voices_dir: Path, onnx_cache: Path
+) -> None:
+    """The runtime install: the shipped graph runs as it is, nothing is exported."""
+    pytest.importorskip("onnxruntime")
+    before = sorted(onnx_cache.rglob("*"))
+    alice = [voices_dir / f"alice_{k}.wav" for k in (1, 2)]
+    result = run_cli("enroll", "alice", *alice, env=env, torch=False)
+    assert result["code"] == 0 and result["heavy"] == ["onnxruntime"], result
+    result = run_cli("verify", "alice", voices_dir / "alice_3.wav", "--json", env=env, torch=False)
+    assert result["code"] in (0, 1) and result["heavy"] == ["onnxruntime"], result
+    assert json.loads(result["stdout"])["speaker"] == "alice"
+    assert sorted(onnx_cache.rglob("*")) == before  # no graph exported at first use
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("embed", "VOICE", "--out", "e.npz", "--backend", "torch"),
+        ("evaluate", "x"),
+        ("export", "fast", "--onnx", "out.onnx"),
+        ("calibrate", "data", "--plot", "p.png"),
+        ("identify", "x.wav", "--segments", "--plot", "p.png"),
+    ],
+)
+def test_commands_that_need_torch_name_the_extra(
+    args, env, tmp_path: Path, voices_dir: Path
+) -> None:
+    voice = str(voices_dir / "alice_1.wav")
+    result = run_cli(*(voice if a == "VOICE" else a for a in args), env=env, torch=False)
+    assert result["code"] == 2, result
+    extra = ".[plot]" if "--plot" in args else ".[train]"
+    assert extra in result["stderr"] and "Traceback" not in result["stderr"]
+    assert len(result["stderr"].strip().splitlines()) == 1, result

@@ -45,12 +45,17 @@ from speakerid.embedding.backends.torch import PRECISIONS
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.embedding.pipeline import BACKEND_ENV, BACKENDS, open_embedder
 from speakerid.encoders.checkpoint import check_threshold
-from speakerid.errors import SpeakerIDError
+from speakerid.errors import PLOT_EXTRA, TRAIN_EXTRA, SpeakerIDError
 from speakerid.recognition import FileError, Source
 from speakerid.store.speakers import NAME_MAX_CHARS, STORE_ENV, SpeakerStore, default_store_path
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # verify: the voice did not match
+# Packages the runtime install leaves out, and the extra that brings each.
+EXTRA_OF = {
+    **dict.fromkeys(("torch", "torchaudio", "librosa", "sklearn"), TRAIN_EXTRA),
+    "matplotlib": PLOT_EXTRA,
+}
 EXIT_ERROR = 2  # any SpeakerIDError (and usage errors, as Click does)
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
@@ -123,8 +128,8 @@ PrecisionOpt = Annotated[
         "--precision",
         envvar=PRECISION_ENV,
         metavar="|".join(PRECISIONS),
-        help="Encoder arithmetic. auto: bf16 on CPUs with native bf16 (about 2x faster, same "
-        "accuracy), else fp32.",
+        help="Encoder arithmetic. torch backend, auto: bf16 on CPUs with native bf16 (about 2x "
+        "faster, same accuracy), else fp32. The onnx backend runs fp32.",
     ),
 ]
 BackendOpt = Annotated[
@@ -133,8 +138,8 @@ BackendOpt = Annotated[
         "--backend",
         envvar=BACKEND_ENV,
         metavar="|".join(BACKENDS),
-        help="What runs the model. onnx: onnxruntime, no torch (pip install onnxruntime; in "
-        "a checkout: pip install -e '.[onnx]'). Default: torch.",
+        help="What runs the model. Default: onnx (onnxruntime, no torch). torch runs on GPUs "
+        "and needs torch (in a checkout: pip install -e '.[train]').",
         show_default=False,
     ),
 ]
@@ -249,6 +254,11 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                     raise
                 except SpeakerIDError as exc:
                     fail(str(exc))
+                except ModuleNotFoundError as exc:
+                    # The runtime install leaves the lab's packages out: say which extra has it.
+                    if exc.name not in EXTRA_OF:
+                        raise
+                    fail(f"this needs {exc.name}, which this install lacks: {EXTRA_OF[exc.name]}")
                 except KeyboardInterrupt as exc:
                     # An interrupt may say what was kept (enroll-dir); a bare Ctrl-C says nothing.
                     fail(str(exc) or "interrupted", EXIT_INTERRUPTED, prefix="")

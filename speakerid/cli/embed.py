@@ -158,8 +158,8 @@ def export_cmd(
 
     Needs torch and the onnx package.
     The graph holds the encoder body and whitening; the front-end runs in numpy. Run it
-    with --backend onnx --model OUT.onnx. Shipped models need no export: the onnx
-    backend builds its graph once into the user cache.
+    with --backend onnx --model OUT.onnx. The default model ships its graph; the others'
+    are built once into the user cache.
     """
     from speakerid.embedding.backends.onnx import export_onnx
     from speakerid.encoders.registry import resolve_model

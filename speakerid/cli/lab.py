@@ -34,6 +34,7 @@ from speakerid.cli.common import (
 )
 from speakerid.decision.model import DEFAULT_FAR
 from speakerid.embedding.backends.torch import load_model
+from speakerid.errors import PLOT_EXTRA, require
 from speakerid.outputs import output_target, replacing
 from speakerid.recognition import check_root
 from speakerid.store.speakers import SpeakerStore
@@ -406,6 +407,8 @@ def calibrate_cmd(
     """
     from speakerid.decision.calibrate import calibrate
 
+    if plot is not None:  # before the embedding, not after it
+        require("matplotlib", "--plot", PLOT_EXTRA)
     if target not in ("eer", "far"):
         fail(f"unknown --target {target!r}; one of ['eer', 'far']")
     if target == "far" and far is None:

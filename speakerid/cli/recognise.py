@@ -45,6 +45,7 @@ from speakerid.cli.common import (
 )
 from speakerid.decision.model import Quality
 from speakerid.decision.thresholds import calibration_notes
+from speakerid.errors import PLOT_EXTRA, require
 from speakerid.outputs import output_target
 from speakerid.recognition import FileError, Identification
 
@@ -328,6 +329,7 @@ def _identify_segments(
     if plot is not None and len(files) != 1:
         fail(f"--plot draws one FILE's timeline, not {len(files)}")
     if plot is not None:
+        require("matplotlib", "--plot", PLOT_EXTRA)  # before the embedding, not after it
         output_target(plot)  # a directory, FIFO or device is refused before any work
     config = SegmentConfig(**settings)
     sources = read_sources(files, sample_rate)

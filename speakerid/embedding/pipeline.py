@@ -26,8 +26,13 @@ BACKEND_ENV = "SPEAKERID_BACKEND"  # environment variable choosing the backend
 
 
 def resolve_backend(backend: str | None) -> str:
-    """``backend``, else ``$SPEAKERID_BACKEND``, else ``torch``; refuses unknown names."""
-    name = backend or os.environ.get(BACKEND_ENV) or "torch"
+    """``backend``, else ``$SPEAKERID_BACKEND``, else ``onnx``; refuses unknown names.
+
+    onnx is the default because it is the one every install has (the runtime install has
+    no torch), its shipped graphs need no export, and on CPU it is the faster one
+    (docs/benchmarks.md). torch stays for GPUs, training and checkpoints being worked on.
+    """
+    name = backend or os.environ.get(BACKEND_ENV) or "onnx"
     if name not in BACKENDS:
         raise SpeakerIDError(f"unknown backend {name!r}; one of {list(BACKENDS)}")
     return name
@@ -43,10 +48,11 @@ def open_embedder(
     """The embedder every runtime command uses: ``model`` run by ``backend``.
 
     ``model``: a shipped name, a checkpoint path, an ``.onnx`` file (onnx backend) or None
-    for the default. ``onnx`` runs onnxruntime on an exported graph (built once from a
-    checkpoint and cached, see ``backends.onnx``) and never imports torch; ``precision``
-    applies to torch only. ``vad``: how speech is found before embedding (``audio.VADS``;
-    None: ``$SPEAKERID_VAD``, else ``audio.DEFAULT_VAD``).
+    for the default. ``onnx`` runs onnxruntime on a graph (shipped, or exported once from a
+    checkpoint into the cache, see ``backends.onnx``) and never imports torch. ``precision``:
+    torch ``auto | fp32 | bf16``; the onnx backend runs fp32 graphs (``auto | fp32``).
+    ``vad``: how speech is found before embedding (``audio.VADS``; None: ``$SPEAKERID_VAD``,
+    else ``audio.DEFAULT_VAD``).
     """
     vad = resolve_vad(vad)
     if min_speech <= 0:
@@ -54,7 +60,7 @@ def open_embedder(
     if resolve_backend(backend) == "onnx":
         from speakerid.embedding.backends.onnx import OnnxEmbedder, load_onnx_model
 
-        return OnnxEmbedder(load_onnx_model(model), min_speech=min_speech, vad=vad)
+        return OnnxEmbedder(load_onnx_model(model, precision), min_speech=min_speech, vad=vad)
     from speakerid.embedding.backends.torch import Embedder, load_model
 
     return Embedder(load_model(model), precision=precision, min_speech=min_speech, vad=vad)

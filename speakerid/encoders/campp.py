@@ -81,15 +81,20 @@ class FrontConv(nn.Module):
         return x.reshape(batch, channels * bins, frames)
 
 
+def spread_segments(values: torch.Tensor, frames: int, size: int = SEGMENT_FRAMES) -> torch.Tensor:
+    """``(B, C, S)`` per-segment values -> ``(B, C, frames)``: each step gets its segment's."""
+    batch, channels, segments = values.shape
+    spread = values.unsqueeze(-1).expand(batch, channels, segments, size)
+    return spread.reshape(batch, channels, segments * size)[..., :frames]
+
+
 def segment_means(x: torch.Tensor, size: int = SEGMENT_FRAMES) -> torch.Tensor:
     """``(B, C, T)`` -> ``(B, C, T)``: each step replaced by the mean of its ``size``-step segment.
 
     The last segment may be shorter; its mean is over the steps it has.
     """
     means = F.avg_pool1d(x, size, size, ceil_mode=True)  # (B, C, S = ceil(T / size))
-    batch, channels, segments = means.shape
-    spread = means.unsqueeze(-1).expand(batch, channels, segments, size)
-    return spread.reshape(batch, channels, segments * size)[..., : x.shape[-1]]
+    return spread_segments(means, x.shape[-1], size)
 
 
 class CAMLayer(nn.Module):
@@ -109,9 +114,13 @@ class CAMLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn_mid(self.squeeze(F.relu(self.bn_in(x)))))
-        context = h.mean(dim=-1, keepdim=True) + segment_means(h)
+        # The mask's layers act on each step alone, so they run once per segment (2 for a
+        # 3-s fragment, not 149 steps) and the mask is spread over the segment's steps after:
+        # the same numbers as spreading the segment means first, for less work.
+        segments = F.avg_pool1d(h, SEGMENT_FRAMES, SEGMENT_FRAMES, ceil_mode=True)
+        context = h.mean(dim=-1, keepdim=True) + segments  # (B, C, S)
         mask = torch.sigmoid(self.mask_out(F.relu(self.mask_hidden(context))))
-        return self.local(h) * mask
+        return self.local(h) * spread_segments(mask, h.shape[-1])
 
 
 class DenseBlock(nn.Module):

@@ -25,6 +25,21 @@ MEASURED_FILE = "measured.json"  # benchmark summary per shipped model, beside t
 
 
 @dataclass(frozen=True)
+class ShippedGraph:
+    """An ONNX graph of a shipped model, made by ``bench/export_onnx.py``, run by onnxruntime.
+
+    ``fp32`` computes the checkpoint's embeddings (measured in docs/benchmarks.md), so it
+    has the checkpoint's identity and serves its stores. Any other variant (a quantised
+    graph, none ships yet: docs/benchmarks.md says why) would compute different embeddings,
+    so its identity is its own sha256: a store made with one variant refuses another.
+    """
+
+    variant: str  # what ``--precision`` names
+    filename: str  # beside the checkpoint
+    sha256: str  # the file's pinned digest
+
+
+@dataclass(frozen=True)
 class ShippedModel:
     """One model that ships with speakerid."""
 
@@ -34,6 +49,14 @@ class ShippedModel:
     summary: str  # one line for ``speakerid models``
     decision_file: str = ""  # its decision calibration (``decision.DecisionModel`` JSON)
     decision_sha256: str = ""  # that file's pinned digest
+    graphs: tuple[ShippedGraph, ...] = ()  # its ONNX graphs; the first is the onnx default
+
+    def graph(self, variant: str) -> ShippedGraph | None:
+        return next((g for g in self.graphs if g.variant == variant), None)
+
+    def identity(self, graph: ShippedGraph) -> str:
+        """The store identity of embeddings from ``graph`` (see ``ShippedGraph``)."""
+        return self.sha256 if graph.variant == "fp32" else graph.sha256
 
 
 SHIPPED: dict[str, ShippedModel] = {
@@ -46,14 +69,30 @@ SHIPPED: dict[str, ShippedModel] = {
             "CAM++ from 3D-Speaker (200k zh/en speakers)",
             "campp_zh_en.decision.json",
             "ebffc7125b1eea9fd7a01a366ed1c10d077e11638267fd0dbf519d6d809f9662",
+            (
+                ShippedGraph(
+                    "fp32",
+                    "campp_zh_en.onnx",
+                    "73d694b1976c1f839c73b4056e5eab6b43f4a2308c1e317b88ab1bd8ab3f0b58",
+                ),
+            ),
         ),
         ShippedModel(
             "fast",
             "lstm_s3.safetensors",
             "f9699bbb79eadabd27a4ed652d35e47c0b2b9ec98916557a16f8fa2b450e26e7",
-            "LSTM student of Resemblyzer's GE2E",
+            # kept for its speed alone: the one shipped model faster than Resemblyzer on one
+            # CPU thread (4.3x; accurate 0.4x), and less accurate than it on every held-out set
+            "LSTM student of Resemblyzer's GE2E: 4x its CPU speed, below it in accuracy",
             "lstm_s3.decision.json",
             "885c2605d813f341a4cf9c8d6459f6d4a4849708a6b3cf2dfc6774b478e91aff",
+            (
+                ShippedGraph(
+                    "fp32",
+                    "lstm_s3.onnx",
+                    "980c4275f410e2f2b15b77fdb6278e1b2bf473ec0357aa7cc569a2fcdb891fd6",
+                ),
+            ),
         ),
         ShippedModel(
             "ecapa",
@@ -66,15 +105,19 @@ SHIPPED: dict[str, ShippedModel] = {
 DEFAULT_MODEL = "accurate"  # chosen by measurement: docs/benchmarks.md
 
 
-def shipped_path(model: ShippedModel) -> Path:
-    """Where a shipped model's file lies: inside the installed package, else the checkout."""
+def shipped_path(model: ShippedModel | ShippedGraph) -> Path:
+    """Where a shipped file lies: inside the installed package, else the checkout."""
     packaged = PACKAGE_DIR / model.filename
     return packaged if packaged.is_file() else REPO_DIR / model.filename
 
 
 def shipped_name(fingerprint: str) -> str | None:
-    """The shipped model's name whose pinned sha256 is ``fingerprint``, else None."""
-    return next((m.name for m in SHIPPED.values() if m.sha256 == fingerprint), None)
+    """The shipped model's name whose embeddings have the identity ``fingerprint`` (its
+    checkpoint's pinned sha256, or one of its graphs' identities), else None."""
+    for model in SHIPPED.values():
+        if fingerprint in (model.sha256, *(model.identity(g) for g in model.graphs)):
+            return model.name
+    return None
 
 
 def resolve_model(spec: str | Path | None) -> tuple[Path, str | None]:

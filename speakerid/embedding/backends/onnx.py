@@ -9,6 +9,8 @@ carries the checkpoint's config and threshold; its embeddings match the torch ba
 Identity (the fingerprint a store binds to) is the sha256 of the bytes that compute the
 embedding, never what a file says of itself:
 
+- a shipped model's graph (pinned by sha256 in ``registry``) has the identity the registry
+  gives it: an fp32 graph its checkpoint's (``ShippedModel.identity``);
 - a graph speakerid exported (``export_onnx``: ``speakerid export``, or the cache below)
   is noted at export time in the user cache (``exports/<graph sha256>.json``, naming the
   checkpoint's sha256). A graph whose sha256 is noted there has its checkpoint's identity,
@@ -21,8 +23,11 @@ Exporting needs torch (``export_onnx``); running does not. For a checkpoint give
 onnx backend, the graph is exported once into the user cache (``onnx_cache_dir``) and used
 while its sha256 is noted as exported from that checkpoint (rebuilt else). Every graph's
 metadata is checked at load, and a graph speakerid did not write is probed: one run whose
-output must be ``(batch, embedding_dim)`` finite floats. onnxruntime comes with the
-``onnx`` extra.
+output must be ``(batch, embedding_dim)`` finite floats.
+
+Shipped models ship their graphs (``registry.ShippedGraph``: exported and optimised by
+``bench/export_onnx.py``, pinned by sha256), so the default path exports nothing and needs
+no torch. onnxruntime is a dependency of every install.
 """
 
 from __future__ import annotations
@@ -41,8 +46,15 @@ import numpy as np
 from speakerid.audio import FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS, resolve_vad
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.checkpoint import ModelHeader, check_threshold, file_sha256, read_header
-from speakerid.encoders.registry import resolve_model
-from speakerid.errors import CheckpointError, SpeakerIDError
+from speakerid.encoders.registry import (
+    DEFAULT_MODEL,
+    SHIPPED,
+    ShippedGraph,
+    ShippedModel,
+    resolve_model,
+    shipped_path,
+)
+from speakerid.errors import CheckpointError, SpeakerIDError, require_torch
 from speakerid.features.numpy import Frontend, numpy_frontend
 from speakerid.outputs import replacing
 from speakerid.vectors import l2_normalize
@@ -54,11 +66,8 @@ ONNX_OPSET = 17  # LSTM, convolutions and reductions all export at this opset
 CACHE_ENV = "SPEAKERID_CACHE"  # overrides the cache folder (default: the user cache dir)
 INPUT_NAME = "features"
 OUTPUT_NAME = "embedding"
-# speakerid is not on PyPI, so an extra asked of PyPI finds nothing (or another project):
-# the hint names the package, and the extra for a checkout.
 INSTALL_HINT = (
-    "the onnx backend needs onnxruntime: pip install onnxruntime "
-    "(in a speakerid checkout: pip install -e '.[onnx]')"
+    "the onnx backend needs onnxruntime (a speakerid dependency): pip install onnxruntime"
 )
 EXPORTS_DIR = "exports"  # under the cache: <graph sha256>.json for each graph speakerid wrote
 PROBE_BATCH = 2  # fragments of a foreign graph's probe run (2: the batch axis must vary)
@@ -130,7 +139,7 @@ def export_onnx(
     except ImportError:
         raise SpeakerIDError(
             "exporting to ONNX needs onnx: pip install onnx "
-            "(in a speakerid checkout: pip install -e '.[onnx]')"
+            "(in a speakerid checkout: pip install -e '.[train]')"
         ) from None
 
     class Body(torch.nn.Module):
@@ -213,6 +222,11 @@ def _session(path: Path) -> Any:
         raise SpeakerIDError(INSTALL_HINT) from None
     options = ort.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initialisers are not the user's
+    # One fragment batch after another: the graph has no branches to run side by side.
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # No arena: it keeps the largest batch's activations for the process's life (CAM++, 64
+    # fragments of 8: peak 296 MB with it, 258 MB without, the same speed within noise).
+    options.enable_cpu_mem_arena = False
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types, not importable here
@@ -299,19 +313,61 @@ def cached_onnx_path(header: ModelHeader) -> Path:
     return onnx_cache_dir() / f"{header.fingerprint[:32]}.onnx"
 
 
-def load_onnx_model(model: str | Path | None = None) -> OnnxModel:
-    """The ONNX model for ``model``: an ``.onnx`` file as given, or a checkpoint's cached graph.
+def open_shipped_graph(model: ShippedModel, graph: ShippedGraph) -> OnnxModel:
+    """A shipped model's graph, checked against its pinned sha256; identity as the registry
+    gives it (``ShippedModel.identity``). Pinned bytes need no probe."""
+    path = shipped_path(graph)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: the shipped {graph.variant} graph is missing; reinstall")
+    digest = file_sha256(path)
+    if digest != graph.sha256:
+        raise CheckpointError(
+            f"{path}: does not match the sha256 pinned for it ({graph.sha256[:12]}...); reinstall"
+        )
+    session = _session(path)
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        config, threshold, _ = _config(meta)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged ONNX model metadata ({exc})") from None
+    fingerprint = model.identity(graph)
+    return OnnxModel(session, config, threshold, fingerprint, path, path, digest, model.sha256)
 
-    A checkpoint (the shipped one when ``model`` is None) is exported once into the cache
-    (this needs torch). The cached graph is used while its sha256 is noted as exported from
-    that checkpoint (``exported_from``), and re-exported else (damaged, replaced, foreign).
+
+def pick_graph(model: ShippedModel, precision: str) -> ShippedGraph:
+    """The graph ``precision`` names; ``auto``: the model's first."""
+    if precision == "auto":
+        return model.graphs[0]
+    graph = model.graph(precision)
+    if graph is None:
+        have = " | ".join(["auto", *(g.variant for g in model.graphs)])
+        raise SpeakerIDError(
+            f"the onnx backend runs {model.name!r} as --precision {have}, not {precision}"
+        )
+    return graph
+
+
+def load_onnx_model(model: str | Path | None = None, precision: str = "auto") -> OnnxModel:
+    """The ONNX model for ``model``: an ``.onnx`` file as given, a shipped model's graph
+    (``pick_graph``), or a checkpoint's cached graph.
+
+    A checkpoint without shipped graphs is exported once into the cache (this needs torch).
+    The cached graph is used while its sha256 is noted as exported from that checkpoint
+    (``exported_from``), and re-exported else (damaged, replaced, foreign). ``precision``:
+    ``auto`` or a shipped graph's variant (``fp32``).
     """
+    shipped = SHIPPED.get(DEFAULT_MODEL if model is None else str(model))
+    if shipped is not None and shipped.graphs:
+        return open_shipped_graph(shipped, pick_graph(shipped, precision))
+    if precision not in ("auto", "fp32"):
+        raise SpeakerIDError(f"--precision {precision} is the torch backend's; onnx runs fp32")
     if model is not None and Path(model).suffix == ".onnx":
         return open_onnx(model)
     checkpoint, expected = resolve_model(model)
     header = read_header(checkpoint, expected_sha256=expected)
     target = cached_onnx_path(header)
     if not (target.is_file() and exported_from(file_sha256(target)) == header.fingerprint):
+        require_torch(f"{checkpoint}: exporting its graph for the onnx backend")
         log.info(
             "exporting %s to ONNX once, into %s (it takes about 30 s; later runs load it)",
             checkpoint.name,
@@ -330,10 +386,13 @@ class OnnxEmbedder(BaseEmbedder):
     def __init__(
         self,
         model: OnnxModel,
-        batch_size: int = 64,
+        batch_size: int = 8,
         min_speech: float = MIN_SPEECH_SECONDS,
         vad: str | None = None,
     ):
+        # 8 fragments a run: CAM++'s activations grow with the batch (64 fragments at once:
+        # 535 MB peak; by 8: 258 MB), and on one CPU thread batches of 4 and 16 ran at the
+        # same speed per fragment (bench/bench_onnx.py profile), so larger buys nothing.
         self.model = model
         self.batch_size = batch_size
         self.min_speech = min_speech

@@ -14,7 +14,7 @@ from speakerid.audio import MIN_SPEECH_SECONDS, resolve_vad
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.checkpoint import refuse_onnx
 from speakerid.encoders.registry import resolve_model
-from speakerid.errors import SpeakerIDError
+from speakerid.errors import SpeakerIDError, require_torch
 from speakerid.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -118,8 +118,9 @@ def load_model(spec: str | Path | None = None) -> LoadedModel:
 
     ``None`` is the default shipped model (``registry.DEFAULT_MODEL``).
     """
+    path, sha256 = resolve_model(spec)
+    require_torch("the torch backend")
     from speakerid.encoders.twin import load_encoder
 
-    path, sha256 = resolve_model(spec)
     refuse_onnx(path)  # torch runs checkpoints; a graph needs --backend onnx
     return load_encoder(path, expected_sha256=sha256)
