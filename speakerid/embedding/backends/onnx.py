@@ -115,6 +115,27 @@ def exported_from(graph_sha256: str) -> str | None:
     return source if isinstance(source, str) and _SHA256.fullmatch(source) else None
 
 
+def _graph_body(encoder: Any) -> tuple[Any, Any]:
+    """The encoder after its front-end (what the graph holds) and an example input for it."""
+    import torch
+
+    class Body(torch.nn.Module):
+        def __init__(self, encoder: torch.nn.Module) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            emb = self.encoder.body(features)
+            if self.encoder.whitening is None:
+                return emb
+            return self.encoder.whitening(emb.float())
+
+    with torch.no_grad():  # not inference_mode: the tracer refuses inference tensors
+        # batch 1: the exporter's advice for LSTMs whose batch varies at run time
+        example = encoder.frontend(torch.zeros(1, encoder.config.fragment_samples))
+    return Body(encoder).eval(), example
+
+
 def export_onnx(
     checkpoint: str | Path, out: str | Path, expected_sha256: str | None = None
 ) -> Path:
@@ -131,8 +152,7 @@ def export_onnx(
     from speakerid.encoders.twin import load_encoder
 
     loaded = load_encoder(checkpoint, expected_sha256=expected_sha256)
-    cfg = loaded.encoder.config
-    config = asdict(cfg)
+    config = asdict(loaded.encoder.config)
     numpy_frontend(config)  # refuse before the slow part
     try:
         import onnx
@@ -142,23 +162,7 @@ def export_onnx(
             "(in a speakerid checkout: pip install -e '.[train]')"
         ) from None
 
-    class Body(torch.nn.Module):
-        """The encoder after its front-end: what the graph holds."""
-
-        def __init__(self, encoder: torch.nn.Module) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, features: torch.Tensor) -> torch.Tensor:
-            emb = self.encoder.body(features)
-            if self.encoder.whitening is None:
-                return emb
-            return self.encoder.whitening(emb.float())
-
-    body = Body(loaded.encoder).eval()
-    with torch.no_grad():  # not inference_mode: the tracer refuses inference tensors
-        # batch 1: the exporter's advice for LSTMs whose batch varies at run time
-        example = loaded.encoder.frontend(torch.zeros(1, cfg.fragment_samples))
+    body, example = _graph_body(loaded.encoder)
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
