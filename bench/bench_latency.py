@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_store import machine
+from common import machine_line as machine
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRISPEECH = Path("LibriSpeech") / "train-clean-100"

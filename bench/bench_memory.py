@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from common import machine_line
 
 # (label, rate Hz, channels, libsndfile subtype, minutes)
 CASES = [
@@ -42,18 +42,6 @@ WHOLE = (
     "from speakerid.embedding.backends.torch import Embedder, load_model; "
     "e = Embedder(load_model(), device='cpu'); e.embed_waveform(load_audio(sys.argv[1]))"
 )
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu})"
 
 
 def write_recording(path: Path, rate: int, channels: int, subtype: str, minutes: float) -> None:
@@ -115,7 +103,7 @@ def main() -> None:
         help="also identify --segments on a 16 kHz mono file this long (one speaker enrolled)",
     )
     args = ap.parse_args()
-    print(f"machine: {machine()}; model: the shipped default; python {platform.python_version()}")
+    print(f"machine: {machine_line()}; model: the shipped default")
     print("| recording | file MB | path | peak RSS MB | wall s |")
     print("| --- | ---: | --- | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="speakerid-mem-") as tmp:

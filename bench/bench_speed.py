@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import machine
 
 from speakerid.audio import SAMPLE_RATE, fragment, load_audio, trim_silence
 from speakerid.embedding.backends.torch import Embedder, load_model, native_bf16
@@ -40,34 +39,6 @@ from speakerid.vectors import pool
 LIBRI = "LibriSpeech/train-clean-100"
 SPEAKER = "19"  # has two whole chapters: long, consecutive real speech
 RESEMBLYZER_DBFS = -30.0  # Resemblyzer's audio_norm_target_dBFS
-
-
-def machine() -> dict[str, str | int]:
-    """CPU model and core count (lscpu), torch version and GPU name where there is one."""
-    fields: dict[str, str] = {}
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in pairs}
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    info: dict[str, str | int] = {
-        "cpu": fields.get("Model name", platform.processor() or "unknown"),
-        "cpus": int(fields.get("CPU(s)", 0) or 0),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_average_at_start": " ".join(f"{x:.2f}" for x in _loadavg()),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def _loadavg() -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return ()
 
 
 def run_times(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> list[float]:

@@ -37,8 +37,6 @@ from speakerid.vectors import score
 
 FINGERPRINT = "bench" + "0" * 59  # a stand-in model identity
 ANN_SECTION = "## Approximate search"  # the part of the report that bench_ann.py's tables fill
-# bench_latency.py imports the machine line from here; it is to take common.machine_line.
-machine = machine_line
 
 
 def shipped_dim() -> int:
