@@ -1,4 +1,5 @@
-"""The service: enroll, verify and identify over a store and an embedder; speaker folders."""
+"""Recognition (speakerid.recognition): enroll, verify, identify over a store and an embedder;
+speaker folders; the batch rule (each_file)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,34 @@ def test_audio_operations(store_path: Path, model_path: Path, voices_dir: Path) 
         assert [r.best for r in many] == [None, None]
         with pytest.raises(UnknownSpeakerError):
             verify(store, embedder, "zed", str(voices_dir / "alice_3.wav"))
+
+
+def test_each_file_keeps_going_past_bad_audio_and_reports_progress() -> None:
+    from speakerid.errors import AudioError
+    from speakerid.recognition import FileError, each_file
+
+    def work(path: object) -> str:
+        if str(path).startswith("bad"):
+            raise AudioError(f"{path}: the audio is silent")
+        return f"ok:{path}"
+
+    seen: list[tuple[int, int]] = []
+    files = ["a.wav", "bad.wav", "c.wav"]
+    done = list(each_file(files, work, on_file=lambda d, t: seen.append((d, t))))
+    assert [p for p, _ in done] == files
+    assert done[0][1] == "ok:a.wav" and done[2][1] == "ok:c.wav"
+    assert done[1][1] == FileError("bad.wav", "bad.wav: the audio is silent")
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    with pytest.raises(AudioError, match="silent"):
+        list(each_file(files, work, strict=True))
+
+
+def test_each_file_lets_a_damaged_model_stop_the_batch() -> None:
+    from speakerid.errors import CheckpointError
+    from speakerid.recognition import each_file
+
+    def work(path: object) -> str:
+        raise CheckpointError("m.safetensors: the model produced NaN")
+
+    with pytest.raises(CheckpointError):
+        list(each_file(["a.wav", "b.wav"], work))
