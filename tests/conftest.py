@@ -194,6 +194,9 @@ def _isolated_store_location(
     monkeypatch.setenv("SPEAKERID_QUIET", "1")
 
 
+UNPRIVILEGED_SECONDS = 300  # a loaded 2-core machine runs a permission case in seconds
+
+
 def run_unprivileged(fn: Callable[..., object], *args: object) -> object:
     """``fn(*args)`` where file permissions apply: as is for a user, as ``nobody`` for root.
 
@@ -208,22 +211,35 @@ def run_unprivileged(fn: Callable[..., object], *args: object) -> object:
         except Exception as exc:
             return repr(exc)
     ctx = multiprocessing.get_context("fork")
-    queue = ctx.SimpleQueue()
+    reader, writer = ctx.Pipe(duplex=False)
 
     def child() -> None:
         os.setgid(65534)
         os.setgroups([])
         os.setuid(65534)
         try:
-            queue.put(fn(*args))
+            result = fn(*args)
         except Exception as exc:
-            queue.put(repr(exc))
+            result = repr(exc)
+        writer.send(result)
+        # Leave at once: exit handlers inherited from the parent (thread pools of libraries
+        # it loaded, multiprocessing's bookkeeping) may wait on threads a fork does not copy.
+        os._exit(0)
 
     proc = ctx.Process(target=child)
     proc.start()
-    proc.join(120)
-    assert proc.exitcode == 0, proc.exitcode
-    return queue.get()
+    writer.close()
+    try:
+        if not reader.poll(UNPRIVILEGED_SECONDS):
+            raise AssertionError(
+                f"the unprivileged child gave no result in {UNPRIVILEGED_SECONDS} s"
+            )
+        return reader.recv()
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 @pytest.fixture

@@ -941,6 +941,9 @@ def test_unreadable_store_is_one_line(open_tmp: Path) -> None:
     path = open_tmp / "s.sqlite"
     with SpeakerStore(path) as db:
         db.add_vectors(["a"], np.ones((1, 4), np.float32), fingerprint="f" * 64)
+    # the child cannot import from a venv only root may read (/root/.cache): whatever ``list``
+    # imports lazily is imported here first, by listing the store while it is readable
+    assert _list_as(str(path))[0] == 0
     path.chmod(0)
     code, stderr = run_unprivileged(_list_as, str(path))
     lines = stderr.strip().splitlines()
