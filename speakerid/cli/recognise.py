@@ -205,6 +205,18 @@ def identify_cmd(
     _identify_files(files, top, far, threshold, sample_rate, strict, opened, json_)
 
 
+# what the API is opened with: store, model, backend, precision, minimum speech, VAD
+Opened = tuple[Path | None, str | None, str | None, str, float, str | None]
+
+
+def _api(opened: Opened) -> SpeakerID:
+    """The API for ``identify``: the store, model, backend, precision, minimum speech and VAD."""
+    store, model, backend, precision, min_speech, vad = opened
+    return SpeakerID(
+        store, model, backend=backend, precision=precision, min_speech=min_speech, vad=vad
+    )
+
+
 def _identify_files(
     files: list[str],
     top: int | None,
@@ -212,7 +224,7 @@ def _identify_files(
     threshold: float | None,
     sample_rate: int | None,
     strict: bool,
-    opened: tuple[Path | None, str | None, str | None, str, float, str | None],
+    opened: Opened,
     json_: bool,
 ) -> None:
     """``identify``: ranked candidates and a decision per FILE, as tables or JSON."""
@@ -221,11 +233,7 @@ def _identify_files(
         fail(f"--top must be at least 1, not {top}")
     far = far_flag(far, threshold)
     sources = read_sources(files, sample_rate)
-    store, model, backend, precision, min_speech, vad = opened
-    api = SpeakerID(
-        store, model, backend=backend, precision=precision, min_speech=min_speech, vad=vad
-    )
-    with api as sid, progress_bar() as progress:
+    with _api(opened) as sid, progress_bar() as progress:
         task = progress.add_task("identifying", total=len(sources))
         everything = sid.identify_many(
             sources,
@@ -312,7 +320,7 @@ def _identify_segments(
     threshold: float | None,
     sample_rate: int | None,
     strict: bool,
-    opened: tuple[Path | None, str | None, str | None, str, float, str | None],
+    opened: Opened,
     outputs: tuple[bool, bool, Path | None],
 ) -> None:
     """``identify --segments``: one timeline per FILE, as a table, JSON, RTTM or a plot.
@@ -333,11 +341,7 @@ def _identify_segments(
         output_target(plot)  # a directory, FIFO or device is refused before any work
     config = SegmentConfig(**settings)
     sources = read_sources(files, sample_rate)
-    store, model, backend, precision, min_speech, vad = opened
-    api = SpeakerID(
-        store, model, backend=backend, precision=precision, min_speech=min_speech, vad=vad
-    )
-    with api as sid, progress_bar() as progress:
+    with _api(opened) as sid, progress_bar() as progress:
         task = progress.add_task("who speaks when", total=len(sources))
         everything = sid.identify_segments(
             sources,
