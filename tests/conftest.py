@@ -8,9 +8,11 @@ the same set with another seed gives another recording of the same speaker.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -195,44 +197,53 @@ def _isolated_store_location(
 
 
 UNPRIVILEGED_SECONDS = 300  # a loaded 2-core machine runs a permission case in seconds
+# Not imported by the spawned child before it drops to nobody (see ``run_unprivileged``).
+UNPRIVILEGED_SKIP = ("__main__", "__mp_main__", "conftest", "test_", "_pytest", "pytest")
+
+
+def _unprivileged_child(fn: Callable[..., object], args: tuple, modules: list[str], conn) -> None:
+    import importlib
+
+    for name in modules:
+        with contextlib.suppress(Exception):  # one that imports only in the parent's state
+            importlib.import_module(name)
+    os.setgid(65534)
+    os.setgroups([])
+    os.setuid(65534)
+    try:
+        result = fn(*args)
+    except Exception as exc:
+        result = repr(exc)
+    conn.send(result)
+    os._exit(0)
 
 
 def run_unprivileged(fn: Callable[..., object], *args: object) -> object:
     """``fn(*args)`` where file permissions apply: as is for a user, as ``nobody`` for root.
 
-    Root reads and writes mode-000 files, so permission cases are run in a forked child
-    that drops to uid/gid 65534 (everything the child needs is imported already). Returns
-    what ``fn`` returns, or the ``repr`` of what it raised; the paths it uses must be
-    reachable by that user (see ``open_tmp``).
+    Root reads and writes mode-000 files, so permission cases run in a child that drops to
+    uid/gid 65534. The child is spawned, not forked: a fork of this process copies the locks
+    its native threads (onnxruntime's pools) hold, and the child then hangs on one. Nobody
+    may not read a venv under /root, so the child first imports, as root, every module the
+    parent has loaded (what the case imports lazily must be among them), then drops.
+    ``fn`` must be a module-level function. Returns what ``fn`` returns, or the ``repr`` of
+    what it raised; the paths it uses must be reachable by that user (see ``open_tmp``).
     """
     if os.geteuid() != 0:
         try:
             return fn(*args)
         except Exception as exc:
             return repr(exc)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     reader, writer = ctx.Pipe(duplex=False)
-
-    def child() -> None:
-        os.setgid(65534)
-        os.setgroups([])
-        os.setuid(65534)
-        try:
-            result = fn(*args)
-        except Exception as exc:
-            result = repr(exc)
-        writer.send(result)
-        # Leave at once: exit handlers inherited from the parent (thread pools of libraries
-        # it loaded, multiprocessing's bookkeeping) may wait on threads a fork does not copy.
-        os._exit(0)
-
-    proc = ctx.Process(target=child)
+    modules = sorted(m for m in sys.modules if not m.startswith(UNPRIVILEGED_SKIP))
+    proc = ctx.Process(target=_unprivileged_child, args=(fn, args, modules, writer))
     proc.start()
     writer.close()
     try:
         if not reader.poll(UNPRIVILEGED_SECONDS):
             raise AssertionError(
-                f"the unprivileged child gave no result in {UNPRIVILEGED_SECONDS} s"
+                f"no result from the unprivileged child in {UNPRIVILEGED_SECONDS} s"
             )
         return reader.recv()
     finally:

@@ -930,7 +930,7 @@ def _list_as(store: str) -> tuple[int, str]:
     from speakerid.cli import app
 
     res = CliRunner().invoke(app, ["list", "--store", store])
-    return res.exit_code, res.stderr
+    return res.exit_code, res.stderr or repr(res.exception)
 
 
 def test_unreadable_store_is_one_line(open_tmp: Path) -> None:
@@ -942,8 +942,10 @@ def test_unreadable_store_is_one_line(open_tmp: Path) -> None:
     with SpeakerStore(path) as db:
         db.add_vectors(["a"], np.ones((1, 4), np.float32), fingerprint="f" * 64)
     # the child cannot import from a venv only root may read (/root/.cache): whatever ``list``
-    # imports lazily is imported here first, by listing the store while it is readable
+    # imports lazily, on success and on error, is imported here first
     assert _list_as(str(path))[0] == 0
+    (open_tmp / "not-a-store.sqlite").write_text("not a store")
+    assert _list_as(str(open_tmp / "not-a-store.sqlite"))[0] == 2
     path.chmod(0)
     code, stderr = run_unprivileged(_list_as, str(path))
     lines = stderr.strip().splitlines()
