@@ -23,14 +23,18 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from speakerid.audio import SAMPLE_RATE, load_audio, trim_silence
 from speakerid.decision.calibration import rates_at
-from speakerid.encoders.twin import LoadedModel, load_encoder
 from speakerid.errors import AudioError
-from speakerid.lab.data import AudioBank, scan_corpus
+
+if TYPE_CHECKING:  # torch: imported by the functions that need it, so that the machine
+    # description stays light for bench_memory, whose children inherit its peak RSS
+    from speakerid.encoders.twin import LoadedModel
+    from speakerid.lab.data import AudioBank
 
 LIBRI = "LibriSpeech/train-clean-100"
 RAVDESS = "eval-only/ravdess"
@@ -53,6 +57,8 @@ def held_out_speakers(model: LoadedModel) -> list[str]:
 
 def libri_bank(data: Path, speakers: Sequence[str]) -> AudioBank:
     """Trimmed recordings of ``speakers`` from LibriSpeech train-clean-100 under ``data``."""
+    from speakerid.lab.data import AudioBank, scan_corpus
+
     recordings = scan_corpus(data / LIBRI)
     bank = AudioBank.load(recordings, list(speakers))
     missing = sorted(set(speakers) - set(bank.speakers))
@@ -63,6 +69,8 @@ def libri_bank(data: Path, speakers: Sequence[str]) -> AudioBank:
 
 def load_run(runs_dir: Path, name: str, speakers: Sequence[str]) -> LoadedModel:
     """A run's ``best.safetensors``, refused unless it holds out the same test speakers."""
+    from speakerid.encoders.twin import load_encoder
+
     path = runs_dir / name / "best.safetensors"
     if not path.is_file():
         sys.exit(f"{path}: no such run (train it with bench/train_runs.py, or pass --runs-dir)")
