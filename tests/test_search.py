@@ -263,7 +263,7 @@ def test_kill_between_store_write_and_index_write_is_caught_up(store_path: Path)
     store, vectors = _store(store_path)
     built = store.build_index("flat")
     store.close()
-    child = multiprocessing.get_context("fork").Process(
+    child = multiprocessing.get_context("spawn").Process(
         target=_kill_mid_fold, args=(store_path, vectors)
     )
     child.start()
@@ -361,7 +361,7 @@ def test_readers_during_writes_and_concurrent_writers(store_path: Path) -> None:
     store, vectors = _store(store_path)
     store.build_index("flat")
     store.close()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     acks, answers = ctx.Queue(), ctx.Queue()
     procs = [
         ctx.Process(target=_writer, args=(store_path, "a", 30, acks)),

@@ -211,7 +211,7 @@ def test_process_killed_mid_enroll_leaves_store_consistent(store_path: Path) -> 
     with SpeakerStore(store_path) as store:
         add(store, "alice", seed=1)
     before = contents(store_path)
-    child = multiprocessing.get_context("fork").Process(
+    child = multiprocessing.get_context("spawn").Process(
         target=_killed_mid_enroll, args=(str(store_path),)
     )
     child.start()
@@ -236,7 +236,7 @@ def _enroll_many(path: str, worker: int, rounds: int) -> None:
 
 def test_concurrent_enrollment_loses_nothing(store_path: Path) -> None:
     rounds = 15
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_enroll_many, args=(str(store_path), w, rounds)) for w in (1, 2)]
     for p in workers:
         p.start()
@@ -259,7 +259,7 @@ def test_concurrent_enrollment_loses_nothing(store_path: Path) -> None:
 
 
 def test_concurrent_creation(store_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_enroll_many, args=(str(store_path), w, 1)) for w in range(4)]
     for p in workers:
         p.start()
@@ -463,7 +463,7 @@ def test_two_stores_in_one_process_lose_nothing(store_path: Path) -> None:
 
     # Another process opening and closing the store, as `speakerid list` would: with no
     # lock left on the file it takes itself for the last user and checkpoints the log away.
-    other = multiprocessing.get_context("fork").Process(
+    other = multiprocessing.get_context("spawn").Process(
         target=_open_close_until, args=(str(store_path), str(store_path) + ".stop")
     )
     other.start()
