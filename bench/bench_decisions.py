@@ -45,11 +45,13 @@ from decision_data import (
     TRAINING_ALLOWED,
     CellTrials,
     build_trials,
+    cache_path,
     load_or_embed,
     merge,
     split_of,
 )
 
+from speakerid.audio import DEFAULT_VAD, VADS
 from speakerid.decision.calibration import condition_report
 from speakerid.decision.model import DEFAULT_FAR, DecisionModel, fit_decision_model
 from speakerid.embedding.pipeline import open_embedder
@@ -57,16 +59,15 @@ from speakerid.embedding.pipeline import open_embedder
 MIN_CELL_NONTARGET = 200  # the target applies to cells with at least this many strangers
 
 
-def corpus_trials(model: str, data: Path, cache: Path, split: str, seed: int) -> dict:
+def corpus_trials(model: str, data: Path, cache: Path, split: str, seed: int, vad: str) -> dict:
     """Trials per corpus among the speakers of ``split`` (``fit`` or ``held``)."""
     embedder = None
     out = {}
     corpora = TRAINING_ALLOWED if split == "fit" else CORPORA
     for corpus in corpora:
-        path = cache / f"{model}-{corpus}.npz"
-        if embedder is None and not path.is_file():
-            embedder = open_embedder(model)
-        e = load_or_embed(embedder, model, data, corpus, cache)  # type: ignore[arg-type]
+        if embedder is None and not cache_path(cache, model, corpus, vad).is_file():
+            embedder = open_embedder(model, vad=vad)
+        e = load_or_embed(embedder, model, data, corpus, cache, vad)
         speakers = {
             s for s in set(e.speakers.tolist()) if corpus == "ravdess" or split_of(s) == split
         }
@@ -165,13 +166,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/decisions"))
     parser.add_argument("--far", type=float, default=DEFAULT_FAR)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--vad", default=DEFAULT_VAD, choices=VADS, help="how speech is found (as --vad)"
+    )
     parser.add_argument("--fit", type=Path, help="write the fitted DecisionModel JSON here")
     parser.add_argument("--decision", type=Path, help="measure this DecisionModel JSON")
     parser.add_argument("--out", type=Path, help="write the report JSON here")
     parser.add_argument("--markdown", type=Path, help="write the table here")
     args = parser.parse_args()
 
-    fit_parts = corpus_trials(args.model, args.data, args.cache, "fit", args.seed)
+    fit_parts = corpus_trials(args.model, args.data, args.cache, "fit", args.seed, args.vad)
     fit = merge(list(fit_parts.values()))
     if args.decision is not None:
         model = DecisionModel.from_json(args.decision.read_text())
@@ -183,8 +187,9 @@ def main() -> None:
         groups = np.concatenate([np.full(len(p.trials.scores), c) for c, p in fit_parts.items()])
         model = fit_decision_model(
             fit.trials,
-            f"bench/bench_decisions.py --model {args.model}: fit-half speakers of {described} "
-            "(same/different-speaker trials); tail: the worst corpus's",
+            f"bench/bench_decisions.py --model {args.model} --vad {args.vad}: "
+            f"fit-half speakers of {described} (same/different-speaker trials); "
+            "tail: the worst corpus's",
             groups,
         )
     if args.fit is not None:
@@ -195,12 +200,13 @@ def main() -> None:
     fixed = load_model(args.model).threshold
     assert fixed is not None
     qmf = qmf_threshold(model, fit, args.far)
-    held = corpus_trials(args.model, args.data, args.cache, "held", args.seed)
+    held = corpus_trials(args.model, args.data, args.cache, "held", args.seed, args.vad)
     rows = report(model, held, fixed, qmf, args.far)
     fitted_rows = report(model, fit_parts, fixed, qmf, args.far)
     result = {
         "command": " ".join(["python", *sys.argv]),
         "model": args.model,
+        "vad": args.vad,
         "far": args.far,
         "fixed_threshold": fixed,
         "qmf_llr_threshold": qmf,

@@ -97,9 +97,9 @@ def recordings(data: Path, corpus: str, seed: int = 0) -> list[Recording]:
     return out + [r for pair in singles for r in pair]
 
 
-def _speech(rec: Recording) -> np.ndarray | None:
+def _speech(rec: Recording, vad: str) -> np.ndarray | None:
     try:
-        speech = trim_silence(load_audio(rec.path), name=str(rec.path))
+        speech = trim_silence(load_audio(rec.path), name=str(rec.path), vad=vad)
     except AudioError:
         return None
     if rec.half == 0:
@@ -113,12 +113,15 @@ def _speech(rec: Recording) -> np.ndarray | None:
 def embed_corpus(
     embedder: BaseEmbedder, recs: list[Recording], seed: int = 0, log: bool = True
 ) -> Embedded:
-    """Embed every recording whole and cut to each length of ``CUT_SECONDS`` it allows."""
+    """Embed every recording whole and cut to each length of ``CUT_SECONDS`` it allows.
+
+    Speech is found as the embedder finds it (``embedder.vad``), so that the seconds of
+    speech and the vectors are what ``enroll`` and ``verify`` would see."""
     rng = np.random.default_rng(seed)
     speakers, rec_vectors, rec_seconds = [], [], []
     cut_rec, cut_seconds, cut_vectors = [], [], []
     for i, rec in enumerate(recs):
-        speech = _speech(rec)
+        speech = _speech(rec, embedder.vad)
         if speech is None or len(speech) < CUT_SECONDS[0] * SAMPLE_RATE:
             continue
         pieces = [speech]
@@ -151,15 +154,22 @@ def embed_corpus(
     )
 
 
+def cache_path(cache: Path, model_name: str, corpus: str, vad: str) -> Path:
+    """Where one corpus's embeddings by one model and VAD are kept."""
+    return cache / f"{model_name}-{vad}-{corpus}.npz"
+
+
 def load_or_embed(
-    embedder: BaseEmbedder, model_name: str, data: Path, corpus: str, cache: Path
+    embedder: BaseEmbedder | None, model_name: str, data: Path, corpus: str, cache: Path, vad: str
 ) -> Embedded:
-    """``embed_corpus`` of one corpus, from ``cache/<model>-<corpus>.npz`` when present."""
-    path = cache / f"{model_name}-{corpus}.npz"
+    """``embed_corpus`` of one corpus, from ``cache_path`` when present (``embedder`` may
+    then be None)."""
+    path = cache_path(cache, model_name, corpus, vad)
     if path.is_file():
         with np.load(path, allow_pickle=False) as npz:
             return Embedded(**{k: npz[k] for k in npz.files})
-    print(f"embedding {corpus} with {model_name}", flush=True)
+    assert embedder is not None and embedder.vad == vad
+    print(f"embedding {corpus} with {model_name} (--vad {vad})", flush=True)
     embedded = embed_corpus(embedder, recordings(data, corpus))
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, **embedded.__dict__)
