@@ -172,6 +172,9 @@ def main() -> None:
     parser.add_argument("--fit", type=Path, help="write the fitted DecisionModel JSON here")
     parser.add_argument("--decision", type=Path, help="measure this DecisionModel JSON")
     parser.add_argument("--out", type=Path, help="write the report JSON here")
+    parser.add_argument(
+        "--threshold", type=float, help="the 'before' rule's fixed cosine (default: the model's)"
+    )
     parser.add_argument("--markdown", type=Path, help="write the table here")
     args = parser.parse_args()
 
@@ -195,10 +198,12 @@ def main() -> None:
     if args.fit is not None:
         args.fit.write_text(model.to_json() + "\n")
         print(f"wrote {args.fit}")
-    from speakerid.embedding.backends.torch import load_model
+    fixed = args.threshold
+    if fixed is None:
+        from speakerid.embedding.backends.torch import load_model
 
-    fixed = load_model(args.model).threshold
-    assert fixed is not None
+        fixed = load_model(args.model).threshold
+        assert fixed is not None
     qmf = qmf_threshold(model, fit, args.far)
     held = corpus_trials(args.model, args.data, args.cache, "held", args.seed, args.vad)
     rows = report(model, held, fixed, qmf, args.far)

@@ -1,0 +1,154 @@
+"""The `best` tier's fusion weight, chosen on training-allowed speakers only.
+
+`best` scores a trial as ``w * cos_campp + (1 - w) * cos_ecapa``: its recording vector is
+``concat(sqrt(w) * a, sqrt(1 - w) * e)`` of the two models' own unit vectors (``a`` pooled
+from CAM++'s fragment embeddings, ``e`` from ECAPA's, over the same trimmed fragments), so
+that the cosine of two fused vectors is exactly that sum and the store, search and decision
+code need no change (``speakerid/embedding/fused.py``).
+
+This reads the two models' cached decision data (``bench/decision_data.py``; make them with
+``bench/bench_decisions.py --model accurate`` and ``--model ecapa``, same ``--vad``), fuses
+them for every weight of a grid, builds the enrollment trials of ``bench_decisions`` on the
+**fit** half of the training-allowed corpora (LibriSpeech, VCTK+ARCTIC, AISHELL, AMI), and
+picks the weight with the lowest mean EER over those corpora. The held half and RAVDESS
+(eval-only) are reported beside it for every weight, and are never used for the choice.
+
+``--write-caches`` stores the fused data as the decision cache of model ``best``, so that
+``bench/bench_decisions.py --model best`` fits and measures its decision calibration
+without embedding anything again. It also prints the fixed cosine threshold of ``best``:
+the EER point (or middle of the gap) of all whole-recording pairs of the fit speakers,
+within each corpus, as ``bench/calibrate.py`` sets the other models' thresholds.
+
+    python bench/bench_fusion.py --cache runs/decisions --write-caches \\
+        --out docs/results/fusion.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from decision_data import (
+    CORPORA,
+    TRAINING_ALLOWED,
+    Embedded,
+    build_trials,
+    cache_path,
+    load_or_embed,
+    split_of,
+)
+
+from speakerid.audio import DEFAULT_VAD, VADS
+from speakerid.decision.calibration import eer_point, gap_threshold, pair_trials
+from speakerid.decision.model import min_cllr
+
+MEMBERS = ("accurate", "ecapa")  # the weight w belongs to the first
+
+
+def fuse(a: Embedded, e: Embedded, w: float) -> Embedded:
+    """The `best` vectors of two models' embeddings of the same recordings and cuts."""
+    same = (
+        np.array_equal(a.speakers, e.speakers)
+        and np.array_equal(a.cut_rec, e.cut_rec)
+        and np.allclose(a.rec_seconds, e.rec_seconds)
+        and np.allclose(a.cut_seconds, e.cut_seconds)
+    )
+    if not same:
+        raise SystemExit("the two caches do not hold the same recordings and cuts (same --vad?)")
+
+    def join(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.sqrt(w) * x, np.sqrt(1 - w) * y], axis=1).astype(np.float32)
+
+    return Embedded(
+        a.speakers,
+        join(a.rec_vectors, e.rec_vectors),
+        a.rec_seconds,
+        a.cut_rec,
+        a.cut_seconds,
+        join(a.cut_vectors, e.cut_vectors),
+    )
+
+
+def speakers_of(e: Embedded, corpus: str, split: str) -> set[str]:
+    return {s for s in set(e.speakers.tolist()) if corpus == "ravdess" or split_of(s) == split}
+
+
+def measure(fused: Embedded, corpus: str, split: str, seed: int) -> dict[str, float]:
+    trials = build_trials(fused, speakers_of(fused, corpus, split), seed=seed).trials
+    eer, _ = eer_point(trials.scores, trials.labels)
+    return {"eer": eer, "min_cllr": min_cllr(trials.scores, trials.labels)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--cache", type=Path, default=Path("runs/decisions"))
+    parser.add_argument("--vad", default=DEFAULT_VAD, choices=VADS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step", type=float, default=0.05, help="grid step of the weight")
+    parser.add_argument("--write-caches", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    member = {
+        m: {c: load_or_embed(None, m, args.data, c, args.cache, args.vad) for c in CORPORA}
+        for m in MEMBERS
+    }
+    grid = np.round(np.arange(0.0, 1.0 + 1e-9, args.step), 4)
+    rows = []
+    for w in grid:
+        row: dict = {"w": float(w)}
+        for corpus in CORPORA:
+            fused = fuse(member["accurate"][corpus], member["ecapa"][corpus], float(w))
+            splits = ("held",) if corpus == "ravdess" else ("fit", "held")
+            for split in splits:
+                row[f"{corpus}/{split}"] = measure(fused, corpus, split, args.seed)
+        row["fit_mean_eer"] = float(np.mean([row[f"{c}/fit"]["eer"] for c in TRAINING_ALLOWED]))
+        row["held_mean_eer"] = float(np.mean([row[f"{c}/held"]["eer"] for c in CORPORA]))
+        rows.append(row)
+        cells = "  ".join(
+            f"{k} {100 * v['eer']:.2f}" for k, v in row.items() if isinstance(v, dict)
+        )
+        print(f"w={w:.2f}  fit mean {100 * row['fit_mean_eer']:.2f}  |  {cells}", flush=True)
+    chosen = min(rows, key=lambda r: (r["fit_mean_eer"], abs(r["w"] - 0.5)))
+    w = chosen["w"]
+    print(f"chosen w = {w} (lowest mean EER over the fit half of {', '.join(TRAINING_ALLOWED)})")
+
+    scores, labels = [], []
+    for corpus in TRAINING_ALLOWED:
+        fused = fuse(member["accurate"][corpus], member["ecapa"][corpus], w)
+        keep = np.isin(fused.speakers, sorted(speakers_of(fused, corpus, "fit")))
+        s, lab = pair_trials(fused.rec_vectors[keep], fused.speakers[keep])
+        scores.append(s)
+        labels.append(lab)
+    eer, threshold, separable = gap_threshold(np.concatenate(scores), np.concatenate(labels))
+    print(f"best's fixed cosine threshold {threshold:.4f} (whole-recording pair EER {eer:.4f})")
+
+    if args.write_caches:
+        for corpus in CORPORA:
+            fused = fuse(member["accurate"][corpus], member["ecapa"][corpus], w)
+            np.savez(cache_path(args.cache, "best", corpus, args.vad), **fused.__dict__)
+        print(f"wrote the decision caches of best under {args.cache}")
+    if args.out is not None:
+        result = {
+            "command": " ".join(["python", *sys.argv]),
+            "vad": args.vad,
+            "members": MEMBERS,
+            "chosen_w": w,
+            "rule": "lowest mean EER over the fit-half speakers of the training-allowed corpora",
+            "threshold": threshold,
+            "threshold_pair_eer": eer,
+            "threshold_separable": separable,
+            "grid": rows,
+        }
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
