@@ -56,6 +56,10 @@ from speakerid.decision.calibration import condition_report
 from speakerid.decision.model import DEFAULT_FAR, DecisionModel, fit_decision_model
 from speakerid.embedding.pipeline import open_embedder
 
+TAIL_TEXT = {
+    "corpus": "tail: the worst corpus's",
+    "cell": "tail: the worst cell's (corpus x test length x enrollment size)",
+}
 MIN_CELL_NONTARGET = 200  # the target applies to cells with at least this many strangers
 
 
@@ -173,6 +177,12 @@ def main() -> None:
     parser.add_argument("--decision", type=Path, help="measure this DecisionModel JSON")
     parser.add_argument("--out", type=Path, help="write the report JSON here")
     parser.add_argument(
+        "--tail-groups",
+        choices=("corpus", "cell"),
+        default="corpus",
+        help="the tail is the worst of these groups' (cell: corpus x length x enrollment size)",
+    )
+    parser.add_argument(
         "--threshold", type=float, help="the 'before' rule's fixed cosine (default: the model's)"
     )
     parser.add_argument("--markdown", type=Path, help="write the table here")
@@ -188,11 +198,14 @@ def main() -> None:
             for c, p in fit_parts.items()
         )
         groups = np.concatenate([np.full(len(p.trials.scores), c) for c, p in fit_parts.items()])
+        if args.tail_groups == "cell":  # the worst corpus x test length x enrollment size
+            cells = np.concatenate([p.bucket * 100 + p.enroll_size for p in fit_parts.values()])
+            groups = np.char.add(groups, cells.astype(str))
         model = fit_decision_model(
             fit.trials,
             f"bench/bench_decisions.py --model {args.model} --vad {args.vad}: "
             f"fit-half speakers of {described} (same/different-speaker trials); "
-            "tail: the worst corpus's",
+            + TAIL_TEXT[args.tail_groups],
             groups,
         )
     if args.fit is not None:

@@ -10,8 +10,9 @@ This reads the two models' cached decision data (``bench/decision_data.py``; mak
 ``bench/bench_decisions.py --model accurate`` and ``--model ecapa``, same ``--vad``), fuses
 them for every weight of a grid, builds the enrollment trials of ``bench_decisions`` on the
 **fit** half of the training-allowed corpora (LibriSpeech, VCTK+ARCTIC, AISHELL, AMI), and
-picks the weight with the lowest mean EER over those corpora. The held half and RAVDESS
-(eval-only) are reported beside it for every weight, and are never used for the choice.
+picks the weight with the lowest mean EER over those corpora (each EER the mean over several
+seeded draws of the trials, so that one draw's luck does not pick the weight). The held half
+and RAVDESS (eval-only) are reported beside it for every weight, never used for the choice.
 
 ``--write-caches`` stores the fused data as the decision cache of model ``best``, so that
 ``bench/bench_decisions.py --model best`` fits and measures its decision calibration
@@ -79,10 +80,17 @@ def speakers_of(e: Embedded, corpus: str, split: str) -> set[str]:
     return {s for s in set(e.speakers.tolist()) if corpus == "ravdess" or split_of(s) == split}
 
 
-def measure(fused: Embedded, corpus: str, split: str, seed: int) -> dict[str, float]:
-    trials = build_trials(fused, speakers_of(fused, corpus, split), seed=seed).trials
-    eer, _ = eer_point(trials.scores, trials.labels)
-    return {"eer": eer, "min_cllr": min_cllr(trials.scores, trials.labels)}
+def measure(fused: Embedded, corpus: str, split: str, seeds: list[int]) -> dict[str, float] | None:
+    """EER and minCllr of the enrollment trials, each the mean over draws of ``seeds``."""
+    speakers = speakers_of(fused, corpus, split)
+    if len(speakers) < 2:
+        return None  # no strangers (AISHELL has one speaker here)
+    eers, cllrs = [], []
+    for seed in seeds:
+        trials = build_trials(fused, speakers, seed=seed).trials
+        eers.append(eer_point(trials.scores, trials.labels)[0])
+        cllrs.append(min_cllr(trials.scores, trials.labels))
+    return {"eer": float(np.mean(eers)), "min_cllr": float(np.mean(cllrs))}
 
 
 def main() -> None:
@@ -90,7 +98,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--cache", type=Path, default=Path("runs/decisions"))
     parser.add_argument("--vad", default=DEFAULT_VAD, choices=VADS)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="trial draws averaged"
+    )
     parser.add_argument("--step", type=float, default=0.05, help="grid step of the weight")
     parser.add_argument("--write-caches", action="store_true")
     parser.add_argument("--out", type=Path)
@@ -108,9 +118,12 @@ def main() -> None:
             fused = fuse(member["accurate"][corpus], member["ecapa"][corpus], float(w))
             splits = ("held",) if corpus == "ravdess" else ("fit", "held")
             for split in splits:
-                row[f"{corpus}/{split}"] = measure(fused, corpus, split, args.seed)
-        row["fit_mean_eer"] = float(np.mean([row[f"{c}/fit"]["eer"] for c in TRAINING_ALLOWED]))
-        row["held_mean_eer"] = float(np.mean([row[f"{c}/held"]["eer"] for c in CORPORA]))
+                measured = measure(fused, corpus, split, args.seeds)
+                if measured is not None:
+                    row[f"{corpus}/{split}"] = measured
+        for split in ("fit", "held"):
+            eers = [v["eer"] for k, v in row.items() if k.endswith(f"/{split}")]
+            row[f"{split}_mean_eer"] = float(np.mean(eers))
         rows.append(row)
         cells = "  ".join(
             f"{k} {100 * v['eer']:.2f}" for k, v in row.items() if isinstance(v, dict)
@@ -124,6 +137,8 @@ def main() -> None:
     for corpus in TRAINING_ALLOWED:
         fused = fuse(member["accurate"][corpus], member["ecapa"][corpus], w)
         keep = np.isin(fused.speakers, sorted(speakers_of(fused, corpus, "fit")))
+        if len(set(fused.speakers[keep].tolist())) < 2:
+            continue
         s, lab = pair_trials(fused.rec_vectors[keep], fused.speakers[keep])
         scores.append(s)
         labels.append(lab)
