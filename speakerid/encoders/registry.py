@@ -99,6 +99,15 @@ SHIPPED: dict[str, ShippedModel] = {
             "ecapa_voxceleb.safetensors",
             "5675deeb6a7eaa2f97993fe8385bf145ffa047c7f63dfeb20918fa9eb727cc99",
             "ECAPA-TDNN from SpeechBrain (VoxCeleb 1+2, 7205 speakers)",
+            graphs=(
+                # weights stored fp16 (as in the checkpoint) and cast to fp32 in the graph:
+                # the checkpoint's very weights, computed fp32 (bench/export_onnx.py)
+                ShippedGraph(
+                    "fp32",
+                    "ecapa_voxceleb.onnx",
+                    "70ffb81443cc739b41e87333bdaa8f624bf97406341c748422abac935cefbccb",
+                ),
+            ),
         ),
     )
 }
