@@ -167,8 +167,9 @@ def test_cli_round_trip_on_torch_shares_the_onnx_store(
     _round_trip(cli, store_path, voices_dir, "torch")
     # the members' graphs compute their checkpoints' embeddings: one store serves both
     probe, scores = voice(voices_dir, "alice", 3), []
-    for backend in ("torch", "onnx"):
+    for backend in ("torch", "onnx"):  # fp32 both (torch's auto is bf16 on some CPUs)
         env = {"SPEAKERID_BACKEND": backend}
-        res = cli("verify", "alice", probe, "--json", store=store_path, model="best", env=env)
+        args = ("verify", "alice", probe, "--json", "--precision", "fp32")
+        res = cli(*args, store=store_path, model="best", env=env)
         scores.append(as_json(ok(res, res.exit_code))["score"])
     assert scores[0] == pytest.approx(scores[1], abs=1e-4)
