@@ -138,6 +138,10 @@ def _round_trip(cli, store: Path, voices_dir: Path, backend: str) -> None:
     same = cli("verify", "alice", probe, "--json", "-t", "0.0", store=store, model="best", env=env)
     v = as_json(ok(same, same.exit_code))
     assert -1.0 <= v["score"] <= 1.0 and v["accepted"]
+    # without a threshold, best decides by its shipped calibration at a false-accept rate
+    calibrated = cli("verify", "alice", probe, "--json", store=store, model="best", env=env)
+    c = as_json(ok(calibrated, calibrated.exit_code))
+    assert c["far"] == 0.01 and isinstance(c["llr"], float) and c["score"] == v["score"]
     probe = voice(voices_dir, "bob", 3)
     found = cli("identify", probe, "--json", "-t", "-1", store=store, model="best", env=env)
     (ranked,) = as_json(ok(found))
