@@ -101,7 +101,7 @@ SHIPPED: dict[str, ShippedModel] = {
             "5675deeb6a7eaa2f97993fe8385bf145ffa047c7f63dfeb20918fa9eb727cc99",
             "ECAPA-TDNN from SpeechBrain (VoxCeleb 1+2, 7205 speakers)",
             "ecapa_voxceleb.decision.json",
-            "558d881442559036e524754694b5c89ac5453d18bae0043526bff6c4ef10375e",
+            "038534112213f08e1e257decbc5677e702e0980803df10ffa046a7ed97eafde5",
             graphs=(
                 # weights stored fp16 (as in the checkpoint) and cast to fp32 in the graph:
                 # the checkpoint's very weights, computed fp32 (bench/export_onnx.py)
