@@ -84,6 +84,23 @@ def test_a_streamed_file_gives_the_fused_vector(fused: FusedEmbedder, tmp_path: 
     np.testing.assert_allclose(streamed[:16], np.sqrt(WEIGHT) * first, atol=1e-5)
 
 
+def test_a_directory_in_batches_gives_each_files_fused_vector(
+    fused: FusedEmbedder, tmp_path: Path
+) -> None:
+    """enroll-dir batches fragments of several files; each file is still pooled block-wise."""
+    from speakerid.embedding.bulk import embed_directory
+
+    # two voices in one file: fragments that disagree, so the blocks' means differ in length
+    mixed = [synth_voice(VOICES[n], seconds=4.5, seed=5) for n in ("alice", "bob", "carol")]
+    for name, wav in (("mixed", np.concatenate(mixed)), ("bob", mixed[1][:40000])):
+        (tmp_path / name).mkdir()
+        sf.write(str(tmp_path / name / "a.wav"), wav, SAMPLE_RATE, subtype="FLOAT")
+    vectors, skipped = embed_directory(fused, tmp_path)
+    assert not skipped and len(vectors) == 2
+    for path, vector in vectors.items():
+        np.testing.assert_allclose(vector, fused.embed_file(path), atol=1e-6)
+
+
 def test_identity_fingerprints_the_pair_and_the_weight(fused: FusedEmbedder) -> None:
     first, second = fused.members
     fingerprint, dim, source = fused.identity()
