@@ -4,6 +4,7 @@
     python bench/bench_models.py --data ../shared/data --readings # + CAM++/ECAPA readings, AS-norm
     python bench/bench_models.py --systems ecapa ECAPA --readings  # only those rows
     python bench/bench_models.py --systems ecapa --sets ami        # only those rows and sets
+    python bench/bench_models.py --systems best accurate ecapa     # the fused model beside its two
 
 Trial sets (every system embeds the same trimmed arrays; no set is used to tune anything):
 
@@ -15,8 +16,15 @@ Trial sets (every system embeds the same trimmed arrays; no set is used to tune 
 - ``ami``: the 16 AMI far-field speakers' segments, all pairs (the ``fast`` model saw them in
   training; CAM++ and Resemblyzer did not).
 - ``vctk_arctic``: VCTK p225-p228 and ARCTIC clb/slt (``fast`` saw them in training).
+- ``pooled``: every trial of the sets above in one pool (scored when all five are).
 
 Files with less than 1 s of speech after trimming are left out, as the CLI refuses them.
+``best`` (the shipped fusion, ``embedding.fused``) is scored from its members' embeddings of
+the same items: a fragment's fused row is ``fuse(a_f, e_f, w)`` and a recording's
+``fuse(pool(a_f), pool(e_f), w)``, exactly what ``FusedEmbedder`` computes (its members
+each pool their own fragments), with ``w`` the registry's weight; so it costs no embedding
+beyond its members'.
+
 With ``--readings``: CAM++ recordings read as pooled 3-s fragments (the pipeline), in one
 pass, or as pooled 6-s windows, ECAPA's in one pass (SpeechBrain's own recipe, on the same
 trimmed arrays), and AS-norm with the checkpoint's cohort. Embeddings are
@@ -40,6 +48,8 @@ from common import LIBRI, RAVDESS, Resemblyzer, at_threshold, ravdess_files, tri
 from speakerid.audio import SAMPLE_RATE, VADS
 from speakerid.decision.calibration import P_TARGET, as_norm, cohort_stats, pair_trials
 from speakerid.embedding.backends.torch import Embedder, load_model
+from speakerid.embedding.fused import fuse
+from speakerid.encoders.registry import FUSIONS
 from speakerid.encoders.twin import LoadedModel
 from speakerid.lab.data import AudioBank, fragment_set, scan_corpus
 from speakerid.lab.kway import kway_curve
@@ -195,18 +205,24 @@ SHIPPED_ROWS = {
     "accurate": "accurate (CAM++)",
     "fast": "fast (lstm_s3)",
     "ecapa": "ecapa (ECAPA-TDNN)",
+    "best": "best (CAM++ + ECAPA fused)",
 }
 
 
 def write_measured(path: Path, results: dict, command: str) -> None:
     """The EERs ``speakerid models`` shows, merged into the shipped ``measured.json``."""
     measured = json.loads(path.read_text()) if path.is_file() else {}
+    written = []
     for name, row in SHIPPED_ROWS.items():
         if row not in results:  # not scored in this run (--systems): keep what was measured
             continue
         entry = measured.setdefault(name, {})
         entry["eer"] = {s: round(r["eer"], 4) for s, r in results[row].items()}
-    measured["_source"] = f"EER: {command} (docs/benchmarks.md)"
+        written.append(name)
+    if len(written) == len(SHIPPED_ROWS) or "_source" not in measured:
+        measured["_source"] = f"EER: {command} (docs/benchmarks.md)"
+    else:  # the others' EERs stand, and so does what measured them
+        measured["_source"] += f"; {', '.join(written)}: {command}"
     path.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
 
 
@@ -308,8 +324,21 @@ def build_systems(
         systems["CAM++ 6-s windows"] = {"rec": windows(emb_acc, 6.0)}
         systems["ECAPA one pass"] = {"rec": whole_pass(ecapa)}
     if args.systems:
-        systems = {k: v for k, v in systems.items() if k.split()[0] in args.systems}
+        # a fusion's members are embedded for it (and scored only when asked for)
+        wanted = {
+            *args.systems,
+            *(m for f in FUSIONS if f in args.systems for m in FUSIONS[f].members),
+        }
+        systems = {k: v for k, v in systems.items() if k.split()[0] in wanted}
     return systems, candidates
+
+
+def fused_rows(embeddings: dict[str, dict[str, np.ndarray]], name: str) -> dict[str, np.ndarray]:
+    """The shipped fusion ``name``'s embeddings of every set, from its members' rows (see
+    the module's docstring): fragments' rows and recordings' vectors fuse alike."""
+    fusion = FUSIONS[name]
+    first, second = (embeddings[SHIPPED_ROWS[m]] for m in fusion.members)
+    return {s: fuse(first[s], second[s], fusion.weight) for s in first if s in second}
 
 
 def embed_sets(
@@ -355,6 +384,7 @@ def score_sets(
     results: dict[str, dict] = {}
     for label, by_set in embeddings.items():
         results[label] = {}
+        every: list[tuple[np.ndarray, np.ndarray]] = []
         for name, emb in by_set.items():
             spk = np.asarray(sets[name]["speakers"])
             rec = np.asarray(sets[name]["recordings"])
@@ -370,6 +400,9 @@ def score_sets(
             if shipped is not None:  # what the model's own calibrated threshold does here
                 r["at_model_threshold"] = {"threshold": shipped, **at_threshold(s, lab, shipped)}
             results[label][name] = r
+            every.append((s, lab))
+        if len(every) == len(sets):  # every set's trials in one pool (RAVDESS's are most)
+            results[label]["pooled"] = summarise(*map(np.concatenate, zip(*every, strict=True)))
     return results
 
 
@@ -408,8 +441,8 @@ def print_tables(
     for label, threshold in thresholds.items():
         cells = []
         for n in names:
-            at = results[label][n]["at_model_threshold"]
-            cells.append(f"{100 * at['miss']:.1f}% / {100 * at['false_alarm']:.2f}%")
+            at = results[label].get(n, {}).get("at_model_threshold")
+            cells.append(f"{100 * at['miss']:.1f}% / {100 * at['false_alarm']:.2f}%" if at else "")
         print(f"| {label} | {threshold:.4f} | " + " | ".join(cells) + " |")
     print()
     for name, note in notes.items():
@@ -432,12 +465,21 @@ def main() -> None:
         sets = {name: s for name, s in sets.items() if name in args.sets}
     systems, candidates = build_systems(args, shipped)
     models = {name: m.fingerprint for name, m in {**shipped, **candidates}.items()}
+    models |= {name: f.sha256 for name, f in FUSIONS.items()}
+    fusion_weights = {name: f.weight for name, f in FUSIONS.items()}
     # What each system's embeddings depend on besides the audio: the weights it ran.
     weights = {**models, "CAM++": accurate.fingerprint, "ECAPA": shipped["ecapa"].fingerprint}
     embeddings = embed_sets(systems, sets, weights, args.cache, args.vad)
-    thresholds = {label: shipped[name].threshold for name, label in SHIPPED_ROWS.items()}
+    for name in FUSIONS:
+        if args.systems is None or name in args.systems:
+            embeddings[SHIPPED_ROWS[name]] = fused_rows(embeddings, name)
+    if args.systems:  # members embedded only for a fusion are not scored
+        embeddings = {k: v for k, v in embeddings.items() if k.split()[0] in args.systems}
+    thresholds = {
+        label: shipped[name].threshold for name, label in SHIPPED_ROWS.items() if name in shipped
+    }
     thresholds.update({f"{name} (candidate)": m.threshold for name, m in candidates.items()})
-    thresholds = {k: v for k, v in thresholds.items() if k in systems}
+    thresholds = {k: v for k, v in thresholds.items() if k in embeddings and v is not None}
     results = score_sets(embeddings, sets, thresholds)
     if args.readings and accurate.cohort is not None and "accurate (CAM++)" in embeddings:
         cohort = l2_normalize(accurate.cohort)
@@ -450,6 +492,7 @@ def main() -> None:
     report = {
         "command": " ".join(sys.argv),
         "models": models,
+        "fusion_weights": fusion_weights,
         "threads": torch.get_num_threads(),
         "vad": args.vad,
         "common_with": args.common_with,
@@ -460,7 +503,7 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     if args.write_measured:
         write_measured(args.write_measured, results, " ".join(sys.argv))
-    print_tables(results, list(sets), thresholds, notes)
+    print_tables(results, [*sets, "pooled"], thresholds, notes)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def parse_graphs(specs: list[str]) -> dict[str, Path]:
 
 def accuracy(args: argparse.Namespace) -> None:
     import torch
-    from bench_models import build_sets, pairs, summarise
+    from bench_models import build_sets, recording_trials, summarise
 
     from speakerid.embedding.backends.onnx import OnnxEmbedder, open_onnx
     from speakerid.embedding.backends.torch import Embedder, load_model
@@ -79,6 +79,8 @@ def accuracy(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     speakers = sorted(s.rsplit(":", 1)[-1] for s in model.info["split"]["test"])
     sets = build_sets(args.data, speakers, args.ravdess_per_actor)
+    if args.sets:
+        sets = {name: s for name, s in sets.items() if name in args.sets}
     systems = {"torch fp32": Embedder(model, "cpu", precision="fp32")}
     for name, path in parse_graphs(args.graph).items():
         loaded = open_onnx(path)
@@ -104,7 +106,7 @@ def accuracy(args: argparse.Namespace) -> None:
             if name == "libri_fragments":
                 scores, labels = verification_trials(emb, spk, rec)
             else:
-                scores, labels = pairs(emb, spk, rec)[2:]
+                scores, labels = recording_trials(emb, spk, rec)[2:]
             row = summarise(scores, labels)
             cos = np.einsum("nd,nd->n", emb, reference[name])
             row["cosine_to_torch_min"] = float(cos.min())
@@ -283,6 +285,7 @@ def main() -> None:
     acc.add_argument("--data", type=Path, default=Path("../shared/data"))
     acc.add_argument("--graph", action="append", default=[], metavar="NAME=PATH")
     acc.add_argument("--ravdess-per-actor", type=int, default=20)
+    acc.add_argument("--sets", nargs="+", default=None, choices=SETS, help="default: all")
     acc.add_argument("--out", type=Path, default=Path("docs/results/onnx_accuracy.json"))
     prof = sub.add_parser("profile")
     prof.add_argument("--graph", action="append", default=[], metavar="NAME=PATH")

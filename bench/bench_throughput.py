@@ -11,10 +11,12 @@ samples (its own silence removal, fragments or windows, the network, pooling):
 - whole process: each system embeds every file in a fresh interpreter (imports, model load
   and file decoding included), the systems alternating, ``--repeats`` times; the median.
 
-Systems: ``accurate`` on the onnx backend (the shipped graph, a one-thread session), on the
-torch backend in fp32 and at ``--precision auto`` (bf16 where the CPU has it), and
-Resemblyzer (``preprocess_wav`` + ``embed_utterance``). torch runs with one thread.
-Writes docs/results/throughput.json.
+Systems (the default): ``accurate`` on the onnx backend (the shipped graph, a one-thread
+session), on the torch backend in fp32 and at ``--precision auto`` (bf16 where the CPU has
+it), and Resemblyzer (``preprocess_wav`` + ``embed_utterance``). torch runs with one thread.
+Any shipped model runs the same way (``--systems "best onnx fp32" "ecapa onnx fp32"``; a
+fusion's members each get a one-thread session). Writes docs/results/throughput.json, and
+with ``--write-measured`` the onnx systems' speeds into models/measured.json.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 LIBRI = "LibriSpeech/train-clean-100"
 SYSTEMS = ("accurate onnx fp32", "accurate torch fp32", "accurate torch auto", "Resemblyzer")
+MODELS = ("accurate", "fast", "ecapa", "best")  # the shipped names a system may start with
+RUNS = ("onnx fp32", "torch fp32", "torch auto")  # backend and precision after the name
 # The whole-process run: embed every file listed in argv[2:] with system argv[1].
 CHILD = """
 import sys, time
@@ -59,26 +64,41 @@ def pick_files(data: Path, minutes: float) -> tuple[list[Path], float]:
     return files, total
 
 
+def one_thread(embedder: Any) -> Any:
+    """``embedder`` with each onnx session on one thread (a fusion's members' too)."""
+    from bench_onnx import single_thread_session
+
+    from speakerid.embedding.backends.onnx import OnnxEmbedder
+    from speakerid.embedding.fused import FusedEmbedder
+
+    if isinstance(embedder, FusedEmbedder):
+        for member in embedder.members:
+            one_thread(member)
+    elif isinstance(embedder, OnnxEmbedder):
+        session = single_thread_session(embedder.model.onnx_path)
+        embedder.model = replace(embedder.model, session=session)
+    return embedder
+
+
 def embedders(names: list[str]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """``name -> (16 kHz samples -> unit vector)`` for each system named, one thread each."""
+    """``name -> (16 kHz samples -> unit vector)`` for each system named, one thread each.
+
+    ``MODEL onnx fp32`` or ``MODEL torch fp32|auto`` (``MODEL`` one of ``MODELS``), or
+    ``Resemblyzer``."""
     out: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     for name in names:
-        if name == "accurate onnx fp32":
-            from bench_onnx import single_thread_session
+        model, _, run = name.partition(" ")
+        if model in MODELS and run in RUNS:
+            from speakerid.embedding.pipeline import open_embedder
 
-            from speakerid.embedding.backends.onnx import OnnxEmbedder, load_onnx_model
+            backend, precision = run.split()
+            if backend == "torch":
+                import torch
 
-            model = load_onnx_model("accurate")
-            model = replace(model, session=single_thread_session(model.onnx_path))
-            out[name] = OnnxEmbedder(model).embed_waveform
-        elif name.startswith("accurate torch"):
-            import torch
-
-            from speakerid.embedding.backends.torch import Embedder, load_model
-
-            torch.set_num_threads(1)
-            precision = name.rsplit(" ", 1)[1]
-            out[name] = Embedder(load_model("accurate"), "cpu", precision=precision).embed_waveform
+                torch.set_num_threads(1)
+            else:
+                precision = "auto"  # the onnx backend's name for its (fp32) graph
+            out[name] = one_thread(open_embedder(model, backend, precision)).embed_waveform
         elif name == "Resemblyzer":
             import torch
             from resemblyzer import VoiceEncoder, preprocess_wav
@@ -87,7 +107,7 @@ def embedders(names: list[str]) -> dict[str, Callable[[np.ndarray], np.ndarray]]
             encoder = VoiceEncoder("cpu", verbose=False)
             out[name] = lambda wav, e=encoder: e.embed_utterance(preprocess_wav(wav))
         else:
-            raise SystemExit(f"unknown system {name!r}; one of {SYSTEMS}")
+            raise SystemExit(f"unknown system {name!r}; MODEL {' | '.join(RUNS)}, or Resemblyzer")
     return out
 
 
@@ -133,6 +153,7 @@ def main() -> None:
     ap.add_argument("--whole", nargs="*", default=["accurate onnx fp32", "Resemblyzer"])
     ap.add_argument("--repeats", type=int, default=2, help="whole-process runs per system")
     ap.add_argument("--out", type=Path, default=Path("docs/results/throughput.json"))
+    ap.add_argument("--write-measured", type=Path, default=None, help="models/measured.json")
     args = ap.parse_args()
 
     from bench_speed import machine
@@ -169,7 +190,25 @@ def main() -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.write_measured:
+        write_measured(args.write_measured, report)
     print(json.dumps(report, indent=1))
+
+
+def write_measured(path: Path, report: dict) -> None:
+    """Each shipped model's one-thread onnx speed (in-process), merged into ``path``: what
+    ``speakerid models`` shows beside its EERs."""
+    measured = json.loads(path.read_text()) if path.is_file() else {}
+    for name, row in report["in_process"].items():
+        model, _, run = name.partition(" ")
+        if model in MODELS and run == "onnx fp32":
+            measured.setdefault(model, {})["speed"] = {
+                "audio_s_per_s": row["audio_s_per_s"],
+                "threads": 1,
+                "backend": "onnx",
+            }
+    measured["_speed_source"] = f"speed: {report['command']} (docs/benchmarks.md)"
+    path.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

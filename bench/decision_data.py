@@ -133,7 +133,7 @@ def embed_corpus(
         frags = [fragment(p, name=str(rec.path)) for p in pieces]
         vectors = embedder.embed_fragments(np.concatenate(frags))
         bounds = np.cumsum([0] + [len(f) for f in frags])
-        pooled = [pool(vectors[a:b]) for a, b in itertools.pairwise(bounds)]
+        pooled = [embedder.pool_fragments(vectors[a:b]) for a, b in itertools.pairwise(bounds)]
         r = len(speakers)
         speakers.append(rec.speaker)
         rec_vectors.append(pooled[0])

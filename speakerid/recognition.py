@@ -38,7 +38,14 @@ from speakerid.decision.thresholds import (
     resolve_threshold,
 )
 from speakerid.embedding.embedder import BaseEmbedder
-from speakerid.encoders.registry import DEFAULT_MODEL, decision_model, model_cohort, resolve_model
+from speakerid.encoders.checkpoint import ModelHeader, read_header
+from speakerid.encoders.registry import (
+    DEFAULT_MODEL,
+    FUSIONS,
+    decision_model,
+    model_cohort,
+    resolve_model,
+)
 from speakerid.errors import (
     AudioError,
     DataError,
@@ -619,17 +626,27 @@ def each_file(
         yield path, result
 
 
+def fusion_header(name: str) -> ModelHeader | None:
+    """What ``info`` shows of a shipped fusion (``registry.FUSIONS``): its identity and its
+    size, from its members' headers (pinned); None for any other name."""
+    fusion = FUSIONS.get(name)
+    if fusion is None:
+        return None
+    members = [read_header(*resolve_model(m)) for m in fusion.members]
+    path = Path(" + ".join(str(m.path) for m in members))
+    config = {"embedding_dim": sum(m.embedding_dim for m in members)}
+    return ModelHeader(path, fusion.sha256, config, None, {"fusion": list(fusion.members)})
+
+
 def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:
     """``speakerid info``: the model (or why it does not load) and the store's contents.
 
     The model is described from its header (``modelinfo.read_header``), without loading
     the weights or importing torch.
     """
-    from speakerid.encoders.checkpoint import read_header
-
     shown = str(model_path) if model_path is not None else f"{DEFAULT_MODEL} (shipped default)"
     try:
-        model = read_header(*resolve_model(model_path))
+        model = fusion_header(str(model_path)) or read_header(*resolve_model(model_path))
     except SpeakerIDError as exc:
         threshold, source = resolve_threshold(None, None)
         model_summary = ModelSummary(shown, None, threshold, source, None, error=str(exc))

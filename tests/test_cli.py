@@ -662,18 +662,23 @@ def test_whiten_needs_a_checkpoint_with_a_split(runner, model_path: Path, tmp_pa
 
 
 def test_models_lists_the_shipped_models(cli) -> None:
-    from speakerid.encoders.registry import DEFAULT_MODEL, SHIPPED
+    from speakerid.encoders.registry import DEFAULT_MODEL, FUSIONS, SHIPPED
 
     rows = as_json(ok(cli("models", "--json", model=False)))
-    assert [r["name"] for r in rows] == list(SHIPPED)
+    assert [r["name"] for r in rows] == [*SHIPPED, *FUSIONS]
     by_name = {r["name"]: r for r in rows}
     assert by_name[DEFAULT_MODEL]["default"] and not by_name["fast"]["default"]
     for r in rows:
-        assert r["error"] is None and r["sha256"] == SHIPPED[r["name"]].sha256
-        assert r["parameters"] > 1e6 and r["megabytes"] > 1 and -1 < r["threshold"] < 1
+        assert r["error"] is None and r["parameters"] > 1e6 and r["megabytes"] > 1
         assert set(r["measured"]["eer"]) >= {"ravdess", "ami", "libri_fragments"}
+        if r["name"] in SHIPPED:
+            assert r["sha256"] == SHIPPED[r["name"]].sha256 and -1 < r["threshold"] < 1
+    best = by_name["best"]  # the fusion: its members' sizes, summed
+    assert best["sha256"] == FUSIONS["best"].sha256 and best["embedding_dim"] == 384
+    assert best["parameters"] == by_name["accurate"]["parameters"] + by_name["ecapa"]["parameters"]
     text = ok(cli("models", model=False)).stdout
     assert "accurate (default)" in text and "\nfast" in text and "ravdess" in text
+    assert "\nbest" in text
 
 
 def test_fast_and_accurate_names_select_shipped_models(cli, tmp_path: Path) -> None:

@@ -192,3 +192,48 @@ def test_tiny_model_runs_the_same_on_onnx(tmp_path: Path) -> None:
     for seconds in (1.2, 7.0):  # a tiled short clip, and several fragments in one batch
         wav = np.resize(reference_input(), int(seconds * 16_000))
         assert float(torch_side.embed_waveform(wav) @ onnx_side.embed_waveform(wav)) >= 0.9999
+
+
+SHIPPED_FILE_MAX = 45_000_000  # bytes: no shipped file may be larger
+
+
+def test_shipped_graph_is_pinned_small_and_stores_the_checkpoints_fp16_weights() -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from speakerid.encoders import registry
+    from speakerid.encoders.checkpoint import file_sha256
+
+    model = registry.SHIPPED["ecapa"]
+    (graph,) = model.graphs
+    path = registry.shipped_path(graph)
+    assert graph.variant == "fp32" and model.identity(graph) == model.sha256
+    assert file_sha256(path) == graph.sha256
+    assert path.stat().st_size < SHIPPED_FILE_MAX
+    proto = onnx.load(str(path))
+    half = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    half = {k: v for k, v in half.items() if v.dtype == np.float16}
+    casts = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Cast"}
+    assert sum(v.size for v in half.values()) > 20_000_000  # nearly every weight
+    assert all(casts.get(name) for name in half)  # each cast to float32 before its use
+    # the stem's convolution: the checkpoint's fp16 values, bit for bit
+    with safe_open(str(registry.shipped_path(model)), framework="np") as fh:
+        stem = fh.get_tensor("body.stem.conv.weight")
+    stored = [v for k, v in half.items() if v.shape == stem.shape]
+    assert any(np.array_equal(v, stem.astype(np.float16)) for v in stored)
+
+
+def test_shipped_graph_reproduces_speechbrains_embedding_with_the_numpy_frontend() -> None:
+    from speakerid.embedding.pipeline import open_embedder
+
+    onnx_side = open_embedder("ecapa", "onnx")
+    torch_side = open_embedder("ecapa", "torch", precision="fp32")
+    frame = reference_input()[None]
+    features = onnx_side.frontend(frame)  # the numpy front-end: fbank, sentence mean removed
+    torch_features = torch_side.encoder.frontend(torch.from_numpy(frame)).numpy()
+    np.testing.assert_allclose(features, torch_features, atol=3e-3)
+    assert np.abs(features.mean(axis=-1)).max() < 1e-3  # mean-normalised per fragment
+    (emb,) = onnx_side.model.session.run(None, {"features": features})
+    assert cosine(emb[0], REFERENCE) >= 0.9999
+    a, b = (side.embed_fragments(frame)[0] for side in (onnx_side, torch_side))
+    assert float(a @ b) >= 0.9999

@@ -100,6 +100,14 @@ def test_every_shipped_model_matches_its_pin(name: str) -> None:
     assert set(model.info["split"]) >= {"val", "test"}  # benchmarks hold these speakers out
 
 
+@pytest.mark.parametrize("name", sorted({*registry.SHIPPED, *registry.FUSIONS}))
+def test_every_shipped_decision_calibration_matches_its_pin(name: str) -> None:
+    model = registry.SHIPPED.get(name) or registry.FUSIONS[name]
+    assert model.decision_file  # every shipped model decides at a false-accept rate
+    decision = registry.decision_model(model.sha256)
+    assert decision is not None and decision.n_target > 0 and decision.n_nontarget > 0
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors")

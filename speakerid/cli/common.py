@@ -81,8 +81,8 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         metavar="NAME|PATH",
-        help="accurate (CAM++, the default), fast, ecapa, or a checkpoint file (.safetensors); "
-        "`speakerid models` lists them.",
+        help="accurate (CAM++, the default), fast, ecapa, best (CAM++ and ECAPA fused), or a "
+        "checkpoint file (.safetensors); `speakerid models` lists them.",
         show_default=False,
     ),
 ]

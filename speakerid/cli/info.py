@@ -81,9 +81,9 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
 
 @command("models")
 def models_cmd(json_: JsonOpt = False) -> None:
-    """List the shipped models: size, threshold, measured EERs.
+    """List the shipped models: size, threshold, measured EER, speed.
 
-    Pick one with --model NAME. Speeds are in README and docs/benchmarks.md.
+    Pick one with --model NAME. More numbers in README and docs/benchmarks.md.
     """
     from speakerid.encoders.registry import list_models, measured
 
@@ -108,6 +108,14 @@ def models_cmd(json_: JsonOpt = False) -> None:
                 "  EER " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in sorted(eer.items())),
                 soft_wrap=True,
             )
-    source = measured().get("_source")
-    if source:
-        out.print(f"measured by {shown_markup(source)}", soft_wrap=True)
+        speed = r.measured.get("speed", {})
+        if speed:
+            out.print(
+                f"  speed {speed['audio_s_per_s']:.0f} s of audio per second "
+                f"({speed['backend']}, {speed['threads']} CPU thread)",
+                soft_wrap=True,
+            )
+    for key in ("_source", "_speed_source"):
+        source = measured().get(key)
+        if source:
+            out.print(f"measured by {shown_markup(source)}", soft_wrap=True)

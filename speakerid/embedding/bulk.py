@@ -30,6 +30,7 @@ def embed_batched(
     paths: Sequence[str],
     batch_fragments: int = BATCH_FRAGMENTS,
     on_file: Callable[[str], None] | None = None,
+    pool: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[str, np.ndarray | AudioError]]:
     """Embed many files with fragments of several files in each encoder call.
 
@@ -38,13 +39,16 @@ def embed_batched(
     embed_fragments: ``(F, samples)`` -> ``(F, D)`` unit embeddings (``Embedder``'s).
     load: path -> ``(n_fragments, samples)`` fragments; raises ``AudioError`` when unusable.
     batch_fragments: fragments gathered before one call (a GPU wants hundreds).
+    pool: a file's ``(n, D)`` fragment embeddings -> its ``(D,)`` vector (the embedder's
+        ``pool_fragments``); None: ``vectors.pool``.
 
     Yields
     ------
     ``(path, (D,) unit vector)`` per usable file, ``(path, AudioError)`` per unusable one,
     in the order given: one bad file never costs the others.
     """
-    from speakerid.vectors import pool
+    if pool is None:
+        from speakerid.vectors import pool
 
     pending: list[tuple[str, np.ndarray | AudioError]] = []
     count = 0
@@ -102,7 +106,10 @@ def embed_directory(
     vectors: dict[str, np.ndarray] = {}
     skipped: list[tuple[str, str]] = []
     load = lambda p: prepare(load_audio(p), name=p, vad=embedder.vad)  # noqa: E731
-    for path, item in embed_batched(embedder.embed_fragments, load, paths, on_file=on_file):
+    batches = embed_batched(
+        embedder.embed_fragments, load, paths, on_file=on_file, pool=embedder.pool_fragments
+    )
+    for path, item in batches:
         if isinstance(item, AudioError):
             skipped.append((path, str(item)))
         else:

@@ -24,7 +24,7 @@ from speakerid.audio import (
     trim_silence,
 )
 from speakerid.errors import CheckpointError
-from speakerid.vectors import l2_normalize, pool
+from speakerid.vectors import pool
 
 
 class ModelInfo(Protocol):
@@ -69,10 +69,15 @@ class BaseEmbedder:
         """``(n, FRAGMENT_SAMPLES)`` float32 -> ``(n, D)`` unit-length embeddings."""
         raise NotImplementedError
 
+    def pool_fragments(self, embeddings: np.ndarray) -> np.ndarray:
+        """A recording's ``(n, D)`` fragment embeddings -> its ``(D,)`` unit vector: their
+        normalised mean (``vectors.pool``). A fusion pools each member's block apart."""
+        return pool(embeddings)
+
     def embed_waveform(self, wav: np.ndarray, name: str = "audio", trim: bool = True) -> np.ndarray:
-        """One 16 kHz mono recording -> ``(D,)`` unit vector (mean of its fragments)."""
+        """One 16 kHz mono recording -> ``(D,)`` unit vector (``pool_fragments``)."""
         fragments = prepare(wav, name, trim=trim, min_speech=self.min_speech, vad=self.vad)
-        return pool(self.embed_fragments(fragments))
+        return self.pool_fragments(self.embed_fragments(fragments))
 
     def embed_file(self, path: Source) -> np.ndarray:
         """An audio file (a ``Clip``, or stdin spooled) -> ``(D,)`` unit vector. Raises
@@ -99,8 +104,9 @@ class BaseEmbedder:
     ) -> np.ndarray:
         """``embed_file`` through ``audio.stream_fragments``: the same vector, flat memory.
 
-        The mean of the fragments' unit embeddings is accumulated batch by batch;
-        ``on_speech(samples)`` is told the speech length (see ``stream_fragments``).
+        The mean of the fragments' unit embeddings is accumulated batch by batch, then
+        pooled (``pool_fragments``); ``on_speech(samples)`` is told the speech length (see
+        ``stream_fragments``).
         """
         total = np.zeros(self.dim, np.float64)
         count = 0
@@ -115,7 +121,8 @@ class BaseEmbedder:
             embeddings = self.embed_fragments(batch)
             total += embeddings.sum(axis=0, dtype=np.float64)
             count += len(embeddings)
-        return l2_normalize((total / max(count, 1)).astype(np.float32))
+        mean = (total / max(count, 1)).astype(np.float32)
+        return self.pool_fragments(mean[None])
 
     def embed_speaker(self, paths: list[str | Path]) -> np.ndarray:
         """Several recordings of one speaker -> ``(D,)`` unit vector."""

@@ -18,6 +18,7 @@ from typing import Literal, get_args
 
 from speakerid.audio import MIN_SPEECH_SECONDS, resolve_vad
 from speakerid.embedding.embedder import BaseEmbedder
+from speakerid.encoders.registry import FUSIONS
 from speakerid.errors import SpeakerIDError
 
 Backend = Literal["torch", "onnx"]
@@ -48,15 +49,25 @@ def open_embedder(
     """The embedder every runtime command uses: ``model`` run by ``backend``.
 
     ``model``: a shipped name, a checkpoint path, an ``.onnx`` file (onnx backend) or None
-    for the default. ``onnx`` runs onnxruntime on a graph (shipped, or exported once from a
-    checkpoint into the cache, see ``backends.onnx``) and never imports torch. ``precision``:
-    torch ``auto | fp32 | bf16``; the onnx backend runs fp32 graphs (``auto | fp32``).
+    for the default. A shipped fusion (``best``) opens its members on ``backend`` and fuses
+    them (``fused.FusedEmbedder``). ``onnx`` runs onnxruntime on a graph (shipped, or
+    exported once from a checkpoint into the cache, see ``backends.onnx``) and never imports
+    torch. ``precision``: torch ``auto | fp32 | bf16``; the onnx backend runs fp32 graphs
+    (``auto | fp32``).
     ``vad``: how speech is found before embedding (``audio.VADS``; None: ``$SPEAKERID_VAD``,
     else ``audio.DEFAULT_VAD``).
     """
     vad = resolve_vad(vad)
     if min_speech <= 0:
         raise SpeakerIDError(f"--min-speech must be positive, not {min_speech}")
+    fusion = FUSIONS.get(str(model)) if model is not None else None
+    if fusion is not None:
+        from speakerid.embedding.fused import FusedEmbedder
+
+        first, second = (
+            open_embedder(name, backend, precision, min_speech, vad) for name in fusion.members
+        )
+        return FusedEmbedder(first, second, fusion.weight)
     if resolve_backend(backend) == "onnx":
         from speakerid.embedding.backends.onnx import OnnxEmbedder, load_onnx_model
 

@@ -1,4 +1,5 @@
-"""The shipped models by name: ``accurate`` (CAM++, the default), ``fast``, ``ecapa``.
+"""The shipped models by name: ``accurate`` (CAM++, the default), ``fast``, ``ecapa``, and
+``best``, a fusion of two of them (``ShippedFusion``).
 
 ``--model`` takes one of these names or a path to a checkpoint. Shipped files are pinned by
 sha256 and refuse to load when they differ. This module imports no torch, so that commands
@@ -99,10 +100,67 @@ SHIPPED: dict[str, ShippedModel] = {
             "ecapa_voxceleb.safetensors",
             "5675deeb6a7eaa2f97993fe8385bf145ffa047c7f63dfeb20918fa9eb727cc99",
             "ECAPA-TDNN from SpeechBrain (VoxCeleb 1+2, 7205 speakers)",
+            "ecapa_voxceleb.decision.json",
+            "038534112213f08e1e257decbc5677e702e0980803df10ffa046a7ed97eafde5",
+            graphs=(
+                # weights stored fp16 (as in the checkpoint) and cast to fp32 in the graph:
+                # the checkpoint's very weights, computed fp32 (bench/export_onnx.py)
+                ShippedGraph(
+                    "fp32",
+                    "ecapa_voxceleb.onnx",
+                    "70ffb81443cc739b41e87333bdaa8f624bf97406341c748422abac935cefbccb",
+                ),
+            ),
         ),
     )
 }
 DEFAULT_MODEL = "accurate"  # chosen by measurement: docs/benchmarks.md
+
+FUSION_FORMAT = "speakerid-fusion/1"  # hashed into every fusion's fingerprint
+
+
+def fusion_fingerprint(members: tuple[str, ...], weight: float) -> str:
+    """The store identity of a fusion: sha256 over its members' identities (in order) and
+    the first member's weight, so another member or weight is another model."""
+    text = "\n".join((FUSION_FORMAT, *members, repr(float(weight))))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ShippedFusion:
+    """Shipped models run over the same fragments, their vectors fused block-wise
+    (``embedding.fused``): cosine = weight * first member's + (1 - weight) * second's."""
+
+    name: str  # what ``--model`` accepts
+    members: tuple[str, str]  # ``SHIPPED`` names, in the order of the fused vector's blocks
+    weight: float  # the first member's share of the cosine, in (0, 1)
+    summary: str  # one line for ``speakerid models``
+    decision_file: str = ""  # its decision calibration (``decision.DecisionModel`` JSON)
+    decision_sha256: str = ""  # that file's pinned digest
+
+    @property
+    def sha256(self) -> str:
+        """The fingerprint of the fusion of the members' checkpoints (and fp32 graphs)."""
+        return fusion_fingerprint(tuple(SHIPPED[m].sha256 for m in self.members), self.weight)
+
+
+# CAM++'s share of best's cosine: fitted with the decision calibration below on the fit-half
+# speakers of libri, studio and ami (bench/bench_decisions.py --model best; the held-out
+# halves and RAVDESS took no part). Changing it changes best's identity and voids the file.
+BEST_WEIGHT = 0.75
+FUSIONS: dict[str, ShippedFusion] = {
+    f.name: f
+    for f in (
+        ShippedFusion(
+            "best",
+            ("accurate", "ecapa"),
+            BEST_WEIGHT,
+            "CAM++ and ECAPA-TDNN fused over the same fragments: the fewest errors, the slowest",
+            "best.decision.json",
+            "583329c3960ba6a3b7c35fcec30d03fd21b6f659bf174c2d27a8d54d0785aa41",
+        ),
+    )
+}
 
 
 def shipped_path(model: ShippedModel | ShippedGraph) -> Path:
@@ -113,10 +171,13 @@ def shipped_path(model: ShippedModel | ShippedGraph) -> Path:
 
 def shipped_name(fingerprint: str) -> str | None:
     """The shipped model's name whose embeddings have the identity ``fingerprint`` (its
-    checkpoint's pinned sha256, or one of its graphs' identities), else None."""
+    checkpoint's pinned sha256, one of its graphs' identities, or a fusion's), else None."""
     for model in SHIPPED.values():
         if fingerprint in (model.sha256, *(model.identity(g) for g in model.graphs)):
             return model.name
+    for fusion in FUSIONS.values():
+        if fingerprint == fusion.sha256:
+            return fusion.name
     return None
 
 
@@ -127,6 +188,12 @@ def resolve_model(spec: str | Path | None) -> tuple[Path, str | None]:
     ``./fast`` for such a file.
     """
     name = DEFAULT_MODEL if spec is None else str(spec)
+    if name in FUSIONS:
+        members = " and ".join(FUSIONS[name].members)
+        raise CheckpointError(
+            f"{name!r} fuses {members}, so it has no single checkpoint; this needs one: "
+            f"pass one of {sorted(SHIPPED)} or a checkpoint"
+        )
     if name in SHIPPED:
         model = SHIPPED[name]
         path = shipped_path(model)
@@ -198,6 +265,25 @@ def list_models() -> list[ModelListing]:
                 error,
             )
         )
+    by_name = {row.name: row for row in rows}
+    for fusion in FUSIONS.values():
+        parts = [by_name[m] for m in fusion.members]
+        errors = [p.error for p in parts if p.error]
+        rows.append(
+            ModelListing(
+                fusion.name,
+                False,
+                fusion.summary,
+                " + ".join(p.path for p in parts),
+                round(sum(p.megabytes for p in parts), 1),
+                sum(p.parameters for p in parts),
+                sum(p.embedding_dim for p in parts),
+                None,  # decisions come from its decision calibration, when it has one
+                fusion.sha256,
+                numbers.get(fusion.name, {}),
+                errors[0] if errors else None,
+            )
+        )
     return rows
 
 
@@ -220,9 +306,9 @@ def decision_model(fingerprint: str) -> DecisionModel | None:
     The file is pinned by sha256 like the weights: a changed file refuses to load.
     """
     name = shipped_name(fingerprint)
-    if name is None or not SHIPPED[name].decision_file:
+    model: ShippedModel | ShippedFusion | None = SHIPPED.get(name or "") or FUSIONS.get(name or "")
+    if model is None or not model.decision_file:
         return None
-    model = SHIPPED[name]
     packaged = PACKAGE_DIR / model.decision_file
     path = packaged if packaged.is_file() else REPO_DIR / model.decision_file
     try:
@@ -264,6 +350,8 @@ def read_cohort(path: str | Path, fingerprint: str) -> np.ndarray | None:
 def model_cohort(fingerprint: str, path: str | Path) -> np.ndarray | None:
     """The AS-norm cohort of model ``fingerprint``: from the shipped file, else from ``path``."""
     name = shipped_name(fingerprint)
+    if name in FUSIONS:
+        return None  # a fused vector has no cohort (its members' would need fusing too)
     if name is not None:
         return read_cohort(shipped_path(SHIPPED[name]), fingerprint)
     return read_cohort(path, fingerprint)
