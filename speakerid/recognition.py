@@ -635,7 +635,8 @@ def fusion_header(name: str) -> ModelHeader | None:
     members = [read_header(*resolve_model(m)) for m in fusion.members]
     path = Path(" + ".join(str(m.path) for m in members))
     config = {"embedding_dim": sum(m.embedding_dim for m in members)}
-    return ModelHeader(path, fusion.sha256, config, None, {"fusion": list(fusion.members)})
+    info = {"fusion": list(fusion.members), "weight": fusion.weight}
+    return ModelHeader(path, fusion.sha256, config, fusion.threshold, info)
 
 
 def describe(store: SpeakerStore, model_path: str | Path | None) -> Info:

@@ -138,6 +138,9 @@ def test_best_opens_on_onnx_with_the_registered_identity() -> None:
     assert isinstance(best, FusedEmbedder)
     assert best.identity()[:2] == (registry.FUSIONS["best"].sha256, 384)
     assert [m.dim for m in best.members] == [192, 192]
+    # its fixed cosine threshold is the registry's, as a checkpoint's is its own
+    assert best.model.threshold == registry.FUSIONS["best"].threshold
+    assert 0 < best.model.threshold < 1
 
 
 # ---------------------------------------------------------------- the CLI
@@ -151,6 +154,7 @@ def _round_trip(cli, store: Path, voices_dir: Path, backend: str) -> None:
         r = as_json(ok(cli("enroll", name, *files, "--json", store=store, model="best", env=env)))
         assert r["speaker"] == name and r["recordings"] == 2
     meta = json.loads(ok(cli("info", "--json", store=store, model="best", env=env)).stdout)
+    assert meta["model"]["threshold"] == registry.FUSIONS["best"].threshold
     assert meta["store"]["model_fingerprint"] == registry.FUSIONS["best"].sha256
     assert meta["store"]["embedding_dim"] == 384 and meta["compatible"] is True
     probe = voice(voices_dir, "alice", 3)

@@ -39,7 +39,7 @@ def fuse(first: np.ndarray, second: np.ndarray, weight: float) -> np.ndarray:
 class FusedModel:
     """What a fusion says about itself (``embedder.ModelInfo``)."""
 
-    threshold: float | None  # a fusion has no calibrated cosine threshold of its own
+    threshold: float | None  # its fixed cosine threshold (a shipped fusion's), None if none
     fingerprint: str  # ``registry.fusion_fingerprint`` of the members and the weight
     path: Path  # what messages name: the first member's file
     weight: float  # the first member's share of the cosine
@@ -52,7 +52,13 @@ class FusedEmbedder(BaseEmbedder):
     way (``vad``, ``min_speech``), since they see the same fragments.
     """
 
-    def __init__(self, first: BaseEmbedder, second: BaseEmbedder, weight: float) -> None:
+    def __init__(
+        self,
+        first: BaseEmbedder,
+        second: BaseEmbedder,
+        weight: float,
+        threshold: float | None = None,
+    ) -> None:
         if not 0.0 < weight < 1.0:
             raise SpeakerIDError(f"a fusion weight must lie in (0, 1), not {weight}")
         if (first.vad, first.min_speech) != (second.vad, second.min_speech):
@@ -64,7 +70,7 @@ class FusedEmbedder(BaseEmbedder):
         fingerprint = fusion_fingerprint(
             (first.model.fingerprint, second.model.fingerprint), weight
         )
-        self.model = FusedModel(None, fingerprint, Path(first.model.path), weight)
+        self.model = FusedModel(threshold, fingerprint, Path(first.model.path), weight)
 
     @property
     def dim(self) -> int:

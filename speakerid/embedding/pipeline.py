@@ -67,7 +67,7 @@ def open_embedder(
         first, second = (
             open_embedder(name, backend, precision, min_speech, vad) for name in fusion.members
         )
-        return FusedEmbedder(first, second, fusion.weight)
+        return FusedEmbedder(first, second, fusion.weight, fusion.threshold)
     if resolve_backend(backend) == "onnx":
         from speakerid.embedding.backends.onnx import OnnxEmbedder, load_onnx_model
 

@@ -134,6 +134,7 @@ class ShippedFusion:
     name: str  # what ``--model`` accepts
     members: tuple[str, str]  # ``SHIPPED`` names, in the order of the fused vector's blocks
     weight: float  # the first member's share of the cosine, in (0, 1)
+    threshold: float  # its fixed cosine threshold, as a checkpoint's (``bench/bench_fusion.py``)
     summary: str  # one line for ``speakerid models``
     decision_file: str = ""  # its decision calibration (``decision.DecisionModel`` JSON)
     decision_sha256: str = ""  # that file's pinned digest
@@ -144,10 +145,14 @@ class ShippedFusion:
         return fusion_fingerprint(tuple(SHIPPED[m].sha256 for m in self.members), self.weight)
 
 
-# CAM++'s share of best's cosine: fitted with the decision calibration below on the fit-half
-# speakers of libri, studio and ami (bench/bench_decisions.py --model best; the held-out
-# halves and RAVDESS took no part). Changing it changes best's identity and voids the file.
+# CAM++'s share of best's cosine, and best's fixed cosine threshold (the EER point of the
+# fit speakers' whole-recording pairs): both chosen by bench/bench_fusion.py on the fit-half
+# speakers of libri, studio and ami (docs/results/fusion.json; the held-out halves and RAVDESS
+# took no part). The decision calibration below was fitted on the same speakers after them
+# (bench/bench_decisions.py --model best). A new weight changes best's identity and voids
+# the calibration.
 BEST_WEIGHT = 0.75
+BEST_THRESHOLD = 0.3973
 FUSIONS: dict[str, ShippedFusion] = {
     f.name: f
     for f in (
@@ -155,6 +160,7 @@ FUSIONS: dict[str, ShippedFusion] = {
             "best",
             ("accurate", "ecapa"),
             BEST_WEIGHT,
+            BEST_THRESHOLD,
             "CAM++ and ECAPA-TDNN fused over the same fragments: the fewest errors, the slowest",
             "best.decision.json",
             "583329c3960ba6a3b7c35fcec30d03fd21b6f659bf174c2d27a8d54d0785aa41",
@@ -278,7 +284,7 @@ def list_models() -> list[ModelListing]:
                 round(sum(p.megabytes for p in parts), 1),
                 sum(p.parameters for p in parts),
                 sum(p.embedding_dim for p in parts),
-                None,  # decisions come from its decision calibration, when it has one
+                fusion.threshold,
                 fusion.sha256,
                 numbers.get(fusion.name, {}),
                 errors[0] if errors else None,
