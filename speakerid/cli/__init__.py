@@ -10,7 +10,13 @@ Exit status (like grep): 0 success / accepted, 1 rejected (``verify``), 2 error.
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
+
+# numpy's OpenBLAS starts a thread per core when numpy is imported (a cold command: 30 ms
+# of CPU on this 2-core box, docs/benchmarks.md); the CLI's matrix products are small. Set
+# before the commands import numpy; a value the user set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from speakerid.cli.common import app
 
