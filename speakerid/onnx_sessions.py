@@ -35,6 +35,7 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,12 +145,14 @@ def _stat(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def cache_key(sha256: str) -> dict[str, Any]:
-    """What a cached graph of the source ``sha256`` was made under: it is used only under
-    the same (the source's own path and stat are checked apart, see ``open_pinned``)."""
+def cache_key(sha256: str, path: Path) -> dict[str, Any]:
+    """What a cached graph of the source ``sha256`` at ``path`` was made under: it is used
+    only under the same (the source's size and mtime are checked apart, see ``_cached``).
+    The path is part of it so that two installs sharing one cache keep a file each."""
     return {
         "format": CACHE_FORMAT,
         "source_sha256": sha256,
+        "source": str(path),
         "onnxruntime": _ort().__version__,
         "level": LEVEL,
         "cpu": cpu_id(),
@@ -173,21 +176,35 @@ def _cached(path: Path, key: dict[str, Any], threads: int | None) -> Any | None:
     if not isinstance(record, dict) or any(record.get(k) != v for k, v in key.items()):
         return None
     try:
-        if record.get("source") != str(path) or record.get("source_stat") != _stat(path):
-            return None
-        graph, weights = stem.with_suffix(".onnx"), stem.with_suffix(".weights")
-        if file_sha256(graph) != record.get("graph_sha256"):
-            return None
-        if file_sha256(weights) != record.get("weights_sha256"):
+        if record.get("source_stat") != _stat(path):
             return None
     except OSError:
         return None
+    graph, weights = stem.with_suffix(".onnx"), stem.with_suffix(".weights")
+    # The files are hashed on another thread while onnxruntime loads them (hashlib and the
+    # session's creation both let go of the GIL): a cold start waits for the longer of the
+    # two, not their sum. The session is returned, and so first run, only if both match.
+    digests: dict[str, str | None] = {}
+
+    def hash_files() -> None:
+        for name, file in (("graph_sha256", graph), ("weights_sha256", weights)):
+            try:
+                digests[name] = file_sha256(file)
+            except OSError:
+                digests[name] = None
+
+    hasher = threading.Thread(target=hash_files, name="speakerid-cache-hash", daemon=True)
+    hasher.start()
     ort = _ort()
     try:
         options = session_options(threads, optimise=False)
-        return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     except Exception:  # onnxruntime's own types: a file it cannot load is rebuilt
-        return None
+        session = None
+    hasher.join()
+    if any(digests.get(name) != record.get(name) for name in ("graph_sha256", "weights_sha256")):
+        return None  # damaged or swapped: never run
+    return session
 
 
 def _same_outputs(a: Any, b: Any, probe: Probe) -> bool:
@@ -242,7 +259,6 @@ def _build(path: Path, key: dict[str, Any], threads: int | None, probe: Probe | 
             return session
         record = {
             **key,
-            "source": str(path),
             "source_stat": _stat(path),
             "graph_sha256": file_sha256(graph),
             "weights_sha256": file_sha256(weights),
@@ -276,7 +292,7 @@ def open_pinned(
     and used.
     """
     path = Path(path)
-    key = cache_key(sha256)
+    key = cache_key(sha256, path)
     session = _cached(path, key, threads)
     if session is not None:
         return session

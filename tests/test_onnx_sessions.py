@@ -65,11 +65,11 @@ def _same(a: Any, b: Any, feed: dict[str, np.ndarray]) -> None:
 def test_a_miss_builds_the_cache_and_a_hit_uses_it(cache: Path, graph: Path) -> None:
     first = _open(graph)
     assert _files(cache) == [".json", ".onnx", ".weights"]
-    stem = cache_stem(cache_key(SEQUENCE_SHA256))
+    stem = cache_stem(cache_key(SEQUENCE_SHA256, graph))
     record = json.loads(stem.with_suffix(".json").read_text())
     assert record["source_sha256"] == SEQUENCE_SHA256
     assert record["graph_sha256"] == file_sha256(stem.with_suffix(".onnx"))
-    hit = _cached(graph, cache_key(SEQUENCE_SHA256), 1)
+    hit = _cached(graph, cache_key(SEQUENCE_SHA256, graph), 1)
     assert hit is not None  # every check passed: loaded without optimising
     _same(first, hit, _probe(graph))
     _same(plain_session(graph, threads=1), _open(graph), _probe(graph))
@@ -78,7 +78,7 @@ def test_a_miss_builds_the_cache_and_a_hit_uses_it(cache: Path, graph: Path) -> 
 @pytest.mark.parametrize("damage", ["weights", "graph", "truncated", "record"])
 def test_a_damaged_cache_is_rebuilt(cache: Path, graph: Path, damage: str) -> None:
     _open(graph)
-    stem = cache_stem(cache_key(SEQUENCE_SHA256))
+    stem = cache_stem(cache_key(SEQUENCE_SHA256, graph))
     target = {
         "weights": stem.with_suffix(".weights"),
         "graph": stem.with_suffix(".onnx"),
@@ -93,9 +93,9 @@ def test_a_damaged_cache_is_rebuilt(cache: Path, graph: Path, damage: str) -> No
     else:
         data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    assert _cached(graph, cache_key(SEQUENCE_SHA256), 1) is None  # never trusted
+    assert _cached(graph, cache_key(SEQUENCE_SHA256, graph), 1) is None  # never trusted
     session = _open(graph)  # rebuilt
-    assert _cached(graph, cache_key(SEQUENCE_SHA256), 1) is not None
+    assert _cached(graph, cache_key(SEQUENCE_SHA256, graph), 1) is not None
     _same(plain_session(graph, threads=1), session, _probe(graph))
 
 
@@ -107,15 +107,16 @@ def test_a_damaged_cache_is_rebuilt(cache: Path, graph: Path, damage: str) -> No
         ("cpu", "another-cpu"),  # layouts for another CPU
         ("level", "extended"),
         ("format", 0),
+        ("source", "/elsewhere/silero.onnx"),
     ],
 )
 def test_a_mismatching_record_is_ignored(cache: Path, graph: Path, field: str, value: Any) -> None:
     _open(graph)
-    stem = cache_stem(cache_key(SEQUENCE_SHA256))
+    stem = cache_stem(cache_key(SEQUENCE_SHA256, graph))
     record = json.loads(stem.with_suffix(".json").read_text())
     record[field] = value
     stem.with_suffix(".json").write_text(json.dumps(record))
-    assert _cached(graph, cache_key(SEQUENCE_SHA256), 1) is None
+    assert _cached(graph, cache_key(SEQUENCE_SHA256, graph), 1) is None
     _open(graph)
     assert json.loads(stem.with_suffix(".json").read_text())[field] != value  # rebuilt
 
@@ -123,9 +124,20 @@ def test_a_mismatching_record_is_ignored(cache: Path, graph: Path, field: str, v
 def test_the_key_names_the_runtime_version(monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime
 
-    before = cache_stem(cache_key(SEQUENCE_SHA256))
+    before = cache_stem(cache_key(SEQUENCE_SHA256, Path("x.onnx")))
     monkeypatch.setattr(onnxruntime, "__version__", "0.0.1")
-    assert cache_stem(cache_key(SEQUENCE_SHA256)) != before  # versions keep their own files
+    after = cache_stem(cache_key(SEQUENCE_SHA256, Path("x.onnx")))
+    assert after != before  # versions keep their own files
+
+
+def test_two_installs_sharing_a_cache_keep_a_file_each(cache: Path, graph: Path) -> None:
+    other = graph.parent / "other" / SEQUENCE_FILE
+    other.parent.mkdir()
+    shutil.copyfile(graph, other)
+    _open(graph)
+    _open(other)
+    assert _cached(graph, cache_key(SEQUENCE_SHA256, graph), 1) is not None
+    assert _cached(other, cache_key(SEQUENCE_SHA256, other), 1) is not None
 
 
 def test_a_changed_source_is_checked_against_its_pin_again(cache: Path, graph: Path) -> None:
@@ -137,7 +149,7 @@ def test_a_changed_source_is_checked_against_its_pin_again(cache: Path, graph: P
         _open(graph)
     moved = graph.with_name("elsewhere.onnx")
     shutil.copyfile(shipped_path(SEQUENCE_FILE), moved)  # the right bytes at another path
-    assert _cached(moved, cache_key(SEQUENCE_SHA256), 1) is None
+    assert _cached(moved, cache_key(SEQUENCE_SHA256, moved), 1) is None
     _open(moved)
 
 
@@ -159,7 +171,7 @@ def test_the_cached_campp_graph_gives_the_same_embeddings(cache: Path) -> None:
     path = shipped_model_path(graph)
     built = open_pinned(path, graph.sha256, "pin", probe=_feature_probe)  # a miss
     cached = open_pinned(path, graph.sha256, "pin", probe=_feature_probe)  # a hit
-    assert _cached(path, cache_key(graph.sha256), None) is not None
+    assert _cached(path, cache_key(graph.sha256, path), None) is not None
     reference = plain_session(path)
     config = json.loads(reference.get_modelmeta().custom_metadata_map["config"])
     wav = synth_voice(VOICES["alice"], seconds=4 * FRAGMENT_SAMPLES / 16_000)
