@@ -182,6 +182,47 @@ def run_python(python: str, args: list[str], env: dict[str, str], cwd: Path) -> 
     return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+# What single pieces of a cold start cost, each in a fresh interpreter (see ``costs``).
+COSTS = {
+    "bare interpreter": ("pass", {}),
+    "import numpy (OpenBLAS default threads)": ("import numpy", {"OPENBLAS_NUM_THREADS": None}),
+    "import numpy (OpenBLAS 1 thread)": ("import numpy", {"OPENBLAS_NUM_THREADS": "1"}),
+    "import typer": ("import typer", {}),
+    "import typer + pydantic (typer's coercion)": ("import typer, typer._adapters", {}),
+    "import numpy, onnxruntime, typer, rich": ("import numpy, onnxruntime, typer, rich", {}),
+}
+# Printed last by a child: the time after which only the interpreter's exit remains.
+TEARDOWN = "\nimport sys, time\nprint(repr(time.time()), file=sys.stderr)"
+
+
+def costs(python: str, env: dict[str, str], home: Path, repeats: int) -> dict:
+    """CPU of each ``COSTS`` statement in a new interpreter (median of ``repeats``), and the
+    wall time the interpreter's exit takes after it (teardown: module finalisation)."""
+    rows = {}
+    for label, (code, extra) in COSTS.items():
+        child = {k: v for k, v in {**env, **extra}.items() if v is not None}
+        cpu, teardown = [], []
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            out = subprocess.run(
+                [python, "-c", code + TEARDOWN],
+                env=child,
+                cwd=home,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            ended = time.time()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+            teardown.append(ended - float(out.stderr.strip().splitlines()[-1]))
+        rows[label] = {
+            "cpu_ms": round(1e3 * statistics.median(cpu), 1),
+            "exit_ms": round(1e3 * statistics.median(teardown), 1),
+        }
+    return rows
+
+
 def has_torch(python: str) -> bool:
     probe = "import importlib.util as u; print(u.find_spec('torch') is not None)"
     out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
@@ -221,12 +262,24 @@ def main() -> None:
     parser.add_argument(
         "--steps", action="store_true", help="Also time a cold verify's steps (one process)."
     )
+    parser.add_argument(
+        "--costs", action="store_true", help="Only the cost of single imports and of exiting."
+    )
     opts = parser.parse_args()
     data = opts.data / LIBRISPEECH
     if opts.parity:
         parity(opts.parity, data, opts.model)
         return
     installs = dict(spec.split("=", 1) for spec in opts.install) or {"full": sys.executable}
+    if opts.costs:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, python in installs.items():
+                env = install_env(python, Path(tmp), checkout=python == sys.executable)
+                print(f"\n{name}: | piece | CPU (ms) | exit after it (ms) |")
+                for label, row in costs(python, env, Path(tmp), opts.repeats).items():
+                    print(f"| {label} | {row['cpu_ms']:.0f} | {row['exit_ms']:.0f} |")
+        print(f"\nmachine: {machine()}; 1-min load average {os.getloadavg()[0]:.2f}")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
