@@ -20,6 +20,10 @@ A cached graph is trusted only when all of these hold, else it is rebuilt:
   damaged or swapped file is caught here);
 - onnxruntime loads it.
 
+The cached files are hashed while onnxruntime parses them and the session is discarded
+unless both digests match: a damaged file is never run, though onnxruntime does read it
+(the cache lives in the user's own folder, as writable to an attacker as the install).
+
 Files are written to a private folder and moved into place, the record last, so that a
 reader never sees half a file and two processes building at once only race to write the
 same bytes. No pickle: the record is JSON, the graph ONNX. A cache that cannot be written
@@ -228,6 +232,7 @@ def _build(path: Path, key: dict[str, Any], threads: int | None, probe: Probe | 
     except OSError as exc:
         log.debug("session cache not writable (%s): optimising at each start", exc)
         return plain_session(path, threads)
+    session = None
     try:
         graph, weights = work / f"{stem.name}.onnx", work / f"{stem.name}.weights"
         options = session_options(threads)
@@ -242,9 +247,8 @@ def _build(path: Path, key: dict[str, Any], threads: int | None, probe: Probe | 
         )
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own types
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"{path}: not a readable ONNX model ({first})") from None
+        except Exception:  # onnxruntime's own types: an unreadable graph, or an unwritable copy
+            return plain_session(path, threads)  # which says which (CheckpointError)
         if not weights.exists():  # a graph without large initialisers: an empty weights file
             weights.write_bytes(b"")
         try:
@@ -269,9 +273,9 @@ def _build(path: Path, key: dict[str, Any], threads: int | None, probe: Probe | 
         os.replace(graph, stem.with_suffix(".onnx"))
         os.replace(record_tmp, stem.with_suffix(".json"))  # last: the files it names are there
         return session
-    except OSError as exc:
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
         log.debug("session cache not written (%s)", exc)
-        return plain_session(path, threads)
+        return session if session is not None else plain_session(path, threads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

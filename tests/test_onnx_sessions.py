@@ -183,3 +183,17 @@ def test_the_cached_campp_graph_gives_the_same_embeddings(cache: Path) -> None:
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
         cosine = np.sum(got * want, 1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
         assert cosine.min() > 0.99999
+
+
+def test_a_failed_write_still_gives_a_session(
+    cache: Path, graph: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import speakerid.onnx_sessions as sessions
+
+    def full_disk(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sessions.os, "replace", full_disk)
+    session = _open(graph)
+    _same(plain_session(graph, threads=1), session, _probe(graph))
+    assert not list((cache / "sessions").glob("*.json"))  # nothing half-written is kept
