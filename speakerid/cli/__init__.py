@@ -33,7 +33,9 @@ for _module in COMMAND_MODULES:
 
 
 def main() -> NoReturn:
-    """Entry point of the ``speakerid`` console script."""
+    """Entry point of the ``speakerid`` console script and ``python -m speakerid.cli``: runs
+    the command and ends the process (``leave``). Code that runs the CLI in its own process
+    and goes on afterwards calls ``app`` (Typer's) instead, or Typer's ``CliRunner``."""
     try:
         app()
     except SystemExit as exc:
