@@ -115,6 +115,7 @@ def test_shipped_graphs_are_pinned_and_run_as_shipped(
     is exported into the cache, and a changed byte is refused."""
     graphs = [(m, g) for m in registry.SHIPPED.values() for g in m.graphs]
     assert graphs  # the default model ships one
+
     def exported() -> list[Path]:  # the optimised-session cache (``sessions/``) may grow
         return sorted(p for p in onnx_cache.rglob("*") if "sessions" not in p.parts)
 
