@@ -2,13 +2,12 @@
 
 Every start of a command used to hand onnxruntime the shipped graph to optimise at its
 ``all`` level (fusions, and layouts chosen for this CPU), which costs about as much as
-loading it: for CAM++ 100-110 ms of CPU to create the session, against 40-50 ms for the
-same graph already optimised and saved with its weights in a file of their own (external
-initialisers: the graph's protobuf stays small and the weights are read as they are).
-So the first session on a machine optimises as before and saves the result under the
-user cache (``cache_root() / "sessions"``); later ones load it with optimisation off. The
-embeddings are the same bits (``tests/test_onnx_sessions.py``, ``bench/bench_onnx.py
-sessions``).
+loading it: for CAM++ 126 ms of CPU to create the session, against 68 ms for the same
+graph already optimised and saved with its weights in a file of their own (external
+initialisers: the graph's protobuf stays small; ``bench/bench_onnx.py sessions --cached``,
+docs/benchmarks.md). So the first session on a machine optimises as before and saves the
+result under the user cache (``cache_root() / "sessions"``); later ones load it with
+optimisation off. The embeddings are the same (``tests/test_onnx_sessions.py``).
 
 A cached graph is trusted only when all of these hold, else it is rebuilt:
 
@@ -56,8 +55,8 @@ CACHE_FORMAT = 1  # bump when the record or the files change meaning
 LEVEL = "all"  # the optimisation level the cached graphs are saved at
 EXTERNAL_MIN_BYTES = 1024  # initialisers this large go to the weights file
 INSTALL_HINT = "the onnx runtime is missing: pip install onnxruntime (a speakerid dependency)"
-# A cached graph must reproduce the fresh one on the caller's probe this closely (they have
-# been bit-identical on every graph tried: the saved graph is the one that ran).
+# A cached graph must reproduce the fresh one on the caller's probe this closely (the saved
+# graph is the one the fresh session runs, so they should agree to the bit).
 PROBE_ATOL = 1e-5
 
 # Inputs for one run of a graph, given the session built on it (whose metadata may say more).
