@@ -15,7 +15,8 @@ difference in log mel energy.
 
 ``sessions`` times creating a session, its first run (one fragment, as a cold ``verify``)
 and a batch, for each graph and each optimisation level applied at load, interleaved: the
-raw export against the shipped (offline-optimised) graph.
+raw export against the shipped (offline-optimised) graph, and with ``--cached`` the
+optimised graph the backend caches per machine (``speakerid.onnx_sessions``).
 
 ``profile`` runs onnxruntime's profiler on one thread over ``--runs`` batches of noise-like
 fragments and splits the time by stage: the numpy front-end, the 2-D convolution head (FCM),
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import os
 import re
@@ -201,16 +203,30 @@ LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "disable":
 
 
 def sessions(args: argparse.Namespace) -> None:
-    """Session creation and run time of each graph at each optimisation level, interleaved."""
+    """Session creation and run time of each graph at each optimisation level, interleaved.
+
+    Wall and CPU (this thread's: one intra-op thread runs on the calling thread, so CPU time
+    holds still on a loaded machine where wall time does not). ``--cached`` adds the
+    default model's optimised graph from the session cache (``speakerid.onnx_sessions``,
+    built first if missing), which the backend loads with optimisation off."""
     import onnxruntime as ort
 
     from speakerid.features.numpy import kaldi_fbank_frontend
 
+    graphs = parse_graphs(args.graph)
+    cases = [(g, lv) for g in graphs.items() for lv in args.level]
+    if args.cached:
+        from speakerid.embedding.backends.onnx import load_onnx_model
+        from speakerid.onnx_sessions import cache_key, cache_stem
+
+        model = load_onnx_model()  # builds the cache entry when there is none
+        stem = cache_stem(cache_key(model.graph_sha256, model.onnx_path))
+        cases.append((("cached", stem.with_suffix(".onnx")), "disable"))
     rng = np.random.default_rng(0)
     wav = (0.1 * rng.standard_normal((args.batch, 48_000))).astype(np.float32)
     features = kaldi_fbank_frontend({"n_mels": 80})(wav)
-    cases = [(g, lv) for g in parse_graphs(args.graph).items() for lv in args.level]
     rows: dict[str, dict[str, list[float]]] = {}
+    clock = (time.perf_counter, time.thread_time)
     for _ in range(args.runs):
         for (name, path), level in cases:
             options = ort.SessionOptions()
@@ -218,25 +234,30 @@ def sessions(args: argparse.Namespace) -> None:
             options.enable_cpu_mem_arena = False
             options.log_severity_level = 3
             options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
-            start = time.perf_counter()
+            marks = [[f() for f in clock]]
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            created = time.perf_counter()
+            marks.append([f() for f in clock])
             session.run(None, {"features": features[:1]})
-            first = time.perf_counter()
+            marks.append([f() for f in clock])
             session.run(None, {"features": features})
-            done = time.perf_counter()
-            row = rows.setdefault(f"{name} @ {level}", {"create": [], "first": [], "batch": []})
-            row["create"].append((created - start) * 1e3)
-            row["first"].append((first - created) * 1e3)
-            row["batch"].append((done - first) / args.batch * 1e3)
+            marks.append([f() for f in clock])
+            row = rows.setdefault(f"{name} @ {level}", {})
+            for k, (a, b) in enumerate(itertools.pairwise(marks)):
+                for c, kind in enumerate(("wall", "cpu")):
+                    scale = 1e3 / (args.batch if k == 2 else 1)
+                    step = ("create", "first", "batch")[k]
+                    row.setdefault(f"{step} {kind}", []).append((b[c] - a[c]) * scale)
     print(
-        "| graph @ level at load | create (ms) | first run, 1 fragment (ms) | "
-        f"ms/fragment, batch {args.batch} |"
+        "| graph @ level at load | create, wall / CPU (ms) | first run, 1 fragment, wall / CPU "
+        f"(ms) | ms/fragment, batch {args.batch}, wall / CPU |"
     )
     print("| --- | ---: | ---: | ---: |")
     for label, r in rows.items():
-        cells = " | ".join(f"{np.median(r[k]):.0f}" for k in ("create", "first"))
-        print(f"| {label} | {cells} | {np.median(r['batch']):.1f} |")
+        cells = [
+            f"{np.median(r[f'{k} wall']):.{d}f} / {np.median(r[f'{k} cpu']):.{d}f}"
+            for k, d in (("create", 0), ("first", 0), ("batch", 1))
+        ]
+        print(f"| {label} | {' | '.join(cells)} |")
 
 
 # ------------------------------------------------------------------------------- frontend
@@ -297,6 +318,7 @@ def main() -> None:
     sess.add_argument("--level", nargs="+", default=["all", "disable"], choices=list(LEVELS))
     sess.add_argument("--batch", type=int, default=8)
     sess.add_argument("--runs", type=int, default=5)
+    sess.add_argument("--cached", action="store_true", help="add the cached optimised graph")
     front = sub.add_parser("frontend")
     front.add_argument("--batch", type=int, default=16)
     front.add_argument("--runs", type=int, default=7)

@@ -35,21 +35,25 @@ MB = 1 << 20
 # Runs ``speakerid ARGS`` (or, with ``-c CODE``, CODE) under an address-space limit and
 # writes the peak resident size (KiB) to $HOSTILE_RSS whatever happens. VmHWM, not
 # ru_maxrss: Linux carries ru_maxrss over exec, so it would count the forking pytest.
+# Written at exit by an atexit handler: the CLI ends the process once its atexit handlers
+# have run (``cli.leave``), so a ``finally`` here would never run.
 _HARNESS = """
-import os, resource, runpy, sys
+import atexit, os, resource, runpy, sys
 limit = int(os.environ["HOSTILE_AS"])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-try:
-    if sys.argv[1] == "-c":
-        exec(sys.argv[2])
-    else:
-        sys.argv = ["speakerid", *sys.argv[1:]]
-        runpy.run_module("speakerid.cli", run_name="__main__")
-finally:
+
+def record_peak():
     with open("/proc/self/status") as status:
         peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
     with open(os.environ["HOSTILE_RSS"], "w") as fh:
         fh.write(peak)
+
+atexit.register(record_peak)
+if sys.argv[1] == "-c":
+    exec(sys.argv[2])
+else:
+    sys.argv = ["speakerid", *sys.argv[1:]]
+    runpy.run_module("speakerid.cli", run_name="__main__")
 """
 
 

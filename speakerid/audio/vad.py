@@ -23,14 +23,14 @@ steps with the settings of ``VadConfig``:
 4. each run is widened by ``pad`` on both sides (word onsets and decays), clipped to the
    recording, and runs that then touch are joined.
 
-Each graph is checked against its pinned sha256 before it is loaded. No torch here: this is
+Each graph is checked against its pinned sha256 before it is loaded (or its optimised form,
+cached per machine after that check: ``speakerid.onnx_sessions``). No torch here: this is
 part of the torch-free runtime.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from speakerid.errors import AudioError, CheckpointError, SpeakerIDError
+from speakerid.errors import AudioError, SpeakerIDError
+from speakerid.onnx_sessions import open_pinned
 
 # Silero VAD 6.2.3's graphs, unchanged, under models/ (a checkout) or speakerid/_models/ (a
 # wheel), with their pinned sha256.
@@ -46,7 +47,6 @@ STREAM_FILE = "silero_vad.onnx"  # input (1, context + chunk), state (2, 1, 128)
 STREAM_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
 SEQUENCE_FILE = "silero_vad_16k_sequence.onnx"  # input (chunks, 64 + 512), h, c (1, 1, 128)
 SEQUENCE_SHA256 = "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85"
-INSTALL_HINT = "--vad silero needs onnxruntime: pip install onnxruntime"
 
 VAD_RATES = (8_000, 16_000)  # Hz, the rates the network was trained for
 CHUNK_SECONDS = 0.032  # audio per probability, at either rate
@@ -92,42 +92,31 @@ def shipped_path(filename: str) -> Path:
     return packaged if packaged.is_file() else package.parent / "models" / filename
 
 
-def _sha256(path: Path) -> str:
-    # hashlib here rather than the encoders' helper: audio sits before the encoders in the
-    # chain and must not import them (nor torch through them).
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=4)
 def load_session(path: Path, expected_sha256: str) -> Any:
-    """An onnxruntime session on ``path`` after its sha256 check; one thread (the network is
-    small: more threads cost more in hand-offs than they save)."""
-    try:
-        found = _sha256(path)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: the VAD model cannot be read ({exc.strerror})") from None
-    if found != expected_sha256:
-        raise CheckpointError(
-            f"{path}: sha256 {found[:12]}... does not match the shipped Silero VAD "
-            f"({expected_sha256[:12]}...); reinstall speakerid"
-        )
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise SpeakerIDError(INSTALL_HINT) from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # its warnings about unused initialisers are not the user's
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own exception types, not importable here
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable ONNX model ({first})") from None
+    """An onnxruntime session on ``path`` after its sha256 check (``onnx_sessions``: the
+    optimised graph cached per machine); one thread (the network is small: more threads
+    cost more in hand-offs than they save)."""
+    return open_pinned(
+        path,
+        expected_sha256,
+        "shipped Silero VAD",
+        threads=1,
+        probe=functools.partial(_probe, path),
+    )
+
+
+def _probe(path: Path, session: Any = None) -> dict[str, np.ndarray]:
+    """Inputs for one run of either Silero graph: noise after silence, zero state."""
+    noise = 0.1 * np.random.default_rng(0).standard_normal((4, 576)).astype(np.float32)
+    if path.name == SEQUENCE_FILE:
+        state = np.zeros((1, 1, STATE_UNITS), dtype=np.float32)
+        return {"input": noise, "h": state, "c": state}
+    return {
+        "input": noise[:1],
+        "state": np.zeros((2, 1, STATE_UNITS), dtype=np.float32),
+        "sr": np.array(16_000, dtype=np.int64),
+    }
 
 
 class SileroVAD:

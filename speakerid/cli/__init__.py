@@ -10,7 +10,18 @@ Exit status (like grep): 0 success / accepted, 1 rejected (``verify``), 2 error.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import sys
+import threading
 from importlib import import_module
+from typing import NoReturn
+
+# numpy's OpenBLAS starts a thread per core when numpy is imported (a cold command: 30 ms
+# of CPU on this 2-core box, docs/benchmarks.md); the CLI's matrix products are small. Set
+# before the commands import numpy; a value the user set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from speakerid.cli.common import app
 
@@ -21,9 +32,38 @@ for _module in COMMAND_MODULES:
     import_module(f"{__name__}.{_module}")
 
 
-def main() -> None:
-    """Entry point of the ``speakerid`` console script."""
-    app()
+def main() -> NoReturn:
+    """Entry point of the ``speakerid`` console script and ``python -m speakerid.cli``: runs
+    the command and ends the process (``leave``). Code that runs the CLI in its own process
+    and goes on afterwards calls ``app`` (Typer's) instead, or Typer's ``CliRunner``."""
+    try:
+        app()
+    except SystemExit as exc:
+        leave(exc.code)
+    leave(0)
 
 
-__all__ = ["COMMAND_MODULES", "app", "main"]
+def leave(code: object) -> NoReturn:
+    """Exit with ``code`` as ``sys.exit`` would, without Python's teardown where it is safe.
+
+    Tearing down the interpreter (every module's objects, numpy's and onnxruntime's
+    libraries) took 40-50 ms of a cold command (docs/benchmarks.md), after its answer was
+    printed. So once the command is over: the atexit handlers run (logging, temporary
+    files, worker processes), stdout and stderr are flushed, and the process ends. A
+    command that loaded torch (training, the torch backend), or left a non-daemon thread
+    running, exits the normal way instead.
+    """
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if "torch" in sys.modules or any(t.is_alive() and not t.daemon for t in others):
+        raise SystemExit(code)  # training, the torch backend: torch's own teardown runs
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: reported already
+            stream.flush()
+    if code is None or isinstance(code, int):
+        os._exit(code or 0)
+    print(code, file=sys.stderr, flush=True)  # sys.exit("message"): the message, status 1
+    os._exit(1)
+
+
+__all__ = ["COMMAND_MODULES", "app", "leave", "main"]

@@ -37,7 +37,7 @@ from rich.markup import escape
 
 from speakerid.api import SpeakerID
 from speakerid.audio import STDIN, VAD_ENV, VADS, read_stdin, resolve_vad
-from speakerid.cli.helptext import HELP_MAX_WIDTH, Command
+from speakerid.cli.helptext import HELP_MAX_WIDTH, Command, Group
 from speakerid.cli.progress import progress_for, report_notes, stop_notes
 from speakerid.decision.model import DEFAULT_FAR, check_far
 from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
@@ -61,6 +61,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 app = typer.Typer(
     name="speakerid",
+    cls=Group,
     help="Recognise people by their voice: enroll, verify (1:1) and identify (1:N).",
     no_args_is_help=True,
     add_completion=False,

@@ -19,7 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from typer.core import TyperArgument, TyperCommand, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from speakerid.cli.coercion import fast_coercion
 
 # Help is wrapped to the terminal, but no wider than this: long lines are hard to read.
 HELP_MAX_WIDTH = 100
@@ -54,6 +56,13 @@ class Command(TyperCommand):
             # A value-taking option without a metavar shows its name, never its Python type.
             if isinstance(param, TyperOption) and not param.is_flag:
                 param.metavar = param.metavar or value_name(param)
+            fast_coercion(param)  # plain values without pydantic (``coercion``)
+
+    def get_help_option(self, ctx: typer.Context) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            fast_coercion(option)
+        return option
 
     def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -78,3 +87,18 @@ class Command(TyperCommand):
         if options:
             with formatter.section("Options"):
                 formatter.write_dl(options)
+
+
+class Group(TyperGroup):
+    """The top-level group: Typer's, with ``fast_coercion`` on its own options."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            fast_coercion(param)
+
+    def get_help_option(self, ctx: typer.Context) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            fast_coercion(option)
+        return option

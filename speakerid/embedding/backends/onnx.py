@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -56,6 +55,7 @@ from speakerid.encoders.registry import (
 )
 from speakerid.errors import CheckpointError, SpeakerIDError, require_torch
 from speakerid.features.numpy import Frontend, numpy_frontend
+from speakerid.onnx_sessions import cache_root, open_pinned, plain_session
 from speakerid.outputs import replacing
 from speakerid.vectors import l2_normalize
 
@@ -63,12 +63,8 @@ log = logging.getLogger(__name__)  # notes of slow steps; the CLI prints them
 
 ONNX_FORMAT = "speakerid-onnx/1"  # metadata 'format' of an exported graph
 ONNX_OPSET = 17  # LSTM, convolutions and reductions all export at this opset
-CACHE_ENV = "SPEAKERID_CACHE"  # overrides the cache folder (default: the user cache dir)
 INPUT_NAME = "features"
 OUTPUT_NAME = "embedding"
-INSTALL_HINT = (
-    "the onnx backend needs onnxruntime (a speakerid dependency): pip install onnxruntime"
-)
 EXPORTS_DIR = "exports"  # under the cache: <graph sha256>.json for each graph speakerid wrote
 PROBE_BATCH = 2  # fragments of a foreign graph's probe run (2: the batch axis must vary)
 # Front-end sizes a graph's config may ask for: bounds the numpy front-end's tables.
@@ -79,11 +75,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def onnx_cache_dir() -> Path:
     """Where graphs exported from checkpoints are kept: ``$SPEAKERID_CACHE`` or the user cache."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]) / "onnx"
-    from platformdirs import user_cache_path
-
-    return user_cache_path("speakerid") / "onnx"
+    return cache_root() / "onnx"
 
 
 def _export_record(graph_sha256: str) -> Path:
@@ -220,22 +212,8 @@ class OnnxModel:
 
 
 def _session(path: Path) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise SpeakerIDError(INSTALL_HINT) from None
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # warnings about unused initialisers are not the user's
-    # One fragment batch after another: the graph has no branches to run side by side.
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # No arena: it keeps the largest batch's activations for the process's life (CAM++, 64
-    # fragments of 8: peak 296 MB with it, 258 MB without, the same speed within noise).
-    options.enable_cpu_mem_arena = False
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types, not importable here
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable ONNX model ({first})") from None
+    """A session on a graph that is not pinned (exported or given): optimised at each load."""
+    return plain_session(path)
 
 
 def _config(meta: dict[str, str]) -> tuple[dict[str, Any], float | None, Frontend]:
@@ -323,19 +301,26 @@ def open_shipped_graph(model: ShippedModel, graph: ShippedGraph) -> OnnxModel:
     path = shipped_path(graph)
     if not path.is_file():
         raise CheckpointError(f"{path}: the shipped {graph.variant} graph is missing; reinstall")
-    digest = file_sha256(path)
-    if digest != graph.sha256:
-        raise CheckpointError(
-            f"{path}: does not match the sha256 pinned for it ({graph.sha256[:12]}...); reinstall"
-        )
-    session = _session(path)
+    # Hashed against the pin, or its optimised form loaded from the per-machine cache that
+    # was made after that check (``onnx_sessions``): the bytes that run are the pinned ones.
+    session = open_pinned(path, graph.sha256, "sha256 pinned for it", probe=_feature_probe)
     meta = session.get_modelmeta().custom_metadata_map
     try:
         config, threshold, _ = _config(meta)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: damaged ONNX model metadata ({exc})") from None
     fingerprint = model.identity(graph)
-    return OnnxModel(session, config, threshold, fingerprint, path, path, digest, model.sha256)
+    return OnnxModel(
+        session, config, threshold, fingerprint, path, path, graph.sha256, model.sha256
+    )
+
+
+def _feature_probe(session: Any) -> dict[str, np.ndarray]:
+    """Inputs for one run of a shipped graph, to check its cached optimised form: the
+    features of two fragments of noise by the front-end its metadata names."""
+    _, _, frontend = _config(session.get_modelmeta().custom_metadata_map)
+    noise = 0.1 * np.random.default_rng(0).standard_normal((PROBE_BATCH, FRAGMENT_SAMPLES))
+    return {INPUT_NAME: frontend(noise.astype(np.float32))}
 
 
 def pick_graph(model: ShippedModel, precision: str) -> ShippedGraph:
