@@ -29,8 +29,12 @@ no collar and with a 0.25-s collar around reference boundaries. Each seed's conv
 are pooled (speech-time weighted); the report gives the mean over seeds, their standard
 deviation and range, and the standard deviation over single conversations.
 
+The store's speakers are enrolled with ``--vad`` (the runtime's default, Silero); the
+timeline finds speech with its own ``--timeline-vad`` (``SegmentConfig``'s default unless
+given), as ``identify --segments`` does.
+
     python bench/bench_segments.py --data ../shared/data --seeds 0 1 2 3 4 --conversations 2
-    python bench/bench_segments.py --data ../shared/data --vad energy --tag energy
+    python bench/bench_segments.py --data ../shared/data --timeline-vad silero --tag silero
     python bench/bench_segments.py --data ../shared/data --sweep --seeds 100  # alternatives
     python bench/bench_segments.py --memory 10 60                           # peak RSS, minutes
 
@@ -344,7 +348,8 @@ def window_scores(
     with store:
         names, refs = store.matrix()
     chunks = lambda: iter([conv.wav])  # noqa: E731
-    return score_windows(chunks, embedder.embed_fragments, refs, cfg, vad=embedder.vad), names
+    windows = score_windows(chunks, embedder.embed_fragments, refs, cfg, vad=cfg.timeline_vad)
+    return windows, names
 
 
 def evaluate(
@@ -358,7 +363,7 @@ def evaluate(
     """One row of scores per conversation."""
     rows = []
     for conv in convs:
-        key = (id(conv), cfg.window, cfg.hop, cfg.fit)
+        key = (id(conv), cfg.window, cfg.hop, cfg.fit, cfg.timeline_vad)
         if key not in cache:
             cache[key] = window_scores(conv, embedder, cfg, workdir)
         windows, names = cache[key]
@@ -612,14 +617,16 @@ def parse() -> argparse.Namespace:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="", help="suffix of the JSON file name")
-    p.add_argument("--vad", choices=VADS, default=DEFAULT_VAD, help="how speech is found")
+    p.add_argument(
+        "--vad", choices=VADS, default=DEFAULT_VAD, help="the store's VAD (enrollment trimming)"
+    )
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="--memory runs")
     for field in SegmentConfig.__dataclass_fields__:
         p.add_argument(
             f"--{field.replace('_', '-')}",
             dest=field,
             default=None,
-            type=str if field == "fit" else float,
+            type=str if field in ("fit", "timeline_vad") else float,
         )
     p.add_argument("--sweep", action="store_true", help="measure alternatives (use a dev --seed)")
     p.add_argument(

@@ -137,6 +137,13 @@ MaxGapOpt = Annotated[
 OffsetOpt = Annotated[
     float | None, _seg_opt("Added to the model's threshold, not to --threshold; default -0.15")
 ]
+TimelineVadOpt = Annotated[
+    str | None,
+    _seg_opt(
+        "How the timeline finds speech: energy | silero | none; default energy, whatever "
+        "--vad the store was enrolled with"
+    ),
+]
 RttmOpt = Annotated[bool, typer.Option("--rttm", help="Print RTTM lines (with --segments).")]
 PlotOpt = Annotated[Path | None, _seg_opt("Write the timeline of one FILE as a PNG")]
 
@@ -165,6 +172,7 @@ def identify_cmd(
     min_segment: MinSegmentOpt = None,
     max_gap: MaxGapOpt = None,
     threshold_offset: OffsetOpt = None,
+    timeline_vad: TimelineVadOpt = None,
     rttm: RttmOpt = False,
     plot: PlotOpt = None,
 ) -> None:
@@ -189,6 +197,7 @@ def identify_cmd(
         "min_segment": min_segment,
         "max_gap": max_gap,
         "threshold_offset": threshold_offset,
+        "timeline_vad": timeline_vad,
     }
     if segments:
         _refuse_with_segments(top, far)

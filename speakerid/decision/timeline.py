@@ -3,9 +3,12 @@
 The recording streams through in chunks (``audio.stream_audio``), so an hour of audio
 takes the memory of one chunk plus a few numbers per window. Five steps:
 
-1. voice activity on 30-ms frames, a first pass over the chunks, by the embedder's ``vad``:
-   Silero VAD's regions (``audio.vad``), or the trimming rule of ``audio.speech_frames``
-   with the loudest frame of the whole recording as reference, or every frame (``none``);
+1. voice activity on 30-ms frames, a first pass over the chunks, by the timeline's own
+   ``timeline_vad`` (not the store's ``--vad``, which says how the enrolled speakers were
+   embedded): the trimming rule of ``audio.speech_frames`` with the loudest frame of the
+   whole recording as reference (``energy``, the default: it names more of the speech time
+   right than Silero's regions on every set of ``bench/bench_segments.py``), Silero VAD's
+   regions (``audio.vad``), or every frame above the silence floor (``none``);
 2. sliding windows (``window`` s every ``hop`` s); a window's voiced samples, repeated to
    fill the encoder's 3-s fragment (``fit="tile"``, the rule ``audio.fragment`` applies to
    short recordings) or the window's own length (``fit="direct"``), give one embedding;
@@ -14,11 +17,21 @@ takes the memory of one chunk plus a few numbers per window. Five steps:
 4. smoothing: a Viterbi path over the enrolled speakers plus "unknown" (whose score is the
    threshold, so without smoothing each window goes to the best speaker above threshold,
    as ``identify`` decides, but with the threshold lowered by ``threshold_offset`` for short
-   windows), paying ``switch_penalty`` per change of speaker; then runs
-   shorter than ``min_segment`` seconds of speech join the neighbour that fits them best;
-5. segments: each window labels the ``hop``-long stretch around its centre; voiced frames
-   with one label form a segment, and pauses shorter than ``max_gap`` inside one speaker's
-   turn are bridged.
+   windows), paying ``switch_penalty`` per change of speaker; then runs shorter than
+   ``min_segment`` seconds of speech join the neighbour that fits them best. A second pass
+   (``resegment``, VBx-like) mixes each state's score with the cosine against that state's
+   own mean in this recording (the mean of the windows the first pass gave it, unknown's
+   included) and decodes again: a voice is more like itself in the same room and mood than
+   like its enrollment, so windows of one voice that the enrollment scored on either side
+   of the threshold come together;
+5. segments: each window labels the ``hop``-long stretch around its centre. A change of
+   speaker is put where the two speakers' scores cross between the windows either side of
+   it, then moved to a pause (a 90-ms level ``SNAP_DEPTH_DB`` under the median around it,
+   the longest one) within ``snap`` seconds, if there is one: turns mostly change at a
+   pause, and the windows place a change only to within a hop. Voiced frames with one label
+   form a segment, and pauses shorter than ``max_gap`` inside one speaker's turn are
+   bridged. Voiced frames in windows too short of speech to be scored take the label of
+   the nearest scored window.
 
 Overlapping speech is out of scope: each instant gets at most one speaker.
 """
@@ -41,13 +54,14 @@ from speakerid.audio import (
     STREAM_CHUNK_SECONDS,
     TRIM_FRAME_SAMPLES,
     TRIM_FRAME_SECONDS,
+    VADS,
     Source,
     check_vad,
     frame_dbfs,
     speech_frames,
     stream_audio,
 )
-from speakerid.audio.vad import SileroVAD, region_frames, speech_regions
+from speakerid.audio.vad import SileroVAD, VadConfig, region_frames, speech_regions
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.errors import AudioError, SpeakerIDError, StoreError
 from speakerid.outputs import save_figure
@@ -61,6 +75,10 @@ UNKNOWN = "unknown"  # how the timeline's table, RTTM and plot name a voice nobo
 MIN_WINDOW_SECONDS = 0.5  # shorter windows carry too little of a voice to score
 WINDOW_SPEECH_RATIO = 0.5  # a window with less of its length voiced is not scored
 EMBED_BATCH = 64  # windows per forward pass
+# Silero's regions for a timeline (--timeline-vad silero): looser than trimming's (onset 0.5,
+# offset 0.35, 0.25-s pauses bridged, 0.1-s margins), because a timeline counts the pauses
+# inside a turn as that speaker's, and trimming's settings cut them out (bench_segments).
+TIMELINE_SILERO = VadConfig(onset=0.3, offset=0.15, min_silence=1.0, pad=0.15)
 
 
 @dataclass(frozen=True)
@@ -70,13 +88,23 @@ class SegmentConfig:
     window: float = 1.5  # seconds of audio per scored window
     hop: float = 0.75  # seconds between window starts; the timeline's resolution
     fit: str = "tile"  # tile: voiced samples repeated to a 3-s fragment; direct: to the window
-    switch_penalty: float = 0.3  # cosine-score units a change of speaker must earn
+    # Cosine-score units a change of speaker must earn. 0 since the second pass (resegment):
+    # any penalty that keeps blips out of long turns also drops 1-3-s turns (bench_segments).
+    switch_penalty: float = 0.0
     min_segment: float = 1.0  # seconds of speech below which a run joins a neighbour
     max_gap: float = 1.0  # pauses shorter than this inside one speaker's turn are bridged
     # Added to the model's recording-level threshold (never to an explicit --threshold): a
     # short window scores lower against its own speaker than a whole recording does. -0.15
     # was best on development conversations for both shipped models (docs/benchmarks.md).
     threshold_offset: float = -0.15
+    # How the timeline finds speech (``audio.VADS``), whatever VAD the store was enrolled
+    # with: the energy rule measured better for timelines than Silero (docs/benchmarks.md).
+    timeline_vad: str = "energy"
+    # Seconds either side of a change of speaker searched for a pause to move it to (0: the
+    # change stays where the scores cross).
+    snap: float = 0.75
+    # Weight of the in-recording means in the second pass (0: one pass; 1: those means alone).
+    resegment: float = 0.85
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.window) and self.window >= MIN_WINDOW_SECONDS):
@@ -85,12 +113,18 @@ class SegmentConfig:
             raise SpeakerIDError("--hop must be positive and at most --window")
         if self.fit not in FITS:
             raise SpeakerIDError(f"--fit must be one of {list(FITS)}, not {self.fit!r}")
+        if self.timeline_vad not in VADS:
+            raise SpeakerIDError(
+                f"--timeline-vad must be one of {list(VADS)}, not {self.timeline_vad!r}"
+            )
         if not np.isfinite(self.threshold_offset):
             raise SpeakerIDError("--threshold-offset must be a finite number")
-        for name in ("switch_penalty", "min_segment", "max_gap"):
+        for name in ("switch_penalty", "min_segment", "max_gap", "snap"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise SpeakerIDError(f"--{name.replace('_', '-')} must be 0 or more")
+        if not (np.isfinite(self.resegment) and 0 <= self.resegment <= 1):
+            raise SpeakerIDError("--resegment must lie between 0 and 1")
 
     @property
     def window_samples(self) -> int:
@@ -131,6 +165,8 @@ class WindowScores:
     scored: np.ndarray  # (T,) bool: the window held enough speech to be scored
     voiced: np.ndarray  # (frames,) bool: voice activity per 30-ms frame
     samples: int  # length of the recording
+    levels: np.ndarray | None = None  # (frames,) dBFS per 30-ms frame; None: no snapping
+    embeddings: np.ndarray | None = None  # (T, D) unit embeddings (0 where not scored)
 
 
 # ---------------------------------------------------------------- pure steps
@@ -153,7 +189,12 @@ def decode(
     -------
     np.ndarray, shape (T,), int labels in ``[0, S]``.
     """
-    rewards = _rewards(scores, scored, threshold)
+    return viterbi(_rewards(scores, scored, threshold), switch_penalty)
+
+
+def viterbi(rewards: np.ndarray, switch_penalty: float) -> np.ndarray:
+    """The path through ``(T, states)`` rewards with the highest total, less
+    ``switch_penalty`` per change of state: ``(T,)`` int labels."""
     steps, states = rewards.shape
     if steps == 0:
         return np.zeros(0, dtype=np.int64)
@@ -205,8 +246,14 @@ def enforce_min_duration(
     -------
     np.ndarray, shape (T,), a new label array.
     """
+    return merge_short_runs(labels, _rewards(scores, scored, threshold), scored, min_steps)
+
+
+def merge_short_runs(
+    labels: np.ndarray, rewards: np.ndarray, scored: np.ndarray, min_steps: float
+) -> np.ndarray:
+    """``enforce_min_duration`` on ``(T, states)`` rewards."""
     labels = np.array(labels, dtype=np.int64)
-    rewards = _rewards(scores, scored, threshold)
     weight = np.asarray(scored, dtype=np.int64)
     while True:
         runs = _runs(labels)
@@ -229,15 +276,108 @@ def step_of_frames(n_frames: int, n_steps: int, cfg: SegmentConfig) -> np.ndarra
     return np.clip(steps, 0, max(n_steps - 1, 0))
 
 
+SNAP_SMOOTH_FRAMES = 3  # the level snapping looks at: a 90-ms mean, so one quiet frame
+# inside a word does not pass for a pause
+SNAP_DEPTH_DB = 10.0  # a pause lies this far below the median level around the change
+
+
+def _runs_true(flags: np.ndarray) -> np.ndarray:
+    """``(k, 2)`` ``[start, end)`` index pairs of the True runs of a bool array."""
+    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
+    return np.flatnonzero(np.diff(padded)).reshape(-1, 2)
+
+
+def nearest_scored(scored: np.ndarray) -> np.ndarray:
+    """``(T,)`` bool -> ``(T,)`` index of the nearest scored window (the earlier on ties;
+    itself when scored; 0 when none is)."""
+    where = np.flatnonzero(scored)
+    if not len(where):
+        return np.zeros(len(scored), dtype=np.int64)
+    t = np.arange(len(scored))
+    after = np.clip(np.searchsorted(where, t), 0, len(where) - 1)
+    before = np.clip(after - 1, 0, len(where) - 1)
+    return np.where(
+        np.abs(where[before] - t) <= np.abs(where[after] - t), where[before], where[after]
+    )
+
+
+def crossing_changes(
+    labels: np.ndarray, rewards: np.ndarray, scored: np.ndarray, n_frames: int, cfg: SegmentConfig
+) -> np.ndarray:
+    """Per-frame labels ``(frames,)`` with each change of speaker put where the two
+    speakers' scores cross between the windows either side of it (linear between the
+    windows' centres), instead of halfway between them."""
+    steps = step_of_frames(n_frames, len(labels), cfg)
+    along = labels[steps]
+    centre = lambda t: (t * cfg.hop_samples + cfg.window_samples / 2) / TRIM_FRAME_SAMPLES  # noqa: E731
+    for t in np.flatnonzero(np.diff(labels)) + 1:
+        a, b = labels[t - 1], labels[t]
+        if not (scored[t - 1] and scored[t]):
+            continue
+        d0 = rewards[t - 1, a] - rewards[t - 1, b]
+        d1 = rewards[t, a] - rewards[t, b]
+        if not d0 > 0 > d1:
+            continue
+        x = centre(t - 1) + (centre(t) - centre(t - 1)) * d0 / (d0 - d1)
+        # the frames the two windows label (``steps`` never decreases), split at x
+        first, last = np.searchsorted(steps, t - 1), np.searchsorted(steps, t + 1)
+        split = min(max(round(x), first), last)
+        along[first:split] = a
+        along[split:last] = b
+    return along
+
+
+def snap_changes(frame_label: np.ndarray, levels: np.ndarray, reach: int) -> np.ndarray:
+    """Move each change of label to the pause within ``reach`` frames of it.
+
+    ``frame_label``: ``(frames,)`` labels, one per 30-ms frame, changing only where the
+    windows' path changes speaker; ``levels``: ``(frames,)`` dBFS. A pause is a stretch
+    whose level (the mean over ``SNAP_SMOOTH_FRAMES`` frames) lies ``SNAP_DEPTH_DB`` below
+    the median level of the frames searched; the change moves to the middle of the longest
+    one (the nearest on ties), or stays where it is without one. Frames between the old
+    change and the new one take the label of the side they now lie on; the search stays
+    within the two runs that meet there. Returns a new array.
+    """
+    given = np.asarray(frame_label, dtype=np.int64)
+    out = given.copy()
+    if reach <= 0 or len(out) < 2:
+        return out
+    kernel = np.ones(SNAP_SMOOTH_FRAMES) / SNAP_SMOOTH_FRAMES
+    quiet = np.convolve(np.asarray(levels, dtype=np.float64), kernel, mode="same")
+    for (a, b), (_, c) in itertools.pairwise(_runs(given)):  # [a, b) and [b, c) meet at b
+        left, right = given[a], given[b]  # as given: an earlier move may have shifted out[a]
+        lo, hi = max(a + 1, b - reach), min(c - 1, b + reach)
+        if hi <= lo:
+            continue
+        span = np.arange(lo, hi + 1)
+        pauses = _runs_true(quiet[span] <= np.median(quiet[span]) - SNAP_DEPTH_DB)
+        if not len(pauses):
+            continue  # no pause: speech runs on through the change
+        middle = lo + (pauses[:, 0] + pauses[:, 1]) // 2
+        best = np.lexsort((np.abs(middle - b), -(pauses[:, 1] - pauses[:, 0])))[0]
+        m = int(middle[best])  # the longest pause, then the nearest
+        out[min(b, m) : max(b, m)] = left if m > b else right
+    return out
+
+
 def to_segments(
     labels: np.ndarray,
     windows: WindowScores,
     names: list[str],
     cfg: SegmentConfig,
+    rewards: np.ndarray | None = None,
 ) -> list[Segment]:
     """Turn per-window labels into segments on the voiced frames (see the module's step 5)."""
+    labels = labels[nearest_scored(windows.scored)]
     steps = step_of_frames(len(windows.voiced), len(labels), cfg)
-    frame_label = np.where(windows.voiced & windows.scored[steps], labels[steps], -1)
+    along = labels[steps]
+    if rewards is not None:
+        along = crossing_changes(labels, rewards, windows.scored, len(windows.voiced), cfg)
+    if windows.levels is not None and cfg.snap > 0:
+        along = snap_changes(along, windows.levels, round(cfg.snap / TRIM_FRAME_SECONDS))
+    # Every voiced frame is labelled, also in a window with too little speech to be scored
+    # (the nearest scored window's label): those are mostly a turn's first or last words.
+    frame_label = np.where(windows.voiced & windows.scored.any(), along, -1)
     # Bridge short pauses: a silent stretch between two frames of one label takes that label.
     max_gap_frames = cfg.max_gap * SAMPLE_RATE / TRIM_FRAME_SAMPLES
     runs = _runs(frame_label)
@@ -276,11 +416,13 @@ def _chunks_of(wav: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
     return lambda: (wav[i : i + step] for i in range(0, len(wav), step))
 
 
-def voice_activity(chunks: Iterable[np.ndarray], vad: str = "energy") -> tuple[np.ndarray, int]:
-    """Pass 1: ``(frames,)`` bool voice activity by ``vad`` (``audio.VADS``) and the
-    recording's length in samples.
+def voice_activity(
+    chunks: Iterable[np.ndarray], vad: str = "energy"
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Pass 1: ``(frames,)`` bool voice activity by ``vad`` (``audio.VADS``), the
+    recording's length in samples, and ``(frames,)`` float32 frame levels in dBFS.
 
-    A trailing partial frame follows the last whole frame's decision, as in
+    A trailing partial frame follows the last whole frame's decision and level, as in
     ``audio.trim_silence``.
     """
     levels: list[np.ndarray] = []
@@ -304,7 +446,7 @@ def voice_activity(chunks: Iterable[np.ndarray], vad: str = "energy") -> tuple[n
             pass
     level = np.concatenate(levels) if levels else np.zeros(0)
     if probs is not None:
-        regions = speech_regions(probs, samples / SAMPLE_RATE)
+        regions = speech_regions(probs, samples / SAMPLE_RATE, TIMELINE_SILERO)
         voiced = region_frames(regions, len(level), TRIM_FRAME_SECONDS)
     elif vad == "none":
         voiced = level > SILENCE_FLOOR_DBFS
@@ -312,7 +454,8 @@ def voice_activity(chunks: Iterable[np.ndarray], vad: str = "energy") -> tuple[n
         voiced = speech_frames(level)
     if samples % TRIM_FRAME_SAMPLES and len(voiced):
         voiced = np.append(voiced, voiced[-1])
-    return voiced, samples
+        level = np.append(level, level[-1])
+    return voiced, samples, level.astype(np.float32)
 
 
 def _windows(
@@ -367,11 +510,11 @@ def score_windows(
     min_speech: seconds of voiced audio the recording needs (``--min-speech``).
     vad: how speech is found (``audio.VADS``).
     """
-    voiced, samples = voice_activity(chunks(), vad)
+    voiced, samples, levels = voice_activity(chunks(), vad)
     if samples == 0:
         raise AudioError(f"{name}: the audio holds no samples")
     if not voiced.any():
-        found = "" if vad == "energy" else f" (no speech found by --vad {vad})"
+        found = "" if vad == "energy" else f" (no speech found by --timeline-vad {vad})"
         raise AudioError(f"{name}: the audio is silent{found}")
     lengths = np.full(len(voiced), TRIM_FRAME_SAMPLES)  # the last frame may be partial
     lengths[-1] = samples - (len(voiced) - 1) * TRIM_FRAME_SAMPLES
@@ -381,6 +524,7 @@ def score_windows(
             f"{name}: only {speech_seconds:.2f} s of speech; at least {min_speech:g} s is needed"
         )
     rows: list[np.ndarray] = []
+    vectors: list[np.ndarray] = []
     scored: list[bool] = []
     batch: list[np.ndarray] = []
 
@@ -388,6 +532,7 @@ def score_windows(
         if batch:
             emb = embed(np.stack(batch))
             rows.append(score(emb, references).astype(np.float32))
+            vectors.append(np.asarray(emb, dtype=np.float32))
             batch.clear()
 
     for speech in _windows(chunks(), voiced, samples, cfg):
@@ -399,20 +544,50 @@ def score_windows(
     flush()
     mask = np.array(scored, dtype=bool)
     scores = np.zeros((len(mask), len(references)), dtype=np.float32)
+    embeddings = np.zeros((len(mask), references.shape[1]), dtype=np.float32)
     if rows:
         scores[mask] = np.concatenate(rows)
-    return WindowScores(scores, mask, voiced, samples)
+        embeddings[mask] = np.concatenate(vectors)
+    return WindowScores(scores, mask, voiced, samples, levels, embeddings)
 
 
 def segment_scores(
     windows: WindowScores, names: list[str], threshold: float, cfg: SegmentConfig
 ) -> list[Segment]:
     """Steps 4-5: smooth the window scores and merge them into segments."""
-    labels = decode(windows.scores, windows.scored, threshold, cfg.switch_penalty)
-    labels = enforce_min_duration(
-        labels, windows.scores, windows.scored, threshold, cfg.min_segment / cfg.hop
-    )
-    return to_segments(labels, windows, names, cfg)
+    rewards = _rewards(windows.scores, windows.scored, threshold)
+    labels = viterbi(rewards, cfg.switch_penalty)
+    labels = merge_short_runs(labels, rewards, windows.scored, cfg.min_segment / cfg.hop)
+    if cfg.resegment > 0 and windows.embeddings is not None:
+        rewards = resegment_rewards(labels, rewards, windows, cfg.resegment)
+        labels = viterbi(rewards, cfg.switch_penalty)
+        labels = merge_short_runs(labels, rewards, windows.scored, cfg.min_segment / cfg.hop)
+    return to_segments(labels, windows, names, cfg, rewards)
+
+
+RESEGMENT_MIN_WINDOWS = 2  # a voice needs this many windows for an in-recording mean
+
+
+def resegment_rewards(
+    labels: np.ndarray, rewards: np.ndarray, windows: WindowScores, weight: float
+) -> np.ndarray:
+    """Second pass: each state's reward mixed with the cosine against that state's own mean
+    in this recording (the normalised mean of the windows the first pass gave it).
+
+    ``(T, S + 1)`` rewards -> ``(1 - weight) * rewards + weight * cosine``; a state with
+    fewer than ``RESEGMENT_MIN_WINDOWS`` windows keeps its reward; unscored windows score 0.
+    """
+    emb = windows.embeddings
+    assert emb is not None
+    scored = windows.scored
+    own = rewards.copy()
+    for k in range(rewards.shape[1]):
+        chosen = scored & (labels == k)
+        if chosen.sum() >= RESEGMENT_MIN_WINDOWS:
+            mean = emb[chosen].mean(axis=0)
+            own[:, k] = emb @ (mean / max(float(np.linalg.norm(mean)), 1e-12))
+    own[~scored] = 0.0
+    return (1.0 - weight) * rewards + weight * own
 
 
 # ---------------------------------------------------------------- the operation
@@ -465,7 +640,7 @@ def identify_segments(
         cfg,
         name=label,
         min_speech=embedder.min_speech,
-        vad=embedder.vad,
+        vad=cfg.timeline_vad,
     )
     segments = segment_scores(windows, names, threshold, cfg)
     return Timeline(label, windows.samples / SAMPLE_RATE, segments, names, threshold, cfg)
