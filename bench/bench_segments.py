@@ -35,7 +35,7 @@ given), as ``identify --segments`` does.
 
     python bench/bench_segments.py --data ../shared/data --seeds 0 1 2 3 4 --conversations 2
     python bench/bench_segments.py --data ../shared/data --timeline-vad silero --tag silero
-    python bench/bench_segments.py --data ../shared/data --sweep --seeds 100  # alternatives
+    python bench/bench_segments.py --data ../shared/data --sweep --seeds 100 101  # alternatives
     python bench/bench_segments.py --memory 10 60                           # peak RSS, minutes
 
 JSON goes to ``docs/results/segments[_<tag>].json``; a markdown table to stdout.
@@ -479,14 +479,22 @@ def sweep(
     cache: dict,
     feed_specs: list[str],
 ) -> list[dict]:
-    """Alternatives on the same conversations: how windows are fed, then the smoothing."""
+    """Alternatives on the same conversations: how windows are fed and speech is found
+    (``--feeds``), then the smoothing: switch penalty, second pass, snapping and offset."""
     rows = []
-    feeds = [(float(w), float(h), fit) for w, h, fit in (f.split(":") for f in feed_specs)]
-    for (window, hop, fit), penalty, min_seg, offset in itertools.product(
-        feeds, (0.0, 0.3, 0.6, 1.0), (0.0, 1.0), (-0.3, -0.2, -0.15, -0.1, 0.0)
+    feeds = [spec.split(":") for spec in feed_specs]
+    for (window, hop, fit, vad), penalty, reseg, snap, offset in itertools.product(
+        feeds, (0.0, 0.1, 0.3), (0.0, 0.85), (0.0, 0.75), (-0.2, -0.15, -0.1)
     ):
         cfg = replace(
-            base, window=window, hop=hop, fit=fit, switch_penalty=penalty, min_segment=min_seg
+            base,
+            window=float(window),
+            hop=float(hop),
+            fit=fit,
+            timeline_vad=vad,
+            switch_penalty=penalty,
+            resegment=reseg,
+            snap=snap,
         )
         result = pooled(evaluate(convs, embedder, cfg, threshold + offset, workdir, cache))
         row = {
@@ -496,8 +504,8 @@ def sweep(
         }
         rows.append(row)
         print(
-            f"{window} {hop} {fit:6} pen {penalty} min {min_seg} thr{offset:+} -> named "
-            f"{result['named_right']:.3f} der {result['der']:.3f}",
+            f"{window} {hop} {fit:6} {vad:6} pen {penalty} reseg {reseg} snap {snap} "
+            f"thr{offset:+} -> named {result['named_right']:.3f} der {result['der']:.3f}",
             file=sys.stderr,
         )
     return rows
@@ -632,8 +640,8 @@ def parse() -> argparse.Namespace:
     p.add_argument(
         "--feeds",
         nargs="+",
-        default=["1.5:0.75:tile", "1.5:0.75:direct", "3.0:0.75:tile", "1.0:0.5:tile"],
-        help="--sweep: WINDOW:HOP:FIT alternatives",
+        default=["1.5:0.75:tile:energy", "1.5:0.75:tile:silero"],
+        help="--sweep: WINDOW:HOP:FIT:TIMELINE_VAD alternatives",
     )
     p.add_argument("--memory", type=int, nargs="+", default=None, metavar="MINUTES")
     p.add_argument("--rss-child", nargs=2, default=None, help=argparse.SUPPRESS)

@@ -474,6 +474,8 @@ def test_cli_segments(cli, enrolled_store: Path, tmp_path: Path) -> None:
         (["--segments", "--fit", "zoom"], "--fit"),
         (["--segments", "--timeline-vad", "webrtc"], "--timeline-vad"),
         (["--timeline-vad", "silero"], "--segments"),
+        (["--segments", "--resegment", "2"], "--resegment"),
+        (["--segments", "--snap", "-1"], "--snap"),
         (["--segments", "--json", "--rttm"], "--rttm"),
         (["--segments", "--plot", "{tmp}/x.png", "{file2}"], "--plot"),
         (["--segments", "--plot", "{tmp}/no/such/dir/x.png"], "x.png"),
