@@ -20,19 +20,21 @@ from conftest import SR, VOICES, synth_voice, write_wav
 from speakerid.audio import MIN_SPEECH_SECONDS, TRIM_FRAME_SAMPLES, stream_audio
 from speakerid.decision.timeline import (
     SegmentConfig,
-    WindowScores,
-    crossing_changes,
-    decode,
-    enforce_min_duration,
     fit_window,
     identify_segments,
-    resegment_rewards,
     rttm_field,
     rttm_lines,
     score_windows,
+    step_of_frames,
+    voice_activity,
+)
+from speakerid.decision.turns import (
+    crossing_changes,
+    decode,
+    enforce_min_duration,
+    resegment_rewards,
     snap_changes,
     viterbi,
-    voice_activity,
 )
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.errors import AudioError, SpeakerIDError
@@ -198,21 +200,18 @@ def test_snap_stays_inside_the_two_runs_that_meet() -> None:
 def test_a_change_goes_where_the_scores_cross() -> None:
     cfg = SegmentConfig()  # 1.5-s windows every 0.75 s: centres 25 frames apart
     labels = np.array([0, 0, 1, 1])
-    n_frames = 120
+    steps = step_of_frames(120, len(labels), cfg)
+    centres = np.array([25.0, 50.0, 75.0, 100.0])  # frames: (t * 0.75 + 0.75) s / 0.03 s
+    scored = np.ones(4, bool)
     halfway = crossing_changes(
-        labels, np.array([[1, 0], [1, 0], [0, 1], [0, 1.0]]), np.ones(4, bool), n_frames, cfg
+        labels, np.array([[1, 0], [1, 0], [0, 1], [0, 1.0]]), scored, steps, centres
     )
     # window 1 barely prefers 0 and window 2 strongly prefers 1: the change comes early
     early = crossing_changes(
-        labels,
-        np.array([[1, 0], [0.55, 0.45], [0, 0.9], [0, 1.0]]),
-        np.ones(4, bool),
-        n_frames,
-        cfg,
+        labels, np.array([[1, 0], [0.55, 0.45], [0, 0.9], [0, 1.0]]), scored, steps, centres
     )
-    centre_1, centre_2 = 50, 75  # frames: (t * 0.75 + 0.75) s / 0.03 s
-    assert np.flatnonzero(halfway)[0] == pytest.approx((centre_1 + centre_2) / 2, abs=1)
-    assert np.flatnonzero(early)[0] == pytest.approx(centre_1 + 25 * 0.1 / 1.0, abs=1)
+    assert np.flatnonzero(halfway)[0] == pytest.approx((50 + 75) / 2, abs=1)
+    assert np.flatnonzero(early)[0] == pytest.approx(50 + 25 * 0.1 / 1.0, abs=1)
     assert set(np.unique(early)) == {0, 1} and (np.diff(early) >= 0).all()
 
 
@@ -234,18 +233,17 @@ def test_resegment_gives_a_voice_its_stray_windows_back() -> None:
     refs = np.stack([e[0], e[1]]).astype(np.float32)  # enrolled: A, B
     scores = emb @ refs.T
     scored = np.ones(len(kinds), dtype=bool)
-    windows = WindowScores(scores, scored, scored, 0, None, emb)
     threshold = 0.35
     rewards = np.concatenate([scores, np.full((len(kinds), 1), threshold)], axis=1)
     first = viterbi(rewards, 0.0)
     expected = np.array([{"A": 0, "s": 0, "U": 2}[k] for k in kinds])
     stray = np.array([k == "s" for k in kinds])
     assert (first[stray] == 2).all() and (first[~stray] == expected[~stray]).all()
-    second = viterbi(resegment_rewards(first, rewards, windows, 0.85), 0.0)
+    second = viterbi(resegment_rewards(first, rewards, emb, scored, 0.85), 0.0)
     np.testing.assert_array_equal(second, expected)
     # weight 0: the first pass as it was
     np.testing.assert_array_equal(
-        viterbi(resegment_rewards(first, rewards, windows, 0.0), 0.0), first
+        viterbi(resegment_rewards(first, rewards, emb, scored, 0.0), 0.0), first
     )
 
 
