@@ -29,9 +29,13 @@ no collar and with a 0.25-s collar around reference boundaries. Each seed's conv
 are pooled (speech-time weighted); the report gives the mean over seeds, their standard
 deviation and range, and the standard deviation over single conversations.
 
+The store's speakers are enrolled with ``--vad`` (the runtime's default, Silero); the
+timeline finds speech with its own ``--timeline-vad`` (``SegmentConfig``'s default unless
+given), as ``identify --segments`` does.
+
     python bench/bench_segments.py --data ../shared/data --seeds 0 1 2 3 4 --conversations 2
-    python bench/bench_segments.py --data ../shared/data --vad energy --tag energy
-    python bench/bench_segments.py --data ../shared/data --sweep --seeds 100  # alternatives
+    python bench/bench_segments.py --data ../shared/data --timeline-vad silero --tag silero
+    python bench/bench_segments.py --data ../shared/data --sweep --seeds 100 101  # alternatives
     python bench/bench_segments.py --memory 10 60                           # peak RSS, minutes
 
 JSON goes to ``docs/results/segments[_<tag>].json``; a markdown table to stdout.
@@ -344,7 +348,8 @@ def window_scores(
     with store:
         names, refs = store.matrix()
     chunks = lambda: iter([conv.wav])  # noqa: E731
-    return score_windows(chunks, embedder.embed_fragments, refs, cfg, vad=embedder.vad), names
+    windows = score_windows(chunks, embedder.embed_fragments, refs, cfg, vad=cfg.timeline_vad)
+    return windows, names
 
 
 def evaluate(
@@ -358,7 +363,7 @@ def evaluate(
     """One row of scores per conversation."""
     rows = []
     for conv in convs:
-        key = (id(conv), cfg.window, cfg.hop, cfg.fit)
+        key = (id(conv), cfg.window, cfg.hop, cfg.fit, cfg.timeline_vad)
         if key not in cache:
             cache[key] = window_scores(conv, embedder, cfg, workdir)
         windows, names = cache[key]
@@ -474,14 +479,22 @@ def sweep(
     cache: dict,
     feed_specs: list[str],
 ) -> list[dict]:
-    """Alternatives on the same conversations: how windows are fed, then the smoothing."""
+    """Alternatives on the same conversations: how windows are fed and speech is found
+    (``--feeds``), then the smoothing: switch penalty, second pass, snapping and offset."""
     rows = []
-    feeds = [(float(w), float(h), fit) for w, h, fit in (f.split(":") for f in feed_specs)]
-    for (window, hop, fit), penalty, min_seg, offset in itertools.product(
-        feeds, (0.0, 0.3, 0.6, 1.0), (0.0, 1.0), (-0.3, -0.2, -0.15, -0.1, 0.0)
+    feeds = [spec.split(":") for spec in feed_specs]
+    for (window, hop, fit, vad), penalty, reseg, snap, offset in itertools.product(
+        feeds, (0.0, 0.1, 0.3), (0.0, 0.85), (0.0, 0.75), (-0.2, -0.15, -0.1)
     ):
         cfg = replace(
-            base, window=window, hop=hop, fit=fit, switch_penalty=penalty, min_segment=min_seg
+            base,
+            window=float(window),
+            hop=float(hop),
+            fit=fit,
+            timeline_vad=vad,
+            switch_penalty=penalty,
+            resegment=reseg,
+            snap=snap,
         )
         result = pooled(evaluate(convs, embedder, cfg, threshold + offset, workdir, cache))
         row = {
@@ -491,8 +504,8 @@ def sweep(
         }
         rows.append(row)
         print(
-            f"{window} {hop} {fit:6} pen {penalty} min {min_seg} thr{offset:+} -> named "
-            f"{result['named_right']:.3f} der {result['der']:.3f}",
+            f"{window} {hop} {fit:6} {vad:6} pen {penalty} reseg {reseg} snap {snap} "
+            f"thr{offset:+} -> named {result['named_right']:.3f} der {result['der']:.3f}",
             file=sys.stderr,
         )
     return rows
@@ -612,21 +625,23 @@ def parse() -> argparse.Namespace:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="", help="suffix of the JSON file name")
-    p.add_argument("--vad", choices=VADS, default=DEFAULT_VAD, help="how speech is found")
+    p.add_argument(
+        "--vad", choices=VADS, default=DEFAULT_VAD, help="the store's VAD (enrollment trimming)"
+    )
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="--memory runs")
     for field in SegmentConfig.__dataclass_fields__:
         p.add_argument(
             f"--{field.replace('_', '-')}",
             dest=field,
             default=None,
-            type=str if field == "fit" else float,
+            type=str if field in ("fit", "timeline_vad") else float,
         )
     p.add_argument("--sweep", action="store_true", help="measure alternatives (use a dev --seed)")
     p.add_argument(
         "--feeds",
         nargs="+",
-        default=["1.5:0.75:tile", "1.5:0.75:direct", "3.0:0.75:tile", "1.0:0.5:tile"],
-        help="--sweep: WINDOW:HOP:FIT alternatives",
+        default=["1.5:0.75:tile:energy", "1.5:0.75:tile:silero"],
+        help="--sweep: WINDOW:HOP:FIT:TIMELINE_VAD alternatives",
     )
     p.add_argument("--memory", type=int, nargs="+", default=None, metavar="MINUTES")
     p.add_argument("--rss-child", nargs=2, default=None, help=argparse.SUPPRESS)

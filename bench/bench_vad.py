@@ -103,7 +103,7 @@ def rss_child(path: str) -> None:
     from speakerid.decision.timeline import voice_activity
 
     start = time.perf_counter()
-    voiced, samples = voice_activity(stream_audio(path), vad="silero")
+    voiced, samples, _ = voice_activity(stream_audio(path), vad="silero")
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(

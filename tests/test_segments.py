@@ -20,14 +20,21 @@ from conftest import SR, VOICES, synth_voice, write_wav
 from speakerid.audio import MIN_SPEECH_SECONDS, TRIM_FRAME_SAMPLES, stream_audio
 from speakerid.decision.timeline import (
     SegmentConfig,
-    decode,
-    enforce_min_duration,
     fit_window,
     identify_segments,
     rttm_field,
     rttm_lines,
     score_windows,
+    step_of_frames,
     voice_activity,
+)
+from speakerid.decision.turns import (
+    crossing_changes,
+    decode,
+    enforce_min_duration,
+    resegment_rewards,
+    snap_changes,
+    viterbi,
 )
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.errors import AudioError, SpeakerIDError
@@ -153,6 +160,93 @@ def test_min_duration_merges_short_runs_into_the_better_neighbour() -> None:
     )
 
 
+def test_snap_moves_a_change_to_the_quietest_point_within_reach() -> None:
+    labels = np.array([0] * 10 + [1] * 10)
+    levels = np.full(20, -20.0)
+    levels[12:15] = -80.0  # a pause two frames after the change
+    np.testing.assert_array_equal(snap_changes(labels, levels, 5), [0] * 13 + [1] * 7)
+    levels = np.full(20, -20.0)
+    levels[5:8] = -80.0  # ... and one before it (searched from frame 5 on)
+    np.testing.assert_array_equal(snap_changes(labels, levels, 5), [0] * 7 + [1] * 13)
+    # out of reach, or no reach: the change stays where the windows put it
+    np.testing.assert_array_equal(snap_changes(labels, levels, 2), [0] * 8 + [1] * 12)
+    np.testing.assert_array_equal(snap_changes(labels, levels, 0), labels)
+    # no pause (a dip of 6 dB is a syllable, not a pause): the change stays
+    levels = np.full(20, -20.0)
+    levels[12:15] = -26.0
+    np.testing.assert_array_equal(snap_changes(labels, levels, 5), labels)
+
+
+def test_snap_moves_labels_only_between_neighbouring_runs() -> None:
+    """Whatever the levels, a frame ends up with a label found within ``reach`` of it."""
+    rng = np.random.default_rng(5)
+    reach = 6
+    for _ in range(50):
+        labels = np.repeat(rng.integers(0, 4, 12), rng.integers(3, 20, 12))
+        levels = np.where(rng.random(len(labels)) < 0.3, -90.0, -20.0)
+        out = snap_changes(labels, levels, reach)
+        for i, label in enumerate(out):
+            assert label in labels[max(0, i - reach) : i + reach + 1], (i, labels, out)
+
+
+def test_snap_stays_inside_the_two_runs_that_meet() -> None:
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 6)
+    levels = np.full(15, -20.0)
+    levels[0:3] = -90.0  # quieter than anything, but beyond the run of 0s
+    out = snap_changes(labels, levels, 10)
+    assert (out == 1).any() and out[0] == 0 and out[-1] == 2
+
+
+def test_a_change_goes_where_the_scores_cross() -> None:
+    cfg = SegmentConfig()  # 1.5-s windows every 0.75 s: centres 25 frames apart
+    labels = np.array([0, 0, 1, 1])
+    steps = step_of_frames(120, len(labels), cfg)
+    centres = np.array([25.0, 50.0, 75.0, 100.0])  # frames: (t * 0.75 + 0.75) s / 0.03 s
+    scored = np.ones(4, bool)
+    halfway = crossing_changes(
+        labels, np.array([[1, 0], [1, 0], [0, 1], [0, 1.0]]), scored, steps, centres
+    )
+    # window 1 barely prefers 0 and window 2 strongly prefers 1: the change comes early
+    early = crossing_changes(
+        labels, np.array([[1, 0], [0.55, 0.45], [0, 0.9], [0, 1.0]]), scored, steps, centres
+    )
+    assert np.flatnonzero(halfway)[0] == pytest.approx((50 + 75) / 2, abs=1)
+    assert np.flatnonzero(early)[0] == pytest.approx(50 + 25 * 0.1 / 1.0, abs=1)
+    assert set(np.unique(early)) == {0, 1} and (np.diff(early) >= 0).all()
+
+
+def test_resegment_gives_a_voice_its_stray_windows_back() -> None:
+    """Windows of A that the enrollment scores under the threshold go to unknown in the first
+    pass; against A's own mean in the recording (and the true unknown voice's) they are A's."""
+    rng = np.random.default_rng(3)
+    e = np.eye(6)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v)
+
+    voice_a = lambda w: unit(w * e[0] + 0.8 * e[2] + 0.05 * rng.normal(size=6))  # noqa: E731
+    stranger = lambda: unit(e[3] + 0.3 * e[4] + 0.05 * rng.normal(size=6))  # noqa: E731
+    kinds = "AAAAsAAAAUUUUUUUUAAAsAAA"  # s: A's window scored low against A's enrollment
+    emb = np.stack(
+        [voice_a(0.6) if k == "A" else voice_a(0.25) if k == "s" else stranger() for k in kinds]
+    ).astype(np.float32)
+    refs = np.stack([e[0], e[1]]).astype(np.float32)  # enrolled: A, B
+    scores = emb @ refs.T
+    scored = np.ones(len(kinds), dtype=bool)
+    threshold = 0.35
+    rewards = np.concatenate([scores, np.full((len(kinds), 1), threshold)], axis=1)
+    first = viterbi(rewards, 0.0)
+    expected = np.array([{"A": 0, "s": 0, "U": 2}[k] for k in kinds])
+    stray = np.array([k == "s" for k in kinds])
+    assert (first[stray] == 2).all() and (first[~stray] == expected[~stray]).all()
+    second = viterbi(resegment_rewards(first, rewards, emb, scored, 0.85), 0.0)
+    np.testing.assert_array_equal(second, expected)
+    # weight 0: the first pass as it was
+    np.testing.assert_array_equal(
+        viterbi(resegment_rewards(first, rewards, emb, scored, 0.0), 0.0), first
+    )
+
+
 def test_fit_window_tiles_to_a_fragment_or_the_window() -> None:
     speech = np.arange(10_000, dtype=np.float32)
     tiled = fit_window(speech, SegmentConfig())
@@ -170,6 +264,9 @@ def test_fit_window_tiles_to_a_fragment_or_the_window() -> None:
         {"switch_penalty": -1.0},
         {"min_segment": float("nan")},
         {"max_gap": -0.5},
+        {"snap": -0.1},
+        {"resegment": 1.5},
+        {"timeline_vad": "webrtc"},
     ],
 )
 def test_config_refuses_bad_values(kwargs: dict) -> None:
@@ -211,8 +308,9 @@ def test_windows_do_not_depend_on_the_chunking(fake: FakeEmbedder) -> None:
         np.testing.assert_array_equal(other.voiced, results[-1].voiced)
         np.testing.assert_array_equal(other.scored, results[-1].scored)
         np.testing.assert_allclose(other.scores, results[-1].scores, atol=1e-6)
-    voiced, samples = voice_activity([wav])
+    voiced, samples, levels = voice_activity([wav])
     assert samples == len(wav) and voiced.shape == (-(-len(wav) // TRIM_FRAME_SAMPLES),)
+    assert levels.shape == voiced.shape
 
 
 # ---------------------------------------------------------------- the timeline
@@ -234,6 +332,38 @@ def test_boundaries_within_one_hop_and_unknown_labelled_unknown(
     assert all(a.end <= b.start for a, b in itertools.pairwise(segs))
     assert segs[0].score > timeline.threshold > segs[2].score
     assert set(fake.lengths) == {48_000}  # tile: every window fed as a 3-s fragment
+
+
+def test_snap_puts_a_change_at_the_pause_between_turns(
+    fake: FakeEmbedder, fake_store: Path
+) -> None:
+    """A change 0.35 s off the hop grid: snapping puts the segments' edges on the pause."""
+    a = synth_voice(VOICES["alice"], 4.7, seed=41)
+    b = synth_voice(VOICES["bob"], 4.0, seed=42)
+    pause = 0.5
+    wav = np.concatenate([a, np.zeros(round(pause * SR), np.float32), b])
+    edges = {}
+    with SpeakerStore(fake_store) as store:
+        for snap in (0.0, SegmentConfig().snap):
+            cfg = SegmentConfig(snap=snap)
+            segs = identify_segments(store, fake, wav, config=cfg).segments
+            assert [s.speaker for s in segs] == ["alice", "bob"]
+            edges[snap] = (segs[0].end, segs[1].start)
+    off = lambda e: abs(e[0] - 4.7) + abs(e[1] - 4.7 - pause)  # noqa: E731
+    assert off(edges[SegmentConfig().snap]) <= 0.4  # the energy rule's margins: 0.15 s a side
+    assert off(edges[0.0]) > off(edges[SegmentConfig().snap]) + 0.2, edges
+
+
+def test_the_timeline_finds_speech_by_its_own_vad(fake: FakeEmbedder, fake_store: Path) -> None:
+    """timeline_vad, not the embedder's (store's) VAD, decides where the timeline's speech is:
+    Silero finds none in the synthetic voices, the energy rule does."""
+    wav, _ = conversation([("alice", 3.0), ("bob", 3.0)])
+    with SpeakerStore(fake_store) as store:
+        energy = identify_segments(store, fake, wav, config=SegmentConfig(timeline_vad="energy"))
+        assert [s.speaker for s in energy.segments] == ["alice", "bob"]
+        assert energy.config.timeline_vad == SegmentConfig().timeline_vad == "energy"
+        with pytest.raises(AudioError, match="--timeline-vad silero"):
+            identify_segments(store, fake, wav, config=SegmentConfig(timeline_vad="silero"))
 
 
 def test_silence_between_turns_is_not_speech(fake: FakeEmbedder, fake_store: Path) -> None:
@@ -321,6 +451,7 @@ def test_cli_segments(cli, enrolled_store: Path, tmp_path: Path) -> None:
     data = json.loads(r.stdout)
     assert [d["file"] for d in data] == [str(path)]
     assert data[0]["config"]["window"] == 1.5 and data[0]["speakers"] == ["alice", "bob"]
+    assert data[0]["config"]["timeline_vad"] == "energy"
     assert all(s["speaker"] in ("alice", "bob", None) for s in data[0]["segments"])
     r = cli("identify", str(path), "--segments", "--rttm", "--hop", "0.5", store=enrolled_store)
     assert r.exit_code == 0, r.output
@@ -339,6 +470,10 @@ def test_cli_segments(cli, enrolled_store: Path, tmp_path: Path) -> None:
         (["--window", "1.0"], "--segments"),
         (["--segments", "--hop", "3"], "--hop"),
         (["--segments", "--fit", "zoom"], "--fit"),
+        (["--segments", "--timeline-vad", "webrtc"], "--timeline-vad"),
+        (["--timeline-vad", "silero"], "--segments"),
+        (["--segments", "--resegment", "2"], "--resegment"),
+        (["--segments", "--snap", "-1"], "--snap"),
         (["--segments", "--json", "--rttm"], "--rttm"),
         (["--segments", "--plot", "{tmp}/x.png", "{file2}"], "--plot"),
         (["--segments", "--plot", "{tmp}/no/such/dir/x.png"], "x.png"),

@@ -127,7 +127,7 @@ HopOpt = Annotated[float | None, _seg_opt("Seconds between windows; default 0.75
 FitOpt = Annotated[
     str | None, _seg_opt("How a window meets the encoder: tile (to 3 s) | direct; default tile")
 ]
-SwitchOpt = Annotated[float | None, _seg_opt("Score a change of speaker must earn; default 0.3")]
+SwitchOpt = Annotated[float | None, _seg_opt("Score a change of speaker must earn; default 0.0")]
 MinSegmentOpt = Annotated[
     float | None, _seg_opt("Shorter runs of speech join a neighbour, seconds; default 1.0")
 ]
@@ -136,6 +136,20 @@ MaxGapOpt = Annotated[
 ]
 OffsetOpt = Annotated[
     float | None, _seg_opt("Added to the model's threshold, not to --threshold; default -0.15")
+]
+TimelineVadOpt = Annotated[
+    str | None,
+    _seg_opt(
+        "How the timeline finds speech: energy | silero | none; default energy (whatever "
+        "--vad the store was enrolled with)"
+    ),
+]
+SnapOpt = Annotated[
+    float | None, _seg_opt("A change of speaker moves to a pause this near, s; default 0.75")
+]
+ResegmentOpt = Annotated[
+    float | None,
+    _seg_opt("Weight of each voice's own mean in the second pass, 0-1 (0: none); default 0.85"),
 ]
 RttmOpt = Annotated[bool, typer.Option("--rttm", help="Print RTTM lines (with --segments).")]
 PlotOpt = Annotated[Path | None, _seg_opt("Write the timeline of one FILE as a PNG")]
@@ -165,6 +179,9 @@ def identify_cmd(
     min_segment: MinSegmentOpt = None,
     max_gap: MaxGapOpt = None,
     threshold_offset: OffsetOpt = None,
+    timeline_vad: TimelineVadOpt = None,
+    snap: SnapOpt = None,
+    resegment: ResegmentOpt = None,
     rttm: RttmOpt = False,
     plot: PlotOpt = None,
 ) -> None:
@@ -189,6 +206,9 @@ def identify_cmd(
         "min_segment": min_segment,
         "max_gap": max_gap,
         "threshold_offset": threshold_offset,
+        "timeline_vad": timeline_vad,
+        "snap": snap,
+        "resegment": resegment,
     }
     if segments:
         _refuse_with_segments(top, far)

@@ -1,11 +1,14 @@
 """Who speaks when: a timeline of enrolled speakers (and "unknown") along one recording.
 
 The recording streams through in chunks (``audio.stream_audio``), so an hour of audio
-takes the memory of one chunk plus a few numbers per window. Five steps:
+takes the memory of one chunk plus a few numbers and one embedding per window. Five steps:
 
-1. voice activity on 30-ms frames, a first pass over the chunks, by the embedder's ``vad``:
-   Silero VAD's regions (``audio.vad``), or the trimming rule of ``audio.speech_frames``
-   with the loudest frame of the whole recording as reference, or every frame (``none``);
+1. voice activity on 30-ms frames, a first pass over the chunks, by the timeline's own
+   ``timeline_vad`` (not the store's ``--vad``, which says how the enrolled speakers were
+   embedded): the trimming rule of ``audio.speech_frames`` with the loudest frame of the
+   whole recording as reference (``energy``, the default: it names more of the speech time
+   right than Silero's regions on every set of ``bench/bench_segments.py``), Silero VAD's
+   regions (``audio.vad``), or every frame above the silence floor (``none``);
 2. sliding windows (``window`` s every ``hop`` s); a window's voiced samples, repeated to
    fill the encoder's 3-s fragment (``fit="tile"``, the rule ``audio.fragment`` applies to
    short recordings) or the window's own length (``fit="direct"``), give one embedding;
@@ -14,18 +17,27 @@ takes the memory of one chunk plus a few numbers per window. Five steps:
 4. smoothing: a Viterbi path over the enrolled speakers plus "unknown" (whose score is the
    threshold, so without smoothing each window goes to the best speaker above threshold,
    as ``identify`` decides, but with the threshold lowered by ``threshold_offset`` for short
-   windows), paying ``switch_penalty`` per change of speaker; then runs
-   shorter than ``min_segment`` seconds of speech join the neighbour that fits them best;
-5. segments: each window labels the ``hop``-long stretch around its centre; voiced frames
-   with one label form a segment, and pauses shorter than ``max_gap`` inside one speaker's
-   turn are bridged.
+   windows), paying ``switch_penalty`` per change of speaker; then runs shorter than
+   ``min_segment`` seconds of speech join the neighbour that fits them best. A second pass
+   (``resegment``, VBx-like) mixes each state's score with the cosine against that state's
+   own mean in this recording (the mean of the windows the first pass gave it, unknown's
+   included) and decodes again: a voice is more like itself in the same room and mood than
+   like its enrollment, so windows of one voice that the enrollment scored on either side
+   of the threshold come together;
+5. segments: each window labels the ``hop``-long stretch around its centre. A change of
+   speaker is put where the two speakers' scores cross between the windows either side of
+   it, then moved to a pause (a 90-ms level ``SNAP_DEPTH_DB`` under the median around it,
+   the longest one) within ``snap`` seconds, if there is one: turns mostly change at a
+   pause, and the windows place a change only to within a hop. Voiced frames with one label
+   form a segment, and pauses shorter than ``max_gap`` inside one speaker's turn are
+   bridged. Voiced frames in windows too short of speech to be scored take the label of
+   the nearest scored window.
 
 Overlapping speech is out of scope: each instant gets at most one speaker.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +53,24 @@ from speakerid.audio import (
     STREAM_CHUNK_SECONDS,
     TRIM_FRAME_SAMPLES,
     TRIM_FRAME_SECONDS,
+    VADS,
     Source,
     check_vad,
     frame_dbfs,
     speech_frames,
     stream_audio,
 )
-from speakerid.audio.vad import SileroVAD, region_frames, speech_regions
+from speakerid.audio.vad import SileroVAD, VadConfig, region_frames, speech_regions
+from speakerid.decision.turns import (
+    crossing_changes,
+    merge_short_runs,
+    nearest_scored,
+    resegment_rewards,
+    rewards_of,
+    runs_of,
+    snap_changes,
+    viterbi,
+)
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.errors import AudioError, SpeakerIDError, StoreError
 from speakerid.outputs import save_figure
@@ -61,6 +84,10 @@ UNKNOWN = "unknown"  # how the timeline's table, RTTM and plot name a voice nobo
 MIN_WINDOW_SECONDS = 0.5  # shorter windows carry too little of a voice to score
 WINDOW_SPEECH_RATIO = 0.5  # a window with less of its length voiced is not scored
 EMBED_BATCH = 64  # windows per forward pass
+# Silero's regions for a timeline (--timeline-vad silero): looser than trimming's (onset 0.5,
+# offset 0.35, 0.25-s pauses bridged, 0.1-s margins), because a timeline counts the pauses
+# inside a turn as that speaker's, and trimming's settings cut them out (bench_segments).
+TIMELINE_SILERO = VadConfig(onset=0.3, offset=0.15, min_silence=1.0, pad=0.15)
 
 
 @dataclass(frozen=True)
@@ -70,13 +97,23 @@ class SegmentConfig:
     window: float = 1.5  # seconds of audio per scored window
     hop: float = 0.75  # seconds between window starts; the timeline's resolution
     fit: str = "tile"  # tile: voiced samples repeated to a 3-s fragment; direct: to the window
-    switch_penalty: float = 0.3  # cosine-score units a change of speaker must earn
+    # Cosine-score units a change of speaker must earn. 0 since the second pass (resegment):
+    # any penalty that keeps blips out of long turns also drops 1-3-s turns (bench_segments).
+    switch_penalty: float = 0.0
     min_segment: float = 1.0  # seconds of speech below which a run joins a neighbour
     max_gap: float = 1.0  # pauses shorter than this inside one speaker's turn are bridged
     # Added to the model's recording-level threshold (never to an explicit --threshold): a
     # short window scores lower against its own speaker than a whole recording does. -0.15
     # was best on development conversations for both shipped models (docs/benchmarks.md).
     threshold_offset: float = -0.15
+    # How the timeline finds speech (``audio.VADS``), whatever VAD the store was enrolled
+    # with: the energy rule measured better for timelines than Silero (docs/benchmarks.md).
+    timeline_vad: str = "energy"
+    # Seconds either side of a change of speaker searched for a pause to move it to (0: the
+    # change stays where the scores cross).
+    snap: float = 0.75
+    # Weight of the in-recording means in the second pass (0: one pass; 1: those means alone).
+    resegment: float = 0.85
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.window) and self.window >= MIN_WINDOW_SECONDS):
@@ -85,12 +122,18 @@ class SegmentConfig:
             raise SpeakerIDError("--hop must be positive and at most --window")
         if self.fit not in FITS:
             raise SpeakerIDError(f"--fit must be one of {list(FITS)}, not {self.fit!r}")
+        if self.timeline_vad not in VADS:
+            raise SpeakerIDError(
+                f"--timeline-vad must be one of {list(VADS)}, not {self.timeline_vad!r}"
+            )
         if not np.isfinite(self.threshold_offset):
             raise SpeakerIDError("--threshold-offset must be a finite number")
-        for name in ("switch_penalty", "min_segment", "max_gap"):
+        for name in ("switch_penalty", "min_segment", "max_gap", "snap"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise SpeakerIDError(f"--{name.replace('_', '-')} must be 0 or more")
+        if not (np.isfinite(self.resegment) and 0 <= self.resegment <= 1):
+            raise SpeakerIDError("--resegment must lie between 0 and 1")
 
     @property
     def window_samples(self) -> int:
@@ -131,94 +174,11 @@ class WindowScores:
     scored: np.ndarray  # (T,) bool: the window held enough speech to be scored
     voiced: np.ndarray  # (frames,) bool: voice activity per 30-ms frame
     samples: int  # length of the recording
+    levels: np.ndarray | None = None  # (frames,) dBFS per 30-ms frame; None: no snapping
+    embeddings: np.ndarray | None = None  # (T, D) unit embeddings (0 where not scored)
 
 
 # ---------------------------------------------------------------- pure steps
-
-
-def decode(
-    scores: np.ndarray, scored: np.ndarray, threshold: float, switch_penalty: float
-) -> np.ndarray:
-    """Viterbi path over ``S`` speakers plus unknown (label ``S``).
-
-    Maximises the sum of the chosen states' scores (unknown scores ``threshold``; unscored
-    windows score 0 for every state, so the path carries its speaker through pauses) minus
-    ``switch_penalty`` per change of state.
-
-    Parameters
-    ----------
-    scores: ``(T, S)`` cosine scores. scored: ``(T,)`` bool.
-
-    Returns
-    -------
-    np.ndarray, shape (T,), int labels in ``[0, S]``.
-    """
-    rewards = _rewards(scores, scored, threshold)
-    steps, states = rewards.shape
-    if steps == 0:
-        return np.zeros(0, dtype=np.int64)
-    back = np.zeros((steps, states), dtype=np.int64)
-    total = rewards[0].copy()
-    for t in range(1, steps):
-        best = int(np.argmax(total))
-        switch = total[best] - switch_penalty
-        stay = total >= switch  # ties keep the current speaker
-        back[t] = np.where(stay, np.arange(states), best)
-        total = np.where(stay, total, switch) + rewards[t]
-    path = np.empty(steps, dtype=np.int64)
-    path[-1] = int(np.argmax(total))
-    for t in range(steps - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
-    return path
-
-
-def _rewards(scores: np.ndarray, scored: np.ndarray, threshold: float) -> np.ndarray:
-    """``(T, S + 1)``: scores, then the threshold as unknown's score; 0 where not scored."""
-    scores = np.asarray(scores, dtype=np.float64)
-    rewards = np.concatenate([scores, np.full((len(scores), 1), float(threshold))], axis=1)
-    rewards[~np.asarray(scored, dtype=bool)] = 0.0
-    return rewards
-
-
-def _runs(labels: np.ndarray) -> list[tuple[int, int]]:
-    """``[start, end)`` index ranges of equal consecutive labels."""
-    if len(labels) == 0:
-        return []
-    edges = np.flatnonzero(np.diff(labels)) + 1
-    bounds = [0, *edges.tolist(), len(labels)]
-    return list(itertools.pairwise(bounds))
-
-
-def enforce_min_duration(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    scored: np.ndarray,
-    threshold: float,
-    min_steps: float,
-) -> np.ndarray:
-    """Relabel runs holding fewer than ``min_steps`` scored windows, shortest first.
-
-    Each such run takes the label of the neighbouring run (before or after) whose label has
-    the higher total score over the run's windows; a lone run is left alone.
-
-    Returns
-    -------
-    np.ndarray, shape (T,), a new label array.
-    """
-    labels = np.array(labels, dtype=np.int64)
-    rewards = _rewards(scores, scored, threshold)
-    weight = np.asarray(scored, dtype=np.int64)
-    while True:
-        runs = _runs(labels)
-        if len(runs) < 2:
-            return labels
-        sizes = [int(weight[a:b].sum()) for a, b in runs]
-        shortest = int(np.argmin(sizes))
-        if sizes[shortest] >= min_steps:
-            return labels
-        a, b = runs[shortest]
-        options = [labels[runs[i][0]] for i in (shortest - 1, shortest + 1) if 0 <= i < len(runs)]
-        labels[a:b] = max(options, key=lambda lab: rewards[a:b, lab].sum())
 
 
 def step_of_frames(n_frames: int, n_steps: int, cfg: SegmentConfig) -> np.ndarray:
@@ -234,13 +194,25 @@ def to_segments(
     windows: WindowScores,
     names: list[str],
     cfg: SegmentConfig,
+    rewards: np.ndarray | None = None,
 ) -> list[Segment]:
     """Turn per-window labels into segments on the voiced frames (see the module's step 5)."""
+    labels = labels[nearest_scored(windows.scored)]
     steps = step_of_frames(len(windows.voiced), len(labels), cfg)
-    frame_label = np.where(windows.voiced & windows.scored[steps], labels[steps], -1)
+    along = labels[steps]
+    if rewards is not None:
+        centres = (np.arange(len(labels)) * cfg.hop_samples + cfg.window_samples / 2) / (
+            TRIM_FRAME_SAMPLES
+        )
+        along = crossing_changes(labels, rewards, windows.scored, steps, centres)
+    if windows.levels is not None and cfg.snap > 0:
+        along = snap_changes(along, windows.levels, round(cfg.snap / TRIM_FRAME_SECONDS))
+    # Every voiced frame is labelled, also in a window with too little speech to be scored
+    # (the nearest scored window's label): those are mostly a turn's first or last words.
+    frame_label = np.where(windows.voiced & windows.scored.any(), along, -1)
     # Bridge short pauses: a silent stretch between two frames of one label takes that label.
     max_gap_frames = cfg.max_gap * SAMPLE_RATE / TRIM_FRAME_SAMPLES
-    runs = _runs(frame_label)
+    runs = runs_of(frame_label)
     for i in range(1, len(runs) - 1):
         a, b = runs[i]
         before, after = frame_label[runs[i - 1][0]], frame_label[runs[i + 1][0]]
@@ -250,7 +222,7 @@ def to_segments(
     segments = []
     frame_seconds = TRIM_FRAME_SAMPLES / SAMPLE_RATE
     end_of_audio = windows.samples / SAMPLE_RATE
-    for a, b in _runs(frame_label):
+    for a, b in runs_of(frame_label):
         label = int(frame_label[a])
         if label < 0:
             continue
@@ -276,11 +248,13 @@ def _chunks_of(wav: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
     return lambda: (wav[i : i + step] for i in range(0, len(wav), step))
 
 
-def voice_activity(chunks: Iterable[np.ndarray], vad: str = "energy") -> tuple[np.ndarray, int]:
-    """Pass 1: ``(frames,)`` bool voice activity by ``vad`` (``audio.VADS``) and the
-    recording's length in samples.
+def voice_activity(
+    chunks: Iterable[np.ndarray], vad: str = "energy"
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Pass 1: ``(frames,)`` bool voice activity by ``vad`` (``audio.VADS``), the
+    recording's length in samples, and ``(frames,)`` float32 frame levels in dBFS.
 
-    A trailing partial frame follows the last whole frame's decision, as in
+    A trailing partial frame follows the last whole frame's decision and level, as in
     ``audio.trim_silence``.
     """
     levels: list[np.ndarray] = []
@@ -304,7 +278,7 @@ def voice_activity(chunks: Iterable[np.ndarray], vad: str = "energy") -> tuple[n
             pass
     level = np.concatenate(levels) if levels else np.zeros(0)
     if probs is not None:
-        regions = speech_regions(probs, samples / SAMPLE_RATE)
+        regions = speech_regions(probs, samples / SAMPLE_RATE, TIMELINE_SILERO)
         voiced = region_frames(regions, len(level), TRIM_FRAME_SECONDS)
     elif vad == "none":
         voiced = level > SILENCE_FLOOR_DBFS
@@ -312,7 +286,8 @@ def voice_activity(chunks: Iterable[np.ndarray], vad: str = "energy") -> tuple[n
         voiced = speech_frames(level)
     if samples % TRIM_FRAME_SAMPLES and len(voiced):
         voiced = np.append(voiced, voiced[-1])
-    return voiced, samples
+        level = np.append(level, level[-1])
+    return voiced, samples, level.astype(np.float32)
 
 
 def _windows(
@@ -367,11 +342,11 @@ def score_windows(
     min_speech: seconds of voiced audio the recording needs (``--min-speech``).
     vad: how speech is found (``audio.VADS``).
     """
-    voiced, samples = voice_activity(chunks(), vad)
+    voiced, samples, levels = voice_activity(chunks(), vad)
     if samples == 0:
         raise AudioError(f"{name}: the audio holds no samples")
     if not voiced.any():
-        found = "" if vad == "energy" else f" (no speech found by --vad {vad})"
+        found = "" if vad == "energy" else f" (no speech found by --timeline-vad {vad})"
         raise AudioError(f"{name}: the audio is silent{found}")
     lengths = np.full(len(voiced), TRIM_FRAME_SAMPLES)  # the last frame may be partial
     lengths[-1] = samples - (len(voiced) - 1) * TRIM_FRAME_SAMPLES
@@ -381,6 +356,7 @@ def score_windows(
             f"{name}: only {speech_seconds:.2f} s of speech; at least {min_speech:g} s is needed"
         )
     rows: list[np.ndarray] = []
+    vectors: list[np.ndarray] = []
     scored: list[bool] = []
     batch: list[np.ndarray] = []
 
@@ -388,6 +364,7 @@ def score_windows(
         if batch:
             emb = embed(np.stack(batch))
             rows.append(score(emb, references).astype(np.float32))
+            vectors.append(np.asarray(emb, dtype=np.float32))
             batch.clear()
 
     for speech in _windows(chunks(), voiced, samples, cfg):
@@ -399,20 +376,27 @@ def score_windows(
     flush()
     mask = np.array(scored, dtype=bool)
     scores = np.zeros((len(mask), len(references)), dtype=np.float32)
+    embeddings = np.zeros((len(mask), references.shape[1]), dtype=np.float32)
     if rows:
         scores[mask] = np.concatenate(rows)
-    return WindowScores(scores, mask, voiced, samples)
+        embeddings[mask] = np.concatenate(vectors)
+    return WindowScores(scores, mask, voiced, samples, levels, embeddings)
 
 
 def segment_scores(
     windows: WindowScores, names: list[str], threshold: float, cfg: SegmentConfig
 ) -> list[Segment]:
     """Steps 4-5: smooth the window scores and merge them into segments."""
-    labels = decode(windows.scores, windows.scored, threshold, cfg.switch_penalty)
-    labels = enforce_min_duration(
-        labels, windows.scores, windows.scored, threshold, cfg.min_segment / cfg.hop
-    )
-    return to_segments(labels, windows, names, cfg)
+    rewards = rewards_of(windows.scores, windows.scored, threshold)
+    labels = viterbi(rewards, cfg.switch_penalty)
+    labels = merge_short_runs(labels, rewards, windows.scored, cfg.min_segment / cfg.hop)
+    if cfg.resegment > 0 and windows.embeddings is not None:
+        rewards = resegment_rewards(
+            labels, rewards, windows.embeddings, windows.scored, cfg.resegment
+        )
+        labels = viterbi(rewards, cfg.switch_penalty)
+        labels = merge_short_runs(labels, rewards, windows.scored, cfg.min_segment / cfg.hop)
+    return to_segments(labels, windows, names, cfg, rewards)
 
 
 # ---------------------------------------------------------------- the operation
@@ -465,7 +449,7 @@ def identify_segments(
         cfg,
         name=label,
         min_speech=embedder.min_speech,
-        vad=embedder.vad,
+        vad=cfg.timeline_vad,
     )
     segments = segment_scores(windows, names, threshold, cfg)
     return Timeline(label, windows.samples / SAMPLE_RATE, segments, names, threshold, cfg)
