@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from speakerid.encoders.checkpoint import file_sha256  # 1 MiB blocks: hashlib frees the GIL
 from speakerid.errors import CheckpointError, SpeakerIDError
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,6 @@ def cache_root() -> Path:
     from platformdirs import user_cache_path
 
     return user_cache_path("speakerid")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (hashlib releases the GIL on each)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cpu_id() -> str:
