@@ -172,7 +172,7 @@ def equalise_campp(
             value = (squares / n - (total / n) ** 2).clamp(min=0).sqrt()
         # near-silent channels are not blown up: a rare value beyond what calibration saw
         # would then clip, and the batch norm after would magnify the error
-        return (1 / value.clamp(min=floor * value.median())).float()
+        return (1 / value.clamp(min=max(floor * float(value.median()), 1e-6))).float()
 
     spreads = {}
     with torch.no_grad():
