@@ -36,7 +36,7 @@ import numpy as np
 LIBRI = "LibriSpeech/train-clean-100"
 SYSTEMS = ("accurate onnx fp32", "accurate torch fp32", "accurate torch auto", "Resemblyzer")
 MODELS = ("accurate", "fast", "ecapa", "best")  # the shipped names a system may start with
-RUNS = ("onnx fp32", "torch fp32", "torch auto")  # backend and precision after the name
+RUNS = ("onnx fp32", "onnx int8", "torch fp32", "torch auto")  # backend, precision after the name
 # The whole-process run: embed every file listed in argv[2:] with system argv[1].
 CHILD = """
 import sys, time
@@ -83,7 +83,7 @@ def one_thread(embedder: Any) -> Any:
 def embedders(names: list[str]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """``name -> (16 kHz samples -> unit vector)`` for each system named, one thread each.
 
-    ``MODEL onnx fp32`` or ``MODEL torch fp32|auto`` (``MODEL`` one of ``MODELS``), or
+    ``MODEL onnx fp32|int8`` or ``MODEL torch fp32|auto`` (``MODEL`` one of ``MODELS``), or
     ``Resemblyzer``."""
     out: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     for name in names:
@@ -96,8 +96,8 @@ def embedders(names: list[str]) -> dict[str, Callable[[np.ndarray], np.ndarray]]
                 import torch
 
                 torch.set_num_threads(1)
-            else:
-                precision = "auto"  # the onnx backend's name for its (fp32) graph
+            elif precision == "fp32":
+                precision = "auto"  # the onnx backend's name for its first (fp32) graph
             out[name] = one_thread(open_embedder(model, backend, precision)).embed_waveform
         elif name == "Resemblyzer":
             import torch

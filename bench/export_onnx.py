@@ -3,6 +3,7 @@
     python bench/export_onnx.py accurate                  # models/campp_zh_en.onnx (shipped)
     python bench/export_onnx.py ecapa --fp16-storage      # models/ecapa_voxceleb.onnx (shipped)
     python bench/export_onnx.py accurate --int8 fast --data ../shared/data --out-dir /tmp/q
+    python bench/export_onnx.py accurate --int8 fast --equalise peak --check 150 --out-dir /tmp/q
 
 ``<stem>.onnx``: the fp32 body (+ whitening), as ``speakerid export`` makes it, then
 optimised by onnxruntime at the *extended* level and saved. Extended fusions (conv + batch
@@ -21,11 +22,18 @@ weights. It is the ``fp32`` variant: the same embeddings as the checkpoint (pari
 in docs/benchmarks.md). onnxruntime folds the casts when it loads the graph.
 
 ``--int8`` also writes ``<stem>.int8.onnx``, a static int8 candidate (QDQ, per-channel
-weights, activations calibrated by min/max on ``--calibration`` 3-s fragments of LibriSpeech
-speakers the checkpoint's split records as training speakers, never a test, validation or
-evaluation-only one). CAM++'s pre-activation batch norms are first rewritten as the equal
-depthwise 1x1 convolutions: ``fast`` quantises them too (all int8 between convolutions),
-``bn-float`` keeps them float. Neither ships; docs/benchmarks.md has their speed and accuracy.
+weights, activations calibrated on ``--calibration`` 3-s fragments of LibriSpeech speakers
+the checkpoint's split records as training speakers, never a test, validation or
+evaluation-only one; by min/max, or ``--calibrate Percentile`` / ``Entropy``). CAM++'s
+pre-activation batch norms are first rewritten as the equal depthwise 1x1 convolutions:
+``fast`` quantises them too (all int8 between convolutions), ``bn-float`` keeps them float;
+``conv`` quantises the convolutions alone and leaves everything else float (the batch norms
+as they are). ``--exclude NAME`` keeps float every node whose name holds NAME (mixed
+precision, e.g. ``blocks.0/`` for the first dense block). ``--equalise peak|std`` first
+rescales CAM++'s dense-block channels to a common range (``equalise_campp``, an exact
+reparametrisation; ``--floor`` bounds the gain of near-silent channels), and ``--check N``
+prints the candidate's cosine to the fp32 graph on 2N fragments the calibration did not see.
+None ships; docs/benchmarks.md has their speed and accuracy.
 
 Both keep the metadata ``backends.onnx.open_onnx`` reads (format, config, threshold, source)
 and add ``variant``. The sha256 of each output is printed for ``registry.py``. Needs torch,
@@ -55,9 +63,13 @@ CALIBRATION_FRAGMENTS = 100  # one per training speaker: min/max settles well be
 FP16_STORAGE_MIN = 1024  # elements: smaller initializers (biases, norms) stay float32
 
 
-def calibration_features(checkpoint: Path, data: Path, count: int) -> list[np.ndarray]:
-    """``count`` front-end feature arrays ``(1, n_mels, frames)``: the first 3-s fragment of
-    one recording of each of the first ``count`` LibriSpeech training speakers (sorted)."""
+def calibration_features(
+    checkpoint: Path, data: Path, count: int, fragment: int = 0
+) -> list[np.ndarray]:
+    """``count`` front-end feature arrays ``(1, n_mels, frames)``: the ``fragment``-th 3-s
+    fragment of the first recording of each of the first ``count`` LibriSpeech training
+    speakers (sorted) that has one. ``fragment=0`` is the calibration set; later fragments
+    check a candidate on other audio of the same training-allowed speakers."""
     model = load_model(checkpoint)
     train = {
         s.split(":", 1)[1] for s in model.info["split"]["train"] if s.startswith("train-clean")
@@ -68,12 +80,161 @@ def calibration_features(checkpoint: Path, data: Path, count: int) -> list[np.nd
         if rec.speaker in train:
             first.setdefault(rec.speaker, rec.path)
     features = []
-    for speaker in sorted(first)[:count]:
+    for speaker in sorted(first):
         fragments = prepare(load_audio(first[speaker]), name=str(first[speaker]))
-        features.append(frontend(fragments[:1]))
+        if len(fragments) > fragment:
+            features.append(frontend(fragments[fragment : fragment + 1]))
+        if len(features) == count:
+            break
     if len(features) < count:
         sys.exit(f"only {len(features)} training speakers under {data / LIBRI}, not {count}")
     return features
+
+
+def _rescale_bn_input(bn, scale) -> None:
+    """Make ``bn`` give the same output for its input multiplied by ``scale`` (per channel,
+    > 0): the statistics scale with the input, and gamma absorbs what epsilon does not."""
+    import torch
+
+    eps = bn.eps
+    var = bn.running_var.double()
+    s = scale.double()
+    new_var = s * s * var
+    gain = torch.sqrt(new_var + eps) / (s * torch.sqrt(var + eps))
+    if bn.affine:
+        bn.weight.data = (bn.weight.double() * gain).float()
+    else:  # no gamma to absorb it: it becomes affine, weight = gain, bias = 0
+        raise ValueError("equalisation needs affine batch norms behind each concatenation")
+    bn.running_mean.data = (bn.running_mean.double() * s).float()
+    bn.running_var.data = new_var.float()
+
+
+def equalise_campp(
+    body, features: list[np.ndarray], stat: str = "peak", floor: float = 0.05
+) -> dict[str, float]:
+    """Rescale CAM++'s dense-block channels in place so each has the same peak magnitude.
+
+    Every channel a dense block concatenates (the block's input, each CAM layer's output)
+    and the last transition's output is divided by its ``stat`` over ``features`` (the
+    calibration fragments): ``peak``, its largest magnitude, or ``std``, its standard
+    deviation (after the ReLU for the TDNN layer's output). The scale is folded into the
+    layer that makes the channel (the TDNN layer's batch norm, a CAM layer's local
+    convolution, a transition's convolution) and its inverse into every batch norm that reads
+    it (later CAM layers' and the transition's), so the network computes the same function
+    (a positive scale passes through the ReLU after the TDNN's batch norm). Afterwards one
+    per-tensor int8 scale fits the whole concatenation. Returns the spread of peaks before
+    (largest / smallest) per block.
+    """
+    import torch
+
+    from speakerid.encoders.campp import DenseBlock, Transition
+
+    peaks: dict[str, torch.Tensor] = {}
+    moments: dict[str, torch.Tensor] = {}  # count, sum, sum of squares per channel
+
+    def record(name):
+        def hook(_module, _inputs, output):
+            out = output.detach().double()
+            if name == "tdnn":
+                out = out.clamp(min=0)  # read after the ReLU
+            peak = out.abs().amax(dim=(0, 2))
+            peaks[name] = torch.maximum(peaks[name], peak) if name in peaks else peak
+            m = torch.stack(
+                [
+                    torch.full_like(peak, out.shape[0] * out.shape[2]),
+                    out.sum((0, 2)),
+                    (out * out).sum((0, 2)),
+                ]
+            )
+            moments[name] = moments[name] + m if name in moments else m
+
+        return hook
+
+    blocks = list(body.blocks)
+    handles = [body.tdnn_bn.register_forward_hook(record("tdnn"))]
+    for b, module in enumerate(blocks):
+        if isinstance(module, DenseBlock):
+            for i, layer in enumerate(module.layers):
+                handles.append(layer.register_forward_hook(record(f"{b}.{i}")))
+        else:
+            handles.append(module.conv.register_forward_hook(record(f"{b}.conv")))
+    with torch.no_grad():
+        for item in features:
+            body(torch.from_numpy(item))
+    for handle in handles:
+        handle.remove()
+
+    def scale_of(name: str) -> torch.Tensor:
+        if stat == "peak":
+            value = peaks[name]
+        else:
+            n, total, squares = moments[name]
+            value = (squares / n - (total / n) ** 2).clamp(min=0).sqrt()
+        # near-silent channels are not blown up: a rare value beyond what calibration saw
+        # would then clip, and the batch norm after would magnify the error
+        return (1 / value.clamp(min=max(floor * float(value.median()), 1e-6))).float()
+
+    spreads = {}
+    with torch.no_grad():
+        s = scale_of("tdnn")
+        body.tdnn_bn.weight.mul_(s)
+        body.tdnn_bn.bias.mul_(s)
+        incoming = s  # the scale of the tensor entering the next block
+        for b, module in enumerate(blocks):
+            if isinstance(module, DenseBlock):
+                concat = incoming
+                raw_peaks = [peaks["tdnn" if b == 0 else f"{b - 1}.conv"]]
+                for i, layer in enumerate(module.layers):
+                    _rescale_bn_input(layer.bn_in, concat)
+                    s = scale_of(f"{b}.{i}")
+                    layer.local.weight.mul_(s.view(-1, 1, 1))
+                    raw_peaks.append(peaks[f"{b}.{i}"])
+                    concat = torch.cat([concat, s])
+                incoming = concat
+                allp = torch.cat(raw_peaks)
+                spreads[f"block {b // 2 + 1}"] = float(allp.max() / allp.clamp(min=1e-6).min())
+            elif isinstance(module, Transition):
+                _rescale_bn_input(module.bn, incoming)
+                s = scale_of(f"{b}.conv")
+                module.conv.weight.mul_(s.view(-1, 1, 1))
+                incoming = s
+        _rescale_bn_input(body.out_bn, incoming)
+    return spreads
+
+
+def export_equalised(
+    checkpoint: Path,
+    out: Path,
+    features: list[np.ndarray],
+    expected: str | None,
+    stat: str = "peak",
+    floor: float = 0.05,
+) -> dict[str, float]:
+    """The body (+ whitening) of a CAM++ checkpoint, channel-equalised, exported at ``out``
+    as ``speakerid export`` would (no metadata: the caller copies the raw export's)."""
+    import warnings
+
+    import torch
+
+    from speakerid.embedding.backends.onnx import ONNX_OPSET, OUTPUT_NAME, _graph_body
+    from speakerid.encoders.twin import load_encoder
+
+    encoder = load_encoder(checkpoint, expected_sha256=expected).encoder.eval()
+    spreads = equalise_campp(encoder.body, features, stat, floor)
+    body, example = _graph_body(encoder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            body,
+            (example,),
+            str(out),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+        )
+    return spreads
 
 
 def batchnorm_as_depthwise(graph_path: Path, out: Path) -> list[str]:
@@ -177,10 +338,25 @@ def optimise(source: Path, out: Path, metadata: dict[str, str]) -> None:
 
 
 def quantise(
-    source: Path, out: Path, features: list[np.ndarray], work: Path, keep_bn_float: bool
-) -> None:
-    """Static int8 QDQ of ``source`` (per-channel weights, min/max activations) at ``out``;
-    ``keep_bn_float`` leaves the batch norms' depthwise convolutions in float."""
+    source: Path,
+    out: Path,
+    features: list[np.ndarray],
+    work: Path,
+    mode: str,
+    exclude: tuple[str, ...] = (),
+    method: str = "MinMax",
+    extra: dict | None = None,
+) -> list[str]:
+    """Static int8 QDQ of ``source`` at ``out``: per-channel weights, activations calibrated
+    on ``features`` by ``method`` (a ``CalibrationMethod`` name, ``extra`` its options).
+
+    ``mode``: ``fast`` rewrites the batch norms as depthwise convolutions and quantises
+    everything; ``bn-float`` leaves those depthwise convolutions float; ``conv`` quantises
+    the convolutions alone and leaves every other node (batch norms included, as
+    BatchNormalization) float. ``exclude`` also leaves float every node whose name contains
+    one of its strings. Returns the names of the nodes left float by name.
+    """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -198,20 +374,67 @@ def quantise(
             item = next(self.items, None)
             return None if item is None else {INPUT_NAME: item}
 
-    prepared, depthwise = work / "prepared.onnx", work / "depthwise.onnx"
+    prepared, rewritten = work / "prepared.onnx", work / "rewritten.onnx"
     quant_pre_process(str(source), str(prepared))  # shapes inferred, conv + bn fused
-    depthwise_nodes = batchnorm_as_depthwise(prepared, depthwise)
+    if mode == "conv":
+        rewritten.write_bytes(prepared.read_bytes())
+        depthwise = []
+    else:
+        depthwise = batchnorm_as_depthwise(prepared, rewritten)
+    excluded = depthwise if mode == "bn-float" else []
+    excluded += [
+        n.name
+        for n in onnx.load(str(rewritten)).graph.node
+        if any(part in n.name for part in exclude) and n.name not in excluded
+    ]
     quantize_static(
-        str(depthwise),
+        str(rewritten),
         str(out),
         Reader(),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,  # u8 x s8: the pair x86's VNNI/AMX kernels take
         weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=depthwise_nodes if keep_bn_float else [],
+        calibrate_method=CalibrationMethod[method],
+        nodes_to_exclude=excluded,
+        extra_options=extra or {},
+        op_types_to_quantize=["Conv"] if mode == "conv" else None,
     )
+    return excluded
+
+
+def check(checkpoint: Path, data: Path, count: int, reference: Path, graphs: dict) -> None:
+    """Print each graph's cosine to ``reference`` on the 2nd and 3rd 3-s fragments of
+    ``count`` training speakers' recordings (audio the calibration did not see), one thread."""
+    import onnxruntime as ort
+
+    fragments = np.concatenate(
+        calibration_features(checkpoint, data, count, 1)
+        + calibration_features(checkpoint, data, count, 2)
+    )
+
+    def embed(path: Path) -> np.ndarray:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        out = np.concatenate(
+            [
+                session.run(None, {INPUT_NAME: fragments[i : i + 10]})[0]
+                for i in range(0, len(fragments), 10)
+            ]
+        )
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    ref = embed(reference)
+    for name, path in graphs.items():
+        if path == reference:
+            continue
+        cos = np.einsum("nd,nd->n", ref, embed(path))
+        print(
+            f"{name}: cosine to fp32 on {len(cos)} fragments: mean {cos.mean():.4f}, "
+            f"min {cos.min():.4f}"
+        )
 
 
 def sha256(path: Path) -> str:
@@ -222,7 +445,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="a shipped model's name or a checkpoint")
     ap.add_argument("--out-dir", type=Path, default=None, help="default: beside the checkpoint")
-    ap.add_argument("--int8", choices=("fast", "bn-float"), default=None, help="also a candidate")
+    ap.add_argument(
+        "--int8", choices=("fast", "bn-float", "conv"), default=None, help="a candidate"
+    )
+    ap.add_argument(
+        "--equalise", choices=("peak", "std"), default=None, help="int8: CAM++ channels first"
+    )
+    ap.add_argument("--floor", type=float, default=0.5, help="equalise: smallest stat / median")
+    ap.add_argument("--calibrate", choices=("MinMax", "Percentile", "Entropy"), default="MinMax")
+    ap.add_argument("--percentile", type=float, default=99.999, help="with --calibrate Percentile")
+    ap.add_argument("--exclude", action="append", default=[], help="int8: node names kept float")
+    ap.add_argument("--check", type=int, default=0, help="int8: cosine to fp32 on 2 x N fragments")
     ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="int8 calibration")
     ap.add_argument("--calibration", type=int, default=CALIBRATION_FRAGMENTS)
     ap.add_argument(
@@ -252,9 +485,34 @@ def main() -> None:
             written[-1].write_bytes(raw.read_bytes())
         if args.int8:
             features = calibration_features(checkpoint, args.data, args.calibration)
-            quantise(raw, work / "int8.onnx", features, work, args.int8 == "bn-float")
+            source = raw
+            if args.equalise:
+                source = work / "equalised.onnx"
+                spreads = export_equalised(
+                    checkpoint, source, features, expected, args.equalise, args.floor
+                )
+                print(f"peak spread before equalising: {spreads}", file=sys.stderr)
+            extra = {"CalibPercentile": args.percentile} if args.calibrate == "Percentile" else {}
+            quantise(
+                source,
+                work / "int8.onnx",
+                features,
+                work,
+                args.int8,
+                tuple(args.exclude),
+                args.calibrate,
+                extra,
+            )
             written.append(out_dir / f"{stem}.int8.onnx")
             optimise(work / "int8.onnx", written[-1], {**metadata, "variant": f"int8-{args.int8}"})
+            if args.check:
+                check(
+                    checkpoint,
+                    args.data,
+                    args.check,
+                    raw,
+                    {"equalised fp32": source, "int8 candidate": written[-1]},
+                )
     for path in written:
         print(f"{path}  {path.stat().st_size / 1e6:.1f} MB  sha256 {sha256(path)}")
 

@@ -149,3 +149,30 @@ def test_conversion_script_names_every_original_key(tmp_path: Path) -> None:
     for original, mine in original_names.items():
         assert convert.rename(original) == mine
         assert mine in ours
+
+
+def test_channel_equalisation_keeps_the_embedding() -> None:
+    """bench/export_onnx.py's ``equalise_campp`` rescales the dense blocks' channels to one
+    range (an exact reparametrisation for int8): the shipped model's embeddings stay put,
+    and the concatenations' channels end up with comparable peaks."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "export_onnx", Path(__file__).parent.parent / "bench" / "export_onnx.py"
+    )
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    encoder = load_model("accurate").encoder.eval()
+    body = encoder.body
+    wav = torch.from_numpy(reference_input())
+    with torch.no_grad():
+        x = encoder.frontend(wav[None])  # (1, 80, frames)
+        features = [encoder.frontend(torch.roll(wav, k)[None]).numpy() for k in (0, 8000)]
+    with torch.no_grad():
+        before = body(x)
+    spreads = export.equalise_campp(body, features, "peak", floor=0.5)
+    with torch.no_grad():
+        after = body(x)
+    torch.testing.assert_close(after, before, atol=1e-3, rtol=1e-3)
+    assert torch.nn.functional.cosine_similarity(after, before).item() > 0.99999
+    assert max(spreads.values()) > 10  # the spread it removed was there to remove

@@ -111,8 +111,9 @@ def test_shipped_models_match_torch_on_onnx(shipped: str) -> None:
 def test_shipped_graphs_are_pinned_and_run_as_shipped(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, onnx_cache: Path
 ) -> None:
-    """A shipped model's graph is the pinned file, with the checkpoint's identity; nothing
-    is exported into the cache, and a changed byte is refused."""
+    """A shipped model's graph is the pinned file, with the checkpoint's identity (fp32) or
+    its own (any other variant, e.g. accurate's int8); nothing is exported into the cache,
+    and a changed byte is refused."""
     graphs = [(m, g) for m in registry.SHIPPED.values() for g in m.graphs]
     assert graphs  # the default model ships one
 
@@ -124,7 +125,9 @@ def test_shipped_graphs_are_pinned_and_run_as_shipped(
         path = registry.shipped_path(graph)
         assert file_sha256(path) == graph.sha256
         loaded = load_onnx_model(model.name, graph.variant)
-        assert loaded.onnx_path == path and loaded.fingerprint == model.sha256
+        assert loaded.onnx_path == path and loaded.fingerprint == model.identity(graph)
+        expected = model.sha256 if graph.variant == "fp32" else graph.sha256
+        assert loaded.fingerprint == expected
     assert exported() == cached
     model, graph = graphs[0]
     tampered = bytearray(registry.shipped_path(graph).read_bytes())
