@@ -63,7 +63,8 @@ class SpeakerID:
         an exported ``.onnx`` file (onnx backend), or None for the default shipped model.
     backend: ``torch`` or ``onnx`` (onnxruntime, no torch); None: ``$SPEAKERID_BACKEND``,
         else torch.
-    precision: torch only: ``auto`` | ``fp32`` | ``bf16``.
+    precision: torch ``auto`` | ``fp32`` | ``bf16``; onnx ``auto`` | ``fp32`` | ``int8``
+        (``accurate``'s int8 graph).
     min_speech: seconds of speech (after trimming silence) a recording needs.
     vad: how speech is found before embedding: ``energy`` | ``silero`` | ``none``
         (``speakerid.audio.VADS``); None: ``$SPEAKERID_VAD``, else the one the store was

@@ -111,3 +111,17 @@ def test_every_shipped_decision_calibration_matches_its_pin(name: str) -> None:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.safetensors")
+
+
+def test_shipped_flags_name_the_options_that_embed_like_a_store_again() -> None:
+    """A store's mismatch message tells which options reproduce its embeddings: the model's
+    name, and the graph variant when that variant has an identity of its own (int8)."""
+    accurate = registry.SHIPPED["accurate"]
+    assert registry.shipped_flags(accurate.sha256) == "--model accurate"
+    int8 = accurate.graph("int8")
+    assert int8 is not None
+    assert registry.shipped_flags(accurate.identity(int8)) == (
+        "--model accurate --backend onnx --precision int8"
+    )
+    assert registry.shipped_flags(registry.FUSIONS["best"].sha256) == "--model best"
+    assert registry.shipped_flags("0" * 64) is None

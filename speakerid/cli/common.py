@@ -128,9 +128,10 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         envvar=PRECISION_ENV,
-        metavar="|".join(PRECISIONS),
+        metavar="|".join((*PRECISIONS, "int8")),
         help="Encoder arithmetic. torch backend, auto: bf16 on CPUs with native bf16 (about 2x "
-        "faster, same accuracy), else fp32. The onnx backend runs fp32.",
+        "faster, same accuracy), else fp32. onnx backend, auto: the model's fp32 graph; int8: "
+        "accurate's int8 graph (about 1.1x faster, same EER; stores made with it refuse fp32).",
     ),
 ]
 BackendOpt = Annotated[

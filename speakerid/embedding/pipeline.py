@@ -52,8 +52,8 @@ def open_embedder(
     for the default. A shipped fusion (``best``) opens its members on ``backend`` and fuses
     them (``fused.FusedEmbedder``). ``onnx`` runs onnxruntime on a graph (shipped, or
     exported once from a checkpoint into the cache, see ``backends.onnx``) and never imports
-    torch. ``precision``: torch ``auto | fp32 | bf16``; the onnx backend runs fp32 graphs
-    (``auto | fp32``).
+    torch. ``precision``: torch ``auto | fp32 | bf16``; onnx ``auto`` (the model's first
+    graph, fp32) or a shipped graph's variant (``fp32``, ``accurate``'s ``int8``).
     ``vad``: how speech is found before embedding (``audio.VADS``; None: ``$SPEAKERID_VAD``,
     else ``audio.DEFAULT_VAD``).
     """

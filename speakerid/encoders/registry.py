@@ -194,6 +194,18 @@ def shipped_name(fingerprint: str) -> str | None:
     return None
 
 
+def shipped_flags(fingerprint: str) -> str | None:
+    """The options that embed like the shipped model of identity ``fingerprint`` again:
+    ``--model NAME``, with ``--backend onnx --precision VARIANT`` for a graph whose
+    embeddings are its own (not ``fp32``); None if no shipped model has that identity."""
+    for model in SHIPPED.values():
+        for graph in model.graphs:
+            if graph.variant != "fp32" and fingerprint == model.identity(graph):
+                return f"--model {model.name} --backend onnx --precision {graph.variant}"
+    name = shipped_name(fingerprint)
+    return None if name is None else f"--model {name}"
+
+
 def resolve_model(spec: str | Path | None) -> tuple[Path, str | None]:
     """``None`` (the default), a shipped name or a path -> (file, pinned sha256 or None).
 

@@ -48,7 +48,7 @@ import numpy as np
 
 from speakerid.audio import LEGACY_VAD
 from speakerid.decision.calibration import agreements
-from speakerid.encoders.registry import shipped_name
+from speakerid.encoders.registry import shipped_flags
 from speakerid.errors import StoreError
 from speakerid.vectors import l2_normalize
 
@@ -588,8 +588,8 @@ class StoreDB:
         if meta.get("model_source"):
             made_by += f" ({meta['model_source']})"
         using = f"model {fingerprint[:12]}" + (f" ({source})" if source else "")
-        shipped = shipped_name(bound)
-        use_it = f"pass --model {shipped} to keep using this store, or " if shipped else ""
+        shipped = shipped_flags(bound)
+        use_it = f"pass {shipped} to keep using this store, or " if shipped else ""
         return StoreError(
             f"{self.path} holds embeddings made by {made_by}, but the model in use is {using}; "
             f"embeddings of different models cannot be compared: {use_it}re-enroll with "
