@@ -48,7 +48,6 @@ import functools
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from common import print_peak
 
 from speakerid.audio import (
     DEFAULT_VAD,
@@ -590,16 +590,7 @@ def rss_child(args: argparse.Namespace) -> None:
     with SpeakerStore(store_path) as store:
         timeline = identify_segments(store, embedder, audio)
     seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(
-        json.dumps(
-            {
-                "peak_rss_mib": peak_kib / 1024,
-                "seconds": seconds,
-                "segments": len(timeline.segments),
-            }
-        )
-    )
+    print_peak(seconds, segments=len(timeline.segments))
 
 
 def parse() -> argparse.Namespace:

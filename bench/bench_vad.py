@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from common import print_peak
 
 from speakerid.audio import MIN_SPEECH_SECONDS, load_audio, prepare, trim_silence
 from speakerid.audio.vad import SileroVAD
@@ -105,17 +105,7 @@ def rss_child(path: str) -> None:
     start = time.perf_counter()
     voiced, samples, _ = voice_activity(stream_audio(path), vad="silero")
     seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(
-        json.dumps(
-            {
-                "peak_rss_mib": peak_kib / 1024,
-                "seconds": seconds,
-                "audio_seconds": samples / 16_000,
-                "voiced_share": float(voiced.mean()),
-            }
-        )
-    )
+    print_peak(seconds, audio_seconds=samples / 16_000, voiced_share=float(voiced.mean()))
 
 
 def long_file_memory(data: Path, minutes: int, out: Path) -> dict:

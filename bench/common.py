@@ -179,6 +179,15 @@ def machine() -> dict[str, str | int]:
     return info
 
 
+def print_peak(seconds: float, **fields: object) -> None:
+    """What a measuring child process prints last: one JSON line with its peak RSS (MiB),
+    the seconds its work took and ``fields``; the parent reads it from stdout."""
+    import resource
+
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"peak_rss_mib": peak_kib / 1024, "seconds": seconds, **fields}))
+
+
 def machine_line() -> str:
     """One line: CPU model and CPU count as lscpu reports them, OS, Python."""
     fields = _lscpu()
