@@ -48,11 +48,13 @@ from decision_data import (
 from speakerid.audio import DEFAULT_VAD, VADS
 from speakerid.decision.calibration import eer_point, gap_threshold, pair_trials
 from speakerid.decision.model import min_cllr
+from speakerid.embedding.fused import fuse
+from speakerid.encoders.registry import FUSIONS
 
-MEMBERS = ("accurate", "ecapa")  # the weight w belongs to the first
+MEMBERS = FUSIONS["best"].members  # the weight w belongs to the first
 
 
-def fuse(a: Embedded, e: Embedded, w: float) -> Embedded:
+def fuse_embedded(a: Embedded, e: Embedded, w: float) -> Embedded:
     """The `best` vectors of two models' embeddings of the same recordings and cuts."""
     same = (
         np.array_equal(a.speakers, e.speakers)
@@ -62,17 +64,13 @@ def fuse(a: Embedded, e: Embedded, w: float) -> Embedded:
     )
     if not same:
         raise SystemExit("the two caches do not hold the same recordings and cuts (same --vad?)")
-
-    def join(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.sqrt(w) * x, np.sqrt(1 - w) * y], axis=1).astype(np.float32)
-
     return Embedded(
         a.speakers,
-        join(a.rec_vectors, e.rec_vectors),
+        fuse(a.rec_vectors, e.rec_vectors, w),
         a.rec_seconds,
         a.cut_rec,
         a.cut_seconds,
-        join(a.cut_vectors, e.cut_vectors),
+        fuse(a.cut_vectors, e.cut_vectors, w),
     )
 
 
@@ -115,7 +113,7 @@ def main() -> None:
     for w in grid:
         row: dict = {"w": float(w)}
         for corpus in CORPORA:
-            fused = fuse(member["accurate"][corpus], member["ecapa"][corpus], float(w))
+            fused = fuse_embedded(member[MEMBERS[0]][corpus], member[MEMBERS[1]][corpus], float(w))
             splits = ("held",) if corpus == "ravdess" else ("fit", "held")
             for split in splits:
                 measured = measure(fused, corpus, split, args.seeds)
@@ -135,7 +133,7 @@ def main() -> None:
 
     scores, labels = [], []
     for corpus in TRAINING_ALLOWED:
-        fused = fuse(member["accurate"][corpus], member["ecapa"][corpus], w)
+        fused = fuse_embedded(member[MEMBERS[0]][corpus], member[MEMBERS[1]][corpus], w)
         keep = np.isin(fused.speakers, sorted(speakers_of(fused, corpus, "fit")))
         if len(set(fused.speakers[keep].tolist())) < 2:
             continue
@@ -147,14 +145,14 @@ def main() -> None:
 
     if args.write_caches:
         for corpus in CORPORA:
-            fused = fuse(member["accurate"][corpus], member["ecapa"][corpus], w)
+            fused = fuse_embedded(member[MEMBERS[0]][corpus], member[MEMBERS[1]][corpus], w)
             np.savez(cache_path(args.cache, "best", corpus, args.vad), **fused.__dict__)
         print(f"wrote the decision caches of best under {args.cache}")
     if args.out is not None:
         result = {
             "command": " ".join(["python", *sys.argv]),
             "vad": args.vad,
-            "members": MEMBERS,
+            "members": list(MEMBERS),
             "chosen_w": w,
             "rule": "lowest mean EER over the fit-half speakers of the training-allowed corpora",
             "threshold": threshold,
