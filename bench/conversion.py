@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from speakerid.encoders.twin import Encoder, file_sha256, load_encoder, save_encoder
+from speakerid.encoders.twin import Encoder, load_encoder, save_encoder
+from speakerid.pins import file_sha256
 
 
 def arguments(description: str, source_help: str, default_out: str) -> argparse.ArgumentParser:

@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from speakerid.encoders.checkpoint import file_sha256  # 1 MiB blocks: hashlib frees the GIL
 from speakerid.errors import CheckpointError, SpeakerIDError
+from speakerid.pins import file_sha256
 
 log = logging.getLogger(__name__)
 

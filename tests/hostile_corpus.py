@@ -308,7 +308,7 @@ class Inputs:
 
 def build(folder: Path, given: Inputs) -> list[Case]:
     """Generate every hostile input of this half of the issue under ``folder``."""
-    from speakerid.encoders.checkpoint import file_sha256
+    from speakerid.pins import file_sha256
     from speakerid.store.search import pointer_path
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,7 @@ def _fake(**changes: object) -> dict:
 def test_identify_warns_when_the_store_outgrew_its_calibration(
     cli, enrolled_store: Path, voices_dir: Path, model_path: Path
 ) -> None:
-    from speakerid.encoders.twin import file_sha256
+    from speakerid.pins import file_sha256
 
     fake = _fake(model_fingerprint=file_sha256(model_path), store_speakers=1)
     with SpeakerStore(enrolled_store) as db:
@@ -233,7 +233,7 @@ def test_asnorm_with_the_store_cohort(
 ) -> None:
     from speakerid.decision.calibration import as_norm_scores
     from speakerid.embedding.pipeline import open_embedder
-    from speakerid.encoders.twin import file_sha256
+    from speakerid.pins import file_sha256
 
     rng = np.random.default_rng(0)
     with SpeakerStore(enrolled_store) as db:  # a cohort: 12 more speakers of this model

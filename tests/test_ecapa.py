@@ -202,7 +202,7 @@ def test_shipped_graph_is_pinned_small_and_stores_the_checkpoints_fp16_weights()
     from onnx import numpy_helper
 
     from speakerid.encoders import registry
-    from speakerid.encoders.checkpoint import file_sha256
+    from speakerid.pins import file_sha256
 
     model = registry.SHIPPED["ecapa"]
     (graph,) = model.graphs

@@ -13,9 +13,9 @@ from conftest import VOICES, synth_voice
 from speakerid.embedding.backends.torch import Embedder, load_model
 from speakerid.embedding.pipeline import open_embedder
 from speakerid.encoders import registry
-from speakerid.encoders.checkpoint import file_sha256
 from speakerid.encoders.twin import Encoder, ModelConfig, save_encoder
 from speakerid.errors import CheckpointError
+from speakerid.pins import file_sha256
 
 pytest.importorskip("onnxruntime")
 from speakerid.embedding.backends.onnx import (

@@ -13,11 +13,9 @@ from encoder_helpers import assert_one_line, small_checkpoint, small_encoder
 
 import speakerid.encoders.registry as registry
 from speakerid.embedding.backends.torch import load_model
-from speakerid.encoders.twin import (
-    file_sha256,
-    save_encoder,
-)
+from speakerid.encoders.twin import save_encoder
 from speakerid.errors import CheckpointError
+from speakerid.pins import file_sha256
 
 # ----------------------------------------------------------------------------- encoder
 

@@ -46,8 +46,8 @@ from speakerid.decision.model import (
     refit,
 )
 from speakerid.embedding.embedder import BaseEmbedder
-from speakerid.encoders.checkpoint import file_sha256
 from speakerid.errors import AudioError, DataError
+from speakerid.pins import file_sha256
 from speakerid.recognition import (
     FileError,
     embed_measured,

@@ -8,7 +8,6 @@ torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -16,20 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from speakerid.errors import CheckpointError
+from speakerid.pins import file_sha256
 
 CHECKPOINT_FORMAT = "speakerid-encoder/1"  # metadata 'format' of every speakerid checkpoint
 HEADER_MAX_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 EMBEDDING_MAX_DIM = 8192  # the largest embedding read from a model or a file (shipped: 192, 256)
 SCORE_RANGE = (-1.0, 1.0)  # cosine: every score, and so every useful threshold, lies here
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_threshold(value: float, what: str = "threshold") -> float:

@@ -361,7 +361,7 @@ def read_cohort(path: str | Path, fingerprint: str) -> np.ndarray | None:
     """
     from safetensors import safe_open
 
-    from speakerid.encoders.checkpoint import file_sha256
+    from speakerid.pins import file_sha256
 
     path = Path(path)
     if not path.is_file() or path.suffix != ".safetensors" or file_sha256(path) != fingerprint:

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from speakerid.encoders.campp import CAMPPBody
-from speakerid.encoders.checkpoint import CHECKPOINT_FORMAT, check_threshold, file_sha256
+from speakerid.encoders.checkpoint import CHECKPOINT_FORMAT, check_threshold
 from speakerid.encoders.config import ModelConfig
 from speakerid.encoders.ecapa import ECAPABody
 from speakerid.errors import CheckpointError
@@ -38,6 +38,7 @@ from speakerid.features.torch import (
     SBFbankFrontend,
     equal_windows,
 )
+from speakerid.pins import file_sha256
 
 COHORT_KEY = "cohort"  # optional (N, D) unit embeddings of training speakers, for AS-norm
 # Tensor dtypes a checkpoint may hold: weights are floating point (stored fp32 or fp16), and

@@ -43,8 +43,8 @@ import numpy as np
 from platformdirs import user_data_path
 
 from speakerid.decision.calibration import Calibration
-from speakerid.encoders.checkpoint import file_sha256
 from speakerid.errors import InvalidNameError, SpeakerIDError, StoreError, UnknownSpeakerError
+from speakerid.pins import file_sha256
 from speakerid.store.db import (
     EMBEDDING_OR_VECTOR,
     IMPORTED_EMBEDDING,

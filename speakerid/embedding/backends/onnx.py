@@ -44,7 +44,7 @@ import numpy as np
 
 from speakerid.audio import FRAGMENT_SAMPLES, MIN_SPEECH_SECONDS, resolve_vad
 from speakerid.embedding.embedder import BaseEmbedder
-from speakerid.encoders.checkpoint import ModelHeader, check_threshold, file_sha256, read_header
+from speakerid.encoders.checkpoint import ModelHeader, check_threshold, read_header
 from speakerid.encoders.registry import (
     DEFAULT_MODEL,
     SHIPPED,
@@ -57,6 +57,7 @@ from speakerid.errors import CheckpointError, SpeakerIDError, require_torch
 from speakerid.features.numpy import Frontend, numpy_frontend
 from speakerid.onnx_sessions import cache_root, open_pinned, plain_session
 from speakerid.outputs import replacing
+from speakerid.pins import file_sha256
 from speakerid.vectors import l2_normalize
 
 log = logging.getLogger(__name__)  # notes of slow steps; the CLI prints them
