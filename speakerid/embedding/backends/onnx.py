@@ -212,11 +212,6 @@ class OnnxModel:
     claimed_source: str | None = None  # the metadata's source_sha256: said, not verified
 
 
-def _session(path: Path) -> Any:
-    """A session on a graph that is not pinned (exported or given): optimised at each load."""
-    return plain_session(path)
-
-
 def _config(meta: dict[str, str]) -> tuple[dict[str, Any], float | None, Frontend]:
     """The metadata's config, threshold and numpy front-end, checked; ``ValueError`` else."""
     if "config" not in meta:
@@ -271,7 +266,7 @@ def open_onnx(path: str | Path) -> OnnxModel:
         graph_sha256 = file_sha256(path)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    session = _session(path)
+    session = plain_session(path)  # not pinned (exported or given): optimised at each load
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get("format") != ONNX_FORMAT:
         raise CheckpointError(
