@@ -118,7 +118,7 @@ import numpy; mark("import numpy")
 import onnxruntime; mark("import onnxruntime")
 import typer, rich.console; mark("import typer + rich")
 import soundfile, soxr; mark("import soundfile + soxr")
-import speakerid.cli; mark("import speakerid.cli (the rest)")
+import speakerid.cli.commands; mark("import speakerid.cli (the rest)")
 from speakerid.api import SpeakerID
 from speakerid.audio import load_audio, prepare, trim_silence
 from speakerid.embedding.pipeline import open_embedder

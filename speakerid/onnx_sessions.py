@@ -27,6 +27,12 @@ Files are written to a private folder and moved into place, the record last, so 
 reader never sees half a file and two processes building at once only race to write the
 same bytes. No pickle: the record is JSON, the graph ONNX. A cache that cannot be written
 (read-only home, full disk) only costs the optimisation at each start.
+
+A command may start loading a cached session early, on a second thread (``open_soon``),
+while it still imports and parses; ``open_pinned`` then takes that session instead of
+loading its own. Only a valid cache entry is loaded that way, through the same checks:
+a miss, a damaged file or any failure leaves the work (and its error message) to
+``open_pinned``, in the foreground, so nothing is written behind the command's back.
 """
 
 from __future__ import annotations
@@ -62,6 +68,24 @@ PROBE_ATOL = 1e-5
 
 # Inputs for one run of a graph, given the session built on it (whose metadata may say more).
 Probe = Callable[[Any], dict[str, np.ndarray]]
+
+
+class _Soon:
+    """A cached session being loaded on a daemon thread (``open_soon``): None once done
+    means a miss or a failure, for ``open_pinned`` to handle."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.session: Any = None
+
+    def wait(self) -> Any:
+        self.done.wait()
+        return self.session
+
+
+# Sessions started early (``open_soon``), by (source path, source sha256, threads);
+# ``open_pinned`` takes the one of its arguments.
+_soon: dict[tuple[str, str, int | None], _Soon] = {}
 
 
 def cache_root() -> Path:
@@ -288,7 +312,10 @@ def open_pinned(
     """
     path = Path(path)
     key = cache_key(sha256, path)
-    session = _cached(path, key, threads)
+    soon = _soon.pop((str(path), sha256, threads), None)
+    session = soon.wait() if soon is not None else None
+    if session is None:
+        session = _cached(path, key, threads)
     if session is not None:
         return session
     try:
@@ -301,3 +328,37 @@ def open_pinned(
             "reinstall speakerid"
         )
     return _build(path, key, threads, probe)
+
+
+def open_soon(
+    path: Path, sha256: str, threads: int | None = None, warm: Probe | None = None
+) -> None:
+    """Start loading the cached session ``open_pinned(path, sha256, ..., threads)`` would
+    load, on a daemon thread; ``open_pinned`` then waits for it instead of loading again.
+
+    onnxruntime lets go of the GIL while it creates a session and runs it, so on a second
+    core this overlaps the command's own imports and parsing (a cold ``verify``: the
+    model's 40-50 ms; docs/benchmarks.md). ``warm``: inputs for one run once loaded, so
+    that the command's first run does not pay onnxruntime's first-run costs. Only a valid
+    cache entry is loaded, through ``_cached``'s checks; anything else is left to
+    ``open_pinned`` (see the module's docstring). Asking twice starts one thread.
+    """
+    path = Path(path)
+    slot = (str(path), sha256, threads)
+    if slot in _soon:
+        return
+    soon = _soon[slot] = _Soon()
+
+    def load() -> None:
+        try:
+            session = _cached(path, cache_key(sha256, path), threads)
+            if session is not None and warm is not None:
+                session.run(None, warm(session))
+            soon.session = session
+        # Whatever failed here fails again in open_pinned, in the foreground, worded there.
+        except Exception as exc:
+            log.debug("%s: early load failed (%s); loading in the foreground", path, exc)
+        finally:
+            soon.done.set()
+
+    threading.Thread(target=load, name="speakerid-open-soon", daemon=True).start()

@@ -26,6 +26,7 @@ from speakerid.onnx_sessions import (
     cache_stem,
     file_sha256,
     open_pinned,
+    open_soon,
     plain_session,
 )
 
@@ -197,3 +198,55 @@ def test_a_failed_write_still_gives_a_session(
     session = _open(graph)
     _same(plain_session(graph, threads=1), session, _probe(graph))
     assert not list((cache / "sessions").glob("*.json"))  # nothing half-written is kept
+
+
+def _soon_slot(graph: Path) -> tuple[str, str, int]:
+    return (str(graph), SEQUENCE_SHA256, 1)
+
+
+def test_a_session_started_early_is_the_one_opened(cache: Path, graph: Path) -> None:
+    import speakerid.onnx_sessions as sessions
+
+    _open(graph)  # the cache exists, as on any start after a machine's first
+    warmed: list[Any] = []
+
+    def warm(session: Any) -> dict[str, np.ndarray]:
+        warmed.append(session)
+        return _probe(graph)
+
+    open_soon(graph, SEQUENCE_SHA256, threads=1, warm=warm)
+    open_soon(graph, SEQUENCE_SHA256, threads=1, warm=warm)  # asked twice: one load
+    early = sessions._soon[_soon_slot(graph)].wait()
+    assert early is not None and warmed == [early]
+    assert _open(graph) is early  # taken, not loaded again
+    assert _soon_slot(graph) not in sessions._soon
+    _same(plain_session(graph, threads=1), early, _probe(graph))
+
+
+def test_an_early_load_never_builds_nor_trusts_a_damaged_cache(cache: Path, graph: Path) -> None:
+    import speakerid.onnx_sessions as sessions
+
+    open_soon(graph, SEQUENCE_SHA256, threads=1)  # a fresh machine: no cache yet
+    assert sessions._soon[_soon_slot(graph)].wait() is None
+    assert not (cache / "sessions").exists()  # nothing written behind the command's back
+    first = _open(graph)  # the foreground builds it, as without the early start
+    assert _files(cache) == [".json", ".onnx", ".weights"]
+    weights = cache_stem(cache_key(SEQUENCE_SHA256, graph)).with_suffix(".weights")
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    open_soon(graph, SEQUENCE_SHA256, threads=1)
+    assert sessions._soon[_soon_slot(graph)].wait() is None  # the damaged file is not run
+    _same(first, _open(graph), _probe(graph))  # rebuilt in the foreground
+
+
+def test_a_failing_early_load_leaves_the_error_to_the_foreground(cache: Path, graph: Path) -> None:
+    _open(graph)
+    graph.write_bytes(b"not the pinned graph")  # replaced after the cache was made
+
+    def broken_warm(session: Any) -> dict[str, np.ndarray]:
+        raise RuntimeError("must not reach the user")
+
+    open_soon(graph, SEQUENCE_SHA256, threads=1, warm=broken_warm)
+    with pytest.raises(CheckpointError, match="does not match the shipped Silero VAD"):
+        _open(graph)

@@ -2,8 +2,11 @@
 
 No logic lives here. ``common`` holds the app, the shared options and the one error handler;
 each other module registers a few commands of one job on the app when imported, in the
-order ``--help`` lists them. The runtime's modules import nothing heavy at import time; the
-lab's commands (``lab``) import training and evaluation only when they run.
+order ``--help`` lists them (``commands``). The runtime's modules import nothing heavy at
+import time; the lab's commands (``lab``) import training and evaluation only when they run.
+
+This package's own module is light: ``main`` first starts loading the model a command line
+will run (``early``), then imports the commands. ``app`` is imported on first use.
 
 Exit status (like grep): 0 success / accepted, 1 rejected (``verify``), 2 error.
 """
@@ -15,27 +18,23 @@ import contextlib
 import os
 import sys
 import threading
-from importlib import import_module
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # numpy's OpenBLAS starts a thread per core when numpy is imported (a cold command: 30 ms
 # of CPU on this 2-core box, docs/benchmarks.md); the CLI's matrix products are small. Set
 # before the commands import numpy; a value the user set is kept.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from speakerid.cli.common import app
-
-# Each module registers its commands on ``app`` as it is imported; --help lists them in the
-# order of registration, so this tuple sets the order (an import statement would be sorted).
-COMMAND_MODULES = ("enroll", "recognise", "embed", "manage", "info", "lab")
-for _module in COMMAND_MODULES:
-    import_module(f"{__name__}.{_module}")
-
 
 def main() -> NoReturn:
     """Entry point of the ``speakerid`` console script and ``python -m speakerid.cli``: runs
     the command and ends the process (``leave``). Code that runs the CLI in its own process
     and goes on afterwards calls ``app`` (Typer's) instead, or Typer's ``CliRunner``."""
+    from speakerid.cli import early
+
+    early.start(sys.argv[1:])
+    from speakerid.cli.commands import app
+
     try:
         app()
     except SystemExit as exc:
@@ -64,6 +63,15 @@ def leave(code: object) -> NoReturn:
         os._exit(code or 0)
     print(code, file=sys.stderr, flush=True)  # sys.exit("message"): the message, status 1
     os._exit(1)
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` and ``COMMAND_MODULES``, imported on first use (``commands``)."""
+    if name in ("app", "COMMAND_MODULES"):
+        from speakerid.cli import commands
+
+        return getattr(commands, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["COMMAND_MODULES", "app", "leave", "main"]

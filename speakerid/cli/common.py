@@ -43,7 +43,7 @@ from speakerid.decision.model import DEFAULT_FAR, check_far
 from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
 from speakerid.embedding.backends.torch import PRECISIONS
 from speakerid.embedding.embedder import BaseEmbedder
-from speakerid.embedding.pipeline import BACKEND_ENV, BACKENDS, open_embedder
+from speakerid.embedding.pipeline import BACKEND_ENV, BACKENDS, PRECISION_ENV, open_embedder
 from speakerid.encoders.checkpoint import check_threshold
 from speakerid.errors import PLOT_EXTRA, TRAIN_EXTRA, SpeakerIDError
 from speakerid.recognition import FileError, Source
@@ -122,7 +122,6 @@ FarOpt = Annotated[
         show_default=False,
     ),
 ]
-PRECISION_ENV = "SPEAKERID_PRECISION"
 PrecisionOpt = Annotated[
     str,
     typer.Option(

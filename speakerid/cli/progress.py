@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:  # the bar's module is imported only to draw one (a cold command: 6 ms)
+    from rich.progress import Progress
 
 PLAIN_AFTER_SECONDS = 2.0  # a step quicker than this prints nothing
 PLAIN_EVERY_SECONDS = 10.0  # then at most one line this often
@@ -125,6 +127,14 @@ def progress_for(console: Console, quiet: bool, unit: str = "files") -> Progress
         return SilentProgress(console, unit)
     if not console.is_terminal:
         return PlainProgress(console, unit)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

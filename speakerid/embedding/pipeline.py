@@ -24,6 +24,7 @@ from speakerid.errors import SpeakerIDError
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 BACKEND_ENV = "SPEAKERID_BACKEND"  # environment variable choosing the backend
+PRECISION_ENV = "SPEAKERID_PRECISION"  # environment variable choosing --precision
 
 
 def resolve_backend(backend: str | None) -> str:
@@ -75,3 +76,22 @@ def open_embedder(
     from speakerid.embedding.backends.torch import Embedder, load_model
 
     return Embedder(load_model(model), precision=precision, min_speech=min_speech, vad=vad)
+
+
+def open_soon(
+    model: str | Path | None = None, backend: str | None = None, precision: str = "auto"
+) -> None:
+    """Start loading, on a second thread, what ``open_embedder(model, backend, precision)``
+    will run: each shipped graph's session on the onnx backend (``backends.onnx.open_soon``;
+    both members of a fusion). Nothing for the torch backend or an unknown name: the
+    embedder's opening handles and words those."""
+    try:
+        if resolve_backend(backend) != "onnx":
+            return
+    except SpeakerIDError:
+        return
+    from speakerid.embedding.backends.onnx import open_soon as start
+
+    fusion = FUSIONS.get(str(model)) if model is not None else None
+    for name in fusion.members if fusion is not None else (model,):
+        start(name, precision)
