@@ -157,10 +157,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from bench_speed import machine
+    from common import command_line
 
     files, seconds = pick_files(args.data, args.minutes)
     report = {
-        "command": " ".join(sys.argv),
+        "command": command_line(),
         "machine": machine(),
         "audio": f"{len(files)} files, {seconds / 60:.1f} min of {LIBRI} (first by path)",
         "in_process": {},

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -205,6 +206,23 @@ def at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float) -> di
     """Miss and false-alarm rates of trials at a model's own threshold (``rates_at``)."""
     false_alarm, miss = rates_at(scores, labels, threshold)
     return {"miss": miss, "false_alarm": false_alarm}
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The running benchmark as a command to rerun from the repository's root: ``python
+    bench/NAME.py ARGS``, quoted for a shell, each argument that names an existing file or
+    folder written relative to the root (the data beside it: ``../shared/data``), wherever
+    the benchmark was started from."""
+    argv = list(sys.argv if argv is None else argv)
+    root = Path(__file__).resolve().parent.parent
+
+    def relative(arg: str) -> str:
+        path = Path(arg)
+        if arg.startswith("-") or not (path.exists() or (path.parent.is_dir() and path.suffix)):
+            return arg
+        return os.path.relpath(path.resolve(), root)
+
+    return shlex.join(["python", relative(argv[0]), *map(relative, argv[1:])])
 
 
 def write_json(path: Path, report: dict) -> None:

@@ -92,7 +92,10 @@ def models_cmd(json_: JsonOpt = False) -> None:
         print_json([asdict(r) for r in rows])
         return
     for r in rows:
-        out.print(f"[bold]{r.name}[/bold]{' (default)' if r.default else ''}  {r.summary}")
+        out.print(
+            f"[bold]{r.name}[/bold]{' (default)' if r.default else ''}  {r.summary}",
+            soft_wrap=True,
+        )
         if r.error:
             out.print(f"  [red]{shown_markup(r.error)}[/red]", soft_wrap=True)
             continue
