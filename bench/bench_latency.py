@@ -118,7 +118,13 @@ import numpy; mark("import numpy")
 import onnxruntime; mark("import onnxruntime")
 import typer, rich.console; mark("import typer + rich")
 import soundfile, soxr; mark("import soundfile + soxr")
-import speakerid.cli.commands; mark("import speakerid.cli (the rest)")
+import speakerid.cli
+try:  # what main() registers for verify (an install before cli/commands.py: every command)
+    from speakerid.cli.commands import for_argv
+    for_argv(["verify"])
+except ImportError:
+    pass
+mark("import speakerid.cli (the rest)")
 from speakerid.api import SpeakerID
 from speakerid.audio import load_audio, prepare, trim_silence
 from speakerid.embedding.pipeline import open_embedder

@@ -6,7 +6,8 @@ order ``--help`` lists them (``commands``). The runtime's modules import nothing
 import time; the lab's commands (``lab``) import training and evaluation only when they run.
 
 This package's own module is light: ``main`` first starts loading the model a command line
-will run (``early``), then imports the commands. ``app`` is imported on first use.
+will run (``early``), then imports the commands it needs (``commands.for_argv``). ``app``,
+with every command, is imported on first use.
 
 Exit status (like grep): 0 success / accepted, 1 rejected (``verify``), 2 error.
 """
@@ -33,10 +34,10 @@ def main() -> NoReturn:
     from speakerid.cli import early
 
     early.start(sys.argv[1:])
-    from speakerid.cli.commands import app
+    from speakerid.cli.commands import for_argv
 
     try:
-        app()
+        for_argv(sys.argv[1:])()
     except SystemExit as exc:
         leave(exc.code)
     leave(0)
@@ -66,11 +67,16 @@ def leave(code: object) -> NoReturn:
 
 
 def __getattr__(name: str) -> Any:
-    """``app`` and ``COMMAND_MODULES``, imported on first use (``commands``)."""
-    if name in ("app", "COMMAND_MODULES"):
-        from speakerid.cli import commands
+    """``app`` (every command registered) and ``COMMAND_MODULES``, imported on first use
+    (``commands``)."""
+    if name == "app":  # with every command registered
+        from speakerid.cli.commands import all_commands
 
-        return getattr(commands, name)
+        return all_commands()
+    if name == "COMMAND_MODULES":
+        from speakerid.cli.commands import COMMAND_MODULES
+
+        return COMMAND_MODULES
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
