@@ -189,6 +189,17 @@ def run_python(python: str, args: list[str], env: dict[str, str], cwd: Path) -> 
 
 
 # What single pieces of a cold start cost, each in a fresh interpreter (see ``costs``).
+ONE_BLAS = {"OPENBLAS_NUM_THREADS": "1"}  # as the CLI sets it
+COMMANDS_CODE = """
+import numpy, onnxruntime, typer, rich
+try:
+    from speakerid.cli.commands import all_commands, for_argv
+except ImportError:
+    pass
+else:
+    import typer.main
+    typer.main.get_command({})
+"""
 COSTS = {
     "bare interpreter": ("pass", {}),
     "import numpy (OpenBLAS default threads)": ("import numpy", {"OPENBLAS_NUM_THREADS": None}),
@@ -196,6 +207,10 @@ COSTS = {
     "import typer": ("import typer", {}),
     "import typer + pydantic (typer's coercion)": ("import typer, typer._adapters", {}),
     "import numpy, onnxruntime, typer, rich": ("import numpy, onnxruntime, typer, rich", {}),
+    # What a command line registers and Typer builds (``cli.commands``; nothing on an install
+    # older than it): verify's module, and every command as ``--help`` needs.
+    "CLI app for verify (import, build)": (COMMANDS_CODE.format("for_argv(['verify'])"), ONE_BLAS),
+    "CLI app, every command (import, build)": (COMMANDS_CODE.format("all_commands()"), ONE_BLAS),
 }
 # Printed last by a child: the time after which only the interpreter's exit remains.
 TEARDOWN = "\nimport sys, time\nprint(repr(time.time()), file=sys.stderr)"
