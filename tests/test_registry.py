@@ -115,7 +115,8 @@ def test_shipped_flags_name_the_options_that_embed_like_a_store_again() -> None:
     """A store's mismatch message tells which options reproduce its embeddings: the model's
     name, and the graph variant when that variant has an identity of its own (int8)."""
     accurate = registry.SHIPPED["accurate"]
-    assert registry.shipped_flags(accurate.sha256) == "--model accurate"
+    assert registry.shipped_flags(accurate.sha256) == "--model accurate --precision auto"
+    assert registry.shipped_flags(registry.SHIPPED["ecapa"].sha256) == "--model ecapa"
     int8 = accurate.graph("int8")
     assert int8 is not None
     assert registry.shipped_flags(accurate.identity(int8)) == (

@@ -197,13 +197,20 @@ def shipped_name(fingerprint: str) -> str | None:
 def shipped_flags(fingerprint: str) -> str | None:
     """The options that embed like the shipped model of identity ``fingerprint`` again:
     ``--model NAME``, with ``--backend onnx --precision VARIANT`` for a graph whose
-    embeddings are its own (not ``fp32``); None if no shipped model has that identity."""
+    embeddings are its own (not ``fp32``), and with ``--precision auto`` for the checkpoint
+    of a model that has such a graph (else a store made at fp32 would send a user of
+    ``--precision int8`` back to the same refusal); None if no shipped model has that
+    identity."""
     for model in SHIPPED.values():
         for graph in model.graphs:
             if graph.variant != "fp32" and fingerprint == model.identity(graph):
                 return f"--model {model.name} --backend onnx --precision {graph.variant}"
     name = shipped_name(fingerprint)
-    return None if name is None else f"--model {name}"
+    if name is None:
+        return None
+    variants = SHIPPED[name].graphs if name in SHIPPED else ()
+    own = any(graph.variant != "fp32" for graph in variants)
+    return f"--model {name} --precision auto" if own else f"--model {name}"
 
 
 def resolve_model(spec: str | Path | None) -> tuple[Path, str | None]:
