@@ -53,7 +53,8 @@ from decision_data import (
 
 from speakerid.audio import DEFAULT_VAD, VADS
 from speakerid.decision.calibration import condition_report
-from speakerid.decision.model import DEFAULT_FAR, DecisionModel, fit_decision_model
+from speakerid.decision.constants import DEFAULT_FAR
+from speakerid.decision.model import DecisionModel, fit_decision_model
 from speakerid.embedding.pipeline import open_embedder
 
 TAIL_TEXT = {

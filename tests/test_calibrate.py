@@ -13,8 +13,9 @@ import pytest
 from conftest import Voice, synth_voice, write_wav
 
 from speakerid.decision.calibration import Calibration
+from speakerid.decision.constants import DEFAULT_THRESHOLD, GIVEN
 from speakerid.decision.model import DecisionModel
-from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN, resolve_threshold
+from speakerid.decision.thresholds import resolve_threshold
 from speakerid.recognition import recording_quality
 from speakerid.store.db import SCHEMA_VERSION
 from speakerid.store.speakers import SpeakerStore

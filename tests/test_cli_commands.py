@@ -82,3 +82,22 @@ def test_the_console_script_answers_as_with_every_command(
     )
     assert done.returncode == status
     assert text in done.stdout + done.stderr
+
+
+def test_help_and_usage_errors_import_no_numpy_nor_the_core(tmp_path: Path) -> None:
+    """Every command's options and help texts come from stdlib-only modules (the stages'
+    ``constants``), so ``--help``, a command's help and a usage error load neither numpy nor
+    onnxruntime nor the core; the command that runs imports them. (A command line that
+    embeds audio starts its model before parsing, ``cli.early``: not one of these.)"""
+    heavy = ("numpy", "onnxruntime", "soundfile", "sqlite3", "speakerid.api")
+    for args in (["--help"], ["verify", "--help"], ["remove"], ["train", "--help"]):
+        code = (
+            "import atexit, json, sys\n"
+            f"atexit.register(lambda: print(json.dumps([m for m in {heavy!r} "
+            "if m in sys.modules]), file=sys.stderr))\n"
+            f"sys.argv = ['speakerid', *{args!r}]\n"
+            "from speakerid.cli import main\nmain()\n"
+        )
+        done = _fresh(code, tmp_path)
+        assert done.returncode in (0, 2), done.stderr
+        assert json.loads(done.stderr.strip().splitlines()[-1]) == [], args

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from speakerid.cli import early
+from speakerid.embedding.constants import PRECISION_ENV
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,7 @@ def test_start_asks_the_pipeline_for_what_the_command_will_open(
 
     calls: list[tuple[Any, ...]] = []
     monkeypatch.setattr(pipeline, "open_soon", lambda *args: calls.append(args))
-    monkeypatch.setenv(pipeline.PRECISION_ENV, "int8")
+    monkeypatch.setenv(PRECISION_ENV, "int8")
     early.start(["verify", "alice", "clip.wav", "-m", "best"])
     early.start(["verify", "alice", "clip.wav", "--precision", "fp32"])
     early.start(["list"])

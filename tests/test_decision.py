@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from speakerid.decision.constants import DEFAULT_FAR
 from speakerid.decision.model import (
-    DEFAULT_FAR,
     DecisionModel,
     Quality,
     QualityTrials,

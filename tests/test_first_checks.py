@@ -18,7 +18,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded")
 
-    for module in ("speakerid.api", "speakerid.cli.common"):
+    for module in ("speakerid.api", "speakerid.embedding.pipeline"):
         monkeypatch.setattr(f"{module}.open_embedder", refuse)
 
 

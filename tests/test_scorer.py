@@ -146,7 +146,7 @@ def test_segment_windows_keep_their_offset_rule() -> None:
 
 def test_readme_and_help_state_the_default_operating_point(runner) -> None:
     from speakerid.cli import app
-    from speakerid.decision.model import DEFAULT_FAR
+    from speakerid.decision.constants import DEFAULT_FAR
 
     for command in ("verify", "identify"):
         shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN, resolve_threshold
+from speakerid.decision.constants import DEFAULT_THRESHOLD, GIVEN
+from speakerid.decision.thresholds import resolve_threshold
 from speakerid.errors import SpeakerIDError
 
 

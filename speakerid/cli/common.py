@@ -29,25 +29,28 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from speakerid.api import SpeakerID
-from speakerid.audio import STDIN, VAD_ENV, VADS, read_stdin, resolve_vad
+# Only names and defaults at import time (stdlib-only modules): the options' help texts
+# need them, and ``--help`` or a usage error should not import numpy and the core (about
+# 60 ms). The core is imported inside the functions that run it.
+from speakerid.audio.constants import STDIN, VAD_ENV, VADS
 from speakerid.cli.helptext import HELP_MAX_WIDTH, Command, Group
 from speakerid.cli.progress import progress_for, report_notes, stop_notes
-from speakerid.decision.model import DEFAULT_FAR, check_far
-from speakerid.decision.thresholds import DEFAULT_THRESHOLD, GIVEN
-from speakerid.embedding.backends.torch import PRECISIONS
-from speakerid.embedding.embedder import BaseEmbedder
-from speakerid.embedding.pipeline import BACKEND_ENV, BACKENDS, PRECISION_ENV, open_embedder
-from speakerid.encoders.checkpoint import check_threshold
+from speakerid.decision.constants import DEFAULT_FAR, DEFAULT_THRESHOLD, GIVEN
+from speakerid.embedding.constants import BACKEND_ENV, BACKENDS, PRECISION_ENV, PRECISIONS
 from speakerid.errors import PLOT_EXTRA, TRAIN_EXTRA, SpeakerIDError
-from speakerid.recognition import FileError, Source
-from speakerid.store.speakers import NAME_MAX_CHARS, STORE_ENV, SpeakerStore, default_store_path
+from speakerid.store.constants import NAME_MAX_CHARS, STORE_ENV
+
+if TYPE_CHECKING:
+    from speakerid.api import SpeakerID
+    from speakerid.embedding.embedder import BaseEmbedder
+    from speakerid.recognition import FileError, Source
+    from speakerid.store.speakers import SpeakerStore
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # verify: the voice did not match
@@ -377,6 +380,8 @@ def threshold_flag(value: float | None) -> float | None:
     """``--threshold`` checked, in the flag's own name (the core names no flags)."""
     if value is None:
         return None
+    from speakerid.encoders.checkpoint import check_threshold
+
     try:
         return check_threshold(value, "--threshold")
     except ValueError as exc:
@@ -389,6 +394,8 @@ def far_flag(value: float | None, threshold: float | None = None) -> float | Non
         return None
     if threshold is not None:
         fail("--threshold and --far are two rules for one decision; give one")
+    from speakerid.decision.model import check_far
+
     try:
         return check_far(value, "--far")
     except SpeakerIDError as exc:
@@ -421,12 +428,17 @@ def load_embedder(
 ) -> BaseEmbedder:
     """The embedder of a command that runs the model itself; ``vad`` None: the one ``store``
     was enrolled with, else the default (``audio.resolve_vad``)."""
+    from speakerid.audio import resolve_vad
+    from speakerid.embedding.pipeline import open_embedder
+
     bound = store.bound_vad() if store is not None and vad is None else None
     return open_embedder(model, backend, precision, vad=resolve_vad(vad, bound))
 
 
 def read_sources(files: list[str], sample_rate: int | None) -> list[Source]:
     """FILE arguments with ``-`` read from stdin (once: a pipe holds one recording)."""
+    from speakerid.audio import read_stdin
+
     if files.count(STDIN) > 1:
         fail("- (stdin) can be given only once")
     if sample_rate is not None and STDIN not in files:
@@ -469,6 +481,9 @@ def writing_sid(
 ) -> Iterator[SpeakerID]:
     """The API for a command that writes; says on stderr when the store's folder did not
     exist and was created with it (a mistyped --store goes unseen else)."""
+    from speakerid.api import SpeakerID
+    from speakerid.store.speakers import default_store_path
+
     target = Path(store) if store is not None else default_store_path()
     folder_missing = not target.parent.exists()
     with SpeakerID(

@@ -50,7 +50,8 @@ def start(argv: list[str]) -> None:
     options = chosen(argv)
     if options is None:
         return
-    from speakerid.embedding.pipeline import PRECISION_ENV, open_soon
+    from speakerid.embedding.constants import PRECISION_ENV
+    from speakerid.embedding.pipeline import open_soon
 
     precision = options.get("precision") or os.environ.get(PRECISION_ENV) or "auto"
     open_soon(options.get("model") or None, options.get("backend") or None, precision)

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from speakerid.api import SpeakerID
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     AudioFiles,
@@ -32,7 +31,6 @@ from speakerid.cli.common import (
     shown_markup,
 )
 from speakerid.outputs import output_target
-from speakerid.store.npz import save_embeddings
 
 
 @command("embed")
@@ -64,8 +62,9 @@ def embed_cmd(
     Every FILE is tried: one that fails is reported on stderr (and under "errors" with
     --json), the others are written, and the exit status is 2.
     """
+    from speakerid.api import SpeakerID
     from speakerid.embedding.shards import parse_shard
-    from speakerid.store.npz import header
+    from speakerid.store.npz import header, save_embeddings
 
     output_target(out_path)  # a directory, FIFO or device is refused before any work
     if merge:
@@ -113,7 +112,7 @@ def embed_cmd(
 
 def _merge(files: list[str], out_path: Path, json_: bool) -> None:
     """``embed --merge``: join .npz files of one model into ``out_path``."""
-    from speakerid.store.npz import header, merge_embeddings
+    from speakerid.store.npz import header, merge_embeddings, save_embeddings
 
     merged = merge_embeddings(files)
     head = header(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -36,11 +36,10 @@ from speakerid.cli.common import (
     shown_markup,
     writing_sid,
 )
-from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.outputs import output_target
-from speakerid.recognition import check_root
-from speakerid.store.npz import save_embeddings
-from speakerid.store.speakers import SpeakerStore
+
+if TYPE_CHECKING:
+    from speakerid.embedding.embedder import BaseEmbedder
 
 
 @command()
@@ -113,6 +112,7 @@ def enroll(
 def _enroll_from_npz(path: Path, replace: bool, store: Path | None, json_: bool) -> None:
     from speakerid.embedding.bulk import enroll_embeddings
     from speakerid.store.npz import load_embeddings
+    from speakerid.store.speakers import SpeakerStore
 
     embeddings = load_embeddings(path)
     with SpeakerStore(store) as db:
@@ -183,6 +183,7 @@ def enroll_dir(
     any failed.
     """
     from speakerid.embedding.shards import parse_shard
+    from speakerid.recognition import check_root
 
     part = parse_shard(shard)
     check_root(directory)  # a mistyped folder costs no model load
@@ -222,7 +223,7 @@ def _embed_dir_to_npz(
     embedder: BaseEmbedder, directory: Path, part: Any, out_path: Path, json_: bool
 ) -> None:
     from speakerid.embedding.bulk import embed_directory
-    from speakerid.store.npz import header
+    from speakerid.store.npz import header, save_embeddings
 
     vectors, skipped = embed_directory(embedder, directory, part)
     if not vectors:

@@ -14,8 +14,6 @@ from speakerid.cli.common import (
     print_json,
     shown_markup,
 )
-from speakerid.recognition import describe
-from speakerid.store.speakers import SpeakerStore
 
 
 @command("info")
@@ -25,6 +23,9 @@ def info_cmd(model: ModelOpt = None, store: StoreOpt = None, json_: JsonOpt = Fa
     The model's path, fingerprint and threshold; the store's path and counts; which
     calibration decides and why.
     """
+    from speakerid.recognition import describe
+    from speakerid.store.speakers import SpeakerStore
+
     with SpeakerStore(store) as db:
         info = describe(db, model)
     if model is not None and info.model.error:  # asked about this model: it is the answer

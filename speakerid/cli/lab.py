@@ -32,12 +32,9 @@ from speakerid.cli.common import (
     shown,
     shown_markup,
 )
-from speakerid.decision.model import DEFAULT_FAR
-from speakerid.embedding.backends.torch import load_model
+from speakerid.decision.constants import DEFAULT_FAR
 from speakerid.errors import PLOT_EXTRA, require
 from speakerid.outputs import output_target, replacing
-from speakerid.recognition import check_root
-from speakerid.store.speakers import SpeakerStore
 
 if TYPE_CHECKING:
     from speakerid.decision.calibrate import CalibrationReport
@@ -212,6 +209,7 @@ def whiten_cmd(
     speakers). The threshold is reset to the validation speakers' fragment EER point (or
     left uncalibrated when the checkpoint has no validation speakers).
     """
+    from speakerid.embedding.backends.torch import load_model
     from speakerid.encoders.twin import save_encoder
     from speakerid.lab.whiten import WHITEN_SHRINKAGE, fit_whitening
 
@@ -272,6 +270,7 @@ def evaluate_cmd(
 
     Baselines and the --compare checkpoints are scored on the same tasks.
     """
+    from speakerid.embedding.backends.torch import load_model
     from speakerid.lab.evaluate import evaluate_model
 
     others = [load_model(p) for p in compare or []]
@@ -406,6 +405,8 @@ def calibrate_cmd(
     --norm asnorm, where scores are not cosines.
     """
     from speakerid.decision.calibrate import calibrate
+    from speakerid.recognition import check_root
+    from speakerid.store.speakers import SpeakerStore
 
     if plot is not None:  # before the embedding, not after it
         require("matplotlib", "--plot", PLOT_EXTRA)

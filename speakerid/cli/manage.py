@@ -18,12 +18,13 @@ from speakerid.cli.common import (
     print_json,
     shown_markup,
 )
-from speakerid.store.speakers import SpeakerStore, validate_name
 
 
 @command("list")
 def list_cmd(store: StoreOpt = None, json_: JsonOpt = False) -> None:
     """List enrolled speakers."""
+    from speakerid.store.speakers import SpeakerStore
+
     with SpeakerStore(store) as db:
         speakers = db.speakers()
     if json_:
@@ -58,6 +59,8 @@ def utc_shown(stamp: str) -> str:
 @command("remove")
 def remove_cmd(name: SpeakerName, store: StoreOpt = None, json_: JsonOpt = False) -> None:
     """Remove an enrolled speaker and their recordings."""
+    from speakerid.store.speakers import SpeakerStore, validate_name
+
     speaker = validate_name(name)
     with SpeakerStore(store) as db:
         count = db.remove(speaker)
@@ -95,6 +98,8 @@ def index_cmd(
     written from the store, and writes fold them in once they pass 1% of the index. Run
     again to fold them in now; --rebuild retrains it.
     """
+    from speakerid.store.speakers import SpeakerStore
+
     with SpeakerStore(store) as db:
         if drop:
             dropped = db.drop_index()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from speakerid.api import SpeakerID
 from speakerid.audio import MIN_SPEECH_SECONDS
 from speakerid.cli.common import (
     EXIT_OK,
@@ -43,11 +42,13 @@ from speakerid.cli.common import (
     threshold_flag,
     threshold_origin,
 )
-from speakerid.decision.model import Quality
-from speakerid.decision.thresholds import calibration_notes
 from speakerid.errors import PLOT_EXTRA, require
 from speakerid.outputs import output_target
-from speakerid.recognition import FileError, Identification
+
+if TYPE_CHECKING:
+    from speakerid.api import SpeakerID
+    from speakerid.decision.model import Quality
+    from speakerid.recognition import FileError, Identification
 
 
 @command("verify")
@@ -71,6 +72,8 @@ def verify_cmd(
     By default the decision lets in at most 1 stranger in 100 (--far 0.01), for this clip's
     length and this speaker's enrollment: a short clip needs a higher score than a long one.
     """
+    from speakerid.api import SpeakerID
+
     far = far_flag(far, threshold)
     with SpeakerID(
         store, model, backend=backend, precision=precision, min_speech=min_speech, vad=vad
@@ -231,6 +234,8 @@ Opened = tuple[Path | None, str | None, str | None, str, float, str | None]
 
 def _api(opened: Opened) -> SpeakerID:
     """The API for ``identify``: the store, model, backend, precision, minimum speech and VAD."""
+    from speakerid.api import SpeakerID
+
     store, model, backend, precision, min_speech, vad = opened
     return SpeakerID(
         store, model, backend=backend, precision=precision, min_speech=min_speech, vad=vad
@@ -248,6 +253,9 @@ def _identify_files(
     json_: bool,
 ) -> None:
     """``identify``: ranked candidates and a decision per FILE, as tables or JSON."""
+    from speakerid.decision.thresholds import calibration_notes
+    from speakerid.recognition import FileError, Identification
+
     top = 5 if top is None else top
     if top < 1:  # before anything loads: a usage error costs no model
         fail(f"--top must be at least 1, not {top}")
@@ -317,6 +325,8 @@ def _print_identifications(results: list[Identification]) -> None:
 
 
 def _identification_json(result: Identification | FileError, store_path: str) -> dict:
+    from speakerid.recognition import Identification
+
     data = {**asdict(result), "store": store_path}
     if isinstance(result, Identification):
         data["threshold_source"] = threshold_origin(result.threshold_source)
@@ -350,6 +360,7 @@ def _identify_segments(
     are still shown (with --strict the first failure stops the batch).
     """
     from speakerid.decision.timeline import SegmentConfig
+    from speakerid.recognition import FileError
 
     json_, rttm, plot = outputs
     if json_ and rttm:

@@ -36,8 +36,8 @@ from speakerid.decision.calibration import (
     quality_trials,
     rates_at,
 )
+from speakerid.decision.constants import DEFAULT_FAR
 from speakerid.decision.model import (
-    DEFAULT_FAR,
     MIN_FIT_NONTARGET,
     MIN_FIT_TARGET,
     DecisionModel,

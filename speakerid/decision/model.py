@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from speakerid.decision.constants import DEFAULT_FAR
 from speakerid.errors import DataError
 
-DEFAULT_FAR = 0.01  # the operating point of every default decision: 1 false accept in 100
 FAR_RANGE = (0.0, 0.5)  # --far must lie in (low, high]
 FORMAT = "speakerid-decision/1"  # ``DecisionModel.format``; readers refuse other formats
 # Quality measures are clipped to the range the fits see, and expressed around a typical value.

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from speakerid.decision.calibration import ASNORM_TOP_K, Calibration, as_norm_scores
+from speakerid.decision.constants import DEFAULT_FAR, GIVEN
 from speakerid.decision.model import (
-    DEFAULT_FAR,
     Decision,
     DecisionModel,
     Quality,
@@ -39,7 +39,6 @@ from speakerid.decision.model import (
     sidak_far,
 )
 from speakerid.decision.thresholds import (
-    GIVEN,
     calibration_for,
     identify_threshold,
     resolve_threshold,

@@ -11,12 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from speakerid.decision.calibration import Calibration, expected_fpir
+from speakerid.decision.constants import DEFAULT_THRESHOLD, GIVEN
 from speakerid.encoders.checkpoint import check_threshold
 from speakerid.errors import SpeakerIDError
 from speakerid.store.speakers import SpeakerStore
-
-DEFAULT_THRESHOLD = 0.5  # cosine; used only when the model carries no calibrated threshold
-GIVEN = "given"  # ``resolve_threshold``'s source for a threshold the caller passed
 
 
 def resolve_threshold(

@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, get_args
 
 from speakerid.audio import MIN_SPEECH_SECONDS, resolve_vad
+from speakerid.embedding.constants import BACKEND_ENV, BACKENDS
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.registry import FUSIONS
 from speakerid.errors import SpeakerIDError
-
-Backend = Literal["torch", "onnx"]
-BACKENDS: tuple[str, ...] = get_args(Backend)
-BACKEND_ENV = "SPEAKERID_BACKEND"  # environment variable choosing the backend
-PRECISION_ENV = "SPEAKERID_PRECISION"  # environment variable choosing --precision
 
 
 def resolve_backend(backend: str | None) -> str:

@@ -45,6 +45,7 @@ from platformdirs import user_data_path
 from speakerid.decision.calibration import Calibration
 from speakerid.errors import InvalidNameError, SpeakerIDError, StoreError, UnknownSpeakerError
 from speakerid.pins import file_sha256
+from speakerid.store.constants import NAME_MAX_CHARS, STORE_ENV, STORE_FILENAME
 from speakerid.store.db import (
     EMBEDDING_OR_VECTOR,
     IMPORTED_EMBEDDING,
@@ -61,9 +62,6 @@ from speakerid.store.search import Candidate, IndexInfo, exact_index, import_fai
 from speakerid.vectors import l2_normalize, pool
 
 CALIBRATION_KEY = "calibration"  # meta key of the store's calibration (JSON)
-STORE_ENV = "SPEAKERID_STORE"  # environment variable naming the store file
-STORE_FILENAME = "store.sqlite"  # inside the platform's user data directory
-NAME_MAX_CHARS = 64
 IMPORTED_SOURCE = "(imported)"  # recording path for vectors added through ``add_vectors``
 BULK_SPEAKERS = 10_000  # speakers per transaction in ``add_many``
 

@@ -6,11 +6,12 @@ the CLI's options do) stays light; only building an ``Embedder`` loads it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from speakerid.audio import MIN_SPEECH_SECONDS, resolve_vad
+from speakerid.embedding.constants import PRECISIONS, Precision
 from speakerid.embedding.embedder import BaseEmbedder
 from speakerid.encoders.checkpoint import refuse_onnx
 from speakerid.encoders.registry import resolve_model
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
     import torch
 
     from speakerid.encoders.twin import LoadedModel
-
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def native_bf16(device: torch.device) -> bool:
