@@ -130,6 +130,7 @@ from speakerid.audio import load_audio, prepare, trim_silence
 from speakerid.embedding.pipeline import open_embedder
 from speakerid.recognition import scorer_for
 from speakerid.vectors import pool
+mark("import the core (api, audio, embedding, decision)")
 sid = SpeakerID(sys.argv[1]); reference = sid.store.vector("a"); mark("store: open, read")
 embedder = open_embedder(); mark("CAM++ session")
 from speakerid.audio.vad import SileroVAD
