@@ -330,18 +330,15 @@ def open_pinned(
     return _build(path, key, threads, probe)
 
 
-def open_soon(
-    path: Path, sha256: str, threads: int | None = None, warm: Probe | None = None
-) -> None:
+def open_soon(path: Path, sha256: str, threads: int | None = None) -> None:
     """Start loading the cached session ``open_pinned(path, sha256, ..., threads)`` would
     load, on a daemon thread; ``open_pinned`` then waits for it instead of loading again.
 
-    onnxruntime lets go of the GIL while it creates a session and runs it, so on a second
-    core this overlaps the command's own imports and parsing (a cold ``verify``: the
-    model's 40-50 ms; docs/benchmarks.md). ``warm``: inputs for one run once loaded, so
-    that the command's first run does not pay onnxruntime's first-run costs. Only a valid
-    cache entry is loaded, through ``_cached``'s checks; anything else is left to
-    ``open_pinned`` (see the module's docstring). Asking twice starts one thread.
+    onnxruntime lets go of the GIL while it creates a session, so on a second core this
+    overlaps the command's own imports and parsing (a cold ``verify``: the model's 40-50
+    ms; docs/benchmarks.md). Only a valid cache entry is loaded, through ``_cached``'s
+    checks; anything else is left to ``open_pinned`` (see the module's docstring). Asking
+    twice starts one thread.
     """
     path = Path(path)
     slot = (str(path), sha256, threads)
@@ -351,10 +348,7 @@ def open_soon(
 
     def load() -> None:
         try:
-            session = _cached(path, cache_key(sha256, path), threads)
-            if session is not None and warm is not None:
-                session.run(None, warm(session))
-            soon.session = session
+            soon.session = _cached(path, cache_key(sha256, path), threads)
         # Whatever failed here fails again in open_pinned, in the foreground, worded there.
         except Exception as exc:
             log.debug("%s: early load failed (%s); loading in the foreground", path, exc)

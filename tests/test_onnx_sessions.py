@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -204,20 +205,36 @@ def _soon_slot(graph: Path) -> tuple[str, str, int]:
     return (str(graph), SEQUENCE_SHA256, 1)
 
 
-def test_a_session_started_early_is_the_one_opened(cache: Path, graph: Path) -> None:
+def _early_loads(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[Any]:
+    """The sessions ``_cached`` gives the early thread (recorded), or, with ``fail``, an
+    error raised there instead."""
+    import speakerid.onnx_sessions as sessions
+
+    real, loaded = sessions._cached, []
+
+    def cached(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name != "speakerid-open-soon":
+            return real(*args, **kwargs)
+        if fail:
+            raise RuntimeError("must not reach the user")
+        loaded.append(real(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(sessions, "_cached", cached)
+    return loaded
+
+
+def test_a_session_started_early_is_the_one_opened(
+    cache: Path, graph: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import speakerid.onnx_sessions as sessions
 
     _open(graph)  # the cache exists, as on any start after a machine's first
-    warmed: list[Any] = []
-
-    def warm(session: Any) -> dict[str, np.ndarray]:
-        warmed.append(session)
-        return _probe(graph)
-
-    open_soon(graph, SEQUENCE_SHA256, threads=1, warm=warm)
-    open_soon(graph, SEQUENCE_SHA256, threads=1, warm=warm)  # asked twice: one load
+    loaded = _early_loads(monkeypatch)
+    open_soon(graph, SEQUENCE_SHA256, threads=1)
+    open_soon(graph, SEQUENCE_SHA256, threads=1)  # asked twice: one load
     early = sessions._soon[_soon_slot(graph)].wait()
-    assert early is not None and warmed == [early]
+    assert early is not None and loaded == [early]
     assert _open(graph) is early  # taken, not loaded again
     assert _soon_slot(graph) not in sessions._soon
     _same(plain_session(graph, threads=1), early, _probe(graph))
@@ -240,13 +257,12 @@ def test_an_early_load_never_builds_nor_trusts_a_damaged_cache(cache: Path, grap
     _same(first, _open(graph), _probe(graph))  # rebuilt in the foreground
 
 
-def test_a_failing_early_load_leaves_the_error_to_the_foreground(cache: Path, graph: Path) -> None:
+def test_a_failing_early_load_leaves_the_error_to_the_foreground(
+    cache: Path, graph: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _open(graph)
     graph.write_bytes(b"not the pinned graph")  # replaced after the cache was made
-
-    def broken_warm(session: Any) -> dict[str, np.ndarray]:
-        raise RuntimeError("must not reach the user")
-
-    open_soon(graph, SEQUENCE_SHA256, threads=1, warm=broken_warm)
+    _early_loads(monkeypatch, fail=True)  # and the early thread's load raises
+    open_soon(graph, SEQUENCE_SHA256, threads=1)
     with pytest.raises(CheckpointError, match="does not match the shipped Silero VAD"):
         _open(graph)

@@ -312,30 +312,27 @@ def open_shipped_graph(model: ShippedModel, graph: ShippedGraph) -> OnnxModel:
     )
 
 
-def _feature_probe(session: Any, fragments: int = PROBE_BATCH) -> dict[str, np.ndarray]:
+def _feature_probe(session: Any) -> dict[str, np.ndarray]:
     """Inputs for one run of a shipped graph, to check its cached optimised form: the
-    features of ``fragments`` fragments of noise by the front-end its metadata names."""
+    features of two fragments of noise by the front-end its metadata names."""
     _, _, frontend = _config(session.get_modelmeta().custom_metadata_map)
-    noise = 0.1 * np.random.default_rng(0).standard_normal((fragments, FRAGMENT_SAMPLES))
+    noise = 0.1 * np.random.default_rng(0).standard_normal((PROBE_BATCH, FRAGMENT_SAMPLES))
     return {INPUT_NAME: frontend(noise.astype(np.float32))}
-
-
-def _warm_input(session: Any) -> dict[str, np.ndarray]:
-    """One fragment's features: a warm-up run, the size of a short clip's first run."""
-    return _feature_probe(session, fragments=1)
 
 
 def open_soon(model: str | Path | None = None, precision: str = "auto") -> None:
     """Start loading, on a second thread, the session ``load_onnx_model(model, precision)``
-    will open, warmed by one run (``onnx_sessions.open_soon``). Only a shipped model's
-    graph is started early; for anything else, or a ``precision`` it lacks, nothing is
-    done and ``load_onnx_model`` does it all (and words any error)."""
+    will open (``onnx_sessions.open_soon``). Only a shipped model's graph is started early;
+    for anything else, or a ``precision`` it lacks, nothing is done and ``load_onnx_model``
+    does it all (and words any error)."""
     shipped = SHIPPED.get(DEFAULT_MODEL if model is None else str(model))
     if shipped is None or not shipped.graphs:
         return
-    graph = shipped.graphs[0] if precision == "auto" else shipped.graph(precision)
-    if graph is not None:
-        _open_session_soon(shipped_path(graph), graph.sha256)
+    try:
+        graph = pick_graph(shipped, precision)
+    except SpeakerIDError:
+        return
+    _open_session_soon(shipped_path(graph), graph.sha256)
 
 
 def pick_graph(model: ShippedModel, precision: str) -> ShippedGraph:
