@@ -212,28 +212,12 @@ def export_equalised(
 ) -> dict[str, float]:
     """The body (+ whitening) of a CAM++ checkpoint, channel-equalised, exported at ``out``
     as ``speakerid export`` would (no metadata: the caller copies the raw export's)."""
-    import warnings
-
-    import torch
-
-    from speakerid.embedding.backends.onnx import ONNX_OPSET, OUTPUT_NAME, _graph_body
+    from speakerid.embedding.backends.onnx import _graph_body, _trace_graph
     from speakerid.encoders.twin import load_encoder
 
     encoder = load_encoder(checkpoint, expected_sha256=expected).encoder.eval()
     spreads = equalise_campp(encoder.body, features, stat, floor)
-    body, example = _graph_body(encoder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            body,
-            (example,),
-            str(out),
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=ONNX_OPSET,
-        )
+    _trace_graph(*_graph_body(encoder), out)
     return spreads
 
 

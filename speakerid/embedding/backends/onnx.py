@@ -130,6 +130,27 @@ def _graph_body(encoder: Any) -> tuple[Any, Any]:
     return Body(encoder).eval(), example
 
 
+def _trace_graph(body: Any, example: Any, path: Path) -> None:
+    """Write ``body`` (``_graph_body``'s) as an ONNX graph at ``path``: the TorchScript
+    exporter (``dynamo=False``: it handles the LSTM, needs no onnxscript), the batch axis
+    dynamic. Its deprecation and LSTM-batch warnings are about the exporter, not the model.
+    """
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            body,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+        )
+
+
 def export_onnx(
     checkpoint: str | Path, out: str | Path, expected_sha256: str | None = None
 ) -> Path:
@@ -141,8 +162,6 @@ def export_onnx(
     ``CheckpointError`` for a model whose front-end has no numpy version or whose body does
     not export.
     """
-    import torch
-
     from speakerid.encoders.twin import load_encoder
 
     loaded = load_encoder(checkpoint, expected_sha256=expected_sha256)
@@ -172,20 +191,7 @@ def export_onnx(
     }
     with replacing(out) as tmp:
         try:
-            # The TorchScript exporter (dynamo=False): it handles the LSTM, needs no onnxscript.
-            # Its deprecation and LSTM-batch warnings are about the exporter, not the model.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    body,
-                    (example,),
-                    str(tmp),
-                    dynamo=False,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                    opset_version=ONNX_OPSET,
-                )
+            _trace_graph(body, example, tmp)
             graph = onnx.load(str(tmp))
             for key, value in metadata.items():
                 graph.metadata_props.add(key=key, value=value)
