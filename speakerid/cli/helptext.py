@@ -47,7 +47,17 @@ def value_name(param: TyperOption) -> str:
     return (longs[0][2:] if longs else param.name).upper()
 
 
-class Command(TyperCommand):
+class _PlainHelpOption:
+    """``--help`` coerced by ``fast_coercion`` too (Click builds it apart from the params)."""
+
+    def get_help_option(self, ctx: typer.Context) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            fast_coercion(option)
+        return option
+
+
+class Command(_PlainHelpOption, TyperCommand):
     """A Typer command whose usage line and options list read as a well-kept CLI's do."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -57,12 +67,6 @@ class Command(TyperCommand):
             if isinstance(param, TyperOption) and not param.is_flag:
                 param.metavar = param.metavar or value_name(param)
             fast_coercion(param)  # plain values without pydantic (``coercion``)
-
-    def get_help_option(self, ctx: typer.Context) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            fast_coercion(option)
-        return option
 
     def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -89,16 +93,10 @@ class Command(TyperCommand):
                 formatter.write_dl(options)
 
 
-class Group(TyperGroup):
+class Group(_PlainHelpOption, TyperGroup):
     """The top-level group: Typer's, with ``fast_coercion`` on its own options."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
             fast_coercion(param)
-
-    def get_help_option(self, ctx: typer.Context) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            fast_coercion(option)
-        return option
